@@ -1,0 +1,446 @@
+//! The eBPF dataplane: loads the TC program pair once, attaches it to interfaces inside pod
+//! network namespaces, and reads the per-interface counters.
+//!
+//! Maps and TCX links are pinned (see [`pins`]), so enforcement and counters outlive the agent; a
+//! new [`Dataplane`] reuses the pinned maps and swaps its programs into the pinned links.
+pub mod btf;
+pub mod error;
+pub mod netns;
+pub mod pins;
+pub mod record;
+
+mod attach;
+
+use std::{collections::BTreeSet, fmt, fs, io, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    util::KernelVersion,
+};
+use multus_common::{
+    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, IfaceKey, MAX_ATTACHMENTS, counter_index,
+    globals, maps,
+};
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    error::{DataplaneError, Result},
+    pins::PinLayout,
+    record::{AttachmentOwner, AttachmentRecord},
+};
+
+/// The eBPF object built from `multus-ebpf` by this crate's build script.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/multus"));
+
+/// How the programs hook into an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// TCX links (kernel 6.6 and newer): pinned, multi-program aware.
+    Tcx,
+    /// A clsact qdisc with direct-action cls_bpf filters (older kernels).
+    Clsact,
+}
+
+impl AttachMode {
+    /// TCX where the kernel has it, clsact otherwise.
+    pub fn detect() -> Self {
+        match KernelVersion::current() {
+            Ok(v) if v >= KernelVersion::new(6, 6, 0) => Self::Tcx,
+            _ => Self::Clsact,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        })
+    }
+}
+
+/// Counters of one direction of an attachment, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionCounters {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen (layer 2 included).
+    pub bytes: u64,
+    /// Dropped packets by reason (see `multus_common::DROP_*`).
+    pub drop_packets: [u64; DROP_REASONS],
+    /// Dropped bytes by reason.
+    pub drop_bytes: [u64; DROP_REASONS],
+}
+
+impl DirectionCounters {
+    fn add(&mut self, c: &DirCounters) {
+        self.packets += c.packets;
+        self.bytes += c.bytes;
+        for i in 0..DROP_REASONS {
+            self.drop_packets[i] += c.drop_packets[i];
+            self.drop_bytes[i] += c.drop_bytes[i];
+        }
+    }
+}
+
+/// Counters of an attachment, from the pod's point of view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceCounters {
+    /// What the pod received (TC ingress).
+    pub ingress: DirectionCounters,
+    /// What the pod sent (TC egress).
+    pub egress: DirectionCounters,
+}
+
+/// What to attach to.
+#[derive(Clone, Debug)]
+pub struct AttachRequest<'a> {
+    /// The network namespace file of the interface.
+    pub netns: &'a Path,
+    /// The interface name inside that namespace.
+    pub ifname: &'a str,
+    /// Who the attachment belongs to.
+    pub owner: AttachmentOwner,
+}
+
+/// The loaded programs and their maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attachments: BpfHashMap<MapData, IfaceKey, u32>,
+    counters: PerCpuArray<MapData, DirCounters>,
+    layout: PinLayout,
+    mode: AttachMode,
+    nr_cpus: usize,
+}
+
+impl fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("layout", &self.layout)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of adopting what a previous loader left pinned.
+#[derive(Debug, Default)]
+pub struct Adoption {
+    /// Attachments whose links now run this loader's programs.
+    pub adopted: Vec<u32>,
+    /// Problems met on the way (the attachment stays as it was).
+    pub errors: Vec<DataplaneError>,
+}
+
+impl Dataplane {
+    /// Loads the programs once, reusing maps pinned under `layout` (creating them on first use),
+    /// and swaps the new programs into every TCX link a previous loader pinned there.
+    pub fn load(layout: PinLayout, mode: AttachMode) -> Result<(Self, Adoption)> {
+        for dir in [layout.maps(), layout.links(), layout.records()] {
+            fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
+        }
+        let maps_dir = layout.maps();
+        let offsets = btf::NetnsOffsets::from_kernel().map_err(DataplaneError::Btf)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .set_global(globals::SKB_DEV, &offsets.skb_dev, true)
+            .set_global(globals::DEV_NET, &offsets.dev_net, true)
+            .set_global(globals::NET_COOKIE, &offsets.net_cookie, true)
+            .load(EBPF_OBJECT)
+            .map_err(|source| DataplaneError::Load {
+                pin_dir: maps_dir.clone(),
+                source: Box::new(source),
+            })?;
+        for (_, name, _) in attach::HOOKS {
+            attach::program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DataplaneError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        let attachments = take_map(&mut ebpf, maps::ATTACHMENTS)?;
+        let counters = take_map(&mut ebpf, maps::COUNTERS)?;
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(op, e)| DataplaneError::io(op, "/sys/devices/system/cpu/possible", e))?
+            .get() as usize;
+        let mut dataplane = Self {
+            ebpf,
+            attachments,
+            counters,
+            layout,
+            mode,
+            nr_cpus,
+        };
+        let adoption = dataplane.adopt();
+        Ok((dataplane, adoption))
+    }
+
+    /// The pin layout in use.
+    pub fn layout(&self) -> &PinLayout {
+        &self.layout
+    }
+
+    /// The attach mode used for new attachments.
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    fn adopt(&mut self) -> Adoption {
+        let mut adoption = Adoption::default();
+        let records = match AttachmentRecord::load_all(&self.layout.records()) {
+            Ok((records, errors)) => {
+                adoption.errors.extend(errors);
+                records
+            }
+            Err(e) => {
+                adoption.errors.push(e);
+                return adoption;
+            }
+        };
+        for record in records.iter().filter(|r| r.mode == AttachMode::Tcx) {
+            let mut ok = true;
+            for (_, name, dir) in attach::HOOKS {
+                let path = self.layout.link(record.id, dir);
+                if let Err(e) = attach::adopt_link(&mut self.ebpf, &path, name) {
+                    adoption.errors.push(e);
+                    ok = false;
+                }
+            }
+            if ok {
+                adoption.adopted.push(record.id);
+            }
+        }
+        adoption
+    }
+
+    /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero.
+    pub fn attach(&mut self, req: &AttachRequest<'_>) -> Result<AttachmentRecord> {
+        let (ifindex, netns_cookie) = netns::run_in(req.netns, || {
+            let ifindex = nix::net::if_::if_nametoindex(req.ifname).map_err(|_| {
+                DataplaneError::NoInterface {
+                    ifname: req.ifname.to_owned(),
+                    netns: req.netns.to_owned(),
+                }
+            })?;
+            let cookie = netns::current_cookie()
+                .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", req.netns, e))?;
+            Ok((ifindex, cookie))
+        })?;
+        let key = IfaceKey {
+            netns_cookie,
+            ifindex,
+            pad: 0,
+        };
+        if let Ok(id) = self.attachments.get(&key, 0) {
+            return Err(DataplaneError::AlreadyAttached {
+                ifname: req.ifname.to_owned(),
+                netns: req.netns.to_owned(),
+                id,
+            });
+        }
+        let id = self.allocate_id()?;
+        let record = AttachmentRecord {
+            id,
+            netns: req.netns.to_owned(),
+            ifname: req.ifname.to_owned(),
+            ifindex,
+            netns_cookie,
+            mode: self.mode,
+            owner: req.owner.clone(),
+        };
+        // Record first: whatever happens next, a restart knows this id exists and can clean it.
+        record.save(&self.layout.record(id))?;
+        if let Err(e) = self.install(&record, &key) {
+            let mut errors = vec![e];
+            errors.extend(self.teardown(&record));
+            return Err(flatten(errors));
+        }
+        Ok(record)
+    }
+
+    fn install(&mut self, record: &AttachmentRecord, key: &IfaceKey) -> Result<()> {
+        self.reset_counters(record.id)?;
+        // The map entry goes in before the programs, so the very first packet is counted.
+        self.attachments
+            .insert(key, &record.id, 0)
+            .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
+        let dir = self.layout.link_dir(record.id);
+        if record.mode == AttachMode::Tcx {
+            fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
+        }
+        let (ebpf, layout) = (&mut self.ebpf, &self.layout);
+        netns::run_in(&record.netns, || {
+            let target = attach::Target {
+                netns: &record.netns,
+                ifname: &record.ifname,
+                ifindex: record.ifindex,
+            };
+            attach::attach_pair(ebpf, layout, record.id, record.mode, &target)
+        })
+    }
+
+    /// Detaches attachment `id` and removes its pins, map entries and record. Keeps going past
+    /// errors (a netns that is gone took its filters with it) and reports them all.
+    pub fn detach(&mut self, id: u32) -> Result<()> {
+        let path = self.layout.record(id);
+        let record = match AttachmentRecord::load(&path) {
+            Ok(record) => record,
+            Err(DataplaneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(DataplaneError::UnknownAttachment(id));
+            }
+            Err(e) => return Err(e),
+        };
+        let errors = self.teardown(&record);
+        if errors.is_empty() { Ok(()) } else { Err(flatten(errors)) }
+    }
+
+    fn teardown(&mut self, record: &AttachmentRecord) -> Vec<DataplaneError> {
+        let mut errors = Vec::new();
+        match record.mode {
+            AttachMode::Tcx => {
+                errors.extend(attach::detach_pair(&self.layout, record.id, record.mode, 0));
+            }
+            AttachMode::Clsact => {
+                let result = netns::run_in(&record.netns, || {
+                    Ok(attach::detach_pair(&self.layout, record.id, record.mode, record.ifindex))
+                });
+                match result {
+                    Ok(errs) => errors.extend(errs),
+                    // The namespace is gone, and its interfaces and filters with it.
+                    Err(DataplaneError::Netns { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        let key = IfaceKey {
+            netns_cookie: record.netns_cookie,
+            ifindex: record.ifindex,
+            pad: 0,
+        };
+        match self.attachments.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => errors.push(map_err(maps::ATTACHMENTS, e)),
+        }
+        let link_dir = self.layout.link_dir(record.id);
+        match fs::remove_dir(&link_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(DataplaneError::io("removing", &link_dir, e)),
+        }
+        if errors.is_empty() {
+            let path = self.layout.record(record.id);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(DataplaneError::io("removing", &path, e)),
+            }
+        }
+        errors
+    }
+
+    /// Every attachment this dataplane knows, in id order.
+    pub fn attachments(&self) -> Result<Vec<AttachmentRecord>> {
+        Ok(AttachmentRecord::load_all(&self.layout.records())?.0)
+    }
+
+    /// The counters of attachment `id`, summed over CPUs.
+    pub fn counters(&self, id: u32) -> Result<InterfaceCounters> {
+        if id == 0 || id >= MAX_ATTACHMENTS {
+            return Err(DataplaneError::UnknownAttachment(id));
+        }
+        let mut out = InterfaceCounters::default();
+        for (direction, sum) in [(DIR_INGRESS, &mut out.ingress), (DIR_EGRESS, &mut out.egress)] {
+            let values = self
+                .counters
+                .get(&counter_index(id, direction), 0)
+                .map_err(|e| map_err(maps::COUNTERS, e))?;
+            for cpu in values.iter() {
+                sum.add(cpu);
+            }
+        }
+        Ok(out)
+    }
+
+    fn reset_counters(&mut self, id: u32) -> Result<()> {
+        for direction in [DIR_INGRESS, DIR_EGRESS] {
+            let zeros = PerCpuValues::try_from(vec![DirCounters::default(); self.nr_cpus])
+                .map_err(|e| DataplaneError::io("sizing per-CPU values for", maps::COUNTERS, e))?;
+            self.counters
+                .set(counter_index(id, direction), zeros, 0)
+                .map_err(|e| map_err(maps::COUNTERS, e))?;
+        }
+        Ok(())
+    }
+
+    fn allocate_id(&self) -> Result<u32> {
+        let mut used = BTreeSet::new();
+        for entry in self.attachments.iter() {
+            let (_, id) = entry.map_err(|e| map_err(maps::ATTACHMENTS, e))?;
+            used.insert(id);
+        }
+        if let Ok(entries) = fs::read_dir(self.layout.records()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if let Some(id) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    used.insert(id);
+                }
+            }
+        }
+        (1..MAX_ATTACHMENTS)
+            .find(|id| !used.contains(id))
+            .ok_or(DataplaneError::IdsExhausted(MAX_ATTACHMENTS))
+    }
+}
+
+/// Names of the TCX programs attached to `ifname` in `netns`, ingress hook first: a check that does
+/// not trust our own records.
+pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
+    netns::run_in(netns, || {
+        let ifindex =
+            nix::net::if_::if_nametoindex(ifname).map_err(|_| DataplaneError::NoInterface {
+                ifname: ifname.to_owned(),
+                netns: netns.to_owned(),
+            })?;
+        let mut names = Vec::new();
+        for (hook, name, _) in attach::HOOKS {
+            let (_, infos) = aya::programs::SchedClassifier::query_tcx(ifindex, hook)
+                .map_err(|source| DataplaneError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
+            names.extend(infos.iter().filter_map(|i| i.name_as_str().map(str::to_owned)));
+        }
+        Ok(names)
+    })
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| map_err(name, e))
+}
+
+fn map_err(name: &'static str, e: aya::maps::MapError) -> DataplaneError {
+    DataplaneError::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
+fn flatten(mut errors: Vec<DataplaneError>) -> DataplaneError {
+    if errors.len() == 1 {
+        errors.remove(0)
+    } else {
+        DataplaneError::Multiple(errors)
+    }
+}

@@ -1,0 +1,61 @@
+//! Where the dataplane keeps its state: bpffs pins for maps and links, and one JSON record per
+//! attachment in a state directory (bpffs holds only BPF objects).
+//!
+//! ```text
+//! <bpffs root>/maps/MULTUS_ATTACH, MULTUS_COUNTERS, ...   maps, shared by every loader
+//! <bpffs root>/links/<id>/ingress, egress                 TCX links, keep enforcing without us
+//! <state dir>/attachments/<id>.json                       what each id is attached to
+//! ```
+use std::path::{Path, PathBuf};
+
+/// Paths of one dataplane instance.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl PinLayout {
+    /// A layout under the bpffs directory `root` with records under `state`.
+    pub fn new(root: impl Into<PathBuf>, state: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            state: state.into(),
+        }
+    }
+
+    /// The bpffs root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of the pinned maps.
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    /// Directory of all pinned links.
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    /// Directory of one attachment's links.
+    pub fn link_dir(&self, id: u32) -> PathBuf {
+        self.links().join(id.to_string())
+    }
+
+    /// Pin path of one attachment's link for a direction (`ingress` or `egress`).
+    pub fn link(&self, id: u32, direction: &str) -> PathBuf {
+        self.link_dir(id).join(direction)
+    }
+
+    /// Directory of the attachment records.
+    pub fn records(&self) -> PathBuf {
+        self.state.join("attachments")
+    }
+
+    /// Record file of one attachment.
+    pub fn record(&self, id: u32) -> PathBuf {
+        self.records().join(format!("{id}.json"))
+    }
+}

@@ -1,0 +1,116 @@
+//! The on-disk record of one attachment: what the id is attached to and how.
+use std::{
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AttachMode,
+    error::{DataplaneError, Result},
+};
+
+/// Who an attachment belongs to; filled in by the agent, empty for bare attachments.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentOwner {
+    /// Kubernetes namespace of the pod.
+    #[serde(default)]
+    pub namespace: String,
+    /// Pod name.
+    #[serde(default)]
+    pub pod: String,
+    /// Network name, `<nad-namespace>/<nad-name>`.
+    #[serde(default)]
+    pub network: String,
+    /// The runtime's container (sandbox) id.
+    #[serde(default)]
+    pub container_id: String,
+}
+
+/// One interface the programs are attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// The attachment id: the key of every per-interface map entry.
+    pub id: u32,
+    /// The network namespace file the interface lives in.
+    pub netns: PathBuf,
+    /// The interface name inside that namespace.
+    pub ifname: String,
+    /// The interface index inside that namespace.
+    pub ifindex: u32,
+    /// The namespace's cookie.
+    pub netns_cookie: u64,
+    /// How the programs are attached.
+    pub mode: AttachMode,
+    /// Who the attachment belongs to.
+    #[serde(default)]
+    pub owner: AttachmentOwner,
+}
+
+impl AttachmentRecord {
+    /// Writes the record atomically (temp file, fsync, rename), so a crash never leaves half a file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| DataplaneError::Record {
+            path: path.to_owned(),
+            source,
+        })?;
+        write_atomic(path, &bytes).map_err(|e| DataplaneError::io("writing", path, e))
+    }
+
+    /// Reads a record.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|e| DataplaneError::io("reading", path, e))?;
+        serde_json::from_slice(&bytes).map_err(|source| DataplaneError::Record {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads every record in `dir`, in id order; unreadable files are returned as errors.
+    pub fn load_all(dir: &Path) -> Result<(Vec<Self>, Vec<DataplaneError>)> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(DataplaneError::io("listing", dir, e)),
+        };
+        let mut records = Vec::new();
+        let mut errors = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| DataplaneError::io("listing", dir, e))?;
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "json") {
+                match Self::load(&path) {
+                    Ok(record) => records.push(record),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        records.sort_by_key(|r| r.id);
+        Ok((records, errors))
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut tmp = tempfile_in(dir, path)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    fs::rename(&tmp.0, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+fn tempfile_in(dir: &Path, path: &Path) -> io::Result<(PathBuf, fs::File)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    Ok((tmp, file))
+}

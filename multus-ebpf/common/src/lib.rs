@@ -1,0 +1,93 @@
+//! The map ABI shared by the TC programs in `multus-ebpf` and the agent's dataplane module.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding, so the kernel side and the userspace side
+//! agree on the layout byte for byte. Per-interface state is keyed by an attachment id that the agent
+//! assigns: an ifindex is only unique inside one network namespace.
+#![no_std]
+
+/// Largest attachment id plus one; ids are in `1..MAX_ATTACHMENTS` (0 means "none").
+pub const MAX_ATTACHMENTS: u32 = 16_384;
+
+/// Direction index for packets the pod receives (TC ingress on the pod-side interface).
+pub const DIR_INGRESS: u32 = 0;
+/// Direction index for packets the pod sends (TC egress on the pod-side interface).
+pub const DIR_EGRESS: u32 = 1;
+/// Number of directions.
+pub const DIRECTIONS: u32 = 2;
+
+/// Number of drop reasons counted per attachment and direction.
+pub const DROP_REASONS: usize = 4;
+/// A rule with a deny action matched.
+pub const DROP_POLICY_DENY: usize = 0;
+/// No rule matched and the direction's default action is deny.
+pub const DROP_DEFAULT_DENY: usize = 1;
+/// The packet's source address or MAC is not the attachment's own (anti-spoofing).
+pub const DROP_SPOOFED: usize = 2;
+/// The packet could not be parsed (truncated headers).
+pub const DROP_MALFORMED: usize = 3;
+
+/// Map names, shared so the loader finds them and pins them under the same names.
+pub mod maps {
+    /// `(netns cookie, ifindex)` to attachment id.
+    pub const ATTACHMENTS: &str = "MULTUS_ATTACH";
+    /// Per-CPU counters indexed by [`super::counter_index`].
+    pub const COUNTERS: &str = "MULTUS_COUNTERS";
+}
+
+/// Names of the read-only globals the loader sets from the kernel's BTF.
+pub mod globals {
+    /// `offsetof(struct sk_buff, dev)`.
+    pub const SKB_DEV: &str = "SKB_DEV_OFFSET";
+    /// `offsetof(struct net_device, nd_net.net)`.
+    pub const DEV_NET: &str = "DEV_NET_OFFSET";
+    /// `offsetof(struct net, net_cookie)`.
+    pub const NET_COOKIE: &str = "NET_COOKIE_OFFSET";
+}
+
+/// Program names (the Rust function names of the classifiers).
+pub mod programs {
+    /// The TC ingress classifier.
+    pub const INGRESS: &str = "multus_ingress";
+    /// The TC egress classifier.
+    pub const EGRESS: &str = "multus_egress";
+}
+
+/// Identifies one interface across the whole node: the netns cookie makes the ifindex unique.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    /// The network namespace's cookie (`SO_NETNS_COOKIE`, `bpf_get_netns_cookie`).
+    pub netns_cookie: u64,
+    /// The interface index inside that namespace.
+    pub ifindex: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+}
+
+/// Traffic counters for one attachment and direction (one copy per CPU in the map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirCounters {
+    /// Packets seen by the program, dropped or not.
+    pub packets: u64,
+    /// Bytes seen (`skb->len`, layer 2 included).
+    pub bytes: u64,
+    /// Dropped packets, indexed by the `DROP_*` reasons.
+    pub drop_packets: [u64; DROP_REASONS],
+    /// Dropped bytes, indexed by the `DROP_*` reasons.
+    pub drop_bytes: [u64; DROP_REASONS],
+}
+
+/// Index into the counters array of an attachment's direction.
+#[inline(always)]
+pub const fn counter_index(attach_id: u32, direction: u32) -> u32 {
+    attach_id * DIRECTIONS + direction
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` data with explicit padding and no pointers.
+    unsafe impl aya::Pod for super::IfaceKey {}
+    // SAFETY: plain `#[repr(C)]` data of u64 fields.
+    unsafe impl aya::Pod for super::DirCounters {}
+}

@@ -1,0 +1,15 @@
+//! Support for the project's root tests and benches: a loud root check, uniquely named network
+//! namespaces and links that remove themselves on drop, bpffs directories, and a two-pod macvlan
+//! topology on documentation addresses.
+//!
+//! Everything is built from `ip` and friends on purpose: the tests check the product's netlink and
+//! eBPF code against the system's own tools.
+pub mod cmd;
+pub mod netns;
+pub mod root;
+pub mod topology;
+
+pub use cmd::{CmdError, run, run_ok};
+pub use netns::{BpffsDir, Netns, unique_name};
+pub use root::require_root;
+pub use topology::{MacvlanPods, Pod};
