@@ -1,1 +1,149 @@
-fn main() {}
+//! `multus-agent`: the node agent binary.
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane, PinLayout};
+
+#[derive(Parser)]
+#[command(name = "multus-agent", version, about = "multus node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the dataplane keeps its pins and records.
+#[derive(clap::Args)]
+struct DataplaneArgs {
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/multus")]
+    bpffs: PathBuf,
+    /// Directory for attachment records (tmpfs: it must not outlive the pins across a reboot).
+    #[arg(long, default_value = "/run/multus/dataplane")]
+    state_dir: PathBuf,
+    /// Attach with TCX or clsact (default: TCX where the kernel has it).
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<AttachMode>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the TC programs to an interface inside a network namespace.
+    Attach {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// The namespace file (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
+        #[arg(long)]
+        netns: PathBuf,
+        /// The interface name inside the namespace.
+        #[arg(long)]
+        interface: String,
+    },
+    /// Detach one attachment, or all of them.
+    Detach {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// The attachment id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<u32>,
+        /// Every attachment.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print every attachment with its counters.
+    Counters {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<AttachMode, String> {
+    match s {
+        "tcx" => Ok(AttachMode::Tcx),
+        "clsact" => Ok(AttachMode::Clsact),
+        other => Err(format!("unknown attach mode {other:?} (tcx or clsact)")),
+    }
+}
+
+fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
+    let layout = PinLayout::new(&args.bpffs, &args.state_dir);
+    let (dataplane, adoption) =
+        Dataplane::load(layout, args.mode.unwrap_or_else(AttachMode::detect))
+            .context("loading the dataplane")?;
+    for e in &adoption.errors {
+        eprintln!("warning: {e}");
+    }
+    Ok(dataplane)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Attach {
+            dataplane,
+            netns,
+            interface,
+        } => {
+            let mut dp = open(&dataplane)?;
+            let record = dp.attach(&AttachRequest {
+                netns: &netns,
+                ifname: &interface,
+                owner: Default::default(),
+            })?;
+            println!(
+                "attached {} in {} as {} ({})",
+                record.ifname,
+                record.netns.display(),
+                record.id,
+                record.mode
+            );
+        }
+        Command::Detach { dataplane, id, all } => {
+            let mut dp = open(&dataplane)?;
+            let ids = if all {
+                dp.attachments()?.into_iter().map(|r| r.id).collect()
+            } else {
+                id.into_iter().collect::<Vec<_>>()
+            };
+            for id in ids {
+                dp.detach(id)?;
+                println!("detached {id}");
+            }
+        }
+        Command::Counters { dataplane, json } => {
+            let dp = open(&dataplane)?;
+            let mut rows = Vec::new();
+            for record in dp.attachments()? {
+                let counters = dp.counters(record.id)?;
+                rows.push((record, counters));
+            }
+            if json {
+                let out: Vec<_> = rows
+                    .iter()
+                    .map(|(r, c)| serde_json::json!({ "attachment": r, "counters": c }))
+                    .collect();
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!(
+                    "{:>4}  {:<10} {:<28} {:>10} {:>12} {:>10} {:>12}",
+                    "ID", "INTERFACE", "NETNS", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES"
+                );
+                for (r, c) in &rows {
+                    println!(
+                        "{:>4}  {:<10} {:<28} {:>10} {:>12} {:>10} {:>12}",
+                        r.id,
+                        r.ifname,
+                        r.netns.display(),
+                        c.ingress.packets,
+                        c.ingress.bytes,
+                        c.egress.packets,
+                        c.egress.bytes
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -13,7 +13,11 @@ const PING_FRAME: u64 = 98;
 fn load(bpffs: &BpffsDir, state: &Path, mode: AttachMode) -> Dataplane {
     let (dataplane, adoption) =
         Dataplane::load(PinLayout::new(bpffs.path(), state), mode).expect("load dataplane");
-    assert!(adoption.errors.is_empty(), "adoption errors: {:?}", adoption.errors);
+    assert!(
+        adoption.errors.is_empty(),
+        "adoption errors: {:?}",
+        adoption.errors
+    );
     dataplane
 }
 
@@ -60,7 +64,11 @@ fn exact_counts(mode: AttachMode) {
         tc_programs(a)
     );
 
-    assert_eq!(a.ping(IpAddr::V4(b.ip4), N), N, "every ping must be answered");
+    assert_eq!(
+        a.ping(IpAddr::V4(b.ip4), N),
+        N,
+        "every ping must be answered"
+    );
 
     let c = dataplane.counters(id).unwrap();
     let n = u64::from(N);
@@ -72,7 +80,10 @@ fn exact_counts(mode: AttachMode) {
 
     dataplane.detach(id).unwrap();
     let left = tc_programs(a);
-    assert!(!left.contains("multus"), "programs still attached after detach: {left}");
+    assert!(
+        !left.contains("multus"),
+        "programs still attached after detach: {left}"
+    );
     assert!(
         bpffs.entries().iter().all(|p| p.starts_with("maps")),
         "link pins left after detach: {:?}",

@@ -15,8 +15,7 @@ mod dataplane {
         programs::TcContext,
     };
     use multus_common::{
-        DIR_EGRESS, DIR_INGRESS, DIRECTIONS, DirCounters, IfaceKey, MAX_ATTACHMENTS,
-        counter_index,
+        DIR_EGRESS, DIR_INGRESS, DIRECTIONS, DirCounters, IfaceKey, MAX_ATTACHMENTS, counter_index,
     };
 
     /// `(netns cookie, ifindex)` to attachment id, written by the agent on attach.
@@ -52,19 +51,26 @@ mod dataplane {
         unsafe {
             let dev: *const u8 =
                 bpf_probe_read_kernel(skb.cast::<u8>().add(skb_dev as usize).cast()).ok()?;
-            let net: *const u8 =
-                bpf_probe_read_kernel(dev.add(dev_net as usize).cast()).ok()?;
+            let net: *const u8 = bpf_probe_read_kernel(dev.add(dev_net as usize).cast()).ok()?;
             bpf_probe_read_kernel(net.add(net_cookie as usize).cast::<u64>()).ok()
         }
     }
 
     /// Pod-side receive path.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the classifier macro fixes the signature"
+    )]
     #[classifier]
     pub fn multus_ingress(ctx: TcContext) -> i32 {
         handle(&ctx, DIR_INGRESS)
     }
 
     /// Pod-side transmit path.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the classifier macro fixes the signature"
+    )]
     #[classifier]
     pub fn multus_egress(ctx: TcContext) -> i32 {
         handle(&ctx, DIR_EGRESS)

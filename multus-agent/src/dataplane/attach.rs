@@ -31,7 +31,10 @@ pub(crate) struct Target<'a> {
     pub ifindex: u32,
 }
 
-pub(crate) fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+pub(crate) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier> {
     let prog = ebpf.program_mut(name).ok_or(DataplaneError::Program {
         name,
         source: Box::new(aya::programs::ProgramError::NotLoaded),
@@ -66,7 +69,10 @@ pub(crate) fn attach_pair(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments, reason = "internal helper called from one place")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "internal helper called from one place"
+)]
 fn attach_one(
     ebpf: &mut Ebpf,
     layout: &PinLayout,
@@ -98,7 +104,9 @@ fn attach_one(
     let link_id = prog
         .attach(target.ifindex, how)
         .map_err(|e| attach_err(Box::new(e)))?;
-    let link = prog.take_link(link_id).map_err(|e| attach_err(Box::new(e)))?;
+    let link = prog
+        .take_link(link_id)
+        .map_err(|e| attach_err(Box::new(e)))?;
     match mode {
         AttachMode::Tcx => {
             let path = layout.link(id, dir);
@@ -116,10 +124,17 @@ fn attach_one(
 }
 
 /// Detaches both programs; keeps going on errors and returns them all.
-pub(crate) fn detach_pair(layout: &PinLayout, id: u32, mode: AttachMode, ifindex: u32) -> Vec<DataplaneError> {
+pub(crate) fn detach_pair(
+    layout: &PinLayout,
+    id: u32,
+    mode: AttachMode,
+    ifindex: u32,
+) -> Vec<DataplaneError> {
     HOOKS
         .iter()
-        .filter_map(|(hook, name, dir)| detach_one(layout, id, mode, ifindex, *hook, name, dir).err())
+        .filter_map(|(hook, name, dir)| {
+            detach_one(layout, id, mode, ifindex, *hook, name, dir).err()
+        })
         .collect()
 }
 
@@ -178,12 +193,18 @@ pub(crate) fn adopt_link(ebpf: &mut Ebpf, path: &Path, name: &'static str) -> Re
         path: path.to_owned(),
         source: e,
     };
-    let link = FdLink::from(pinned).try_into().map_err(|e: aya::programs::links::LinkError| pin_err(Box::new(e)))?;
+    let link = FdLink::from(pinned)
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| pin_err(Box::new(e)))?;
     let prog = program(ebpf, name)?;
-    let link_id = prog.attach_to_link(link).map_err(|e| pin_err(Box::new(e)))?;
+    let link_id = prog
+        .attach_to_link(link)
+        .map_err(|e| pin_err(Box::new(e)))?;
     // Drop our handle without detaching: the pin keeps the link alive.
     let link = prog.take_link(link_id).map_err(|e| pin_err(Box::new(e)))?;
-    let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| pin_err(Box::new(e)))?;
+    let fd_link: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| pin_err(Box::new(e)))?;
     drop(fd_link);
     Ok(true)
 }

@@ -85,7 +85,6 @@ struct Member {
 }
 
 struct Type {
-    name: u32,
     kind: u32,
     /// Referenced type for modifiers and typedefs.
     ty: u32,
@@ -123,7 +122,6 @@ impl<'a> Btf<'a> {
         let mut btf = Self {
             strings,
             types: vec![Type {
-                name: 0,
                 kind: 0,
                 ty: 0,
                 members: Vec::new(),
@@ -149,7 +147,11 @@ impl<'a> Btf<'a> {
                         members.push(Member {
                             name: u32_at(type_data, at)?,
                             ty: u32_at(type_data, at + 4)?,
-                            bit_offset: if kind_flag { offset & 0x00ff_ffff } else { offset },
+                            bit_offset: if kind_flag {
+                                offset & 0x00ff_ffff
+                            } else {
+                                offset
+                            },
                         });
                         at += 12;
                     }
@@ -158,14 +160,14 @@ impl<'a> Btf<'a> {
                 KIND_DATASEC | KIND_ENUM64 => at += 12 * vlen,
                 _ => {}
             }
-            let id = u32::try_from(btf.types.len()).map_err(|_| BtfError::Malformed("too many types"))?;
+            let id = u32::try_from(btf.types.len())
+                .map_err(|_| BtfError::Malformed("too many types"))?;
             if kind == KIND_STRUCT && name != 0 {
                 let n = btf.name(name);
                 // Keep the first definition; later ones are duplicates from other units.
                 btf.structs_by_name.entry(n).or_insert(id);
             }
             btf.types.push(Type {
-                name,
                 kind,
                 ty: size_or_type,
                 members,
@@ -185,7 +187,9 @@ impl<'a> Btf<'a> {
         for _ in 0..32 {
             let t = self.types.get(id as usize)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.ty,
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.ty;
+                }
                 _ => return Some(t),
             }
         }
@@ -196,15 +200,24 @@ impl<'a> Btf<'a> {
     /// union members are searched through, as C lets one name their fields directly.
     fn offset_of(&self, name: &str, path: &[&str]) -> Result<u32, BtfError> {
         let missing = || BtfError::Missing(format!("{name}.{}", path.join(".")));
-        let id = *self.structs_by_name.get(name.as_bytes()).ok_or_else(missing)?;
+        let id = *self
+            .structs_by_name
+            .get(name.as_bytes())
+            .ok_or_else(missing)?;
         let mut ty = self.types.get(id as usize).ok_or_else(missing)?;
         let mut bits = 0;
         for field in path {
-            let (off, member_ty) = self.find_member(ty, field.as_bytes(), 0).ok_or_else(missing)?;
+            let (off, member_ty) = self
+                .find_member(ty, field.as_bytes(), 0)
+                .ok_or_else(missing)?;
             bits += off;
             ty = member_ty;
         }
-        if bits % 8 == 0 { Ok(bits / 8) } else { Err(missing()) }
+        if bits % 8 == 0 {
+            Ok(bits / 8)
+        } else {
+            Err(missing())
+        }
     }
 
     fn find_member(&self, ty: &Type, field: &[u8], depth: u32) -> Option<(u32, &Type)> {
@@ -236,7 +249,10 @@ mod tests {
         // Sanity bounds: the fields exist and sit inside their structs.
         assert!(offsets.skb_dev > 0 && offsets.skb_dev < 256, "{offsets:?}");
         assert!(offsets.dev_net > 0 && offsets.dev_net < 4096, "{offsets:?}");
-        assert!(offsets.net_cookie > 0 && offsets.net_cookie < 65_536, "{offsets:?}");
+        assert!(
+            offsets.net_cookie > 0 && offsets.net_cookie < 65_536,
+            "{offsets:?}"
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub enum DataplaneError {
     },
     /// Several errors (teardown keeps going and reports them all).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Multiple(Vec<DataplaneError>),
+    Multiple(Vec<Self>),
 }
 
 impl DataplaneError {

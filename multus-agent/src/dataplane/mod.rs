@@ -145,9 +145,9 @@ impl Dataplane {
         let offsets = btf::NetnsOffsets::from_kernel().map_err(DataplaneError::Btf)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
-            .set_global(globals::SKB_DEV, &offsets.skb_dev, true)
-            .set_global(globals::DEV_NET, &offsets.dev_net, true)
-            .set_global(globals::NET_COOKIE, &offsets.net_cookie, true)
+            .override_global(globals::SKB_DEV, &offsets.skb_dev, true)
+            .override_global(globals::DEV_NET, &offsets.dev_net, true)
+            .override_global(globals::NET_COOKIE, &offsets.net_cookie, true)
             .load(EBPF_OBJECT)
             .map_err(|source| DataplaneError::Load {
                 pin_dir: maps_dir.clone(),
@@ -294,7 +294,11 @@ impl Dataplane {
             Err(e) => return Err(e),
         };
         let errors = self.teardown(&record);
-        if errors.is_empty() { Ok(()) } else { Err(flatten(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(flatten(errors))
+        }
     }
 
     fn teardown(&mut self, record: &AttachmentRecord) -> Vec<DataplaneError> {
@@ -305,7 +309,12 @@ impl Dataplane {
             }
             AttachMode::Clsact => {
                 let result = netns::run_in(&record.netns, || {
-                    Ok(attach::detach_pair(&self.layout, record.id, record.mode, record.ifindex))
+                    Ok(attach::detach_pair(
+                        &self.layout,
+                        record.id,
+                        record.mode,
+                        record.ifindex,
+                    ))
                 });
                 match result {
                     Ok(errs) => errors.extend(errs),
@@ -353,7 +362,10 @@ impl Dataplane {
             return Err(DataplaneError::UnknownAttachment(id));
         }
         let mut out = InterfaceCounters::default();
-        for (direction, sum) in [(DIR_INGRESS, &mut out.ingress), (DIR_EGRESS, &mut out.egress)] {
+        for (direction, sum) in [
+            (DIR_INGRESS, &mut out.ingress),
+            (DIR_EGRESS, &mut out.egress),
+        ] {
             let values = self
                 .counters
                 .get(&counter_index(id, direction), 0)
@@ -378,7 +390,7 @@ impl Dataplane {
 
     fn allocate_id(&self) -> Result<u32> {
         let mut used = BTreeSet::new();
-        for entry in self.attachments.iter() {
+        for entry in &self.attachments {
             let (_, id) = entry.map_err(|e| map_err(maps::ATTACHMENTS, e))?;
             used.insert(id);
         }
@@ -411,12 +423,18 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
             })?;
         let mut names = Vec::new();
         for (hook, name, _) in attach::HOOKS {
-            let (_, infos) = aya::programs::SchedClassifier::query_tcx(ifindex, hook)
-                .map_err(|source| DataplaneError::Program {
-                    name,
-                    source: Box::new(source),
+            let (_, infos) =
+                aya::programs::SchedClassifier::query_tcx(ifindex, hook).map_err(|source| {
+                    DataplaneError::Program {
+                        name,
+                        source: Box::new(source),
+                    }
                 })?;
-            names.extend(infos.iter().filter_map(|i| i.name_as_str().map(str::to_owned)));
+            names.extend(
+                infos
+                    .iter()
+                    .filter_map(|i| i.name_as_str().map(str::to_owned)),
+            );
         }
         Ok(names)
     })
@@ -426,7 +444,9 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(|e| map_err(name, e))
 }
 

@@ -14,7 +14,13 @@ pub struct CmdError {
 
 impl fmt::Display for CmdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` failed ({}): {}", self.command, self.status, self.stderr.trim())
+        write!(
+            f,
+            "`{}` failed ({}): {}",
+            self.command,
+            self.status,
+            self.stderr.trim()
+        )
     }
 }
 

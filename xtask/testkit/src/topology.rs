@@ -34,7 +34,7 @@ impl Pod {
                 "ping",
                 &["-n", "-q", "-c", &count_s, "-i", "0.01", "-W", "1", &dst_s],
             )
-            .map_or_else(|e| e.to_string(), |o| o);
+            .unwrap_or_else(|e| e.to_string());
         parse_received(&out).unwrap_or(0)
     }
 }
@@ -122,8 +122,15 @@ impl MacvlanPods {
         for a in &pods {
             for b in pods.iter().filter(|b| b.ip4 != a.ip4) {
                 a.netns.ip(&[
-                    "neigh", "replace", &b.ip4.to_string(), "lladdr", &b.mac, "dev", &a.ifname,
-                    "nud", "permanent",
+                    "neigh",
+                    "replace",
+                    &b.ip4.to_string(),
+                    "lladdr",
+                    &b.mac,
+                    "dev",
+                    &a.ifname,
+                    "nud",
+                    "permanent",
                 ]);
             }
         }

@@ -1,0 +1,58 @@
+//! `cargo xtask test`: formatting, the two clippy passes an aya workspace needs, then every test.
+use crate::shell::{Cmd, step};
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only run tests whose name contains this (formatting and clippy still run).
+    filter: Option<String>,
+}
+
+/// Runs the suite; the first failing stage stops it.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    step("rustfmt");
+    Cmd::new("cargo")
+        .args(["fmt", "--all", "--", "--check"])
+        .run()?;
+
+    // Two passes: linting the eBPF crate together with the rest unifies features and compiles its
+    // panic handler twice (aya-template does the same split).
+    step("clippy: host crates");
+    Cmd::new("cargo")
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "multus-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .run()?;
+    step("clippy: eBPF crate, for the bpf target");
+    Cmd::new("cargo")
+        .args([
+            "clippy",
+            "--package",
+            "multus-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        // The pinned stable toolchain builds `core` for bpf targets only with this set.
+        .env("RUSTC_BOOTSTRAP", "1")
+        .run()?;
+
+    step("tests (root tests included)");
+    let mut test = Cmd::new("cargo").args(["test", "--workspace", "--no-fail-fast"]);
+    if let Some(filter) = &args.filter {
+        test = test.args(["--", filter.as_str()]);
+    }
+    test.run()
+}
