@@ -1,6 +1,8 @@
 //! `cargo xtask`: the project's automation. Every command first makes sure the machine has what
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
+mod apiserver;
 mod demo;
+mod manifests;
 mod prereqs;
 mod shell;
 mod test;
@@ -25,6 +27,10 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
+    /// Regenerate deploy/crds/ from the CRD types.
+    Manifests,
+    /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
+    KubeApiserver,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,8 +38,12 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let result = match cli.command {
         Command::Setup => prereqs::ensure(),
-        Command::Test(args) => prereqs::ensure().and_then(|()| test::run(&args)),
+        Command::Test(args) => prereqs::ensure()
+            .and_then(|()| apiserver::ensure())
+            .and_then(|apiserver| test::run(&args, &apiserver)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
+        Command::Manifests => manifests::run(),
+        Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

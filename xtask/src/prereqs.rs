@@ -32,7 +32,9 @@ const PACKAGES: &[&str] = &[
 pub fn ensure() -> anyhow::Result<()> {
     step("prerequisites");
     let mut done = Vec::new();
-    ensure_packages(&mut done)?;
+    if ensure_debian_packages(PACKAGES)? {
+        done.push("Debian packages".to_owned());
+    }
     ensure_components(&mut done)?;
     ensure_bpf_linker(&mut done)?;
     ensure_bpffs(&mut done)?;
@@ -44,8 +46,9 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_packages(done: &mut Vec<String>) -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs those of `packages` that are missing; returns whether it installed any.
+pub fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<bool> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -56,7 +59,7 @@ fn ensure_packages(done: &mut Vec<String>) -> anyhow::Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     if !is_root() {
         bail!(
@@ -77,8 +80,7 @@ fn ensure_packages(done: &mut Vec<String>) -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()?;
-    done.push(format!("{} Debian packages", missing.len()));
-    Ok(())
+    Ok(true)
 }
 
 fn ensure_components(done: &mut Vec<String>) -> anyhow::Result<()> {

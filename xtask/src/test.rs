@@ -1,4 +1,6 @@
 //! `cargo xtask test`: formatting, the two clippy passes an aya workspace needs, then every test.
+use std::path::Path;
+
 use crate::shell::{Cmd, step};
 
 /// Options of `cargo xtask test`.
@@ -9,7 +11,8 @@ pub struct Args {
 }
 
 /// Runs the suite; the first failing stage stops it.
-pub fn run(args: &Args) -> anyhow::Result<()> {
+/// `apiserver` is the kube-apiserver binary the Kubernetes tests start.
+pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
     step("rustfmt");
     Cmd::new("cargo")
         .args(["fmt", "--all", "--", "--check"])
@@ -50,7 +53,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .run()?;
 
     step("tests (root tests included)");
-    let mut test = Cmd::new("cargo").args(["test", "--workspace", "--no-fail-fast"]);
+    let mut test = Cmd::new("cargo")
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .env(crate::apiserver::ENV_VAR, apiserver);
     if let Some(filter) = &args.filter {
         test = test.args(["--", filter.as_str()]);
     }
