@@ -25,7 +25,9 @@ const PACKAGES: &[&str] = &[
     "dpkg-dev",
     "make",
     "rsync",
+    // The test cluster: etcd, and openssl for its service-account signing key.
     "etcd-server",
+    "openssl",
 ];
 const REFLECT2_DEBIAN: &str = "/usr/share/gocode/src/github.com/modern-go/reflect2";
 

@@ -10,7 +10,15 @@ pub fn run() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))?;
     Cmd::new("cargo")
-        .args(["run", "--quiet", "--package", "multus-kube", "--example", "crdgen", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "multus-kube",
+            "--example",
+            "crdgen",
+            "--",
+        ])
         .args([root.join("deploy/crds")])
         .run()
 }

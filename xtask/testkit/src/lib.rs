@@ -5,6 +5,8 @@
 //! Everything is built from `ip` and friends on purpose: the tests check the product's netlink and
 //! eBPF code against the system's own tools.
 pub mod cmd;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod netns;
 pub mod root;
 pub mod topology;

@@ -1,0 +1,507 @@
+//! One real etcd + kube-apiserver per test process, on 127.0.0.1 free ports, shared by the
+//! process's tests and killed when the process exits.
+use std::{
+    net::{SocketAddr, TcpListener},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Mutex, OnceLock, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use super::rest::Rest;
+use crate::{netns::unique_name, root::ALLOW_SKIP_VAR};
+
+/// The variable `cargo xtask test` sets to the kube-apiserver it built.
+pub const APISERVER_VAR: &str = "MULTUS_KUBE_APISERVER";
+const APISERVER_VERSION: &str = "v1.20.2";
+/// Token of the cluster admin (group system:masters).
+const ADMIN_TOKEN: &str = "multus-test-admin-token";
+/// Token of a user named like the ServiceAccount kube-system/multus, so the ClusterRoleBinding
+/// in deploy/rbac.yaml applies to it exactly as it would to the real service account.
+const MULTUS_TOKEN: &str = "multus-test-multus-token";
+/// The user name of [`MULTUS_TOKEN`].
+pub const MULTUS_USER: &str = "system:serviceaccount:kube-system:multus";
+
+/// A running test cluster.
+#[derive(Debug)]
+pub struct KubeCluster {
+    dir: PathBuf,
+    addr: SocketAddr,
+    ca_file: PathBuf,
+    admin_kubeconfig: PathBuf,
+    multus_kubeconfig: PathBuf,
+    admin: Rest,
+}
+
+/// How a kubeconfig authenticates.
+#[derive(Clone, Copy, Debug)]
+pub enum KubeconfigAuth<'a> {
+    /// An inline bearer token.
+    Token(&'a str),
+    /// A token file the client re-reads (`tokenFile`).
+    TokenFile(&'a Path),
+}
+
+static CLUSTER: OnceLock<Result<KubeCluster, String>> = OnceLock::new();
+/// Child pids and the work dir, for the exit handler.
+static CLEANUP: Mutex<(Vec<i32>, Option<PathBuf>)> = Mutex::new((Vec::new(), None));
+
+impl KubeCluster {
+    /// The process's cluster, started on first use. Fails the test loudly without root or
+    /// without the kube-apiserver binary (run `cargo xtask test`, which builds it), unless
+    /// `MULTUS_TEST_ALLOW_SKIP=1`: then it prints a SKIPPED line and returns `None`.
+    #[track_caller]
+    pub fn get(test: &str) -> Option<&'static Self> {
+        if !crate::require_root(test) {
+            return None;
+        }
+        let binary = apiserver_binary();
+        if !binary.is_file() {
+            let why = format!(
+                "{test} needs the kube-apiserver test binary at {} (set {APISERVER_VAR}); \
+                 `cargo xtask test` or `cargo xtask kube-apiserver` builds it",
+                binary.display()
+            );
+            if std::env::var(ALLOW_SKIP_VAR).is_ok_and(|v| v == "1") {
+                eprintln!("SKIPPED {test}: {why}; {ALLOW_SKIP_VAR}=1 set");
+                return None;
+            }
+            panic!("{why}");
+        }
+        match CLUSTER.get_or_init(|| start(&binary)) {
+            Ok(cluster) => Some(cluster),
+            Err(e) => panic!("starting the test cluster failed: {e}"),
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn server_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The API server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA bundle that verifies the server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// A kubeconfig of the cluster admin.
+    pub fn admin_kubeconfig(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    /// A kubeconfig of the restricted `multus` user (deploy/rbac.yaml's ClusterRole).
+    pub fn multus_kubeconfig(&self) -> &Path {
+        &self.multus_kubeconfig
+    }
+
+    /// The admin's bearer token.
+    pub fn admin_token(&self) -> &'static str {
+        ADMIN_TOKEN
+    }
+
+    /// The restricted `multus` user's bearer token.
+    pub fn multus_token(&self) -> &'static str {
+        MULTUS_TOKEN
+    }
+
+    /// Set-up requests as the admin.
+    pub fn admin(&self) -> &Rest {
+        &self.admin
+    }
+
+    /// The directory holding the cluster's files (kubeconfigs, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a kubeconfig for `server` (the API server or a proxy in front of it).
+    #[track_caller]
+    pub fn write_kubeconfig(&self, path: &Path, server: &str, auth: KubeconfigAuth<'_>) {
+        write_kubeconfig(path, server, &self.ca_file, &auth)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
+    /// A fresh namespace for one test, deleted when dropped.
+    #[track_caller]
+    pub fn namespace(&'static self, prefix: &str) -> TestNamespace {
+        let name = unique_name(prefix);
+        self.admin.ok(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+        );
+        TestNamespace {
+            name,
+            cluster: self,
+        }
+    }
+}
+
+/// A Kubernetes namespace of one test. Without a controller-manager the server only marks it
+/// terminating; the objects go with the cluster's etcd when the test process ends.
+#[derive(Debug)]
+pub struct TestNamespace {
+    name: String,
+    cluster: &'static KubeCluster,
+}
+
+impl TestNamespace {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates an object in this namespace (`metadata.namespace` is filled in); returns it.
+    #[track_caller]
+    pub fn create(&self, mut object: Value) -> Value {
+        object["metadata"]["namespace"] = Value::String(self.name.clone());
+        self.cluster
+            .admin
+            .create(&object)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A token for ServiceAccount `sa` of this namespace (TokenRequest API), bound to Secret
+    /// `bound_secret` when given: deleting that Secret revokes the token.
+    #[track_caller]
+    pub fn service_account_token(&self, sa: &str, bound_secret: Option<(&str, &str)>) -> String {
+        let mut spec = json!({"expirationSeconds": 3600});
+        if let Some((name, uid)) = bound_secret {
+            spec["boundObjectRef"] =
+                json!({"apiVersion": "v1", "kind": "Secret", "name": name, "uid": uid});
+        }
+        let path = format!(
+            "/api/v1/namespaces/{}/serviceaccounts/{sa}/token",
+            self.name
+        );
+        let answer = self.cluster.admin.ok(
+            "POST",
+            &path,
+            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})),
+        );
+        answer["status"]["token"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no token in the TokenRequest answer: {answer}"))
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let path = format!("/api/v1/namespaces/{}", self.name);
+        match self.cluster.admin.request("DELETE", &path, None) {
+            Ok((status, _)) if (200..300).contains(&status) || status == 404 => {}
+            Ok((status, body)) => eprintln!("cleanup: DELETE {path}: HTTP {status}: {body}"),
+            Err(e) => eprintln!("cleanup: {e}"),
+        }
+    }
+}
+
+fn apiserver_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(APISERVER_VAR) {
+        return PathBuf::from(path);
+    }
+    // Where `cargo xtask` caches it, for a plain `cargo test`.
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache"))
+        .join(format!(
+            "multus-rs/kube-apiserver-{APISERVER_VERSION}/kube-apiserver"
+        ))
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+extern "C" fn cleanup_at_exit() {
+    let Ok(mut state) = CLEANUP.lock() else {
+        return;
+    };
+    for pid in state.0.drain(..) {
+        // SAFETY: kill(2) on a pid this process started; no memory is touched.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: reaps our own child; `status` outlives the call.
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    }
+    if let Some(dir) = state.1.take() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn start(binary: &Path) -> Result<KubeCluster, String> {
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(unique_name("multus-kube-"));
+    std::fs::create_dir_all(dir.join("certs")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if let Ok(mut state) = CLEANUP.lock() {
+        state.1 = Some(dir.clone());
+    }
+    // SAFETY: registers a plain extern "C" function without captured state.
+    if unsafe { libc::atexit(cleanup_at_exit) } != 0 {
+        return Err("atexit failed".to_owned());
+    }
+    let tokens = dir.join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{ADMIN_TOKEN},admin,admin-uid,system:masters\n\
+             {MULTUS_TOKEN},{MULTUS_USER},multus-uid,\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n"
+        ),
+    )
+    .map_err(|e| format!("writing {}: {e}", tokens.display()))?;
+    let sa_key = dir.join("sa.key");
+    let key = sa_key.to_string_lossy().into_owned();
+    crate::cmd::run("openssl", ["genrsa", "-out", &key, "2048"]).map_err(|e| e.to_string())?;
+
+    let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut etcd = Command::new("etcd");
+    etcd.args(["--name", "multus-test", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &etcd_url])
+        .args(["--advertise-client-urls", &etcd_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("multus-test={peer_url}")]);
+    let mut api = Command::new(binary);
+    api.arg(format!("--etcd-servers={etcd_url}"))
+        .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+        .arg(format!("--secure-port={api_port}"))
+        .arg(format!("--cert-dir={}", dir.join("certs").display()))
+        .arg(format!("--token-auth-file={}", tokens.display()))
+        .arg("--authorization-mode=RBAC")
+        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .arg(format!("--service-account-key-file={}", sa_key.display()))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            sa_key.display()
+        ))
+        // No controller-manager creates `default` service accounts; pods do without them.
+        .arg("--disable-admission-plugins=ServiceAccount")
+        .arg("--profiling=false");
+    spawn_owned(vec![("etcd", etcd), ("kube-apiserver", api)], &dir)?;
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], api_port));
+    let admin = Rest::new(addr, ADMIN_TOKEN);
+    wait_for(
+        Duration::from_secs(90),
+        "kube-apiserver /readyz",
+        &dir,
+        || matches!(admin.request("GET", "/readyz", None), Ok((200, _))),
+    )?;
+    let ca_file = dir.join("certs/apiserver.crt");
+    let cluster = KubeCluster {
+        admin_kubeconfig: dir.join("admin.kubeconfig"),
+        multus_kubeconfig: dir.join("multus.kubeconfig"),
+        ca_file,
+        addr,
+        admin,
+        dir,
+    };
+    let server = cluster.server_url();
+    write_kubeconfig(
+        &cluster.admin_kubeconfig,
+        &server,
+        &cluster.ca_file,
+        &KubeconfigAuth::Token(ADMIN_TOKEN),
+    )?;
+    write_kubeconfig(
+        &cluster.multus_kubeconfig,
+        &server,
+        &cluster.ca_file,
+        &KubeconfigAuth::Token(MULTUS_TOKEN),
+    )?;
+    apply_manifests(&cluster)?;
+    eprintln!(
+        "test cluster: kube-apiserver {APISERVER_VERSION} at {server} ready in {:.1?} (files in {})",
+        started.elapsed(),
+        cluster.dir.display()
+    );
+    Ok(cluster)
+}
+
+/// Spawns the processes from a thread that lives as long as the process: with
+/// PR_SET_PDEATHSIG the kernel kills them when that thread (so the process) dies, even on a
+/// crash; the exit handler kills them on a normal exit.
+fn spawn_owned(commands: Vec<(&'static str, Command)>, dir: &Path) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    let dir = dir.to_owned();
+    std::thread::Builder::new()
+        .name("kube-cluster".to_owned())
+        .spawn(move || {
+            let mut children = Vec::new();
+            for (name, mut cmd) in commands {
+                let log =
+                    |suffix: &str| std::fs::File::create(dir.join(format!("{name}.{suffix}")));
+                let (Ok(out), Ok(err)) = (log("out"), log("err")) else {
+                    let _ = tx.send(Err(format!("creating the log files of {name}")));
+                    return;
+                };
+                cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+                // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                match cmd.spawn() {
+                    Ok(child) => {
+                        if let (Ok(mut state), Ok(pid)) =
+                            (CLEANUP.lock(), i32::try_from(child.id()))
+                        {
+                            state.0.push(pid);
+                        }
+                        children.push(child);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("starting {name}: {e}")));
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(Ok(()));
+            // Keep the children's parent thread alive for the rest of the process.
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| format!("spawning the cluster thread: {e}"))?;
+    rx.recv()
+        .map_err(|_| "the cluster thread died".to_owned())?
+}
+
+fn wait_for(
+    limit: Duration,
+    what: &str,
+    dir: &Path,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tail = std::fs::read_to_string(dir.join("kube-apiserver.err"))
+        .map(|s| s.lines().rev().take(15).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default();
+    Err(format!(
+        "{what} not ready within {limit:?}; logs in {}; kube-apiserver said (last lines, newest first):\n{tail}",
+        dir.display()
+    ))
+}
+
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_file: &Path,
+    auth: &KubeconfigAuth<'_>,
+) -> Result<(), String> {
+    let user = match auth {
+        KubeconfigAuth::Token(token) => json!({"token": token}),
+        KubeconfigAuth::TokenFile(file) => json!({"tokenFile": file}),
+    };
+    let mut cluster = json!({"server": server});
+    if server.starts_with("https://") {
+        cluster["certificate-authority"] = json!(ca_file);
+    }
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "test", "user": user}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "current-context": "test",
+    });
+    // JSON is YAML; kubeconfig readers take either.
+    std::fs::write(path, config.to_string()).map_err(|e| e.to_string())
+}
+
+/// Applies deploy/rbac.yaml and every CRD in deploy/crds, then waits until the CRDs are
+/// established (served).
+fn apply_manifests(cluster: &KubeCluster) -> Result<(), String> {
+    let root = repo_root();
+    let mut files = vec![root.join("deploy/rbac.yaml")];
+    let crd_dir = root.join("deploy/crds");
+    let mut crds: Vec<PathBuf> = std::fs::read_dir(&crd_dir)
+        .map_err(|e| format!("{}: {e}", crd_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    crds.sort();
+    files.extend(crds);
+    let mut crd_names = Vec::new();
+    for file in &files {
+        for object in read_yaml_documents(file)? {
+            if object["kind"] == "CustomResourceDefinition"
+                && let Some(name) = object["metadata"]["name"].as_str()
+            {
+                crd_names.push(name.to_owned());
+            }
+            cluster
+                .admin
+                .create(&object)
+                .map_err(|e| format!("applying {}: {e}", file.display()))?;
+        }
+    }
+    for name in crd_names {
+        let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+        wait_for(
+            Duration::from_secs(30),
+            &format!("CRD {name} established"),
+            &cluster.dir,
+            || {
+                cluster
+                    .admin
+                    .request("GET", &path, None)
+                    .ok()
+                    .is_some_and(|(_, crd)| crd_established(&crd))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether a CRD's status says Established=True.
+pub fn crd_established(crd: &Value) -> bool {
+    crd["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    })
+}
+
+/// The documents of a YAML file, as JSON values (empty documents skipped).
+pub fn read_yaml_documents(path: &Path) -> Result<Vec<Value>, String> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}

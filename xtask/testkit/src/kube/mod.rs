@@ -1,0 +1,14 @@
+//! Kubernetes test fixtures (feature `kube`): a real kube-apiserver with etcd per test process
+//! ([`KubeCluster`]), a namespace per test ([`TestNamespace`]), and a fault-injecting proxy
+//! ([`FaultProxy`]) for the failures a healthy server does not produce on demand.
+mod cluster;
+mod proxy;
+mod rest;
+mod tls;
+
+pub use cluster::{
+    APISERVER_VAR, KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established,
+    read_yaml_documents,
+};
+pub use proxy::{FaultProxy, Recorded, Stall};
+pub use rest::{Rest, collection_path};
