@@ -270,10 +270,9 @@ impl KubeApi {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Conflict && attempt < attempts => {
                     tracing::debug!(pod = %object, attempt, "network-status write conflicted; retrying");
+                    let pause = Duration::from_millis(10 * u64::from(attempt));
                     self.runtime
-                        .block_on(tokio::time::sleep(Duration::from_millis(
-                            10 * u64::from(attempt),
-                        )));
+                        .block_on(async { tokio::time::sleep(pause).await });
                 }
                 Err(e) => return Err(e),
             }

@@ -54,9 +54,17 @@ impl Default for ClientOptions {
 pub enum ClientSource {
     /// A kubeconfig file (its current context).
     Kubeconfig(PathBuf),
-    /// The pod's service account: `KUBERNETES_SERVICE_HOST`/`_PORT` and the token, CA and
-    /// namespace files in `dir` (normally [`SERVICE_ACCOUNT_DIR`]).
+    /// The pod's service account: the API server from `KUBERNETES_SERVICE_HOST`/`_PORT`, the
+    /// token, CA and namespace files in `dir` (normally [`SERVICE_ACCOUNT_DIR`]).
     InCluster {
+        /// The directory holding `token`, `ca.crt` and `namespace`.
+        dir: PathBuf,
+    },
+    /// Like [`ClientSource::InCluster`] with the API server given instead of read from the
+    /// environment (`https://host:port`).
+    ServiceAccount {
+        /// The API server URL.
+        server: String,
         /// The directory holding `token`, `ca.crt` and `namespace`.
         dir: PathBuf,
     },
@@ -77,7 +85,8 @@ pub async fn build_client(source: &ClientSource, opts: &ClientOptions) -> Result
                     source,
                 })?
         }
-        ClientSource::InCluster { dir } => in_cluster_config(dir)?,
+        ClientSource::InCluster { dir } => service_account_config(&in_cluster_server(dir)?, dir)?,
+        ClientSource::ServiceAccount { server, dir } => service_account_config(server, dir)?,
     };
     config.connect_timeout = Some(opts.connect_timeout);
     config.read_timeout = Some(opts.read_timeout);
@@ -97,7 +106,7 @@ pub async fn build_client(source: &ClientSource, opts: &ClientOptions) -> Result
     })
 }
 
-fn in_cluster_config(dir: &Path) -> Result<Config, Error> {
+fn in_cluster_server(dir: &Path) -> Result<String, Error> {
     let env = |name: &str| {
         std::env::var(name).map_err(|_| Error::InCluster {
             dir: dir.to_owned(),
@@ -110,7 +119,10 @@ fn in_cluster_config(dir: &Path) -> Result<Config, Error> {
         Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
         _ => host,
     };
-    let url = format!("https://{host}:{port}");
+    Ok(format!("https://{host}:{port}"))
+}
+
+fn service_account_config(url: &str, dir: &Path) -> Result<Config, Error> {
     let uri = url.parse::<http::Uri>().map_err(|e| Error::InCluster {
         dir: dir.to_owned(),
         message: format!("bad API server address {url}: {e}"),

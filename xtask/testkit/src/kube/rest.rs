@@ -112,8 +112,8 @@ impl Rest {
     }
 }
 
-/// `/api/v1/namespaces/ns/pods` and the like, for the kinds the tests create (plural = the
-/// lower-cased kind + "s", true for all of them).
+/// `/api/v1/namespaces/ns/pods` and the like, for the kinds the tests create (the plural is the
+/// lower-cased kind + "s" except for the two multus CRDs).
 pub fn collection_path(object: &Value) -> Result<String, String> {
     let api_version = object["apiVersion"]
         .as_str()
@@ -124,7 +124,11 @@ pub fn collection_path(object: &Value) -> Result<String, String> {
     } else {
         format!("/api/{api_version}")
     };
-    let plural = format!("{}s", kind.to_lowercase());
+    let plural = match kind {
+        "NetworkAttachmentDefinition" => "network-attachment-definitions".to_owned(),
+        "MultiNetworkPolicy" => "multi-networkpolicies".to_owned(),
+        _ => format!("{}s", kind.to_lowercase()),
+    };
     Ok(match object["metadata"]["namespace"].as_str() {
         Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}"),
         None => format!("{prefix}/{plural}"),

@@ -1,0 +1,163 @@
+//! A long-lived client follows its rotated service-account token, and a revoked token fails
+//! clearly as Unauthorized. Tokens are real bound tokens (TokenRequest) revoked by deleting the
+//! Secret they are bound to.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use multus_kube::{ClientSource, ErrorKind, KubeApi};
+use multus_testkit::kube::{KubeCluster, KubeconfigAuth, Rest, TestNamespace};
+use serde_json::json;
+
+use super::{cluster, create_pod, facade, test_options};
+
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A ServiceAccount bound to deploy/rbac.yaml's ClusterRole in the namespace, a pod to read,
+/// and two Secrets to bind tokens to. Returns the secrets' (name, uid).
+fn prepare(ns: &TestNamespace) -> [(String, String); 2] {
+    create_pod(ns, "p", &json!({}));
+    ns.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "rot"}}));
+    ns.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                     "metadata": {"name": "rot"},
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "multus"},
+                     "subjects": [{"kind": "ServiceAccount", "name": "rot", "namespace": ns.name()}]}));
+    ["s1", "s2"].map(|name| {
+        let secret =
+            ns.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}));
+        (
+            name.to_owned(),
+            secret["metadata"]["uid"].as_str().unwrap().to_owned(),
+        )
+    })
+}
+
+fn revoke(cluster: &KubeCluster, ns: &TestNamespace, secret: &str, token: &str) {
+    cluster.admin().ok(
+        "DELETE",
+        &format!("/api/v1/namespaces/{}/secrets/{secret}", ns.name()),
+        None,
+    );
+    let rest = Rest::new(cluster.addr(), token);
+    let path = format!("/api/v1/namespaces/{}/pods/p", ns.name());
+    until("the token to be revoked", || {
+        matches!(rest.request("GET", &path, None), Ok((401, _)))
+    });
+}
+
+/// The scenario: works with token 1; token 2 replaces it in the file and token 1 is revoked:
+/// the same client keeps working; token 2 revoked: a clear Unauthorized.
+fn rotation(
+    cluster: &'static KubeCluster,
+    ns: &TestNamespace,
+    install: impl Fn(&str),
+    api: impl FnOnce() -> KubeApi,
+) {
+    let [s1, s2] = prepare(ns);
+    let t1 = ns.service_account_token("rot", Some((&s1.0, &s1.1)));
+    install(&t1);
+    let api = api();
+    until("the new account to be usable", || {
+        api.get_pod(ns.name(), "p").is_ok()
+    });
+
+    let t2 = ns.service_account_token("rot", Some((&s2.0, &s2.1)));
+    install(&t2);
+    revoke(cluster, ns, &s1.0, &t1);
+    let pod = api.get_pod(ns.name(), "p");
+    assert!(
+        pod.is_ok(),
+        "the client did not pick up the rotated token: {pod:?}"
+    );
+
+    revoke(cluster, ns, &s2.0, &t2);
+    let err = api.get_pod(ns.name(), "p").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(err.to_string().contains("Unauthorized"), "{err}");
+    eprintln!("revoked: {err}");
+}
+
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn kubeconfig_token_file_follows_rotation() {
+    let Some(cluster) = cluster("kubeconfig_token_file_follows_rotation") else {
+        return;
+    };
+    let ns = cluster.namespace("rotk");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(
+        &kubeconfig,
+        &cluster.server_url(),
+        KubeconfigAuth::TokenFile(&token),
+    );
+    rotation(
+        cluster,
+        &ns,
+        |t| replace_file(&token, t),
+        || facade(&kubeconfig),
+    );
+}
+
+/// Kubelet's projected volume layout: `token -> ..data/token`, `..data -> ..<stamp>`, and a
+/// rotation swaps `..data` atomically.
+fn install_projected(
+    dir: &Path,
+    generation: &std::cell::Cell<u32>,
+    ca: &Path,
+    ns: &str,
+    token: &str,
+) {
+    let n = generation.get() + 1;
+    generation.set(n);
+    let data = dir.join(format!("..gen{n}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("token"), token).unwrap();
+    std::fs::copy(ca, data.join("ca.crt")).unwrap();
+    std::fs::write(data.join("namespace"), ns).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..gen{n}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for file in ["token", "ca.crt", "namespace"] {
+        let link = dir.join(file);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
+        }
+    }
+    if n > 1 {
+        std::fs::remove_dir_all(dir.join(format!("..gen{}", n - 1))).unwrap();
+    }
+}
+
+#[test]
+fn service_account_dir_follows_projected_rotation() {
+    let Some(cluster) = cluster("service_account_dir_follows_projected_rotation") else {
+        return;
+    };
+    let ns = cluster.namespace("rotp");
+    let dir = tempfile::tempdir().unwrap();
+    let generation = std::cell::Cell::new(0);
+    let source = ClientSource::ServiceAccount {
+        server: cluster.server_url(),
+        dir: dir.path().to_owned(),
+    };
+    rotation(
+        cluster,
+        &ns,
+        |t| install_projected(dir.path(), &generation, cluster.ca_file(), ns.name(), t),
+        || KubeApi::new(&source, test_options()).unwrap(),
+    );
+}
