@@ -120,81 +120,61 @@ pub struct MultiNetworkPolicyEgressRule {
     pub to: Option<Vec<MultiNetworkPolicyPeer>>,
 }
 
-/// MultiNetworkPolicy `k8s.cni.cncf.io/v1beta2`, the storage version (has `endPort`).
-pub mod v1beta2 {
-    use super::{
-        CustomResource, Deserialize, JsonSchema, LabelSelector, MultiNetworkPolicyEgressRule,
-        MultiNetworkPolicyIngressRule, Serialize,
-    };
+/// Declares the MultiNetworkPolicy type of one API version; the versions differ only in name.
+macro_rules! multi_network_policy_version {
+    ($(#[$doc:meta])* $module:ident, $version:literal) => {
+        $(#[$doc])*
+        pub mod $module {
+            use super::{
+                CustomResource, Deserialize, JsonSchema, LabelSelector,
+                MultiNetworkPolicyEgressRule, MultiNetworkPolicyIngressRule, Serialize,
+            };
 
-    /// A NetworkPolicy for the secondary networks named in its `policy-for` annotation.
-    #[derive(
-        CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema,
-    )]
-    #[kube(
-        group = "k8s.cni.cncf.io",
-        version = "v1beta2",
-        kind = "MultiNetworkPolicy",
-        plural = "multi-networkpolicies",
-        singular = "multi-networkpolicy",
-        shortname = "multi-policy",
-        namespaced,
-        derive = "PartialEq"
-    )]
-    #[serde(rename_all = "camelCase")]
-    pub struct MultiNetworkPolicySpec {
-        /// The pods the policy applies to (all in the namespace when empty).
-        pub pod_selector: LabelSelector,
-        /// Allowed incoming traffic.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub ingress: Option<Vec<MultiNetworkPolicyIngressRule>>,
-        /// Allowed outgoing traffic.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub egress: Option<Vec<MultiNetworkPolicyEgressRule>>,
-        /// `Ingress` and/or `Egress`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub policy_types: Option<Vec<String>>,
-    }
+            /// A NetworkPolicy for the secondary networks named in its `policy-for` annotation.
+            #[derive(
+                CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema,
+            )]
+            #[kube(
+                group = "k8s.cni.cncf.io",
+                version = $version,
+                kind = "MultiNetworkPolicy",
+                plural = "multi-networkpolicies",
+                singular = "multi-networkpolicy",
+                shortname = "multi-policy",
+                namespaced,
+                derive = "PartialEq"
+            )]
+            #[serde(rename_all = "camelCase")]
+            pub struct MultiNetworkPolicySpec {
+                /// The pods the policy applies to (all in the namespace when empty).
+                pub pod_selector: LabelSelector,
+                /// Allowed incoming traffic.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub ingress: Option<Vec<MultiNetworkPolicyIngressRule>>,
+                /// Allowed outgoing traffic.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub egress: Option<Vec<MultiNetworkPolicyEgressRule>>,
+                /// `Ingress` and/or `Egress`.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub policy_types: Option<Vec<String>>,
+            }
+        }
+    };
 }
 
-/// MultiNetworkPolicy `k8s.cni.cncf.io/v1beta1`. Its ports accept `endPort` too, as the
-/// upstream Go module (v1.0.1) and multi-networkpolicy-iptables do; without it the API server
-/// would silently prune ranges from existing v1beta1 manifests.
-pub mod v1beta1 {
-    use super::{
-        CustomResource, Deserialize, JsonSchema, LabelSelector, MultiNetworkPolicyEgressRule,
-        MultiNetworkPolicyIngressRule, Serialize,
-    };
+multi_network_policy_version!(
+    /// MultiNetworkPolicy `k8s.cni.cncf.io/v1beta2`, the storage version (has `endPort`).
+    v1beta2,
+    "v1beta2"
+);
 
-    /// A NetworkPolicy for the secondary networks named in its `policy-for` annotation.
-    #[derive(
-        CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema,
-    )]
-    #[kube(
-        group = "k8s.cni.cncf.io",
-        version = "v1beta1",
-        kind = "MultiNetworkPolicy",
-        plural = "multi-networkpolicies",
-        singular = "multi-networkpolicy",
-        shortname = "multi-policy",
-        namespaced,
-        derive = "PartialEq"
-    )]
-    #[serde(rename_all = "camelCase")]
-    pub struct MultiNetworkPolicySpec {
-        /// The pods the policy applies to (all in the namespace when empty).
-        pub pod_selector: LabelSelector,
-        /// Allowed incoming traffic.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub ingress: Option<Vec<MultiNetworkPolicyIngressRule>>,
-        /// Allowed outgoing traffic.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub egress: Option<Vec<MultiNetworkPolicyEgressRule>>,
-        /// `Ingress` and/or `Egress`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub policy_types: Option<Vec<String>>,
-    }
-}
+multi_network_policy_version!(
+    /// MultiNetworkPolicy `k8s.cni.cncf.io/v1beta1`. Its ports accept `endPort` too, as the
+    /// upstream Go module (v1.0.1) and multi-networkpolicy-iptables do; without it the API
+    /// server would silently prune ranges from existing v1beta1 manifests.
+    v1beta1,
+    "v1beta1"
+);
 
 /// The NetworkAttachmentDefinition CRD. `spec` is made optional in the schema (the derive
 /// would require it), matching NPWG §3.2 and Multus's own CRD.

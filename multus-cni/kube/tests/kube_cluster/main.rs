@@ -7,7 +7,10 @@ mod facade;
 mod rbac;
 mod token;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use kube::{Client, Config, config::KubeConfigOptions};
 use multus_kube::{ApiOptions, ClientOptions, ClientSource, KubeApi};
@@ -97,4 +100,17 @@ fn create_nad(ns: &TestNamespace, name: &str, config: Option<&str>, annotations:
         nad["spec"] = json!({"config": config});
     }
     ns.create(nad)
+}
+
+/// Polls `f` every 100 ms until it gives a value (the API server's caches lag a little behind
+/// writes); fails the test after 10 s.
+fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -1,14 +1,11 @@
 //! deploy/rbac.yaml's ClusterRole against the facade: exactly enough, and each rule needed.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use multus_kube::{Error, ErrorKind, EventTarget, EventType, KubeApi};
 use multus_testkit::kube::{FaultProxy, KubeconfigAuth, MULTUS_USER, Rest, read_yaml_documents};
 use serde_json::{Value, json};
 
-use super::{cluster, create_nad, create_pod, facade, facade_via_proxy};
+use super::{cluster, create_nad, create_pod, facade, facade_via_proxy, until};
 
 fn cluster_role_rules() -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac.yaml");
@@ -132,17 +129,6 @@ fn cluster_role_is_exactly_what_the_facade_needs() {
             body["message"].as_str().unwrap().contains(MULTUS_USER),
             "{body}"
         );
-    }
-}
-
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -1,24 +1,13 @@
 //! A long-lived client follows its rotated service-account token, and a revoked token fails
 //! clearly as Unauthorized. Tokens are real bound tokens (TokenRequest) revoked by deleting the
 //! Secret they are bound to.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use multus_kube::{ClientSource, ErrorKind, KubeApi};
 use multus_testkit::kube::{KubeCluster, KubeconfigAuth, Rest, TestNamespace};
 use serde_json::json;
 
-use super::{cluster, create_pod, facade, test_options};
-
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use super::{cluster, create_pod, facade, test_options, until};
 
 /// A ServiceAccount bound to deploy/rbac.yaml's ClusterRole in the namespace, a pod to read,
 /// and two Secrets to bind tokens to. Returns the secrets' (name, uid).
@@ -48,7 +37,7 @@ fn revoke(cluster: &KubeCluster, ns: &TestNamespace, secret: &str, token: &str) 
     let rest = Rest::new(cluster.addr(), token);
     let path = format!("/api/v1/namespaces/{}/pods/p", ns.name());
     until("the token to be revoked", || {
-        matches!(rest.request("GET", &path, None), Ok((401, _)))
+        matches!(rest.request("GET", &path, None), Ok((401, _))).then_some(())
     });
 }
 
@@ -65,7 +54,7 @@ fn rotation(
     install(&t1);
     let api = api();
     until("the new account to be usable", || {
-        api.get_pod(ns.name(), "p").is_ok()
+        api.get_pod(ns.name(), "p").ok()
     });
 
     let t2 = ns.service_account_token("rot", Some((&s2.0, &s2.1)));
