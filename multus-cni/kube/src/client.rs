@@ -140,6 +140,8 @@ fn service_account_config(url: &str, dir: &Path) -> Result<Config, Error> {
     let mut config = Config::new(uri);
     config.default_namespace = namespace;
     config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
+    // kube-rs re-reads this file periodically, so a rotated cluster CA is followed too.
+    config.root_cert_file = Some(ca_path);
     config.auth_info.token_file = Some(dir.join("token").to_string_lossy().into_owned());
     Ok(config)
 }
@@ -280,6 +282,28 @@ mod tests {
         // Gone: keep the last token.
         std::fs::remove_file(&path).unwrap();
         assert_eq!(auth.header(), "Bearer second");
+    }
+
+    #[test]
+    fn in_cluster_outside_a_pod_is_a_clear_error() {
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            return; // really in a pod
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let source = ClientSource::InCluster {
+            dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
+        };
+        let Err(err) = runtime.block_on(build_client(&source, &ClientOptions::default())) else {
+            panic!("built an in-cluster client outside a pod");
+        };
+        assert!(
+            err.to_string()
+                .contains("KUBERNETES_SERVICE_HOST is not set"),
+            "{err}"
+        );
     }
 
     #[test]

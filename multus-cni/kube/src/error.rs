@@ -128,11 +128,17 @@ pub(crate) fn classify(err: &kube::Error) -> (ErrorKind, String) {
                 429 | 500 | 502 | 503 | 504 => ErrorKind::Unavailable,
                 _ => ErrorKind::Other,
             };
-            let message = if status.message.is_empty() {
+            let mut message = if status.message.is_empty() {
                 format!("HTTP {} {}", status.code, status.reason)
             } else {
                 format!("{} (HTTP {})", status.message, status.code)
             };
+            if kind == ErrorKind::Unauthorized {
+                // The server says only "Unauthorized"; say what usually causes it.
+                message.push_str(
+                    ": the API server rejected the credentials (expired or revoked token?)",
+                );
+            }
             (kind, message)
         }
         // Connection refused or reset, TLS handshake, timeouts: the server is not usable now.

@@ -97,6 +97,7 @@ fn cluster_role_is_exactly_what_the_facade_needs() {
     let mut used: Vec<(String, String, String)> = Vec::new();
     for r in proxy.requests() {
         assert!((200..300).contains(&r.status), "{r:?}");
+        assert_eq!(r.token.as_deref(), Some(cluster.multus_token()), "{r:?}");
         let attrs = attributes(&r.method, &r.path);
         assert!(
             allows(&rules, &attrs),

@@ -41,13 +41,49 @@ fn revoke(cluster: &KubeCluster, ns: &TestNamespace, secret: &str, token: &str) 
     });
 }
 
+/// A plain kube-rs client from the same kubeconfig, for comparison: kube-rs re-reads a
+/// `tokenFile` only once a minute.
+struct PlainKubeRs {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+}
+
+impl PlainKubeRs {
+    fn new(kubeconfig: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = runtime.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            kube::Client::try_from(config).unwrap()
+        });
+        Self { runtime, client }
+    }
+
+    fn get_pod_status(&self, ns: &str) -> Option<u16> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), ns);
+        match self.runtime.block_on(async { api.get("p").await }) {
+            Ok(_) => None,
+            Err(kube::Error::Api(status)) => Some(status.code),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// The scenario: works with token 1; token 2 replaces it in the file and token 1 is revoked:
-/// the same client keeps working; token 2 revoked: a clear Unauthorized.
+/// the same client keeps working; token 2 revoked: a clear Unauthorized. With `plain`, a plain
+/// kube-rs client from that kubeconfig is shown to keep the revoked token instead.
 fn rotation(
     cluster: &'static KubeCluster,
     ns: &TestNamespace,
     install: impl Fn(&str),
     api: impl FnOnce() -> KubeApi,
+    plain: Option<&Path>,
 ) {
     let [s1, s2] = prepare(ns);
     let t1 = ns.service_account_token("rot", Some((&s1.0, &s1.1)));
@@ -56,10 +92,25 @@ fn rotation(
     until("the new account to be usable", || {
         api.get_pod(ns.name(), "p").ok()
     });
+    let plain = plain.map(PlainKubeRs::new);
+    if let Some(plain) = &plain {
+        assert_eq!(
+            plain.get_pod_status(ns.name()),
+            None,
+            "kube-rs works with token 1"
+        );
+    }
 
     let t2 = ns.service_account_token("rot", Some((&s2.0, &s2.1)));
     install(&t2);
     revoke(cluster, ns, &s1.0, &t1);
+    if let Some(plain) = &plain {
+        assert_eq!(
+            plain.get_pod_status(ns.name()),
+            Some(401),
+            "kube-rs 5 still sends the revoked token (it re-reads the file once a minute)"
+        );
+    }
     let pod = api.get_pod(ns.name(), "p");
     assert!(
         pod.is_ok(),
@@ -98,6 +149,7 @@ fn kubeconfig_token_file_follows_rotation() {
         &ns,
         |t| replace_file(&token, t),
         || facade(&kubeconfig),
+        Some(&kubeconfig),
     );
 }
 
@@ -148,5 +200,6 @@ fn service_account_dir_follows_projected_rotation() {
         &ns,
         |t| install_projected(dir.path(), &generation, cluster.ca_file(), ns.name(), t),
         || KubeApi::new(&source, test_options()).unwrap(),
+        None,
     );
 }
