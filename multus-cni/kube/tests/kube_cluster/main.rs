@@ -102,10 +102,11 @@ fn create_nad(ns: &TestNamespace, name: &str, config: Option<&str>, annotations:
     ns.create(nad)
 }
 
-/// Polls `f` every 100 ms until it gives a value (the API server's caches lag a little behind
-/// writes); fails the test after 10 s.
+/// Polls `f` every 100 ms until it gives a value; fails the test after 30 s. The API server's
+/// caches lag behind writes: RBAC and accounts by milliseconds, token authentication by up to
+/// 10 s (it caches successful token reviews that long, so a revocation takes as long).
 fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = f() {
             return v;
