@@ -190,11 +190,6 @@ impl KubeApi {
         })
     }
 
-    /// The underlying client, for callers that have their own runtime.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// Reads a pod, waiting up to `pod_wait` while it is not visible yet.
     pub fn get_pod(&self, namespace: &str, name: &str) -> Result<PodInfo, Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);

@@ -70,6 +70,22 @@ pub enum ClientSource {
     },
 }
 
+impl ClientSource {
+    /// Multus's rule for its `kubeconfig` key: a non-empty path is a kubeconfig file; otherwise
+    /// the in-cluster service account when `KUBERNETES_SERVICE_HOST` and `_PORT` are set;
+    /// otherwise `None`, and the caller works without the API (no NADs, no status).
+    pub fn from_multus_kubeconfig(kubeconfig: Option<&Path>) -> Option<Self> {
+        match kubeconfig {
+            Some(path) if !path.as_os_str().is_empty() => Some(Self::Kubeconfig(path.to_owned())),
+            _ => (std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                && std::env::var_os("KUBERNETES_SERVICE_PORT").is_some())
+            .then(|| Self::InCluster {
+                dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
+            }),
+        }
+    }
+}
+
 /// Builds a client. Must run inside a tokio runtime (the connection pool spawns onto it).
 pub async fn build_client(source: &ClientSource, opts: &ClientOptions) -> Result<Client, Error> {
     let mut config = match source {
@@ -282,6 +298,19 @@ mod tests {
         // Gone: keep the last token.
         std::fs::remove_file(&path).unwrap();
         assert_eq!(auth.header(), "Bearer second");
+    }
+
+    #[test]
+    fn multus_kubeconfig_rule() {
+        let path = Path::new("/etc/cni/net.d/multus.d/multus.kubeconfig");
+        assert!(matches!(
+            ClientSource::from_multus_kubeconfig(Some(path)),
+            Some(ClientSource::Kubeconfig(p)) if p == path
+        ));
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            assert!(ClientSource::from_multus_kubeconfig(Some(Path::new(""))).is_none());
+            assert!(ClientSource::from_multus_kubeconfig(None).is_none());
+        }
     }
 
     #[test]
