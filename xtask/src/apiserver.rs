@@ -11,13 +11,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use multus_testkit::cache::{APISERVER_VERSION as VERSION, cache_dir, cached_apiserver};
 
 use crate::shell::{Cmd, is_root, note, step};
 
-/// The Kubernetes version inside Debian bookworm's `kubernetes` source package.
-const VERSION: &str = "v1.20.2";
-/// The variable the tests read the binary's path from (multus-testkit reads the same name).
-pub const ENV_VAR: &str = "MULTUS_KUBE_APISERVER";
 /// Debian packages the build and the test cluster need.
 const PACKAGES: &[&str] = &[
     "golang-go",
@@ -31,15 +28,6 @@ const PACKAGES: &[&str] = &[
 ];
 const REFLECT2_DEBIAN: &str = "/usr/share/gocode/src/github.com/modern-go/reflect2";
 
-/// Where the cached binary lives: `$XDG_CACHE_HOME` or `~/.cache`, under `multus-rs/`.
-fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cache"))
-        .join("multus-rs")
-}
-
 fn binary_ok(path: &Path) -> bool {
     Cmd::new(&path.to_string_lossy())
         .args(["--version"])
@@ -50,8 +38,11 @@ fn binary_ok(path: &Path) -> bool {
 /// Makes sure the cached kube-apiserver exists (building it on the first run) and returns its path.
 pub fn ensure() -> anyhow::Result<PathBuf> {
     step("kube-apiserver for the Kubernetes tests");
-    let dir = cache_dir().join(format!("kube-apiserver-{VERSION}"));
-    let bin = dir.join("kube-apiserver");
+    let bin = cached_apiserver();
+    let dir = bin
+        .parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("{} has no parent", bin.display()))?;
     crate::prereqs::ensure_debian_packages(PACKAGES)?;
     if binary_ok(&bin) {
         note(&format!("cached: {}", bin.display()));

@@ -55,7 +55,7 @@ pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
     step("tests (root tests included)");
     let mut test = Cmd::new("cargo")
         .args(["test", "--workspace", "--no-fail-fast"])
-        .env(crate::apiserver::ENV_VAR, apiserver);
+        .env(multus_testkit::cache::APISERVER_VAR, apiserver);
     if let Some(filter) = &args.filter {
         test = test.args(["--", filter.as_str()]);
     }

@@ -4,6 +4,7 @@
 //!
 //! Everything is built from `ip` and friends on purpose: the tests check the product's netlink and
 //! eBPF code against the system's own tools.
+pub mod cache;
 pub mod cmd;
 #[cfg(feature = "kube")]
 pub mod kube;

@@ -12,11 +12,12 @@ use std::{
 use serde_json::{Value, json};
 
 use super::rest::Rest;
-use crate::{netns::unique_name, root::ALLOW_SKIP_VAR};
+use crate::{
+    cache::{APISERVER_VAR, APISERVER_VERSION, apiserver_binary},
+    netns::unique_name,
+    root::ALLOW_SKIP_VAR,
+};
 
-/// The variable `cargo xtask test` sets to the kube-apiserver it built.
-pub const APISERVER_VAR: &str = "MULTUS_KUBE_APISERVER";
-const APISERVER_VERSION: &str = "v1.20.2";
 /// Token of the cluster admin (group system:masters).
 const ADMIN_TOKEN: &str = "multus-test-admin-token";
 /// Token of a user named like the ServiceAccount kube-system/multus, so the ClusterRoleBinding
@@ -203,20 +204,6 @@ impl Drop for TestNamespace {
             Err(e) => eprintln!("cleanup: {e}"),
         }
     }
-}
-
-fn apiserver_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(APISERVER_VAR) {
-        return PathBuf::from(path);
-    }
-    // Where `cargo xtask` caches it, for a plain `cargo test`.
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cache"))
-        .join(format!(
-            "multus-rs/kube-apiserver-{APISERVER_VERSION}/kube-apiserver"
-        ))
 }
 
 fn repo_root() -> PathBuf {

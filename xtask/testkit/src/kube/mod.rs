@@ -7,8 +7,7 @@ mod rest;
 mod tls;
 
 pub use cluster::{
-    APISERVER_VAR, KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established,
-    read_yaml_documents,
+    KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established, read_yaml_documents,
 };
 pub use proxy::{FaultProxy, Recorded, Stall};
 pub use rest::{Rest, collection_path};
