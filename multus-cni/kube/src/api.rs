@@ -228,6 +228,9 @@ impl KubeApi {
     /// Writes `status` (the JSON list) as the pod's network-status annotation through the
     /// status subresource: read, set, replace with the read resourceVersion, and start over on a
     /// 409 conflict. With `expected_uid`, a pod recreated under the same name is not touched.
+    ///
+    /// The pod travels as raw JSON, not as k8s-openapi's typed Pod: a status field newer than
+    /// the compiled-in API version would otherwise be dropped from the PUT and wiped.
     pub fn set_network_status(
         &self,
         namespace: &str,
@@ -235,7 +238,9 @@ impl KubeApi {
         expected_uid: Option<&str>,
         status: &str,
     ) -> Result<(), Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let resource = ApiResource::erase::<Pod>(&());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
         let object = format!("{namespace}/{name}");
         let attempts = self.opts.conflict_attempts.max(1);
         let params = PostParams::default();

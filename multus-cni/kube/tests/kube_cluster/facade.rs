@@ -2,7 +2,10 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::{Api, api::ListParams};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams},
+};
 use multus_kube::{ContainerPort, ErrorKind, EventTarget, EventType, NETWORK_STATUS_ANNOTATION};
 use multus_testkit::kube::{FaultProxy, Stall};
 use serde_json::json;
@@ -118,6 +121,17 @@ fn network_status_write_retries_conflicts_and_reads_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let api = facade_via_proxy(cluster, &proxy, cluster.admin_token(), dir.path());
     let status = STATUS.replace("NS", ns.name());
+    // Status a kubelet would have written: the annotation write must leave it alone.
+    let ns_name = ns.name().to_owned();
+    admin(cluster, |c| async move {
+        let patch = json!({"status": {"phase": "Running", "podIP": "203.0.113.9",
+            "podIPs": [{"ip": "203.0.113.9"}],
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        Api::<Pod>::namespaced(c, &ns_name)
+            .patch_status("db", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    });
 
     proxy.conflict_status_updates(2);
     api.set_network_status(ns.name(), "db", Some(&uid), &status)
@@ -149,6 +163,18 @@ fn network_status_write_retries_conflicts_and_reads_back_exactly() {
         Some(status.as_str())
     );
     let pod = api.get_pod(ns.name(), "db").unwrap();
+    let ns_name = ns.name().to_owned();
+    let pod_status = admin(cluster, |c| async move {
+        Api::<Pod>::namespaced(c, &ns_name)
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+    });
+    assert_eq!(pod_status.phase.as_deref(), Some("Running"));
+    assert_eq!(pod_status.pod_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(pod_status.conditions.unwrap()[0].type_, "Ready");
     assert_eq!(
         pod.annotations.get("keep").map(String::as_str),
         Some("me"),
