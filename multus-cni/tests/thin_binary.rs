@@ -1,0 +1,349 @@
+//! Root integration tests: the real `multus-cni` binary run like a runtime runs it, with
+//! Debian's reference plugins as delegates, inside namespaces the tests create.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use common::{Node, addrs, link_names, root, routes};
+use multus_testkit::Netns;
+use serde_json::{Value, json};
+
+const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+
+fn three_network_pod(node: &Node, version: &str, name: &str) -> Netns {
+    let delegate_version = if version == "1.1.0" { "1.0.0" } else { version };
+    node.macvlan_nad(delegate_version);
+    node.bridge_nad(delegate_version);
+    node.pod(
+        "pods",
+        name,
+        &format!("uid-{name}"),
+        &json!({NETWORKS: "macvlan-net,bridge-net"}),
+    );
+    let pod = Netns::new("cpd");
+    pod.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+    pod
+}
+
+fn assert_clean(node: &Node, pod: Option<&Netns>) {
+    if let Some(pod) = pod {
+        assert_eq!(link_names(pod), vec!["lo"], "interfaces left in the pod");
+    }
+    assert_eq!(
+        node.leases(),
+        Vec::<String>::new(),
+        "host-local leases left"
+    );
+    assert_eq!(node.cache_files(), Vec::<String>::new(), "cache files left");
+}
+
+#[test]
+fn add_and_del_three_networks_in_every_version() {
+    if !root("add_and_del_three_networks_in_every_version") {
+        return;
+    }
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        let node = Node::new();
+        let pod = three_network_pod(&node, version, "web");
+        let conf = node.multus_conf(version);
+        let add = node.run("ADD", "c1", Some(&pod), "web", &conf).ok();
+        let result = add.json();
+        assert_eq!(result["cniVersion"], version, "{version}");
+
+        // The result is the cluster network's, in the configuration's version.
+        let ips = result["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 1, "{version}: {result}");
+        let address = ips[0]["address"].as_str().unwrap();
+        assert!(address.starts_with("203.0.113."), "{version}: {address}");
+        assert_eq!(ips[0]["gateway"], "203.0.113.1");
+        if version.starts_with("0.") {
+            assert_eq!(ips[0]["version"], "4", "{version}: {result}");
+        } else {
+            assert!(ips[0].get("version").is_none(), "{version}: {result}");
+        }
+        let sandbox: Vec<&str> = result["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i.get("sandbox").is_some())
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(sandbox, vec!["eth0"]);
+
+        // eth0, net1 and net2 with their addresses and routes.
+        assert_eq!(link_names(&pod), vec!["eth0", "lo", "net1", "net2"]);
+        assert_eq!(addrs(&pod, "eth0"), vec![address.to_owned()]);
+        assert!(addrs(&pod, "net1")[0].starts_with("192.0.2."), "{version}");
+        assert!(
+            addrs(&pod, "net2")[0].starts_with("198.51.100."),
+            "{version}"
+        );
+        let r = routes(&pod);
+        assert!(
+            r.contains(&"default via 203.0.113.1 dev eth0".to_owned()),
+            "{r:?}"
+        );
+        assert!(
+            r.contains(&"192.0.2.0/24 via - dev net1".to_owned()),
+            "{r:?}"
+        );
+        assert!(
+            r.contains(&"198.51.100.0/24 via - dev net2".to_owned()),
+            "{r:?}"
+        );
+        // The conflist's second plugin (tuning) ran on net2.
+        let link = pod.ip(&["-j", "link", "show", "dev", "net2"]);
+        let link: Value = serde_json::from_str(&link).unwrap();
+        assert_eq!(link[0]["mtu"], 1400, "{version}");
+        assert_eq!(node.leases().len(), 3);
+        assert_eq!(node.cache_files(), vec!["c1"]);
+
+        if version != "0.3.0" && version != "0.3.1" {
+            node.run("CHECK", "c1", Some(&pod), "web", &conf).ok();
+        }
+        node.run("DEL", "c1", Some(&pod), "web", &conf).ok();
+        assert_clean(&node, Some(&pod));
+        // DEL is idempotent.
+        node.run("DEL", "c1", Some(&pod), "web", &conf).ok();
+    }
+}
+
+#[test]
+fn two_pods_ping_over_net1() {
+    if !root("two_pods_ping_over_net1") {
+        return;
+    }
+    let node = Node::new();
+    let a = three_network_pod(&node, "1.0.0", "a");
+    node.pod(
+        "pods",
+        "b",
+        "uid-b",
+        &json!({NETWORKS: "macvlan-net,bridge-net"}),
+    );
+    let b = Netns::new("cpd");
+    let conf = node.multus_conf("1.0.0");
+    node.run("ADD", "ca", Some(&a), "a", &conf).ok();
+    node.run("ADD", "cb", Some(&b), "b", &conf).ok();
+    let b_net1 = addrs(&b, "net1")[0].split('/').next().unwrap().to_owned();
+    let out = a
+        .exec(
+            "ping",
+            &[
+                "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", "net1", &b_net1,
+            ],
+        )
+        .unwrap();
+    assert!(out.contains("3 received"), "{out}");
+    node.run("DEL", "ca", Some(&a), "a", &conf).ok();
+    node.run("DEL", "cb", Some(&b), "b", &conf).ok();
+    assert_eq!(link_names(&b), vec!["lo"]);
+    assert_clean(&node, Some(&a));
+}
+
+#[test]
+fn two_hundred_add_del_cycles_leave_nothing() {
+    if !root("two_hundred_add_del_cycles_leave_nothing") {
+        return;
+    }
+    let node = Node::new();
+    let pod = three_network_pod(&node, "1.0.0", "cycle");
+    let conf = node.multus_conf("1.0.0");
+    // The bridges stay after the first DEL (the bridge plugin never deletes them).
+    node.run("ADD", "warm", Some(&pod), "cycle", &conf).ok();
+    node.run("DEL", "warm", Some(&pod), "cycle", &conf).ok();
+    let node_links = node.links();
+    for i in 0..200 {
+        let id = format!("cycle{i}");
+        let add = node.run("ADD", &id, Some(&pod), "cycle", &conf);
+        assert_eq!(add.code, 0, "cycle {i}: {add:?}");
+        let del = node.run("DEL", &id, Some(&pod), "cycle", &conf);
+        assert_eq!(del.code, 0, "cycle {i}: {del:?}");
+    }
+    assert_clean(&node, Some(&pod));
+    assert_eq!(node.links(), node_links, "links left in the node namespace");
+}
+
+#[test]
+fn failed_delegate_rolls_back_everything() {
+    if !root("failed_delegate_rolls_back_everything") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    // host-local allocates before bridge fails on the MTU, so this failure leaves state
+    // behind unless the engine rolls it back.
+    node.nad(
+        "pods",
+        "broken",
+        &json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "br9", "mtu": 70000,
+                "ipam": node.ipam("198.51.100.0/24", None)}),
+    );
+    node.pod(
+        "pods",
+        "p",
+        "uid-p",
+        &json!({NETWORKS: "macvlan-net,broken"}),
+    );
+    let pod = Netns::new("cpd");
+    let conf = node.multus_conf("1.0.0");
+    let run = node.run("ADD", "c1", Some(&pod), "p", &conf);
+    assert_eq!(run.code, 1, "{run:?}");
+    let err = run.json();
+    assert!(
+        err["msg"].as_str().unwrap().contains("network pods/broken"),
+        "{err}"
+    );
+    assert!(err["code"].as_u64().unwrap() > 0);
+    assert_clean(&node, Some(&pod));
+}
+
+#[test]
+fn del_works_without_nads_and_without_netns() {
+    if !root("del_works_without_nads_and_without_netns") {
+        return;
+    }
+    let node = Node::new();
+    let pod = three_network_pod(&node, "0.4.0", "gone");
+    let conf = node.multus_conf("0.4.0");
+    node.run("ADD", "c1", Some(&pod), "gone", &conf).ok();
+    assert_eq!(node.leases().len(), 3);
+    // The NAD and pod files go, then the namespace itself.
+    for f in std::fs::read_dir(node.path("local")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let netns_path = pod.path();
+    drop(pod);
+    assert!(!netns_path.exists());
+    let del = node.run_raw(
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", &netns_path.to_string_lossy()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", common::PLUGIN_DIR),
+        ],
+        conf.to_string().as_bytes(),
+    );
+    assert_eq!(del.code, 0, "{del:?}");
+    assert_clean(&node, None);
+}
+
+#[test]
+fn default_route_moves_to_the_requested_network() {
+    if !root("default_route_moves_to_the_requested_network") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    node.pod(
+        "pods",
+        "gw",
+        "uid-gw",
+        &json!({NETWORKS: json!([{"name": "macvlan-net", "default-route": ["192.0.2.1"]}]).to_string()}),
+    );
+    let pod = Netns::new("cpd");
+    let conf = node.multus_conf("1.0.0");
+    let add = node.run("ADD", "c1", Some(&pod), "gw", &conf).ok();
+    let r = routes(&pod);
+    assert!(
+        r.contains(&"default via 192.0.2.1 dev net1".to_owned()),
+        "{r:?}"
+    );
+    assert!(
+        !r.iter()
+            .any(|r| r.starts_with("default") && r.ends_with("eth0")),
+        "{r:?}"
+    );
+    // The returned (cluster) result no longer claims a default route.
+    let result = add.json();
+    assert!(
+        !result["routes"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["dst"] == "0.0.0.0/0")),
+        "{result}"
+    );
+    node.run("DEL", "c1", Some(&pod), "gw", &conf).ok();
+    assert_clean(&node, Some(&pod));
+}
+
+#[test]
+fn status_follows_the_readiness_indicator() {
+    if !root("status_follows_the_readiness_indicator") {
+        return;
+    }
+    let node = Node::new();
+    let ready = node.path("ready");
+    let mut conf = node.multus_conf("1.1.0");
+    conf["readinessindicatorfile"] = json!(ready);
+    let status = |conf: &Value| {
+        node.run_raw(
+            &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", common::PLUGIN_DIR)],
+            conf.to_string().as_bytes(),
+        )
+    };
+    let not_ready = status(&conf);
+    assert_eq!(not_ready.code, 1);
+    assert_eq!(not_ready.json()["code"], 50, "{not_ready:?}");
+    // ADD says "try again later" while the cluster network is not ready.
+    let pod = Netns::new("cpd");
+    let add = node.run("ADD", "c1", Some(&pod), "x", &conf);
+    assert_eq!(add.json()["code"], 11, "{add:?}");
+    assert_clean(&node, Some(&pod));
+    std::fs::write(&ready, "").unwrap();
+    status(&conf).ok();
+    conf["delegates"][0]["type"] = json!("no-such-plugin");
+    assert_eq!(status(&conf).json()["code"], 50);
+}
+
+#[test]
+fn gc_deletes_attachments_the_runtime_forgot() {
+    if !root("gc_deletes_attachments_the_runtime_forgot") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    node.pod("pods", "keep", "u1", &json!({NETWORKS: "macvlan-net"}));
+    node.pod("pods", "lost", "u2", &json!({NETWORKS: "macvlan-net"}));
+    let keep = Netns::new("cpd");
+    let lost = Netns::new("cpd");
+    let conf = node.multus_conf("1.1.0");
+    node.run("ADD", "keep", Some(&keep), "keep", &conf).ok();
+    node.run("ADD", "lost", Some(&lost), "lost", &conf).ok();
+    assert_eq!(node.leases().len(), 4);
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    node.run_raw(
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", common::PLUGIN_DIR)],
+        gc.to_string().as_bytes(),
+    )
+    .ok();
+    assert_eq!(node.cache_files(), vec!["keep"]);
+    assert_eq!(node.leases().len(), 2);
+    assert_eq!(link_names(&lost), vec!["lo"]);
+    assert_eq!(link_names(&keep), vec!["eth0", "lo", "net1"]);
+    node.run("DEL", "keep", Some(&keep), "keep", &conf).ok();
+    assert_clean(&node, Some(&keep));
+}
+
+#[test]
+fn version_and_stdout_holds_only_the_reply() {
+    if !root("version_and_stdout_holds_only_the_reply") {
+        return;
+    }
+    let node = Node::new();
+    let v = node
+        .run_raw(&[("CNI_COMMAND", "VERSION")], br#"{"cniVersion":"1.1.0"}"#)
+        .ok();
+    assert_eq!(
+        v.json()["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+    // Debug logging is on in multus_conf: it must all go to stderr.
+    let pod = three_network_pod(&node, "1.0.0", "quiet");
+    let conf = node.multus_conf("1.0.0");
+    let add = node.run("ADD", "c1", Some(&pod), "quiet", &conf).ok();
+    assert_eq!(add.stdout.lines().count(), 1, "{add:?}");
+    assert!(add.stderr.contains("attached"), "{add:?}");
+    node.run("DEL", "c1", Some(&pod), "quiet", &conf).ok();
+}
