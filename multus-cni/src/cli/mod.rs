@@ -10,7 +10,7 @@ use std::{
 use crate::{
     cni::{Command, ErrorReply, Request, version::version_reply},
     config::NetConf,
-    engine::{Engine, Reply},
+    engine::{Engine, Reply, stdin_version},
     network::{LocalFiles, NetworkSource, PodInfo, PodKey, SourceError, source::NoSource},
 };
 
@@ -75,12 +75,12 @@ where
             crate::cni::code::IO_FAILURE,
             format!("reading stdin: {e}"),
         ),
-        Ok(_) => match Request::from_env(&env, config) {
+        Ok(_) => match Request::from_env(&env, config.clone()) {
             Err(e) => {
                 let e = crate::error::Error::from(e);
                 logging::init_fallback();
                 tracing::error!("{e}");
-                failure("1.1.0", e.code(), e.to_string())
+                failure(&stdin_version(&config), e.code(), e.to_string())
             }
             Ok(request) if request.command == Command::Version => Reply {
                 stdout: version_reply().to_string(),
@@ -90,7 +90,7 @@ where
                 Err(e) => {
                     logging::init_fallback();
                     tracing::error!(command = %request.command, "{e}");
-                    failure("1.1.0", e.code(), e.to_string())
+                    failure(&stdin_version(&request.config), e.code(), e.to_string())
                 }
                 Ok(conf) => {
                     logging::init(&conf);

@@ -154,7 +154,8 @@ impl Engine {
     }
 }
 
-fn stdin_version(config: &[u8]) -> String {
+/// The supported `cniVersion` of a configuration that may not parse, for error replies.
+pub(crate) fn stdin_version(config: &[u8]) -> String {
     serde_json::from_slice::<Value>(config)
         .ok()
         .and_then(|v| {
