@@ -81,8 +81,8 @@ fn network_status_hooks_and_counting() {
     let hooks = Arc::new(Recorder::default());
     let exec = Arc::new(CountingExec::new(ProcessExec));
     let engine = Engine::new(Arc::new(LocalFiles::new(node.path("local"))))
-        .with_hooks(hooks.clone())
-        .with_exec(exec.clone());
+        .with_hooks(Arc::clone(&hooks) as Arc<dyn Hooks>)
+        .with_exec(Arc::clone(&exec) as Arc<dyn multus_cni::delegate::Exec>);
     let out = in_netns(&node.netns.path(), || {
         engine.add(&request("ADD", "c1", &pod, "st", &conf), &nc)
     })

@@ -57,6 +57,7 @@ impl Case {
         self
     }
 
+    #[allow(clippy::needless_pass_by_value, reason = "rows pass json! literals")]
     fn networks_json(self, value: Value) -> Self {
         self.networks(&value.to_string())
     }

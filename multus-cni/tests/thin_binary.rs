@@ -96,7 +96,7 @@ fn add_and_del_three_networks_in_every_version() {
         let link: Value = serde_json::from_str(&link).unwrap();
         assert_eq!(link[0]["mtu"], 1400, "{version}");
         assert_eq!(node.leases().len(), 3);
-        assert_eq!(node.cache_files(), vec!["c1"]);
+        assert_eq!(node.cache_files(), vec!["c1", "results/c1"]);
 
         if version != "0.3.0" && version != "0.3.1" {
             node.run("CHECK", "c1", Some(&pod), "web", &conf).ok();
@@ -318,7 +318,7 @@ fn gc_deletes_attachments_the_runtime_forgot() {
         gc.to_string().as_bytes(),
     )
     .ok();
-    assert_eq!(node.cache_files(), vec!["keep"]);
+    assert_eq!(node.cache_files(), vec!["keep", "results/keep"]);
     assert_eq!(node.leases().len(), 2);
     assert_eq!(link_names(&lost), vec!["lo"]);
     assert_eq!(link_names(&keep), vec!["eth0", "lo", "net1"]);

@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's automation. Every command first makes sure the machine has what
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
+mod bench;
+mod bench_cni;
 mod demo;
 mod prereqs;
 mod shell;
@@ -25,6 +27,8 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
+    /// Benchmarks that print numbers against an in-process baseline (`bench cni`).
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => prereqs::ensure(),
         Command::Test(args) => prereqs::ensure().and_then(|()| test::run(&args)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
+        Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

@@ -5,11 +5,13 @@ pub mod logging;
 use std::{
     io::{Read, Write},
     sync::Arc,
+    time::Instant,
 };
 
 use crate::{
     cni::{Command, ErrorReply, Request, version::version_reply},
     config::NetConf,
+    delegate::{CountingExec, Exec, ProcessExec},
     engine::{Engine, Reply, stdin_version},
     network::{LocalFiles, NetworkSource, PodInfo, PodKey, SourceError, source::NoSource},
 };
@@ -59,8 +61,9 @@ impl NetworkSource for NoKubernetes {
 }
 
 /// Runs one CNI invocation: `env` gives the `CNI_*` variables, `stdin` the configuration; the
-/// reply goes to `stdout`. `make_engine` builds the engine for the parsed configuration.
-/// Returns the exit status.
+/// reply goes to `stdout`. `make_engine` builds the engine for the parsed configuration; plugins
+/// always run as processes through a counter, so the final `timing` log line (verbose level)
+/// says how much of the run was spent in delegates. Returns the exit status.
 pub fn run<E, R, W, M>(env: E, mut stdin: R, mut stdout: W, make_engine: M) -> i32
 where
     E: Fn(&str) -> Option<String>,
@@ -94,8 +97,19 @@ where
                 }
                 Ok(conf) => {
                     logging::init(&conf);
-                    let engine = make_engine(&conf);
-                    engine.handle_with(&request, &conf)
+                    let started = Instant::now();
+                    let counter = Arc::new(CountingExec::new(ProcessExec));
+                    let engine =
+                        make_engine(&conf).with_exec(Arc::clone(&counter) as Arc<dyn Exec>);
+                    let reply = engine.handle_with(&request, &conf);
+                    tracing::info!(
+                        command = %request.command,
+                        total_us = started.elapsed().as_micros(),
+                        delegate_us = counter.nanos() / 1000,
+                        delegate_runs = counter.calls(),
+                        "timing"
+                    );
+                    reply
                 }
             },
         },

@@ -182,7 +182,7 @@ fn finish(
             message: e.message,
         })?;
     entry.complete = true;
-    cache::store(cache_path, entry)?;
+    cache::store_results(cache_path, entry)?;
     Ok(output)
 }
 

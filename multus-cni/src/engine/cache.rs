@@ -1,6 +1,12 @@
 //! The on-disk attachment cache, `<cniDir>/<containerID>`: everything DEL needs, written before
 //! the first delegate runs (temp file, fsync, rename, directory fsync), so DEL works without the
 //! API server, with the NAD gone and with the netns gone.
+//!
+//! The delegates' results, known only after ADD, go to `<cniDir>/results/<containerID>`: a full
+//! copy of the entry with the results, written without fsync (durability there would double
+//! ADD's own cost). DEL and CHECK prefer it when it matches the durable entry; after a crash
+//! that lost it, DEL still has every configuration byte it needs (only `prevResult` is missing,
+//! which the spec lets plugins do without on DEL).
 use std::{
     fs::{self, File, OpenOptions},
     io::Write as _,
@@ -77,8 +83,37 @@ pub struct CachedDelegate {
     pub result: Option<Value>,
 }
 
-/// Reads the cache entry at `path`; `Ok(None)` when there is none.
+fn results_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default();
+    path.parent()
+        .map_or_else(|| PathBuf::from("results"), |d| d.join("results"))
+        .join(name)
+}
+
+/// Reads the cache entry at `path`, with its results when they were recorded; `Ok(None)` when
+/// there is none.
 pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
+    let Some(base) = load_file(path)? else {
+        return Ok(None);
+    };
+    let same = |r: &CacheEntry| {
+        r.container_id == base.container_id
+            && r.delegates.len() == base.delegates.len()
+            && r.delegates.iter().zip(&base.delegates).all(|(a, b)| {
+                a.network == b.network && a.ifname == b.ifname && a.config == b.config
+            })
+    };
+    match load_file(&results_path(path)) {
+        Ok(Some(with_results)) if same(&with_results) => Ok(Some(with_results)),
+        Ok(_) => Ok(Some(base)),
+        Err(e) => {
+            tracing::warn!("ignoring recorded results: {e}");
+            Ok(Some(base))
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<Option<CacheEntry>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -96,8 +131,19 @@ pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
 }
 
 /// Writes `entry` to `path` atomically and durably: a private temp file in the same directory,
-/// fsync, rename over `path`, fsync of the directory.
+/// fsync, rename over `path`, fsync of the directory. Recorded results are dropped.
 pub fn store(path: &Path, entry: &CacheEntry) -> Result<()> {
+    remove_file(&results_path(path))?;
+    write(path, entry, true)
+}
+
+/// Records `entry` with its delegates' results next to the durable entry, atomically (temp
+/// file and rename) but without fsync.
+pub fn store_results(path: &Path, entry: &CacheEntry) -> Result<()> {
+    write(&results_path(path), entry, false)
+}
+
+fn write(path: &Path, entry: &CacheEntry, durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::config("cniDir", "cache path has no directory"))?;
@@ -121,9 +167,14 @@ pub fn store(path: &Path, entry: &CacheEntry) -> Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     written.map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -131,8 +182,13 @@ pub fn store(path: &Path, entry: &CacheEntry) -> Result<()> {
     })
 }
 
-/// Removes the cache entry at `path` (missing is fine).
+/// Removes the cache entry at `path` and its results (missing is fine).
 pub fn remove(path: &Path) -> Result<()> {
+    remove_file(&results_path(path))?;
+    remove_file(path)
+}
+
+fn remove_file(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -194,8 +250,26 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(list(path.parent().unwrap()).unwrap(), vec!["c1"]);
+        // Results are preferred while they match the durable entry.
+        let mut done = entry();
+        done.complete = true;
+        done.delegates[0].result = Some(serde_json::json!({"cniVersion": "1.0.0"}));
+        store_results(&path, &done).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(done.clone()));
+        let mut other = done.clone();
+        other.delegates[0].ifname = "net9".into();
+        store_results(&path, &other).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(entry()));
+        fs::write(results_path(&path), "garbage").unwrap();
+        assert_eq!(load(&path).unwrap(), Some(entry()));
+        // A durable rewrite drops them.
+        store_results(&path, &done).unwrap();
+        store(&path, &entry()).unwrap();
+        assert!(!results_path(&path).exists());
+        store_results(&path, &done).unwrap();
         remove(&path).unwrap();
         remove(&path).unwrap();
+        assert!(!results_path(&path).exists());
         assert_eq!(load(&path).unwrap(), None);
     }
 

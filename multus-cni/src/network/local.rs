@@ -4,11 +4,14 @@
 //! Every `*.yaml`, `*.yml` and `*.json` file in the directory (not recursive) may hold one or
 //! more documents (`---`-separated). Documents of `kind: NetworkAttachmentDefinition` are
 //! networks, `kind: Pod` documents give pods their uid and annotations; other kinds are
-//! ignored. A missing `metadata.namespace` means `default`. The directory is read on each
-//! lookup, so files can change between calls.
+//! ignored. A missing `metadata.namespace` means `default`. The directory is listed on each
+//! lookup, so files can change between calls; a file is parsed again only when its size or
+//! modification time changed.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::SystemTime,
 };
 
 use serde::Deserialize;
@@ -22,9 +25,17 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct LocalFiles {
     dir: PathBuf,
+    parsed: Arc<Mutex<HashMap<PathBuf, Parsed>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A file's documents, or why it does not parse, for one (size, mtime).
+#[derive(Debug, Clone)]
+struct Parsed {
+    stamp: (u64, Option<SystemTime>),
+    docs: Result<Arc<Vec<Object>>, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 struct Object {
     #[serde(default)]
     kind: String,
@@ -34,7 +45,7 @@ struct Object {
     spec: Spec,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct Metadata {
     #[serde(default)]
     name: String,
@@ -46,7 +57,7 @@ struct Metadata {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct Spec {
     #[serde(default)]
     config: Option<String>,
@@ -55,7 +66,43 @@ struct Spec {
 impl LocalFiles {
     /// A source over `dir`. A directory that does not exist holds nothing.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            parsed: Arc::default(),
+        }
+    }
+
+    /// The documents of `path`, parsed again only when the file changed.
+    fn documents(
+        &self,
+        path: &Path,
+        what: &str,
+    ) -> Result<Result<Arc<Vec<Object>>, String>, SourceError> {
+        let io_err = |source| SourceError::Io {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io_err)?;
+        let stamp = (meta.len(), meta.modified().ok());
+        if let Ok(cache) = self.parsed.lock()
+            && let Some(p) = cache.get(path)
+            && p.stamp == stamp
+        {
+            return Ok(p.docs.clone());
+        }
+        let text = std::fs::read_to_string(path).map_err(io_err)?;
+        let docs = parse_documents(path, &text).map(Arc::new);
+        if let Ok(mut cache) = self.parsed.lock() {
+            cache.insert(
+                path.to_owned(),
+                Parsed {
+                    stamp,
+                    docs: docs.clone(),
+                },
+            );
+        }
+        Ok(docs)
     }
 
     /// The directory.
@@ -88,21 +135,17 @@ impl LocalFiles {
         files.sort();
         let mut broken = Vec::new();
         for path in files {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(source) => return Err(SourceError::Io { what, path, source }),
+            let docs = match self.documents(&path, &what)? {
+                Ok(docs) => docs,
+                Err(e) => {
+                    broken.push(e);
+                    continue;
+                }
             };
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let obj = match Object::deserialize(doc) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        broken.push(format!("{}: {e}", path.display()));
-                        break;
-                    }
-                };
+            for obj in docs.iter() {
                 let ns = obj.metadata.namespace.as_deref().unwrap_or("default");
                 if obj.kind == kind && ns == namespace && obj.metadata.name == name {
-                    return Ok(Some(obj));
+                    return Ok(Some(obj.clone()));
                 }
             }
         }
@@ -119,6 +162,25 @@ impl LocalFiles {
             })
         }
     }
+}
+
+/// Every document of a file: JSON files hold one, YAML files one or more.
+fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    if path.extension().is_some_and(|e| e == "json") {
+        return serde_json::from_str(text)
+            .map(|o| vec![o])
+            .map_err(|e| err(&e));
+    }
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        // Empty documents (a leading or trailing `---`) are allowed and hold nothing.
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| err(&e))?;
+        if !value.is_null() {
+            out.push(serde_yaml::from_value(value).map_err(|e| err(&e))?);
+        }
+    }
+    Ok(out)
 }
 
 impl NetworkSource for LocalFiles {
@@ -171,6 +233,7 @@ apiVersion: k8s.cni.cncf.io/v1
 kind: NetworkAttachmentDefinition
 metadata:
   name: empty
+---
 "#,
         )
         .unwrap();

@@ -257,14 +257,19 @@ impl Node {
         out
     }
 
-    /// Files in the attachment cache.
+    /// Files in the attachment cache, results included (`results/<id>`).
     pub fn cache_files(&self) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(self.path("cache"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let files = |dir: PathBuf, prefix: &str| -> Vec<String> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| format!("{prefix}{}", e.file_name().to_string_lossy()))
+                .collect()
+        };
+        let mut out = files(self.path("cache"), "");
+        out.extend(files(self.path("cache").join("results"), "results/"));
         out.sort();
         out
     }
