@@ -347,3 +347,90 @@ fn version_and_stdout_holds_only_the_reply() {
     assert!(add.stderr.contains("attached"), "{add:?}");
     node.run("DEL", "c1", Some(&pod), "quiet", &conf).ok();
 }
+
+#[test]
+fn cluster_network_resolves_like_multus() {
+    if !root("cluster_network_resolves_like_multus") {
+        return;
+    }
+    let node = Node::new();
+    let pod = Netns::new("cpd");
+    let cluster = node.cluster_conf("1.0.0");
+    // A file in confDir, named by its CNI name; the same file by absolute path; its directory;
+    // and a NAD in multusNamespace.
+    let file = node.path("conf").join("10-cluster.conf");
+    std::fs::write(&file, cluster.to_string()).unwrap();
+    node.nad("kube-system", "cluster-nad", &cluster);
+    let forms = [
+        json!("cluster"),
+        json!(file),
+        json!(node.path("conf")),
+        json!("cluster-nad"),
+    ];
+    for form in forms {
+        let mut conf = node.multus_conf("1.0.0");
+        conf.as_object_mut().unwrap().remove("delegates");
+        conf["clusterNetwork"] = form.clone();
+        node.pod("pods", "r", "u-r", &json!({}));
+        let add = node.run("ADD", "c1", Some(&pod), "r", &conf).ok();
+        assert!(
+            add.json()["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("203.0.113."),
+            "{form}: {add:?}"
+        );
+        assert_eq!(link_names(&pod), vec!["eth0", "lo"], "{form}");
+        node.run("DEL", "c1", Some(&pod), "r", &conf).ok();
+        assert_clean(&node, Some(&pod));
+    }
+}
+
+#[test]
+fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
+    if !root("default_networks_skip_system_namespaces_and_isolation_allows_globals") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    node.nad(
+        "default",
+        "shared",
+        &json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "br5",
+                "ipam": node.ipam("198.51.100.0/24", None)}),
+    );
+    let mut conf = node.multus_conf("1.0.0");
+    conf["defaultNetworks"] = json!(["pods/macvlan-net"]);
+    conf["namespaceIsolation"] = json!(true);
+    // A pod in "pods" gets the default network as net1 and may use default/shared.
+    node.pod("pods", "d", "u-d", &json!({NETWORKS: "default/shared"}));
+    let pod = Netns::new("cpd");
+    node.run("ADD", "c1", Some(&pod), "d", &conf).ok();
+    assert_eq!(link_names(&pod), vec!["eth0", "lo", "net1", "net2"]);
+    assert!(addrs(&pod, "net1")[0].starts_with("192.0.2."));
+    assert!(addrs(&pod, "net2")[0].starts_with("198.51.100."));
+    node.run("DEL", "c1", Some(&pod), "d", &conf).ok();
+    // A pod in kube-system gets no default networks.
+    let sys = Netns::new("cpd");
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=s";
+    let env = |cmd: &'static str, netns: &str| {
+        vec![
+            ("CNI_COMMAND", cmd.to_owned()),
+            ("CNI_CONTAINERID", "c2".to_owned()),
+            ("CNI_NETNS", netns.to_owned()),
+            ("CNI_IFNAME", "eth0".to_owned()),
+            ("CNI_PATH", common::PLUGIN_DIR.to_owned()),
+            ("CNI_ARGS", args.to_owned()),
+        ]
+    };
+    let netns = sys.path().to_string_lossy().into_owned();
+    for cmd in ["ADD", "DEL"] {
+        let e = env(cmd, &netns);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        node.run_raw(&e, conf.to_string().as_bytes()).ok();
+        if cmd == "ADD" {
+            assert_eq!(link_names(&sys), vec!["eth0", "lo"]);
+        }
+    }
+    assert_clean(&node, Some(&sys));
+}

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_cni;
 mod demo;
+mod fuzz;
 mod prereqs;
 mod shell;
 mod test;
@@ -29,6 +30,8 @@ enum Command {
     Demo,
     /// Benchmarks that print numbers against an in-process baseline (`bench cni`).
     Bench(bench::Args),
+    /// Fuzz multus-cni's parsers with cargo-fuzz (installed when missing).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => prereqs::ensure().and_then(|()| test::run(&args)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result
