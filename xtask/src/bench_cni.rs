@@ -124,10 +124,9 @@ fn secondary_names() -> [&'static str; 4] {
     ["mv-a", "br-a", "mv-b", "br-b"]
 }
 
+/// host-local over `subnet`, with the bench's data dir.
 fn ipam(setup: &Setup, subnet: &str) -> Value {
-    let base = subnet.trim_end_matches(".0/25");
-    json!({"type": "host-local", "dataDir": setup.dir.join("ipam"),
-           "ranges": [[{"subnet": subnet, "rangeStart": format!("{base}.10"), "rangeEnd": format!("{base}.100")}]]})
+    json!({"type": "host-local", "dataDir": setup.dir.join("ipam"), "ranges": [[{"subnet": subnet}]]})
 }
 
 /// Secondary network `i`: macvlan on vpar or a bridge, each in its own documentation /25.
@@ -142,42 +141,17 @@ fn secondary_conf(setup: &Setup, i: usize) -> Value {
     let name = secondary_names()[i % 4];
     if i.is_multiple_of(2) {
         json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "vpar",
-               "mode": "bridge", "ipam": ipam_fixed(setup, subnet)})
+               "mode": "bridge", "ipam": ipam(setup, subnet)})
     } else {
         json!({"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": format!("b{i}"),
-               "ipam": ipam_fixed(setup, subnet)})
+               "ipam": ipam(setup, subnet)})
     }
-}
-
-fn ipam_fixed(setup: &Setup, subnet: &str) -> Value {
-    // /25 ranges: .10-.100 of the low half, .138-.228 of the high one.
-    let (net, len) = subnet.split_once('/').unwrap_or((subnet, "25"));
-    let mut octets: Vec<u16> = net.split('.').filter_map(|o| o.parse().ok()).collect();
-    if octets.len() != 4 || len != "25" {
-        return ipam(setup, subnet);
-    }
-    let low = octets[3];
-    octets[3] = low + 10;
-    let start = octets
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(".");
-    octets[3] = low + 100;
-    let end = octets
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(".");
-    json!({"type": "host-local", "dataDir": setup.dir.join("ipam"),
-           "ranges": [[{"subnet": subnet, "rangeStart": start, "rangeEnd": end}]]})
 }
 
 fn cluster_conf(setup: &Setup) -> Value {
     json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "bridge": "cni0",
            "isGateway": true, "isDefaultGateway": true,
-           "ipam": {"type": "host-local", "dataDir": setup.dir.join("ipam"),
-                    "ranges": [[{"subnet": "203.0.113.0/24", "gateway": "203.0.113.1"}]]}})
+           "ipam": ipam(setup, "203.0.113.0/24")})
 }
 
 fn multus_conf(setup: &Setup) -> Value {

@@ -253,28 +253,13 @@ fn output(
             r,
             p.device_info.as_ref(),
         ));
-        let iface = r
-            .sandbox_interfaces()
-            .find(|(_, i)| i.name == p.ifname)
-            .or_else(|| r.sandbox_interfaces().next());
-        let ips = r
-            .ips
-            .iter()
-            .filter(|ip| {
-                iface.is_none() || ip.interface.is_none() || ip.interface == iface.map(|(i, _)| i)
-            })
-            .map(|ip| ip.address)
-            .collect();
-        attachments.push(Attachment {
-            container_id: request.container_id.clone(),
-            netns: Some(netns.to_owned()),
-            ifname: p.ifname.clone(),
-            network: p.network.clone(),
-            cluster: p.cluster,
-            ips,
-            mac: iface.map(|(_, i)| i.mac.clone()).filter(|m| !m.is_empty()),
-            pod: pod.cloned(),
-        });
+        attachments.push(Attachment::from_result(
+            &request.container_id,
+            Some(netns),
+            (&p.network, &p.ifname, p.cluster),
+            r,
+            pod,
+        ));
     }
     let mut cni_result = results.first().cloned().unwrap_or_default();
     conf.cni_version

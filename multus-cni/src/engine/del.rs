@@ -116,6 +116,11 @@ pub(super) fn del_delegates(
 }
 
 fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
+    let pod = entry.pod.as_ref().map(|p| PodKey {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+    });
     entry
         .delegates
         .iter()
@@ -125,28 +130,13 @@ fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
                 .clone()
                 .and_then(|v| CniResult::from_value(v).ok())
                 .unwrap_or_default();
-            let iface = result
-                .sandbox_interfaces()
-                .find(|(_, i)| i.name == d.ifname);
-            Attachment {
-                container_id: entry.container_id.clone(),
-                netns: netns.map(Path::to_owned),
-                ifname: d.ifname.clone(),
-                network: d.network.clone(),
-                cluster: d.cluster,
-                ips: result
-                    .ips
-                    .iter()
-                    .filter(|ip| iface.is_none() || ip.interface == iface.map(|(i, _)| i))
-                    .map(|ip| ip.address)
-                    .collect(),
-                mac: iface.map(|(_, i)| i.mac.clone()).filter(|m| !m.is_empty()),
-                pod: entry.pod.as_ref().map(|p| PodKey {
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
-                    uid: p.uid.clone(),
-                }),
-            }
+            Attachment::from_result(
+                &entry.container_id,
+                netns,
+                (&d.network, &d.ifname, d.cluster),
+                &result,
+                pod.as_ref(),
+            )
         })
         .collect()
 }

@@ -1,10 +1,13 @@
 //! Seams for the embedding application: hooks around ADD and DEL, and device resolution.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::network::{PodKey, SourceError};
+use crate::{
+    cni::CniResult,
+    network::{PodKey, SourceError},
+};
 
 /// One interface the engine attached (or, on DEL, had attached).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,42 @@ pub struct Attachment {
     pub mac: Option<String>,
     /// The pod, when the runtime named it.
     pub pod: Option<PodKey>,
+}
+
+impl Attachment {
+    /// The attachment `ifname` of `network` as `result` describes it: the sandbox interface of
+    /// that name (else the first one), its MAC, and the addresses on it or on no interface.
+    pub(crate) fn from_result(
+        container_id: &str,
+        netns: Option<&Path>,
+        (network, ifname, cluster): (&str, &str, bool),
+        result: &CniResult,
+        pod: Option<&PodKey>,
+    ) -> Self {
+        let iface = result
+            .sandbox_interfaces()
+            .find(|(_, i)| i.name == ifname)
+            .or_else(|| result.sandbox_interfaces().next());
+        let ips = result
+            .ips
+            .iter()
+            .filter(|ip| match (iface, ip.interface) {
+                (Some((idx, _)), Some(on)) => on == idx,
+                _ => true,
+            })
+            .map(|ip| ip.address)
+            .collect();
+        Self {
+            container_id: container_id.to_owned(),
+            netns: netns.map(Path::to_owned),
+            ifname: ifname.to_owned(),
+            network: network.to_owned(),
+            cluster,
+            ips,
+            mac: iface.map(|(_, i)| i.mac.clone()).filter(|m| !m.is_empty()),
+            pod: pod.cloned(),
+        }
+    }
 }
 
 /// A hook's failure; `code` is the CNI code the runtime gets.

@@ -73,35 +73,29 @@ pub fn entries(
             .map(|ip| addr(&ip.address))
             .collect()
     };
+    let entry = |interface: &str, ips: Vec<String>, mac: Option<String>, mtu| NetworkStatus {
+        name: network.to_owned(),
+        interface: Some(interface.to_owned()),
+        ips,
+        mac,
+        mtu,
+        default: false,
+        dns: dns.clone(),
+        default_route: Vec::new(),
+        gateway: Vec::new(),
+        device_info: device_info.cloned(),
+    };
     let sandbox: Vec<_> = result.sandbox_interfaces().collect();
     let mut out: Vec<NetworkStatus> = sandbox
         .iter()
-        .map(|(idx, iface)| NetworkStatus {
-            name: network.to_owned(),
-            interface: Some(iface.name.clone()),
-            ips: ips_of(Some(*idx)),
-            mac: Some(iface.mac.clone()).filter(|m| !m.is_empty()),
-            mtu: iface.mtu,
-            default: false,
-            dns: dns.clone(),
-            default_route: Vec::new(),
-            gateway: Vec::new(),
-            device_info: device_info.cloned(),
+        .map(|(idx, iface)| {
+            let mac = Some(iface.mac.clone()).filter(|m| !m.is_empty());
+            entry(&iface.name, ips_of(Some(*idx)), mac, iface.mtu)
         })
         .collect();
     if out.is_empty() {
-        out.push(NetworkStatus {
-            name: network.to_owned(),
-            interface: Some(ifname.to_owned()),
-            ips: result.ips.iter().map(|ip| addr(&ip.address)).collect(),
-            mac: None,
-            mtu: None,
-            default: false,
-            dns: dns.clone(),
-            default_route: Vec::new(),
-            gateway: Vec::new(),
-            device_info: device_info.cloned(),
-        });
+        let all = result.ips.iter().map(|ip| addr(&ip.address)).collect();
+        out.push(entry(ifname, all, None, None));
     } else if let Some(last) = out.last_mut() {
         last.ips.extend(ips_of(None));
     }
