@@ -57,7 +57,6 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     for p in &planned {
         invoker.check_plugins(&p.network, &p.conf)?;
     }
-    check_netns(netns, &planned)?;
 
     let cache_path = conf.cache_path(&request.container_id);
     if cache_path.exists() {
@@ -92,8 +91,23 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             })
             .collect(),
     };
-    // Before the first delegate runs: DEL needs these bytes even if this process dies.
-    cache::store(&cache_path, &entry)?;
+    // Before the first delegate runs: DEL needs these bytes even if this process dies. The
+    // netns check runs meanwhile (both take a while: fsync, and setns plus a link dump); when it
+    // fails, the cache goes again and nothing was created.
+    let (checked, stored) = std::thread::scope(|s| {
+        let check = s.spawn(|| check_netns(netns, &planned));
+        let stored = cache::store(&cache_path, &entry);
+        let checked = check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (checked, stored)
+    });
+    if let Err(e) = checked.and(stored) {
+        if let Err(cleanup) = cache::remove(&cache_path) {
+            warn!("{cleanup}");
+        }
+        return Err(e);
+    }
 
     let mut results: Vec<CniResult> = Vec::with_capacity(planned.len());
     for (i, p) in planned.iter().enumerate() {
