@@ -434,3 +434,24 @@ fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
     }
     assert_clean(&node, Some(&sys));
 }
+
+#[test]
+fn results_convert_down_to_the_configured_version() {
+    if !root("results_convert_down_to_the_configured_version") {
+        return;
+    }
+    let node = Node::new();
+    let pod = three_network_pod(&node, "1.0.0", "down");
+    for version in ["0.3.0", "0.3.1", "0.4.0"] {
+        // The delegates speak 1.0.0; the runtime asked for an older version.
+        let mut conf = node.multus_conf(version);
+        conf["delegates"][0]["cniVersion"] = json!("1.0.0");
+        let add = node.run("ADD", "c1", Some(&pod), "down", &conf).ok();
+        let result = add.json();
+        assert_eq!(result["cniVersion"], version);
+        assert_eq!(result["ips"][0]["version"], "4", "{result}");
+        assert_eq!(link_names(&pod), vec!["eth0", "lo", "net1", "net2"]);
+        node.run("DEL", "c1", Some(&pod), "down", &conf).ok();
+        assert_clean(&node, Some(&pod));
+    }
+}

@@ -143,7 +143,12 @@ impl Request {
                 reason,
             })?;
         }
-        let args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())?;
+        let args = match CniArgs::parse(&get("CNI_ARGS").unwrap_or_default()) {
+            Ok(args) => args,
+            // DEL uses the CNI_ARGS cached at ADD time: odd ones must not block a teardown.
+            Err(_) if command == Command::Del => CniArgs::default(),
+            Err(e) => return Err(e.into()),
+        };
         let path = get("CNI_PATH")
             .map(|p| {
                 p.split(':')
@@ -279,6 +284,16 @@ mod tests {
         assert!(base("ok", "a/b").is_err());
         assert!(base("ok", "..").is_err());
         assert!(base("ok", "eth0").is_ok());
+        let del_with_odd_args = Request::from_env(
+            env(&[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "c"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_ARGS", "garbage"),
+            ]),
+            vec![],
+        );
+        assert_eq!(del_with_odd_args.unwrap().args, CniArgs::default());
         assert!(matches!(
             Request::from_env(env(&[("CNI_COMMAND", "ATTACH")]), vec![]),
             Err(EnvError::Invalid { .. })

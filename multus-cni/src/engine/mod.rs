@@ -174,3 +174,14 @@ fn error_reply(version: &str, e: &Error, command: Command) -> Reply {
         exit_code: 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_shareable_across_threads() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Engine>();
+    }
+}
