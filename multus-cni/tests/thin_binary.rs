@@ -171,13 +171,15 @@ fn failed_delegate_rolls_back_everything() {
     }
     let node = Node::new();
     node.macvlan_nad("1.0.0");
-    // host-local allocates before bridge fails on the MTU, so this failure leaves state
-    // behind unless the engine rolls it back.
+    // A chain whose second plugin fails after the bridge and host-local did their work: the
+    // rollback must undo the failing network itself too, not only the ones before it.
     node.nad(
         "pods",
         "broken",
-        &json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": "br9", "mtu": 70000,
-                "ipam": node.ipam("198.51.100.0/24", None)}),
+        &json!({"cniVersion": "1.0.0", "name": "broken", "plugins": [
+            {"type": "bridge", "bridge": "br9", "ipam": node.ipam("198.51.100.0/24", None)},
+            {"type": "tuning", "sysctl": {"net.no.such.key": "1"}}
+        ]}),
     );
     node.pod(
         "pods",
@@ -190,8 +192,9 @@ fn failed_delegate_rolls_back_everything() {
     let run = node.run("ADD", "c1", Some(&pod), "p", &conf);
     assert_eq!(run.code, 1, "{run:?}");
     let err = run.json();
+    let msg = err["msg"].as_str().unwrap();
     assert!(
-        err["msg"].as_str().unwrap().contains("network pods/broken"),
+        msg.contains("network pods/broken: plugin tuning ADD failed"),
         "{err}"
     );
     assert!(err["code"].as_u64().unwrap() > 0);
