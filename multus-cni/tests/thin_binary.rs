@@ -348,6 +348,11 @@ fn version_and_stdout_holds_only_the_reply() {
     let add = node.run("ADD", "c1", Some(&pod), "quiet", &conf).ok();
     assert_eq!(add.stdout.lines().count(), 1, "{add:?}");
     assert!(add.stderr.contains("attached"), "{add:?}");
+    assert!(
+        add.stderr
+            .contains(r#"network_status=[{"name":"cluster","interface":"eth0""#),
+        "{add:?}"
+    );
     node.run("DEL", "c1", Some(&pod), "quiet", &conf).ok();
 }
 
@@ -457,4 +462,73 @@ fn results_convert_down_to_the_configured_version() {
         node.run("DEL", "c1", Some(&pod), "down", &conf).ok();
         assert_clean(&node, Some(&pod));
     }
+}
+
+/// A plugin whose DEL fails while `<dir>/fail-del` exists (a failure real plugins do not offer).
+fn flaky_plugin(node: &Node) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = node.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = node.path("fail-del");
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\n\
+         if [ \"$CNI_COMMAND\" = DEL ] && [ -e {marker} ]; then\n\
+         echo '{{\"cniVersion\":\"1.0.0\",\"code\":111,\"msg\":\"flaky DEL\"}}'; exit 1; fi\n\
+         if [ \"$CNI_COMMAND\" = ADD ]; then echo '{{\"cniVersion\":\"1.0.0\"}}'; fi\n",
+        marker = marker.display()
+    );
+    let path = bin.join("flaky");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    marker
+}
+
+#[test]
+fn failed_del_keeps_what_is_left_for_the_retry() {
+    if !root("failed_del_keeps_what_is_left_for_the_retry") {
+        return;
+    }
+    let node = Node::new();
+    let marker = flaky_plugin(&node);
+    node.macvlan_nad("1.0.0");
+    node.nad(
+        "pods",
+        "flaky",
+        &json!({"cniVersion": "1.0.0", "type": "flaky"}),
+    );
+    node.pod("pods", "f", "u-f", &json!({NETWORKS: "macvlan-net,flaky"}));
+    let pod = Netns::new("cpd");
+    let mut conf = node.multus_conf("1.0.0");
+    conf["binDir"] = json!(format!(
+        "{}:{}",
+        node.path("bin").display(),
+        common::PLUGIN_DIR
+    ));
+    node.run("ADD", "c1", Some(&pod), "f", &conf).ok();
+    std::fs::write(&marker, "").unwrap();
+    let del = node.run("DEL", "c1", Some(&pod), "f", &conf);
+    assert_eq!(del.code, 1, "{del:?}");
+    assert_eq!(del.json()["code"], 111, "{del:?}");
+    // Everything else is gone; the cache holds only the delegate still to delete.
+    assert_eq!(link_names(&pod), vec!["lo"]);
+    assert!(node.leases().is_empty());
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let left: Vec<&str> = cache["delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["network"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, vec!["pods/flaky"]);
+    std::fs::remove_file(&marker).unwrap();
+    node.run("DEL", "c1", Some(&pod), "f", &conf).ok();
+    assert_clean(&node, Some(&pod));
+
+    // With retryDeleteOnError: false the cache goes even when a DEL failed (Multus's default).
+    conf["retryDeleteOnError"] = json!(false);
+    node.run("ADD", "c2", Some(&pod), "f", &conf).ok();
+    std::fs::write(&marker, "").unwrap();
+    assert_eq!(node.run("DEL", "c2", Some(&pod), "f", &conf).code, 1);
+    assert_clean(&node, Some(&pod));
 }

@@ -108,9 +108,12 @@ impl Engine {
     pub fn handle_with(&self, request: &Request, conf: &NetConf) -> Reply {
         let outcome = match request.command {
             Command::Version => Ok(Some(version_reply().to_string())),
-            Command::Add => self
-                .add(request, conf)
-                .map(|out| Some(out.result.to_string())),
+            Command::Add => self.add(request, conf).map(|out| {
+                // Thin mode has nowhere to publish it: the log is where a user finds it.
+                let status = serde_json::to_string(&out.network_status).unwrap_or_default();
+                info!(network_status = %status, "network-status");
+                Some(out.result.to_string())
+            }),
             Command::Del => self.del(request, conf).map(|()| None),
             Command::Check => self.check(request, conf).map(|()| None),
             Command::Status => self.status(request, conf).map(|()| None),
