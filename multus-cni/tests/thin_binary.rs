@@ -392,6 +392,19 @@ fn cluster_network_resolves_like_multus() {
         node.run("DEL", "c1", Some(&pod), "r", &conf).ok();
         assert_clean(&node, Some(&pod));
     }
+    // The pod's default-network annotation replaces the configured cluster network.
+    let mut conf = node.multus_conf("1.0.0");
+    conf["delegates"][0]["ipam"] = node.ipam("198.51.100.0/24", None);
+    node.pod(
+        "pods",
+        "r",
+        "u-r",
+        &json!({"v1.multus-cni.io/default-network": "cluster-nad"}),
+    );
+    let add = node.run("ADD", "c1", Some(&pod), "r", &conf).ok();
+    assert!(addrs(&pod, "eth0")[0].starts_with("203.0.113."), "{add:?}");
+    node.run("DEL", "c1", Some(&pod), "r", &conf).ok();
+    assert_clean(&node, Some(&pod));
 }
 
 #[test]
@@ -417,6 +430,26 @@ fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
     assert_eq!(link_names(&pod), vec!["eth0", "lo", "net1", "net2"]);
     assert!(addrs(&pod, "net1")[0].starts_with("192.0.2."));
     assert!(addrs(&pod, "net2")[0].starts_with("198.51.100."));
+    // A NAD given in defaultNetworks is named <ns>/<nad>, like an annotation network.
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let names: Vec<&str> = cache["delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["network"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["cluster", "pods/macvlan-net", "default/shared"]);
+    // A NAD given in defaultNetworks is named <ns>/<nad>, like an annotation network.
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let names: Vec<&str> = cache["delegates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["network"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["cluster", "pods/macvlan-net", "default/shared"]);
     node.run("DEL", "c1", Some(&pod), "d", &conf).ok();
     // A pod in kube-system gets no default networks.
     let sys = Netns::new("cpd");

@@ -67,7 +67,7 @@ pub(super) fn plan(
     let mut planned = Vec::new();
 
     // The cluster network, or the pod's override of it.
-    let (cluster, cluster_sel) =
+    let (mut cluster, cluster_sel) =
         match annotation(DEFAULT_NETWORK_ANNOTATION).filter(|v| !v.trim().is_empty()) {
             Some(value) => {
                 let sel = parse_default_network(value, &conf.multus_namespace)?;
@@ -75,6 +75,8 @@ pub(super) fn plan(
             }
             None => (cluster_network(engine, conf)?, None),
         };
+    // Like Multus, the cluster network is named by its configuration, even when it is a NAD.
+    cluster.network = cluster.conf.name().to_owned();
     let mut rc = conf.runtime_config.clone();
     if let Some(sel) = &cluster_sel {
         rc.extend(requested_runtime_config(&cluster, sel)?);
@@ -218,11 +220,10 @@ fn named_network(engine: &Engine, conf: &NetConf, name: &str) -> Result<Resolved
         .split_once('/')
         .unwrap_or((conf.multus_namespace.as_str(), name));
     if let Some(nad) = engine.source.network(ns, nad_name)? {
-        let dc = nad_conf(conf, &nad)?;
         return Ok(Resolved {
-            network: dc.name().to_owned(),
+            network: nad.key(),
+            conf: nad_conf(conf, &nad)?,
             resource_name: nad.resource_name().map(str::to_owned),
-            conf: dc,
         });
     }
     match conf_by_name(&conf.conf_dir, name)? {
