@@ -354,6 +354,20 @@ fn version_and_stdout_holds_only_the_reply() {
         "{add:?}"
     );
     node.run("DEL", "c1", Some(&pod), "quiet", &conf).ok();
+    // logFile without logToStderr: the file gets the lines, stderr and stdout nothing.
+    let mut to_file = conf.clone();
+    let log = node.path("logs").join("multus.log");
+    to_file["logFile"] = json!(log);
+    to_file["logToStderr"] = json!(false);
+    let add = node.run("ADD", "c2", Some(&pod), "quiet", &to_file).ok();
+    assert_eq!(add.stderr, "");
+    assert_eq!(add.stdout.lines().count(), 1);
+    node.run("DEL", "c2", Some(&pod), "quiet", &to_file).ok();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("attached") && text.contains("DEL done"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -196,6 +196,31 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
+/// Removes temp files older than `age` that a process killed mid-write left in `dir` and
+/// `dir/results`; returns what it removed. A live writer's temp file is seconds old.
+pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for d in [dir.to_owned(), dir.join("results")] {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
+            if name.starts_with('.')
+                && name.contains(".tmp")
+                && stale
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
 /// The container ids with a cache entry in `dir` (temp files skipped).
 pub fn list(dir: &Path) -> Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
@@ -271,6 +296,31 @@ mod tests {
         remove(&path).unwrap();
         assert!(!results_path(&path).exists());
         assert_eq!(load(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn sweeps_only_old_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("results");
+        fs::create_dir(&results).unwrap();
+        let old = results.join(".c1.tmp42");
+        let fresh = dir.path().join(".c2.tmp43");
+        let entry_file = dir.path().join("c3");
+        for p in [&old, &fresh, &entry_file] {
+            fs::write(p, "x").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&old, &entry_file] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        let removed = sweep_temp_files(dir.path(), std::time::Duration::from_secs(600));
+        assert_eq!(removed, vec![old.clone()]);
+        assert!(fresh.exists() && entry_file.exists() && !old.exists());
     }
 
     #[test]

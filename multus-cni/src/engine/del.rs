@@ -156,6 +156,9 @@ pub(super) fn gc(engine: &Engine, request: &Request, conf: &NetConf) -> Result<(
         )
     })?;
     let mut errors = Vec::new();
+    for stale in cache::sweep_temp_files(&conf.cni_dir, std::time::Duration::from_secs(600)) {
+        info!(file = %stale.display(), "GC: removed a stale temp file");
+    }
     for id in cache::list(&conf.cni_dir)? {
         let path = conf.cni_dir.join(&id);
         let entry = match cache::load(&path) {
