@@ -70,17 +70,19 @@ impl<'a> Invoker<'a> {
         })
     }
 
-    /// ADD through the chain; returns the last plugin's result, as JSON in the chain's version.
+    /// ADD through the chain; returns the last plugin's result as the JSON it printed (in the
+    /// chain's version) and parsed.
     pub fn add(
         &self,
         network: &str,
         conf: &DelegateConf,
         runtime_config: &Map<String, Value>,
         target: Target<'_>,
-    ) -> Result<Value> {
-        let mut prev: Option<Value> = None;
+    ) -> Result<(Value, CniResult)> {
+        let mut prev: Option<(Value, CniResult)> = None;
         for (i, ty) in conf.plugin_types().iter().enumerate() {
-            let stdin = conf.plugin_stdin(i, runtime_config, prev.as_ref(), &Map::new());
+            let stdin =
+                conf.plugin_stdin(i, runtime_config, prev.as_ref().map(|p| &p.0), &Map::new());
             let out = self.run_one(network, ty, Command::Add, Some(target), &stdin)?;
             let value: Value = serde_json::from_slice(&out).map_err(|e| Error::PluginOutput {
                 network: network.to_owned(),
@@ -88,13 +90,14 @@ impl<'a> Invoker<'a> {
                 command: "ADD",
                 source: e.into(),
             })?;
-            CniResult::from_value(value.clone()).map_err(|source| Error::PluginOutput {
-                network: network.to_owned(),
-                plugin: ty.clone(),
-                command: "ADD",
-                source,
-            })?;
-            prev = Some(value);
+            let parsed =
+                CniResult::from_value(value.clone()).map_err(|source| Error::PluginOutput {
+                    network: network.to_owned(),
+                    plugin: ty.clone(),
+                    command: "ADD",
+                    source,
+                })?;
+            prev = Some((value, parsed));
         }
         prev.ok_or_else(|| Error::network(network, "configuration has no plugins"))
     }

@@ -117,18 +117,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             ifname: &p.ifname,
             cni_args: &cni_args,
         };
-        let added = invoker
-            .add(&p.network, &p.conf, &p.runtime_config, target)
-            .and_then(|value| {
-                let parsed =
-                    CniResult::from_value(value.clone()).map_err(|source| Error::PluginOutput {
-                        network: p.network.clone(),
-                        plugin: p.conf.plugin_types().join(","),
-                        command: "ADD",
-                        source,
-                    })?;
-                Ok((value, parsed))
-            });
+        let added = invoker.add(&p.network, &p.conf, &p.runtime_config, target);
         match added {
             Ok((value, parsed)) => {
                 info!(network = %p.network, ifname = %p.ifname, "attached");
