@@ -242,57 +242,43 @@ fn scenario(setup: &Setup, secondaries: usize, runs: usize) -> anyhow::Result<()
     write_pod(setup, secondaries)?;
     let conf = multus_conf(setup).to_string();
     let netns = setup.pod.path();
-    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    // Baseline: the same plugins called directly, one process per network, like a runtime
+    // without multus would call its single network's plugin.
+    let mut configs = vec![("eth0".to_owned(), cluster_conf(setup))];
+    for i in 0..secondaries {
+        configs.push((format!("net{}", i + 1), secondary_conf(setup, i)));
+    }
+    let direct = |command: &str, id: &str| -> anyhow::Result<Duration> {
+        let mut total = Duration::ZERO;
+        let ordered: Vec<_> = if command == "DEL" {
+            configs.iter().rev().collect()
+        } else {
+            configs.iter().collect()
+        };
+        for (ifname, c) in ordered {
+            let plugin = Path::new(PLUGIN_DIR).join(c["type"].as_str().unwrap_or_default());
+            let stdin = c.to_string();
+            total += invoke(&plugin, command, id, &netns, ifname, stdin.as_bytes())?.0;
+        }
+        Ok(total)
+    };
+    let (mut adds, mut dels, mut base_add, mut base_del) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // multus-cni and the baseline alternate, so both see the same machine load.
     for i in 0..runs + 3 {
         let id = format!("bench{i}");
         let (wall, err) = invoke(&setup.binary, "ADD", &id, &netns, "eth0", conf.as_bytes())?;
         let add = sample(wall, &err)?;
         let (wall, err) = invoke(&setup.binary, "DEL", &id, &netns, "eth0", conf.as_bytes())?;
         let del = sample(wall, &err)?;
+        let base_id = format!("base{i}");
+        let (b_add, b_del) = (direct("ADD", &base_id)?, direct("DEL", &base_id)?);
         // The first runs warm caches (and create the bridges); they are not counted.
         if i >= 3 {
             adds.push(add);
             dels.push(del);
-        }
-    }
-    // Baseline: the same plugins called directly, one process per network, like a runtime
-    // without multus would for its single network.
-    let mut configs = vec![("eth0".to_owned(), cluster_conf(setup))];
-    for i in 0..secondaries {
-        configs.push((format!("net{}", i + 1), secondary_conf(setup, i)));
-    }
-    let (mut base_add, mut base_del) = (Vec::new(), Vec::new());
-    for i in 0..runs + 3 {
-        let id = format!("base{i}");
-        let mut add = Duration::ZERO;
-        for (ifname, c) in &configs {
-            let plugin = Path::new(PLUGIN_DIR).join(c["type"].as_str().unwrap_or_default());
-            add += invoke(
-                &plugin,
-                "ADD",
-                &id,
-                &netns,
-                ifname,
-                c.to_string().as_bytes(),
-            )?
-            .0;
-        }
-        let mut del = Duration::ZERO;
-        for (ifname, c) in configs.iter().rev() {
-            let plugin = Path::new(PLUGIN_DIR).join(c["type"].as_str().unwrap_or_default());
-            del += invoke(
-                &plugin,
-                "DEL",
-                &id,
-                &netns,
-                ifname,
-                c.to_string().as_bytes(),
-            )?
-            .0;
-        }
-        if i >= 3 {
-            base_add.push(add);
-            base_del.push(del);
+            base_add.push(b_add);
+            base_del.push(b_del);
         }
     }
     report("ADD", &adds, &base_add);
