@@ -579,3 +579,39 @@ fn failed_del_keeps_what_is_left_for_the_retry() {
     assert_eq!(node.run("DEL", "c2", Some(&pod), "f", &conf).code, 1);
     assert_clean(&node, Some(&pod));
 }
+
+#[test]
+fn static_pods_pass_the_uid_check() {
+    if !root("static_pods_pass_the_uid_check") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    // The API object of a static pod is a mirror: its uid is not the one kubelet passes.
+    node.pod(
+        "pods",
+        "web-node1",
+        "mirror-uid",
+        &json!({NETWORKS: "macvlan-net", "kubernetes.io/config.source": "file"}),
+    );
+    let pod = Netns::new("cpd");
+    let conf = node.multus_conf("1.0.0");
+    let netns = pod.path().to_string_lossy().into_owned();
+    let env = |cmd| {
+        [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", netns.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", common::PLUGIN_DIR),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=pods;K8S_POD_NAME=web-node1;K8S_POD_UID=kubelet-uid",
+            ),
+        ]
+    };
+    node.run_raw(&env("ADD"), conf.to_string().as_bytes()).ok();
+    assert_eq!(link_names(&pod), vec!["eth0", "lo", "net1"]);
+    node.run_raw(&env("DEL"), conf.to_string().as_bytes()).ok();
+    assert_clean(&node, Some(&pod));
+}

@@ -17,7 +17,7 @@ use crate::{
     config::NetConf,
     delegate::{Invoker, Target},
     error::{Error, Result},
-    network::PodKey,
+    network::{PodInfo, PodKey},
 };
 
 pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<AddOutput> {
@@ -45,6 +45,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     if let (Some(key), Some(info)) = (&pod, &info)
         && let (Some(want), Some(have)) = (&key.uid, &info.uid)
         && want != have
+        && !is_static_pod(info)
     {
         return Err(Error::network(
             format!("pod {}/{}", key.namespace, key.name),
@@ -187,6 +188,15 @@ fn finish(
     entry.complete = true;
     cache::store_results(cache_path, entry)?;
     Ok(output)
+}
+
+/// A static pod's API object is a mirror with a uid of its own (kubelet's is in `CNI_ARGS`).
+fn is_static_pod(info: &PodInfo) -> bool {
+    info.annotations.contains_key("kubernetes.io/config.mirror")
+        || info
+            .annotations
+            .get("kubernetes.io/config.source")
+            .is_some_and(|s| s != "api")
 }
 
 fn pod_key(request: &Request) -> Option<PodKey> {

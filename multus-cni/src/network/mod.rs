@@ -11,7 +11,7 @@ pub use annotation::{
 };
 pub use local::LocalFiles;
 pub use nad::{NetworkAttachmentDefinition, RESOURCE_NAME_ANNOTATION};
-pub use source::{NetworkSource, PodInfo, PodKey, SourceError};
+pub use source::{NetworkSource, NoSource, PodInfo, PodKey, SourceError};
 
 /// Checks a DNS-1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters), the rule
 /// for NAD names and namespaces.
