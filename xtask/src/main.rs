@@ -1,7 +1,10 @@
 //! `cargo xtask`: the project's automation. Every command first makes sure the machine has what
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
 mod apiserver;
+mod bench;
+mod bench_cni;
 mod demo;
+mod fuzz;
 mod manifests;
 mod prereqs;
 mod shell;
@@ -31,6 +34,10 @@ enum Command {
     Manifests,
     /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
     KubeApiserver,
+    /// Benchmarks that print numbers against an in-process baseline (`bench cni`).
+    Bench(bench::Args),
+    /// Fuzz multus-cni's parsers with cargo-fuzz (installed when missing).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +51,8 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
         Command::Manifests => manifests::run(),
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
+        Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

@@ -1,0 +1,130 @@
+//! The `multus-cni` front end in thin mode: read the request, set up logging from the
+//! configuration, run the engine in-process, print the reply. stdout carries only the reply.
+pub mod logging;
+
+use std::{
+    io::{Read, Write},
+    sync::Arc,
+    time::Instant,
+};
+
+use crate::{
+    cni::{Command, ErrorReply, Request, version::version_reply},
+    config::NetConf,
+    delegate::{CountingExec, Exec, ProcessExec},
+    engine::{Engine, Reply, stdin_version},
+    network::{LocalFiles, NetworkSource, PodInfo, PodKey, SourceError, source::NoSource},
+};
+
+/// The thin-mode network source for a configuration: the local-files source when
+/// `localSourceDir` is set, nothing otherwise. A configured `kubeconfig` makes pod and network
+/// lookups fail clearly until the Kubernetes source exists (DEL never needs them).
+pub fn thin_source(conf: &NetConf) -> Arc<dyn NetworkSource> {
+    match (&conf.kubeconfig, &conf.local_source_dir) {
+        (Some(kubeconfig), _) => Arc::new(NoKubernetes {
+            kubeconfig: kubeconfig.display().to_string(),
+        }),
+        (None, Some(dir)) => Arc::new(LocalFiles::new(dir)),
+        (None, None) => Arc::new(NoSource),
+    }
+}
+
+struct NoKubernetes {
+    kubeconfig: String,
+}
+
+impl NoKubernetes {
+    fn error(&self, what: String) -> SourceError {
+        SourceError::Invalid {
+            what,
+            reason: format!(
+                "kubeconfig {} is set, but this multus-cni has no Kubernetes client; remove \
+                 kubeconfig and use localSourceDir, or run the agent",
+                self.kubeconfig
+            ),
+        }
+    }
+}
+
+impl NetworkSource for NoKubernetes {
+    fn pod(&self, pod: &PodKey) -> Result<Option<PodInfo>, SourceError> {
+        Err(self.error(format!("pod {}/{}", pod.namespace, pod.name)))
+    }
+
+    fn network(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<crate::network::NetworkAttachmentDefinition>, SourceError> {
+        Err(self.error(format!("network {namespace}/{name}")))
+    }
+}
+
+/// Runs one CNI invocation: `env` gives the `CNI_*` variables, `stdin` the configuration; the
+/// reply goes to `stdout`. `make_engine` builds the engine for the parsed configuration; plugins
+/// always run as processes through a counter, so the final `timing` log line (verbose level)
+/// says how much of the run was spent in delegates. Returns the exit status.
+pub fn run<E, R, W, M>(env: E, mut stdin: R, mut stdout: W, make_engine: M) -> i32
+where
+    E: Fn(&str) -> Option<String>,
+    R: Read,
+    W: Write,
+    M: FnOnce(&NetConf) -> Engine,
+{
+    let mut config = Vec::new();
+    let reply = match stdin.read_to_end(&mut config) {
+        Err(e) => failure(
+            "1.1.0",
+            crate::cni::code::IO_FAILURE,
+            format!("reading stdin: {e}"),
+        ),
+        Ok(_) => match Request::from_env(&env, config.clone()) {
+            Err(e) => {
+                let e = crate::error::Error::from(e);
+                logging::init_fallback();
+                tracing::error!("{e}");
+                failure(&stdin_version(&config), e.code(), e.to_string())
+            }
+            Ok(request) if request.command == Command::Version => Reply {
+                stdout: version_reply().to_string(),
+                exit_code: 0,
+            },
+            Ok(request) => match NetConf::parse(&request.config) {
+                Err(e) => {
+                    logging::init_fallback();
+                    tracing::error!(command = %request.command, "{e}");
+                    failure(&stdin_version(&request.config), e.code(), e.to_string())
+                }
+                Ok(conf) => {
+                    logging::init(&conf);
+                    let started = Instant::now();
+                    let counter = Arc::new(CountingExec::new(ProcessExec));
+                    let engine =
+                        make_engine(&conf).with_exec(Arc::clone(&counter) as Arc<dyn Exec>);
+                    let reply = engine.handle_with(&request, &conf);
+                    tracing::info!(
+                        command = %request.command,
+                        total_us = started.elapsed().as_micros(),
+                        delegate_us = counter.nanos() / 1000,
+                        delegate_runs = counter.calls(),
+                        "timing"
+                    );
+                    reply
+                }
+            },
+        },
+    };
+    if !reply.stdout.is_empty() {
+        // Nothing else can be told to the runtime if stdout itself fails.
+        let _ = writeln!(stdout, "{}", reply.stdout);
+        let _ = stdout.flush();
+    }
+    reply.exit_code
+}
+
+fn failure(version: &str, code: u32, msg: String) -> Reply {
+    Reply {
+        stdout: ErrorReply::new(version, code, msg).to_json(),
+        exit_code: 1,
+    }
+}

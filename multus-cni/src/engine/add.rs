@@ -1,0 +1,287 @@
+//! ADD: plan, cache, run every delegate in order, roll back on the first failure, apply
+//! default-route, run the embedder's hook, and build the result and network-status.
+use std::path::Path;
+
+use tracing::{info, warn};
+
+use super::{
+    AddOutput, Engine,
+    cache::{self, CacheEntry, CachedDelegate, CachedPod},
+    hooks::Attachment,
+    netlink::RouteSocket,
+    plan::{Planned, plan},
+    route, status,
+};
+use crate::{
+    cni::{CniVersion, Request, result::CniResult},
+    config::NetConf,
+    delegate::{Invoker, Target},
+    error::{Error, Result},
+    network::{PodInfo, PodKey},
+};
+
+pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<AddOutput> {
+    let netns =
+        request
+            .netns
+            .as_deref()
+            .ok_or(Error::Env(crate::cni::request::EnvError::Missing {
+                var: "CNI_NETNS",
+                command: "ADD",
+            }))?;
+    if let Some(file) = conf.readiness_file()
+        && !file.exists()
+    {
+        return Err(Error::NotReady {
+            path: file.to_owned(),
+            code: crate::cni::code::TRY_AGAIN_LATER,
+        });
+    }
+    let pod = pod_key(request);
+    let info = match &pod {
+        Some(key) => engine.source.pod(key)?,
+        None => None,
+    };
+    if let (Some(key), Some(info)) = (&pod, &info)
+        && let (Some(want), Some(have)) = (&key.uid, &info.uid)
+        && want != have
+        && !is_static_pod(info)
+    {
+        return Err(Error::network(
+            format!("pod {}/{}", key.namespace, key.name),
+            format!("K8S_POD_UID is {want} but the pod's uid is {have}"),
+        ));
+    }
+    let planned = plan(engine, request, conf, pod.as_ref(), info.as_ref())?;
+    let dirs = conf.plugin_dirs(&request.path);
+    let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
+    for p in &planned {
+        invoker.check_plugins(&p.network, &p.conf)?;
+    }
+
+    let cache_path = conf.cache_path(&request.container_id);
+    if cache_path.exists() {
+        return Err(Error::AlreadyAttached {
+            container_id: request.container_id.clone(),
+            path: cache_path,
+        });
+    }
+    let cni_args = request.args.for_delegate();
+    let mut entry = CacheEntry {
+        format: cache::FORMAT.into(),
+        container_id: request.container_id.clone(),
+        netns: Some(netns.to_owned()),
+        ifname: request.ifname.clone(),
+        pod: pod.as_ref().map(|p| CachedPod {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+        }),
+        plugin_dirs: dirs.clone(),
+        complete: false,
+        delegates: planned
+            .iter()
+            .map(|p| CachedDelegate {
+                network: p.network.clone(),
+                ifname: p.ifname.clone(),
+                cluster: p.cluster,
+                config: p.conf.to_json_string(),
+                runtime_config: p.runtime_config.clone(),
+                cni_args: cni_args.clone(),
+                result: None,
+            })
+            .collect(),
+    };
+    // Before the first delegate runs: DEL needs these bytes even if this process dies. The
+    // netns check runs meanwhile (both take a while: fsync, and setns plus a link dump); when it
+    // fails, the cache goes again and nothing was created.
+    let (checked, stored) = std::thread::scope(|s| {
+        let check = s.spawn(|| check_netns(netns, &planned));
+        let stored = cache::store(&cache_path, &entry);
+        let checked = check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (checked, stored)
+    });
+    if let Err(e) = checked.and(stored) {
+        if let Err(cleanup) = cache::remove(&cache_path) {
+            warn!("{cleanup}");
+        }
+        return Err(e);
+    }
+
+    let mut results: Vec<CniResult> = Vec::with_capacity(planned.len());
+    for (i, p) in planned.iter().enumerate() {
+        let target = Target {
+            container_id: &request.container_id,
+            netns: Some(netns),
+            ifname: &p.ifname,
+            cni_args: &cni_args,
+        };
+        let added = invoker.add(&p.network, &p.conf, &p.runtime_config, target);
+        match added {
+            Ok((value, parsed)) => {
+                info!(network = %p.network, ifname = %p.ifname, "attached");
+                entry.delegates[i].result = Some(value);
+                results.push(parsed);
+            }
+            Err(e) => {
+                warn!(network = %p.network, "ADD failed, rolling back: {e}");
+                rollback(&invoker, request, &cache_path, &mut entry, i);
+                return Err(e);
+            }
+        }
+    }
+
+    let finished = finish(
+        engine,
+        request,
+        conf,
+        netns,
+        &planned,
+        &mut results,
+        &mut entry,
+        &cache_path,
+        pod.as_ref(),
+    );
+    finished.inspect_err(|e| {
+        warn!("ADD failed after the delegates, rolling back: {e}");
+        let last = planned.len() - 1;
+        rollback(&invoker, request, &cache_path, &mut entry, last);
+    })
+}
+
+/// After the delegates: default-route, the hook, and the completed cache entry.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    engine: &Engine,
+    request: &Request,
+    conf: &NetConf,
+    netns: &Path,
+    planned: &[Planned],
+    results: &mut [CniResult],
+    entry: &mut CacheEntry,
+    cache_path: &Path,
+    pod: Option<&PodKey>,
+) -> Result<AddOutput> {
+    route::apply(netns, planned, results)?;
+    for (d, r) in entry.delegates.iter_mut().zip(results.iter()) {
+        let version = d
+            .result
+            .as_ref()
+            .and_then(|v| v.get("cniVersion"))
+            .and_then(|v| v.as_str())
+            .and_then(CniVersion::parse);
+        if let Some(version) = version {
+            d.result = Some(r.to_value(version));
+        }
+    }
+    let output = output(request, conf, netns, planned, results, pod);
+    engine
+        .hooks
+        .after_add(&output.attachments)
+        .map_err(|e| Error::Hook {
+            stage: "after ADD",
+            code: e.code,
+            message: e.message,
+        })?;
+    entry.complete = true;
+    cache::store_results(cache_path, entry)?;
+    Ok(output)
+}
+
+/// A static pod's API object is a mirror with a uid of its own (kubelet's is in `CNI_ARGS`).
+fn is_static_pod(info: &PodInfo) -> bool {
+    info.annotations.contains_key("kubernetes.io/config.mirror")
+        || info
+            .annotations
+            .get("kubernetes.io/config.source")
+            .is_some_and(|s| s != "api")
+}
+
+fn pod_key(request: &Request) -> Option<PodKey> {
+    request.args.pod().map(|(ns, name)| PodKey {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        uid: request.args.pod_uid.clone(),
+    })
+}
+
+/// Fails before anything is created when the netns is unusable or an interface name is taken.
+fn check_netns(netns: &Path, planned: &[Planned]) -> Result<()> {
+    let mut sock = RouteSocket::open(netns)?;
+    let links = sock.links()?;
+    for p in planned {
+        if links.iter().any(|(_, name)| *name == p.ifname) {
+            return Err(Error::Ifname {
+                ifname: p.ifname.clone(),
+                network: p.network.clone(),
+                reason: format!("already exists in {}", netns.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Deletes delegates `last..=0` in reverse order. The cache goes when every DEL succeeded;
+/// otherwise it keeps exactly those delegates for the runtime's DEL to retry.
+fn rollback(
+    invoker: &Invoker<'_>,
+    request: &Request,
+    cache_path: &Path,
+    entry: &mut CacheEntry,
+    last: usize,
+) {
+    entry.delegates.truncate(last + 1);
+    let failed = super::del::del_delegates(invoker, request.netns.as_deref(), entry);
+    if failed.is_empty() {
+        if let Err(e) = cache::remove(cache_path) {
+            warn!("rollback: {e}");
+        }
+    } else {
+        for e in &failed {
+            warn!("rollback: {e}");
+        }
+        if let Err(e) = cache::store(cache_path, entry) {
+            warn!("rollback: {e}");
+        }
+    }
+}
+
+fn output(
+    request: &Request,
+    conf: &NetConf,
+    netns: &Path,
+    planned: &[Planned],
+    results: &[CniResult],
+    pod: Option<&PodKey>,
+) -> AddOutput {
+    let mut network_status = Vec::new();
+    let mut attachments = Vec::new();
+    for (p, r) in planned.iter().zip(results) {
+        network_status.extend(status::entries(
+            &p.network,
+            &p.ifname,
+            p.cluster,
+            r,
+            p.device_info.as_ref(),
+        ));
+        attachments.push(Attachment::from_result(
+            &request.container_id,
+            Some(netns),
+            (&p.network, &p.ifname, p.cluster),
+            r,
+            pod,
+        ));
+    }
+    let mut cni_result = results.first().cloned().unwrap_or_default();
+    conf.cni_version
+        .as_str()
+        .clone_into(&mut cni_result.cni_version);
+    AddOutput {
+        result: cni_result.to_value(conf.cni_version),
+        cni_result,
+        network_status,
+        attachments,
+    }
+}

@@ -1,0 +1,335 @@
+//! The on-disk attachment cache, `<cniDir>/<containerID>`: everything DEL needs, written before
+//! the first delegate runs (temp file, fsync, rename, directory fsync), so DEL works without the
+//! API server, with the NAD gone and with the netns gone.
+//!
+//! The delegates' results, known only after ADD, go to `<cniDir>/results/<containerID>`: a full
+//! copy of the entry with the results, written without fsync (durability there would double
+//! ADD's own cost). DEL and CHECK prefer it when it matches the durable entry; after a crash
+//! that lost it, DEL still has every configuration byte it needs (only `prevResult` is missing,
+//! which the spec lets plugins do without on DEL).
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write as _,
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Format marker of this project's cache files.
+pub const FORMAT: &str = "multus-rs/v1";
+
+/// One container's cached attachments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// [`FORMAT`].
+    pub format: String,
+    /// `CNI_CONTAINERID`.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// `CNI_NETNS` at ADD time.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// `CNI_IFNAME` at ADD time (the GC key together with the container id).
+    pub ifname: String,
+    /// Pod namespace, name and uid from `CNI_ARGS`.
+    #[serde(default)]
+    pub pod: Option<CachedPod>,
+    /// Plugin directories used at ADD time.
+    #[serde(default, rename = "pluginDirs")]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Whether ADD completed (results recorded).
+    #[serde(default)]
+    pub complete: bool,
+    /// The delegates, cluster network first.
+    pub delegates: Vec<CachedDelegate>,
+}
+
+/// The pod of a cache entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Uid.
+    #[serde(default)]
+    pub uid: Option<String>,
+}
+
+/// One delegate of a cache entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedDelegate {
+    /// Network name (`ns/nad` or configuration name).
+    pub network: String,
+    /// Interface name in the pod.
+    pub ifname: String,
+    /// Whether this is the cluster network.
+    #[serde(default)]
+    pub cluster: bool,
+    /// The exact configuration bytes given to the delegate.
+    pub config: String,
+    /// The runtimeConfig given to the delegate.
+    #[serde(default, rename = "runtimeConfig")]
+    pub runtime_config: Map<String, Value>,
+    /// The exact `CNI_ARGS` given to the delegate.
+    #[serde(rename = "cniArgs")]
+    pub cni_args: String,
+    /// The delegate's ADD result, once known (passed as prevResult on DEL and CHECK).
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+fn results_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default();
+    path.parent()
+        .map_or_else(|| PathBuf::from("results"), |d| d.join("results"))
+        .join(name)
+}
+
+/// Reads the cache entry at `path`, with its results when they were recorded; `Ok(None)` when
+/// there is none.
+pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
+    let Some(base) = load_file(path)? else {
+        return Ok(None);
+    };
+    let same = |r: &CacheEntry| {
+        r.container_id == base.container_id
+            && r.delegates.len() == base.delegates.len()
+            && r.delegates.iter().zip(&base.delegates).all(|(a, b)| {
+                a.network == b.network && a.ifname == b.ifname && a.config == b.config
+            })
+    };
+    match load_file(&results_path(path)) {
+        Ok(Some(with_results)) if same(&with_results) => Ok(Some(with_results)),
+        Ok(_) => Ok(Some(base)),
+        Err(e) => {
+            tracing::warn!("ignoring recorded results: {e}");
+            Ok(Some(base))
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<Option<CacheEntry>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading the attachment cache", path, e)),
+    };
+    let entry: CacheEntry = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::decode(format!("the attachment cache {}", path.display()), e))?;
+    if entry.format != FORMAT {
+        return Err(Error::decode(
+            format!("the attachment cache {}", path.display()),
+            format!("unknown format {:?} (expected {FORMAT})", entry.format),
+        ));
+    }
+    Ok(Some(entry))
+}
+
+/// Writes `entry` to `path` atomically and durably: a private temp file in the same directory,
+/// fsync, rename over `path`, fsync of the directory. Recorded results are dropped.
+pub fn store(path: &Path, entry: &CacheEntry) -> Result<()> {
+    remove_file(&results_path(path))?;
+    write(path, entry, true)
+}
+
+/// Records `entry` with its delegates' results next to the durable entry, atomically (temp
+/// file and rename) but without fsync.
+pub fn store_results(path: &Path, entry: &CacheEntry) -> Result<()> {
+    write(&results_path(path), entry, false)
+}
+
+fn write(path: &Path, entry: &CacheEntry, durable: bool) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::config("cniDir", "cache path has no directory"))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("creating the cache directory", dir, e))?;
+    let bytes =
+        serde_json::to_vec(entry).map_err(|e| Error::decode("the attachment cache entry", e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("writing the attachment cache", path, e)
+    })
+}
+
+/// Removes the cache entry at `path` and its results (missing is fine).
+pub fn remove(path: &Path) -> Result<()> {
+    remove_file(&results_path(path))?;
+    remove_file(path)
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing the attachment cache", path, e)),
+    }
+}
+
+/// Removes temp files older than `age` that a process killed mid-write left in `dir` and
+/// `dir/results`; returns what it removed. A live writer's temp file is seconds old.
+pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for d in [dir.to_owned(), dir.join("results")] {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
+            if name.starts_with('.')
+                && name.contains(".tmp")
+                && stale
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed.push(entry.path());
+            }
+        }
+    }
+    removed
+}
+
+/// The container ids with a cache entry in `dir` (temp files skipped).
+pub fn list(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("listing the attachment cache", dir, e)),
+    };
+    let mut ids: Vec<String> = entries
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn entry() -> CacheEntry {
+        CacheEntry {
+            format: FORMAT.into(),
+            container_id: "c1".into(),
+            netns: Some("/var/run/netns/x".into()),
+            ifname: "eth0".into(),
+            pod: None,
+            plugin_dirs: vec!["/usr/lib/cni".into()],
+            complete: false,
+            delegates: vec![CachedDelegate {
+                network: "n".into(),
+                ifname: "eth0".into(),
+                cluster: true,
+                config: r#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#.into(),
+                runtime_config: Map::new(),
+                cni_args: "IgnoreUnknown=1".into(),
+                result: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn store_load_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("c1");
+        assert_eq!(load(&path).unwrap(), None);
+        store(&path, &entry()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(entry()));
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(list(path.parent().unwrap()).unwrap(), vec!["c1"]);
+        // Results are preferred while they match the durable entry.
+        let mut done = entry();
+        done.complete = true;
+        done.delegates[0].result = Some(serde_json::json!({"cniVersion": "1.0.0"}));
+        store_results(&path, &done).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(done.clone()));
+        let mut other = done.clone();
+        other.delegates[0].ifname = "net9".into();
+        store_results(&path, &other).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(entry()));
+        fs::write(results_path(&path), "garbage").unwrap();
+        assert_eq!(load(&path).unwrap(), Some(entry()));
+        // A durable rewrite drops them.
+        store_results(&path, &done).unwrap();
+        store(&path, &entry()).unwrap();
+        assert!(!results_path(&path).exists());
+        store_results(&path, &done).unwrap();
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+        assert!(!results_path(&path).exists());
+        assert_eq!(load(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn sweeps_only_old_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("results");
+        fs::create_dir(&results).unwrap();
+        let old = results.join(".c1.tmp42");
+        let fresh = dir.path().join(".c2.tmp43");
+        let entry_file = dir.path().join("c3");
+        for p in [&old, &fresh, &entry_file] {
+            fs::write(p, "x").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&old, &entry_file] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        let removed = sweep_temp_files(dir.path(), std::time::Duration::from_secs(600));
+        assert_eq!(removed, vec![old.clone()]);
+        assert!(fresh.exists() && entry_file.exists() && !old.exists());
+    }
+
+    #[test]
+    fn corrupt_cache_is_a_decode_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c1");
+        fs::write(&path, "{not json").unwrap();
+        assert_eq!(load(&path).unwrap_err().code(), 6);
+        fs::write(&path, r#"[{"conf": "multus's own format"}]"#).unwrap();
+        assert_eq!(load(&path).unwrap_err().code(), 6);
+    }
+}

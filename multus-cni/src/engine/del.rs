@@ -1,0 +1,207 @@
+//! DEL and GC: tear down what the cache recorded, trying every delegate and reporting every
+//! error. Nothing here needs the pod, the NADs, the API server or the netns.
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::{
+    Engine,
+    cache::{self, CacheEntry},
+    hooks::Attachment,
+    plan::cluster_network_conf,
+};
+use crate::{
+    cni::{Command, Request, result::CniResult},
+    config::{NetConf, VALID_ATTACHMENTS_KEY},
+    delegate::{DelegateConf, Invoker, Target},
+    error::{Error, Result},
+    network::PodKey,
+};
+
+pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<()> {
+    let path = conf.cache_path(&request.container_id);
+    let Some(entry) = cache::load(&path)? else {
+        info!(container = %request.container_id, "DEL: nothing cached, nothing to do");
+        return Ok(());
+    };
+    let netns = request.netns.as_deref().filter(|p| p.exists());
+    del_entry(engine, conf, &path, entry, netns, &request.path)
+}
+
+/// DELs one cache entry: the hook, then every delegate in reverse order. The file goes when all
+/// succeeded (or, with `retryDeleteOnError: false`, in any case); otherwise it keeps the
+/// delegates that still need DEL.
+fn del_entry(
+    engine: &Engine,
+    conf: &NetConf,
+    path: &Path,
+    mut entry: CacheEntry,
+    netns: Option<&Path>,
+    cni_path: &[std::path::PathBuf],
+) -> Result<()> {
+    let mut errors = Vec::new();
+    if let Err(e) = engine.hooks.on_del(&attachments(&entry, netns)) {
+        errors.push(Error::Hook {
+            stage: "DEL",
+            code: e.code,
+            message: e.message,
+        });
+    }
+    let mut dirs = entry.plugin_dirs.clone();
+    for d in conf.plugin_dirs(cni_path) {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
+    errors.extend(del_delegates(&invoker, netns, &mut entry));
+    if errors.is_empty() || !conf.retry_delete_on_error {
+        cache::remove(path)?;
+    } else {
+        cache::store(path, &entry)?;
+    }
+    match errors.len() {
+        0 => {
+            info!(container = %entry.container_id, "DEL done");
+            Ok(())
+        }
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Many(errors)),
+    }
+}
+
+/// Runs DEL on every delegate of `entry` in reverse order and leaves in `entry` only those
+/// whose DEL failed. Returns the errors.
+pub(super) fn del_delegates(
+    invoker: &Invoker<'_>,
+    netns: Option<&Path>,
+    entry: &mut CacheEntry,
+) -> Vec<Error> {
+    let mut errors = Vec::new();
+    let mut keep = Vec::new();
+    for d in entry.delegates.iter().rev() {
+        let conf = match DelegateConf::from_bytes(d.config.as_bytes(), None, &d.network) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e);
+                keep.push(d.clone());
+                continue;
+            }
+        };
+        let target = Target {
+            container_id: &entry.container_id,
+            netns,
+            ifname: &d.ifname,
+            cni_args: &d.cni_args,
+        };
+        match invoker.del(
+            &d.network,
+            &conf,
+            &d.runtime_config,
+            target,
+            d.result.as_ref(),
+        ) {
+            Ok(()) => info!(network = %d.network, ifname = %d.ifname, "detached"),
+            Err(e) => {
+                warn!(network = %d.network, "DEL failed: {e}");
+                errors.push(e);
+                keep.push(d.clone());
+            }
+        }
+    }
+    keep.reverse();
+    entry.delegates = keep;
+    errors
+}
+
+fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
+    let pod = entry.pod.as_ref().map(|p| PodKey {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+    });
+    entry
+        .delegates
+        .iter()
+        .map(|d| {
+            let result = d
+                .result
+                .clone()
+                .and_then(|v| CniResult::from_value(v).ok())
+                .unwrap_or_default();
+            Attachment::from_result(
+                &entry.container_id,
+                netns,
+                (&d.network, &d.ifname, d.cluster),
+                &result,
+                pod.as_ref(),
+            )
+        })
+        .collect()
+}
+
+pub(super) fn gc(engine: &Engine, request: &Request, conf: &NetConf) -> Result<()> {
+    if !conf.cni_version.has_status_and_gc() {
+        return Err(Error::CommandVersion {
+            command: "GC",
+            needs: "1.1.0",
+            version: conf.cni_version.to_string(),
+        });
+    }
+    let valid = conf.valid_attachments.clone().ok_or_else(|| {
+        Error::config(
+            VALID_ATTACHMENTS_KEY,
+            "GC needs the list of valid attachments",
+        )
+    })?;
+    let mut errors = Vec::new();
+    for stale in cache::sweep_temp_files(&conf.cni_dir, std::time::Duration::from_secs(600)) {
+        info!(file = %stale.display(), "GC: removed a stale temp file");
+    }
+    for id in cache::list(&conf.cni_dir)? {
+        let path = conf.cni_dir.join(&id);
+        let entry = match cache::load(&path) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let in_use = valid
+            .iter()
+            .any(|v| v.container_id == entry.container_id && v.ifname == entry.ifname);
+        if in_use {
+            continue;
+        }
+        info!(container = %entry.container_id, "GC: attachment no longer valid, deleting");
+        let netns = entry.netns.clone().filter(|p| p.exists());
+        if let Err(e) = del_entry(engine, conf, &path, entry, netns.as_deref(), &request.path) {
+            errors.push(e);
+        }
+    }
+    // The cluster network's own GC, when it speaks 1.1.0.
+    match cluster_network_conf(engine, conf) {
+        Ok(cluster) if cluster.cni_version().has_status_and_gc() => {
+            let list: Vec<Value> = valid
+                .iter()
+                .map(|v| json!({"containerID": v.container_id, "ifname": v.ifname}))
+                .collect();
+            let mut extra = serde_json::Map::new();
+            extra.insert(VALID_ATTACHMENTS_KEY.into(), Value::Array(list));
+            let dirs = conf.plugin_dirs(&request.path);
+            let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
+            if let Err(e) = invoker.status_or_gc(cluster.name(), &cluster, Command::Gc, &extra) {
+                errors.push(e);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Many(errors)),
+    }
+}

@@ -1,0 +1,140 @@
+//! Seams for the embedding application: hooks around ADD and DEL, and device resolution.
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::{
+    cni::CniResult,
+    network::{PodKey, SourceError},
+};
+
+/// One interface the engine attached (or, on DEL, had attached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// The pod's network namespace; `None` on DEL when the runtime gave none.
+    pub netns: Option<PathBuf>,
+    /// Interface name inside the pod.
+    pub ifname: String,
+    /// `<namespace>/<nad>` for NAD networks, the configuration name otherwise.
+    pub network: String,
+    /// Whether this is the cluster (default) network.
+    pub cluster: bool,
+    /// Addresses on the interface.
+    pub ips: Vec<IpNet>,
+    /// The interface's MAC address, when the plugin reported it.
+    pub mac: Option<String>,
+    /// The pod, when the runtime named it.
+    pub pod: Option<PodKey>,
+}
+
+impl Attachment {
+    /// The attachment `ifname` of `network` as `result` describes it: the sandbox interface of
+    /// that name (else the first one), its MAC, and the addresses on it or on no interface.
+    pub(crate) fn from_result(
+        container_id: &str,
+        netns: Option<&Path>,
+        (network, ifname, cluster): (&str, &str, bool),
+        result: &CniResult,
+        pod: Option<&PodKey>,
+    ) -> Self {
+        let iface = result
+            .sandbox_interfaces()
+            .find(|(_, i)| i.name == ifname)
+            .or_else(|| result.sandbox_interfaces().next());
+        let ips = result
+            .ips
+            .iter()
+            .filter(|ip| match (iface, ip.interface) {
+                (Some((idx, _)), Some(on)) => on == idx,
+                _ => true,
+            })
+            .map(|ip| ip.address)
+            .collect();
+        Self {
+            container_id: container_id.to_owned(),
+            netns: netns.map(Path::to_owned),
+            ifname: ifname.to_owned(),
+            network: network.to_owned(),
+            cluster,
+            ips,
+            mac: iface.map(|(_, i)| i.mac.clone()).filter(|m| !m.is_empty()),
+            pod: pod.cloned(),
+        }
+    }
+}
+
+/// A hook's failure; `code` is the CNI code the runtime gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookError {
+    /// CNI error code (100 and up for plugin-specific errors).
+    pub code: u32,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Steps the embedding application runs inside ADD and DEL. Both default to doing nothing.
+pub trait Hooks: Send + Sync {
+    /// Runs after every delegate succeeded and before ADD answers. An error rolls the whole ADD
+    /// back (every delegate is deleted) and is the ADD's error; the hook cleans up its own
+    /// partial work.
+    fn after_add(&self, attachments: &[Attachment]) -> Result<(), HookError> {
+        let _ = attachments;
+        Ok(())
+    }
+
+    /// Runs on DEL before the delegates are deleted, with what the cache recorded. An error is
+    /// reported with the delegates' errors; the delegates are deleted anyway.
+    fn on_del(&self, attachments: &[Attachment]) -> Result<(), HookError> {
+        let _ = attachments;
+        Ok(())
+    }
+}
+
+/// No hooks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// A network whose NAD names a device resource (`k8s.v1.cni.cncf.io/resourceName`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// `<namespace>/<nad>`.
+    pub network: String,
+    /// The resource name.
+    pub resource_name: String,
+    /// Interface name the network will get.
+    pub ifname: String,
+}
+
+/// A device assigned to a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device id (a PCI address for SR-IOV), injected as `deviceID`/`pciBusID`.
+    pub device_id: String,
+    /// Device information for network-status `device-info`.
+    pub device_info: Option<Value>,
+}
+
+/// Resolves device resources to devices for one ADD.
+pub trait DeviceProvider: Send + Sync {
+    /// One answer per request, in order; `None` when no device is known. Several networks with
+    /// the same resource take successive devices.
+    fn assign(
+        &self,
+        pod: Option<&PodKey>,
+        requests: &[DeviceRequest],
+    ) -> Result<Vec<Option<Device>>, SourceError> {
+        let _ = pod;
+        Ok(vec![None; requests.len()])
+    }
+}
+
+/// No device provider: resourceName annotations are ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDevices;
+
+impl DeviceProvider for NoDevices {}
