@@ -28,6 +28,7 @@ fn attach(dataplane: &mut Dataplane, pod: &Pod) -> u32 {
             netns: &netns,
             ifname: &pod.ifname,
             owner: Default::default(),
+            policy: None,
         })
         .expect("attach")
         .id
@@ -133,6 +134,7 @@ fn same_ifindex_in_two_namespaces_counts_separately() {
         netns: &a.netns.path(),
         ifname: &a.ifname,
         owner: Default::default(),
+        policy: None,
     });
     assert!(again.is_err(), "attaching twice must fail");
     dataplane.detach(id_a).unwrap();
@@ -179,6 +181,7 @@ fn attach_to_a_missing_interface_leaves_nothing() {
             netns: &net.pods[0].netns.path(),
             ifname: "nosuch0",
             owner: Default::default(),
+            policy: None,
         })
         .unwrap_err();
     assert!(err.to_string().contains("nosuch0"), "{err}");
@@ -187,6 +190,7 @@ fn attach_to_a_missing_interface_leaves_nothing() {
             netns: Path::new("/var/run/netns/multus-no-such-netns"),
             ifname: "net1",
             owner: Default::default(),
+            policy: None,
         })
         .unwrap_err();
     assert!(err.to_string().contains("multus-no-such-netns"), "{err}");

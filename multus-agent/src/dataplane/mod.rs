@@ -1,32 +1,43 @@
 //! The eBPF dataplane: loads the TC program pair once, attaches it to interfaces inside pod
-//! network namespaces, and reads the per-interface counters.
+//! network namespaces, enforces each attachment's [`Policy`], and reads the per-interface
+//! counters.
 //!
 //! Maps and TCX links are pinned (see [`pins`]), so enforcement and counters outlive the agent; a
 //! new [`Dataplane`] reuses the pinned maps and swaps its programs into the pinned links.
 pub mod btf;
+pub mod compile;
 pub mod error;
 pub mod netns;
 pub mod pins;
+pub mod policy;
 pub mod record;
 
 mod attach;
+mod enforce;
+mod gc;
+mod sys;
 
 use std::{collections::BTreeSet, fmt, fs, io, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     util::KernelVersion,
 };
 use multus_common::{
-    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, IfaceKey, MAX_ATTACHMENTS, counter_index,
-    globals, maps,
+    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, FlowKey, FlowValue, IfaceKey,
+    MAX_ATTACHMENTS, counter_index, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
 pub use self::{
     error::{DataplaneError, Result},
+    gc::GcReport,
     pins::PinLayout,
+    policy::{
+        Action, AntiSpoof, DirectionPolicy, MacAddr, Peer, Policy, PolicyError, PortMatch,
+        PortRange, Protocol, Rule,
+    },
     record::{AttachmentOwner, AttachmentRecord},
 };
 
@@ -73,6 +84,10 @@ pub struct DirectionCounters {
     pub drop_packets: [u64; DROP_REASONS],
     /// Dropped bytes by reason.
     pub drop_bytes: [u64; DROP_REASONS],
+    /// Packets an audit-mode policy would have dropped (they passed), by reason.
+    pub audit_packets: [u64; DROP_REASONS],
+    /// Bytes an audit-mode policy would have dropped, by reason.
+    pub audit_bytes: [u64; DROP_REASONS],
 }
 
 impl DirectionCounters {
@@ -82,7 +97,14 @@ impl DirectionCounters {
         for i in 0..DROP_REASONS {
             self.drop_packets[i] += c.drop_packets[i];
             self.drop_bytes[i] += c.drop_bytes[i];
+            self.audit_packets[i] += c.audit_packets[i];
+            self.audit_bytes[i] += c.audit_bytes[i];
         }
+    }
+
+    /// Dropped packets over all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drop_packets.iter().sum()
     }
 }
 
@@ -104,6 +126,8 @@ pub struct AttachRequest<'a> {
     pub ifname: &'a str,
     /// Who the attachment belongs to.
     pub owner: AttachmentOwner,
+    /// The policy to enforce from the very first packet; `None`: only count.
+    pub policy: Option<&'a Policy>,
 }
 
 /// The loaded programs and their maps.
@@ -111,6 +135,9 @@ pub struct Dataplane {
     ebpf: Ebpf,
     attachments: BpfHashMap<MapData, IfaceKey, u32>,
     counters: PerCpuArray<MapData, DirCounters>,
+    /// The array of policy tries (kept as a plain map: it is typed per use, see `enforce`).
+    policies: Map,
+    flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     layout: PinLayout,
     mode: AttachMode,
     nr_cpus: usize,
@@ -163,6 +190,10 @@ impl Dataplane {
         }
         let attachments = take_map(&mut ebpf, maps::ATTACHMENTS)?;
         let counters = take_map(&mut ebpf, maps::COUNTERS)?;
+        let policies = ebpf
+            .take_map(maps::POLICIES)
+            .ok_or(DataplaneError::MissingMap(maps::POLICIES))?;
+        let flows = take_map(&mut ebpf, maps::FLOWS)?;
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(op, e)| DataplaneError::io(op, "/sys/devices/system/cpu/possible", e))?
             .get() as usize;
@@ -170,6 +201,8 @@ impl Dataplane {
             ebpf,
             attachments,
             counters,
+            policies,
+            flows,
             layout,
             mode,
             nr_cpus,
@@ -216,8 +249,15 @@ impl Dataplane {
         adoption
     }
 
-    /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero.
+    /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero, with
+    /// `req.policy` in force before the programs see the first packet.
     pub fn attach(&mut self, req: &AttachRequest<'_>) -> Result<AttachmentRecord> {
+        // A bad policy fails before anything exists.
+        let compiled = req
+            .policy
+            .map(compile::compile)
+            .transpose()
+            .map_err(DataplaneError::Policy)?;
         let (ifindex, netns_cookie) = netns::run_in(req.netns, || {
             let ifindex = nix::net::if_::if_nametoindex(req.ifname).map_err(|_| {
                 DataplaneError::NoInterface {
@@ -250,10 +290,11 @@ impl Dataplane {
             netns_cookie,
             mode: self.mode,
             owner: req.owner.clone(),
+            policy: req.policy.cloned(),
         };
         // Record first: whatever happens next, a restart knows this id exists and can clean it.
         record.save(&self.layout.record(id))?;
-        if let Err(e) = self.install(&record, &key) {
+        if let Err(e) = self.install(&record, &key, compiled) {
             let mut errors = vec![e];
             errors.extend(self.teardown(&record));
             return Err(flatten(errors));
@@ -261,9 +302,18 @@ impl Dataplane {
         Ok(record)
     }
 
-    fn install(&mut self, record: &AttachmentRecord, key: &IfaceKey) -> Result<()> {
+    fn install(
+        &mut self,
+        record: &AttachmentRecord,
+        key: &IfaceKey,
+        policy: Option<compile::Compiled>,
+    ) -> Result<()> {
         self.reset_counters(record.id)?;
-        // The map entry goes in before the programs, so the very first packet is counted.
+        // The policy and the map entry go in before the programs, so the very first packet is
+        // counted and policed.
+        if let Some(policy) = policy {
+            self.install_policy(record.id, policy)?;
+        }
         self.attachments
             .insert(key, &record.id, 0)
             .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
@@ -285,14 +335,7 @@ impl Dataplane {
     /// Detaches attachment `id` and removes its pins, map entries and record. Keeps going past
     /// errors (a netns that is gone took its filters with it) and reports them all.
     pub fn detach(&mut self, id: u32) -> Result<()> {
-        let path = self.layout.record(id);
-        let record = match AttachmentRecord::load(&path) {
-            Ok(record) => record,
-            Err(DataplaneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Err(DataplaneError::UnknownAttachment(id));
-            }
-            Err(e) => return Err(e),
-        };
+        let record = self.attachment(id)?;
         let errors = self.teardown(&record);
         if errors.is_empty() {
             Ok(())
@@ -301,7 +344,7 @@ impl Dataplane {
         }
     }
 
-    fn teardown(&mut self, record: &AttachmentRecord) -> Vec<DataplaneError> {
+    pub(super) fn teardown(&mut self, record: &AttachmentRecord) -> Vec<DataplaneError> {
         let mut errors = Vec::new();
         match record.mode {
             AttachMode::Tcx => {
@@ -309,6 +352,13 @@ impl Dataplane {
             }
             AttachMode::Clsact => {
                 let result = netns::run_in(&record.netns, || {
+                    // A path that now names another namespace must not lose its filters.
+                    let cookie = netns::current_cookie().map_err(|e| {
+                        DataplaneError::io("reading SO_NETNS_COOKIE in", &record.netns, e)
+                    })?;
+                    if cookie != record.netns_cookie {
+                        return Ok(Vec::new());
+                    }
                     Ok(attach::detach_pair(
                         &self.layout,
                         record.id,
@@ -334,6 +384,13 @@ impl Dataplane {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => errors.push(map_err(maps::ATTACHMENTS, e)),
         }
+        // No program looks the id up any more: its policy and flows can go.
+        if let Err(e) = self.remove_policy(record.id) {
+            errors.push(e);
+        }
+        if let Err(e) = self.forget_flows(record.id) {
+            errors.push(e);
+        }
         let link_dir = self.layout.link_dir(record.id);
         match fs::remove_dir(&link_dir) {
             Ok(()) => {}
@@ -354,6 +411,16 @@ impl Dataplane {
     /// Every attachment this dataplane knows, in id order.
     pub fn attachments(&self) -> Result<Vec<AttachmentRecord>> {
         Ok(AttachmentRecord::load_all(&self.layout.records())?.0)
+    }
+
+    /// The record of attachment `id`.
+    pub fn attachment(&self, id: u32) -> Result<AttachmentRecord> {
+        match AttachmentRecord::load(&self.layout.record(id)) {
+            Err(DataplaneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(DataplaneError::UnknownAttachment(id))
+            }
+            other => other,
+        }
     }
 
     /// The counters of attachment `id`, summed over CPUs.
@@ -442,7 +509,7 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let map = ebpf
         .take_map(name)
