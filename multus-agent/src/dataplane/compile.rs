@@ -340,7 +340,7 @@ fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u32)> {
         let mut size = if start == 0 {
             1 << 16
         } else {
-            start & start.wrapping_neg()
+            start.isolate_lowest_one()
         };
         while start + size - 1 > end {
             size >>= 1;

@@ -73,6 +73,50 @@ impl fmt::Display for AttachMode {
     }
 }
 
+/// Why a packet was dropped (or, in audit mode, would have been).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// A deny rule matched.
+    PolicyDeny,
+    /// No rule matched and the direction's default is deny.
+    DefaultDeny,
+    /// Anti-spoofing: not the interface's own MAC or source address.
+    Spoofed,
+    /// Headers cut short.
+    Malformed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; DROP_REASONS] = [
+        Self::PolicyDeny,
+        Self::DefaultDeny,
+        Self::Spoofed,
+        Self::Malformed,
+    ];
+
+    /// The index of this reason in the counter arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Self::PolicyDeny => multus_common::DROP_POLICY_DENY,
+            Self::DefaultDeny => multus_common::DROP_DEFAULT_DENY,
+            Self::Spoofed => multus_common::DROP_SPOOFED,
+            Self::Malformed => multus_common::DROP_MALFORMED,
+        }
+    }
+
+    /// A metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PolicyDeny => "policy_deny",
+            Self::DefaultDeny => "default_deny",
+            Self::Spoofed => "spoofed",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
 /// Counters of one direction of an attachment, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectionCounters {
@@ -105,6 +149,18 @@ impl DirectionCounters {
     /// Dropped packets over all reasons.
     pub fn dropped(&self) -> u64 {
         self.drop_packets.iter().sum()
+    }
+
+    /// Packets and bytes dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> (u64, u64) {
+        let i = reason.index();
+        (self.drop_packets[i], self.drop_bytes[i])
+    }
+
+    /// Packets and bytes an audit-mode policy would have dropped for `reason`.
+    pub fn audited(&self, reason: DropReason) -> (u64, u64) {
+        let i = reason.index();
+        (self.audit_packets[i], self.audit_bytes[i])
     }
 }
 
@@ -406,6 +462,17 @@ impl Dataplane {
             }
         }
         errors
+    }
+
+    /// The attachment ids the programs can currently find (from the kernel map, not the
+    /// records).
+    pub fn attached_ids(&self) -> Result<BTreeSet<u32>> {
+        let mut ids = BTreeSet::new();
+        for entry in &self.attachments {
+            let (_, id) = entry.map_err(|e| map_err(maps::ATTACHMENTS, e))?;
+            ids.insert(id);
+        }
+        Ok(ids)
     }
 
     /// Every attachment this dataplane knows, in id order.

@@ -5,11 +5,15 @@
 //! Everything is built from `ip` and friends on purpose: the tests check the product's netlink and
 //! eBPF code against the system's own tools.
 pub mod cmd;
+pub mod enter;
 pub mod netns;
 pub mod root;
+pub mod tap;
 pub mod topology;
+pub mod traffic;
 
 pub use cmd::{CmdError, run, run_ok};
 pub use netns::{BpffsDir, Netns, unique_name};
 pub use root::require_root;
+pub use tap::{Frame, PacketTap};
 pub use topology::{MacvlanPods, Pod};

@@ -1,0 +1,110 @@
+//! Helpers shared by the dataplane root tests.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers; not every test file uses every helper"
+)]
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use multus_agent::dataplane::{
+    self, AttachMode, AttachRequest, Dataplane, DataplaneError, InterfaceCounters, PinLayout,
+    Policy,
+};
+use multus_testkit::{BpffsDir, Pod, traffic};
+
+/// Layer-2 size of a default IPv4 ping (56 data + 8 ICMP + 20 IPv4 + 14 Ethernet bytes).
+pub const PING_FRAME: u64 = 98;
+
+/// A dataplane with its own bpffs directory and state directory (both removed on drop, after the
+/// dataplane itself).
+pub struct Fixture {
+    pub dataplane: Dataplane,
+    pub state: tempfile::TempDir,
+    pub bpffs: BpffsDir,
+}
+
+impl Fixture {
+    pub fn new(mode: AttachMode) -> Self {
+        let bpffs = BpffsDir::new("mt");
+        let state = tempfile::tempdir().unwrap();
+        let dataplane = load(&bpffs, state.path(), mode);
+        Self {
+            dataplane,
+            state,
+            bpffs,
+        }
+    }
+
+    pub fn layout(&self) -> PinLayout {
+        PinLayout::new(self.bpffs.path(), self.state.path())
+    }
+
+    pub fn attach(&mut self, pod: &Pod, policy: Option<&Policy>) -> u32 {
+        attach(&mut self.dataplane, pod, policy)
+    }
+
+    /// Attaches expecting a failure, and returns it.
+    pub fn attach_err(&mut self, pod: &Pod, policy: &Policy) -> DataplaneError {
+        let netns = pod.netns.path();
+        self.dataplane
+            .attach(&AttachRequest {
+                netns: &netns,
+                ifname: &pod.ifname,
+                owner: Default::default(),
+                policy: Some(policy),
+            })
+            .expect_err("attach must fail")
+    }
+
+    pub fn counters(&self, id: u32) -> InterfaceCounters {
+        self.dataplane.counters(id).unwrap()
+    }
+}
+
+pub fn load(bpffs: &BpffsDir, state: &Path, mode: AttachMode) -> Dataplane {
+    let (dataplane, adoption) =
+        Dataplane::load(PinLayout::new(bpffs.path(), state), mode).expect("load dataplane");
+    assert!(
+        adoption.errors.is_empty(),
+        "adoption errors: {:?}",
+        adoption.errors
+    );
+    dataplane
+}
+
+pub fn attach(dataplane: &mut Dataplane, pod: &Pod, policy: Option<&Policy>) -> u32 {
+    let netns = pod.netns.path();
+    dataplane
+        .attach(&AttachRequest {
+            netns: &netns,
+            ifname: &pod.ifname,
+            owner: Default::default(),
+            policy,
+        })
+        .expect("attach")
+        .id
+}
+
+/// The TC programs on `pod`'s interface, TCX links and clsact filters, as the kernel reports them.
+pub fn tc_programs(pod: &Pod) -> String {
+    let mut out = dataplane::tcx_programs(&pod.netns.path(), &pod.ifname)
+        .expect("query tcx")
+        .join(" ");
+    for hook in ["ingress", "egress"] {
+        out.push(' ');
+        // No clsact qdisc means no filters: tc fails, and that counts as none.
+        out.push_str(
+            &pod.netns
+                .exec("tc", &["filter", "show", "dev", &pod.ifname, hook])
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// Whether a TCP connection from `pod` to `addr` gets through within a second.
+pub fn connects(pod: &Pod, addr: SocketAddr) -> bool {
+    traffic::tcp_connect(&pod.netns, addr, Duration::from_secs(1)).is_ok()
+}
