@@ -61,6 +61,18 @@ enum Command {
         #[arg(long)]
         id: u32,
     },
+    /// List the TCX programs on an interface, with their run-time statistics.
+    Programs {
+        /// The namespace file.
+        #[arg(long)]
+        netns: PathBuf,
+        /// The interface name inside the namespace.
+        #[arg(long)]
+        interface: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove attachments whose namespace or interface is gone.
     Gc {
         #[command(flatten)]
@@ -148,6 +160,27 @@ fn main() -> anyhow::Result<()> {
         Command::ClearPolicy { dataplane, id } => {
             open(&dataplane)?.clear_policy(id)?;
             println!("policy of {id} removed");
+        }
+        Command::Programs {
+            netns,
+            interface,
+            json,
+        } => {
+            let programs = multus_agent::dataplane::tcx_programs(&netns, &interface)?;
+            if json {
+                println!("{}", serde_json::to_string(&programs)?);
+            } else {
+                println!(
+                    "{:<8} {:<20} {:>8} {:>14} {:>12}",
+                    "HOOK", "NAME", "ID", "RUN TIME NS", "RUNS"
+                );
+                for p in &programs {
+                    println!(
+                        "{:<8} {:<20} {:>8} {:>14} {:>12}",
+                        p.hook, p.name, p.id, p.run_time_ns, p.run_count
+                    );
+                }
+            }
         }
         Command::Gc { dataplane } => {
             let report = open(&dataplane)?.gc();

@@ -11,8 +11,8 @@ use multus_common::{
 };
 
 use crate::{
-    maps::FLOWS,
-    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Packet},
+    maps::{FLOWS, RECENT_FLOW, Scratch},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -22,45 +22,51 @@ const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// Records (or refreshes) the flow of an allowed packet.
 #[inline(always)]
-pub fn record(id: u32, direction: u32, pkt: &Packet, generation: u32) {
-    let Some(key) = flow_key(id, direction, pkt, true) else {
+pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
+    if !flow_key(s, id, direction, true) {
         return;
-    };
+    }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
-        // SAFETY: a map value pointer from the lookup above; a racing writer can only store
-        // another timestamp or generation, both whole words.
-        unsafe {
-            if (*flow).generation == generation {
-                if now.wrapping_sub((*flow).last_seen_ns) > FLOW_REFRESH_NS {
-                    (*flow).last_seen_ns = now;
-                }
-                return;
+    if recently_confirmed(&s.flow, direction, generation, now) {
+        return;
+    }
+    match FLOWS.get_ptr_mut(&s.flow) {
+        // SAFETY: a map value pointer from the lookup; a racing writer can only store another
+        // timestamp or generation, both whole words.
+        Some(flow) if unsafe { (*flow).generation } == generation => unsafe {
+            if now.wrapping_sub((*flow).last_seen_ns) > FLOW_REFRESH_NS {
+                (*flow).last_seen_ns = now;
             }
+        },
+        _ => {
+            let value = FlowValue {
+                last_seen_ns: now,
+                generation,
+                pad: 0,
+            };
+            // A full table evicts its least recently used flow; nothing to do on error.
+            let _ = FLOWS.insert(&s.flow, &value, 0);
         }
     }
-    let value = FlowValue {
-        last_seen_ns: now,
-        generation,
-        pad: 0,
-    };
-    // A full table evicts its least recently used flow; nothing to do on error.
-    let _ = FLOWS.insert(&key, &value, 0);
+    confirm(&s.flow, direction, generation, now);
 }
 
 /// Whether a packet the policy would drop answers a flow that was allowed the other way.
 #[inline(always)]
-pub fn is_reply(id: u32, direction: u32, pkt: &Packet, generation: u32) -> bool {
-    let Some(key) = flow_key(id, direction, pkt, false) else {
+pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> bool {
+    if !flow_key(s, id, direction, false) {
         return false;
-    };
-    let Some(flow) = FLOWS.get_ptr_mut(&key) else {
-        return false;
-    };
+    }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let timeout = match pkt.proto {
+    if recently_confirmed(&s.flow, direction, generation, now) {
+        return true;
+    }
+    let Some(flow) = FLOWS.get_ptr_mut(&s.flow) else {
+        return false;
+    };
+    let timeout = match s.pkt.proto {
         IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
         _ => FLOW_TIMEOUT_DATAGRAM_NS,
     };
@@ -74,23 +80,66 @@ pub fn is_reply(id: u32, direction: u32, pkt: &Packet, generation: u32) -> bool 
             (*flow).last_seen_ns = now;
         }
     }
+    confirm(&s.flow, direction, generation, now);
     true
 }
 
-/// The flow key of a packet, or `None` when the packet does not belong to a trackable flow.
-/// `opening` selects which ICMP echo message qualifies: a request opens, a reply answers.
+/// Whether this CPU saw `key` in the table, under `generation`, less than a refresh interval ago.
+/// (An entry evicted from a full table in between is re-recorded at most that much later.)
 #[inline(always)]
-fn flow_key(id: u32, direction: u32, pkt: &Packet, opening: bool) -> Option<FlowKey> {
-    if !pkt.has_l4 {
-        return None;
-    }
-    let (local, peer, local_port, peer_port) = if direction == DIR_EGRESS {
-        (&pkt.src, &pkt.dst, pkt.sport, pkt.dport)
-    } else {
-        (&pkt.dst, &pkt.src, pkt.dport, pkt.sport)
+fn recently_confirmed(key: &FlowKey, direction: u32, generation: u32, now: u64) -> bool {
+    let Some(recent) = RECENT_FLOW.get_ptr(direction) else {
+        return false;
     };
+    // SAFETY: this CPU's slot; programs do not migrate while they run.
+    let recent = unsafe { &*recent };
+    recent.generation == generation
+        && now.wrapping_sub(recent.checked_ns) < FLOW_REFRESH_NS
+        && same_flow(&recent.key, key)
+}
+
+#[inline(always)]
+fn confirm(key: &FlowKey, direction: u32, generation: u32, now: u64) {
+    if let Some(recent) = RECENT_FLOW.get_ptr_mut(direction) {
+        // SAFETY: as above.
+        unsafe {
+            (*recent).key = *key;
+            (*recent).generation = generation;
+            (*recent).checked_ns = now;
+        }
+    }
+}
+
+/// Word-by-word comparison (array equality would become a call to a byte-loop `bcmp`).
+#[inline(always)]
+fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    a.attach_id == b.attach_id
+        && a.proto == b.proto
+        && a.local_port == b.local_port
+        && a.peer_port == b.peer_port
+        && a.local[0] == b.local[0]
+        && a.local[1] == b.local[1]
+        && a.local[2] == b.local[2]
+        && a.local[3] == b.local[3]
+        && a.peer[0] == b.peer[0]
+        && a.peer[1] == b.peer[1]
+        && a.peer[2] == b.peer[2]
+        && a.peer[3] == b.peer[3]
+}
+
+/// Fills `s.flow` with the packet's flow key; `false` when the packet does not belong to a
+/// trackable flow. `opening` selects which ICMP echo message qualifies: a request opens, a reply
+/// answers.
+#[inline(always)]
+fn flow_key(s: &mut Scratch, id: u32, direction: u32, opening: bool) -> bool {
+    let pkt = &s.pkt;
+    if !pkt.has_l4 {
+        return false;
+    }
+    let egress = direction == DIR_EGRESS;
     let (local_port, peer_port) = match pkt.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => (local_port, peer_port),
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if egress => (pkt.sport, pkt.dport),
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => (pkt.dport, pkt.sport),
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let wanted = match (pkt.proto == IPPROTO_ICMP, opening) {
                 (true, true) => ICMP_ECHO_REQUEST,
@@ -99,31 +148,35 @@ fn flow_key(id: u32, direction: u32, pkt: &Packet, opening: bool) -> Option<Flow
                 (false, false) => ICMPV6_ECHO_REPLY,
             };
             if pkt.icmp_type != wanted {
-                return None;
+                return false;
             }
             (pkt.icmp_id, 0)
         }
-        _ => return None,
+        _ => return false,
     };
-    Some(FlowKey {
-        attach_id: id,
-        proto: pkt.proto,
-        pad: [0; 3],
-        local_port,
-        peer_port,
-        local: mapped(pkt.family, local),
-        peer: mapped(pkt.family, peer),
-    })
+    let (local, peer) = if egress {
+        (pkt.src_words(), pkt.dst_words())
+    } else {
+        (pkt.dst_words(), pkt.src_words())
+    };
+    let v4 = pkt.family == FAMILY_V4;
+    let proto = u32::from(pkt.proto);
+    let flow = &mut s.flow;
+    flow.attach_id = id;
+    flow.proto = proto;
+    flow.local_port = local_port;
+    flow.peer_port = peer_port;
+    flow.local = mapped(v4, local);
+    flow.peer = mapped(v4, peer);
+    true
 }
 
 /// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so the two families never collide.
 #[inline(always)]
-fn mapped(family: u8, addr: &[u8; 16]) -> [u8; 16] {
-    if family == FAMILY_V4 {
-        [
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
-        ]
+fn mapped(v4: bool, addr: [u32; 4]) -> [u32; 4] {
+    if v4 {
+        [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr[0]]
     } else {
-        *addr
+        addr
     }
 }

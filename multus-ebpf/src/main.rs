@@ -24,14 +24,11 @@ mod programs {
         macros::classifier,
         programs::TcContext,
     };
-    use multus_common::{
-        DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, IfaceKey, counter_index,
-        policy::META_AUDIT,
-    };
+    use multus_common::{DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, counter_index};
 
     use crate::{
-        device::netns_cookie,
-        maps::{ATTACHMENTS, COUNTERS, POLICIES},
+        device::attachment_id,
+        maps::{COUNTERS, POLICIES, SCRATCH},
         policy::{self, Verdict},
     };
 
@@ -58,26 +55,17 @@ mod programs {
     #[inline(always)]
     fn handle(ctx: &TcContext, direction: u32) -> i32 {
         let skb = ctx.as_ptr();
-        let Some(netns_cookie) = netns_cookie(skb) else {
-            return TC_ACT_UNSPEC;
-        };
-        let key = IfaceKey {
-            netns_cookie,
-            // SAFETY: `skb` is the program's context pointer; the verifier checks the access.
-            ifindex: unsafe { (*skb.cast::<aya_ebpf::bindings::__sk_buff>()).ifindex },
-            pad: 0,
-        };
-        let Some(id) = ATTACHMENTS.get_ptr(&key) else {
+        // SAFETY: `skb` is the program's context pointer; the verifier checks the access.
+        let ifindex = unsafe { (*skb.cast::<aya_ebpf::bindings::__sk_buff>()).ifindex };
+        let Some(id) = attachment_id(skb, ifindex, direction) else {
             // Not ours (or being detached): stay out of the way.
             return TC_ACT_UNSPEC;
         };
-        // SAFETY: a valid map value pointer returned by the lookup above.
-        let id = unsafe { *id };
         let Some(counters) = COUNTERS.get_ptr_mut(counter_index(id, direction)) else {
             return TC_ACT_UNSPEC;
         };
         let len = u64::from(ctx.len());
-        // SAFETY: per-CPU slot of this CPU; programs run with preemption disabled.
+        // SAFETY: per-CPU slot of this CPU; programs do not migrate while they run.
         unsafe {
             (*counters).packets += 1;
             (*counters).bytes += len;
@@ -86,14 +74,14 @@ mod programs {
         let Some(trie) = POLICIES.get(id) else {
             return TC_ACT_UNSPEC;
         };
-        let Some(meta) = policy::meta(trie, direction) else {
+        let Some(scratch) = SCRATCH.get_ptr_mut(direction) else {
             return TC_ACT_UNSPEC;
         };
-        match policy::decide(ctx, trie, meta, id, direction) {
+        // SAFETY: this CPU's slot for this direction, used by this run only.
+        match policy::decide(ctx, trie, unsafe { &mut *scratch }, id, direction) {
             // Allowed traffic continues to the next program on the hook.
             Verdict::Pass => TC_ACT_UNSPEC,
-            Verdict::Drop(reason) => {
-                let audit = meta.flags & META_AUDIT != 0;
+            Verdict::Drop { reason, audit } => {
                 // SAFETY: as above.
                 unsafe { count_drop(&mut *counters, reason, len, audit) };
                 if audit { TC_ACT_UNSPEC } else { TC_ACT_SHOT }

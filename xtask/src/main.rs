@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation. Every command first makes sure the machine has what
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
+mod bench;
 mod demo;
 mod prereqs;
 mod shell;
@@ -25,6 +26,9 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
+    /// Benchmarks that print numbers against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => prereqs::ensure(),
         Command::Test(args) => prereqs::ensure().and_then(|()| test::run(&args)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
+        Command::Bench(what) => prereqs::ensure().and_then(|()| bench::run(&what)),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

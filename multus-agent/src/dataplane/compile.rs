@@ -5,18 +5,21 @@
 //! *all* rules whose peers contain it, not only of the rule that named it: for any address, the
 //! longest stored prefix containing it decides exactly which rules' peers contain the address
 //! (prefixes are nested or disjoint). Within that set of rules, deny beats allow per protocol and
-//! port, which is also resolved here: each prefix points at a deduplicated port set whose entries
-//! are disjoint port blocks with a final verdict. A prefix whose verdict equals its nearest
-//! enclosing prefix's is left out; the lookup lands on the enclosing one anyway.
+//! port, which is also resolved here: each prefix carries disjoint port blocks with a final
+//! verdict, inline when they are few, else as a deduplicated port set of their own entries. A
+//! prefix whose verdict equals its nearest enclosing prefix's is left out; the lookup lands on the
+//! enclosing one anyway. Every direction and family gets a `/0` entry, and every peer entry
+//! carries its direction's defaults and flags, so the programs need one lookup per packet.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ipnet::IpNet;
 use multus_common::{
-    DIR_EGRESS, DIR_INGRESS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
+    DIR_EGRESS, DIR_INGRESS, DirMeta, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, PortBlock,
     policy::{
-        FAMILY_V4, FAMILY_V6, META_ANTI_SPOOF, META_ARP_RULES, META_AUDIT, META_PREFIX, META_TRACK,
-        OWN_PREFIX_BASE, PEER_HAS_PORTS, PEER_PREFIX_BASE, PORT_PREFIX_BASE, SPACE_ARP, SPACE_IP,
-        VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE, family_bits,
+        BLOCKS_IN_TRIE, FAMILY_V4, FAMILY_V6, INLINE_BLOCKS, KIND_META, KIND_PEER, META_ANTI_SPOOF,
+        META_ARP_RULES, META_AUDIT, META_PREFIX, META_TRACK, OWN_PREFIX_BASE, PEER_PREFIX_BASE,
+        PORT_PREFIX_BASE, SPACE_ARP, SPACE_IP, VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE,
+        family_bits,
     },
 };
 
@@ -41,16 +44,18 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Stamps the policy generation into the meta entries (the programs compare it with the
-    /// generation recorded in the connection table).
+    /// Stamps the policy generation into the meta and peer entries (the programs compare it
+    /// with the generation recorded in the connection table).
     pub fn set_generation(&mut self, generation: u32) {
-        for e in self.entries.iter_mut().filter(|e| e.key.kind == META_KIND) {
-            e.value.id = generation;
+        for e in self
+            .entries
+            .iter_mut()
+            .filter(|e| matches!(e.key.kind, KIND_META | KIND_PEER))
+        {
+            e.value.meta.generation = generation;
         }
     }
 }
-
-const META_KIND: u8 = multus_common::policy::KIND_META;
 
 /// Compiles `policy`; fails on what [`Policy::validate`] rejects or when it does not fit.
 pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
@@ -63,10 +68,18 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
     ];
     for (dir, this, other) in directions {
         let dir = dir as u8;
+        let meta = dir_meta(dir, policy, this, other);
         for family in [FAMILY_V4, FAMILY_V6] {
-            compile_peers(dir, family, &this.rules, &mut sets, &mut entries);
+            compile_peers(dir, family, &this.rules, meta, &mut sets, &mut entries);
         }
-        entries.push(meta(dir, policy, this, other));
+        entries.push(Entry {
+            prefix_len: META_PREFIX,
+            key: PolicyKey::meta(dir),
+            value: PolicyValue {
+                meta,
+                ..PolicyValue::default()
+            },
+        });
     }
     sets.emit(&mut entries);
     if let Some(anti_spoof) = &policy.anti_spoof {
@@ -88,7 +101,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
     Ok(Compiled { entries })
 }
 
-fn meta(dir: u8, policy: &Policy, this: &DirectionPolicy, other: &DirectionPolicy) -> Entry {
+fn dir_meta(dir: u8, policy: &Policy, this: &DirectionPolicy, other: &DirectionPolicy) -> DirMeta {
     let mut flags = 0;
     if policy.audit {
         flags |= META_AUDIT;
@@ -111,15 +124,11 @@ fn meta(dir: u8, policy: &Policy, this: &DirectionPolicy, other: &DirectionPolic
         flags |= META_ANTI_SPOOF;
         mac = anti_spoof.mac.0;
     }
-    Entry {
-        prefix_len: META_PREFIX,
-        key: PolicyKey::meta(dir),
-        value: PolicyValue {
-            id: 0,
-            verdict: verdict_of(this.default),
-            flags,
-            mac,
-        },
+    DirMeta {
+        generation: 0,
+        default: verdict_of(this.default),
+        flags,
+        mac,
     }
 }
 
@@ -182,22 +191,6 @@ impl Prefix {
 struct Verdicts {
     fallback: u8,
     ports: Vec<PortBlock>,
-}
-
-impl Verdicts {
-    fn is_none(&self) -> bool {
-        self.fallback == VERDICT_NONE && self.ports.is_empty()
-    }
-}
-
-/// A port range of one protocol with its final verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct PortBlock {
-    space: u8,
-    proto: u8,
-    start: u16,
-    end: u16,
-    verdict: u8,
 }
 
 /// Protocols that can carry their own verdicts, with their key space and number.
@@ -295,6 +288,7 @@ impl Verdicts {
                     start,
                     end,
                     verdict,
+                    pad: 0,
                 },
             ));
         }
@@ -302,7 +296,7 @@ impl Verdicts {
     }
 }
 
-/// Port sets shared by every prefix with the same port verdicts.
+/// Port sets too large to inline, shared by every prefix with the same port verdicts.
 #[derive(Default)]
 struct PortSets {
     ids: BTreeMap<Vec<PortBlock>, u32>,
@@ -352,10 +346,19 @@ fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u32)> {
 }
 
 /// The peer entries of one direction and family.
-fn compile_peers(dir: u8, family: u8, rules: &[Rule], sets: &mut PortSets, out: &mut Vec<Entry>) {
+fn compile_peers(
+    dir: u8,
+    family: u8,
+    rules: &[Rule],
+    meta: DirMeta,
+    sets: &mut PortSets,
+    out: &mut Vec<Entry>,
+) {
     // A term is one peer of one rule; `index` says which terms each prefix starts or excepts.
+    // The root is always there: the programs rely on every lookup finding an entry.
     let mut term_rule: Vec<usize> = Vec::new();
     let mut index: HashMap<Prefix, Vec<(usize, bool)>> = HashMap::new();
+    index.insert(Prefix::ROOT, Vec::new());
     for (r, rule) in rules.iter().enumerate() {
         if rule.peers.is_empty() {
             index
@@ -408,29 +411,33 @@ fn compile_peers(dir: u8, family: u8, rules: &[Rule], sets: &mut PortSets, out: 
         let enclosing = (0..prefix.len)
             .rev()
             .find_map(|len| resolved.get(&prefix.ancestor(len)));
-        let needed = match enclosing {
-            Some(outer) => *outer != verdicts,
-            None => !verdicts.is_none(),
-        };
-        if needed {
-            let (id, flags) = if verdicts.ports.is_empty() {
-                (0, 0)
-            } else {
-                (sets.id(&verdicts.ports), PEER_HAS_PORTS)
-            };
+        if enclosing.is_none_or(|outer| *outer != verdicts) {
             out.push(Entry {
                 prefix_len: PEER_PREFIX_BASE + u32::from(prefix.len),
                 key: PolicyKey::peer(dir, family, prefix.addr.to_be_bytes()),
-                value: PolicyValue {
-                    id,
-                    verdict: verdicts.fallback,
-                    flags,
-                    mac: [0; 6],
-                },
+                value: peer_value(meta, &verdicts, sets),
             });
         }
         resolved.insert(prefix, verdicts);
     }
+}
+
+/// A peer entry: the direction's meta, the fallback verdict and the port blocks (inline when
+/// they fit).
+fn peer_value(meta: DirMeta, verdicts: &Verdicts, sets: &mut PortSets) -> PolicyValue {
+    let mut value = PolicyValue {
+        meta,
+        verdict: verdicts.fallback,
+        ..PolicyValue::default()
+    };
+    if verdicts.ports.len() <= INLINE_BLOCKS {
+        value.blocks = verdicts.ports.len() as u8;
+        value.block[..verdicts.ports.len()].copy_from_slice(&verdicts.ports);
+    } else {
+        value.blocks = BLOCKS_IN_TRIE;
+        value.set = sets.id(&verdicts.ports);
+    }
+    value
 }
 
 #[cfg(test)]

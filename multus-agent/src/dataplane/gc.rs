@@ -116,6 +116,8 @@ impl Dataplane {
                 Err(e) => return Err(map_err(multus_common::maps::ATTACHMENTS, e)),
             }
         }
+        self.bump_epoch()?;
+        self.forget_devices(|id| !keep.contains(&id))?;
         for id in (1..MAX_ATTACHMENTS).filter(|id| !keep.contains(id)) {
             self.remove_policy(id)?;
         }

@@ -21,11 +21,11 @@ use std::{collections::BTreeSet, fmt, fs, io, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     util::KernelVersion,
 };
 use multus_common::{
-    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, FlowKey, FlowValue, IfaceKey,
+    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DeviceEntry, DirCounters, FlowKey, FlowValue, IfaceKey,
     MAX_ATTACHMENTS, counter_index, globals, maps,
 };
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,8 @@ pub struct Dataplane {
     /// The array of policy tries (kept as a plain map: it is typed per use, see `enforce`).
     policies: Map,
     flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    devices: BpfHashMap<MapData, u64, DeviceEntry>,
+    epoch: Array<MapData, u32>,
     layout: PinLayout,
     mode: AttachMode,
     nr_cpus: usize,
@@ -250,6 +252,8 @@ impl Dataplane {
             .take_map(maps::POLICIES)
             .ok_or(DataplaneError::MissingMap(maps::POLICIES))?;
         let flows = take_map(&mut ebpf, maps::FLOWS)?;
+        let devices = take_map(&mut ebpf, maps::DEVICES)?;
+        let epoch = take_map(&mut ebpf, maps::EPOCH)?;
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(op, e)| DataplaneError::io(op, "/sys/devices/system/cpu/possible", e))?
             .get() as usize;
@@ -259,6 +263,8 @@ impl Dataplane {
             counters,
             policies,
             flows,
+            devices,
+            epoch,
             layout,
             mode,
             nr_cpus,
@@ -373,6 +379,8 @@ impl Dataplane {
         self.attachments
             .insert(key, &record.id, 0)
             .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
+        // Before the first packet: a cached address of a freed device may be this device's now.
+        self.bump_epoch()?;
         let dir = self.layout.link_dir(record.id);
         if record.mode == AttachMode::Tcx {
             fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
@@ -439,6 +447,12 @@ impl Dataplane {
         match self.attachments.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => errors.push(map_err(maps::ATTACHMENTS, e)),
+        }
+        if let Err(e) = self.bump_epoch() {
+            errors.push(e);
+        }
+        if let Err(e) = self.forget_devices(|id| id == record.id) {
+            errors.push(e);
         }
         // No program looks the id up any more: its policy and flows can go.
         if let Err(e) = self.remove_policy(record.id) {
@@ -522,6 +536,32 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Invalidates every entry of the programs' device cache (see `multus_common::DeviceEntry`).
+    pub(crate) fn bump_epoch(&mut self) -> Result<()> {
+        let now = self.epoch.get(&0, 0).map_err(|e| map_err(maps::EPOCH, e))?;
+        self.epoch
+            .set(0, &now.wrapping_add(1), 0)
+            .map_err(|e| map_err(maps::EPOCH, e))
+    }
+
+    /// Removes the device cache entries of the ids `gone` selects.
+    pub(crate) fn forget_devices(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
+        let mut stale = Vec::new();
+        for entry in &self.devices {
+            let (dev, value) = entry.map_err(|e| map_err(maps::DEVICES, e))?;
+            if gone(value.id) {
+                stale.push(dev);
+            }
+        }
+        for dev in stale {
+            match self.devices.remove(&dev) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(maps::DEVICES, e)),
+            }
+        }
+        Ok(())
+    }
+
     fn allocate_id(&self) -> Result<u32> {
         let mut used = BTreeSet::new();
         for entry in &self.attachments {
@@ -546,17 +586,32 @@ impl Dataplane {
     }
 }
 
-/// Names of the TCX programs attached to `ifname` in `netns`, ingress hook first: a check that does
-/// not trust our own records.
-pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
+/// A program attached with TCX, as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcxProgram {
+    /// `ingress` or `egress`.
+    pub hook: String,
+    /// The program's name.
+    pub name: String,
+    /// The kernel's program id.
+    pub id: u32,
+    /// Total run time while `kernel.bpf_stats_enabled` was on, in nanoseconds.
+    pub run_time_ns: u64,
+    /// Runs counted while `kernel.bpf_stats_enabled` was on.
+    pub run_count: u64,
+}
+
+/// Every TCX program attached to `ifname` in `netns` (ours or not), ingress hook first: a check
+/// that does not trust our own records, and the source of per-program run-time statistics.
+pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<TcxProgram>> {
     netns::run_in(netns, || {
         let ifindex =
             nix::net::if_::if_nametoindex(ifname).map_err(|_| DataplaneError::NoInterface {
                 ifname: ifname.to_owned(),
                 netns: netns.to_owned(),
             })?;
-        let mut names = Vec::new();
-        for (hook, name, _) in attach::HOOKS {
+        let mut programs = Vec::new();
+        for (hook, name, dir) in attach::HOOKS {
             let (_, infos) =
                 aya::programs::SchedClassifier::query_tcx(ifindex, hook).map_err(|source| {
                     DataplaneError::Program {
@@ -564,13 +619,15 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
                         source: Box::new(source),
                     }
                 })?;
-            names.extend(
-                infos
-                    .iter()
-                    .filter_map(|i| i.name_as_str().map(str::to_owned)),
-            );
+            programs.extend(infos.iter().map(|info| TcxProgram {
+                hook: dir.to_owned(),
+                name: info.name_as_str().unwrap_or_default().to_owned(),
+                id: info.id(),
+                run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                run_count: info.run_count(),
+            }));
         }
-        Ok(names)
+        Ok(programs)
     })
 }
 

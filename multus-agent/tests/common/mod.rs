@@ -91,6 +91,9 @@ pub fn attach(dataplane: &mut Dataplane, pod: &Pod, policy: Option<&Policy>) -> 
 pub fn tc_programs(pod: &Pod) -> String {
     let mut out = dataplane::tcx_programs(&pod.netns.path(), &pod.ifname)
         .expect("query tcx")
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
         .join(" ");
     for hook in ["ingress", "egress"] {
         out.push(' ');

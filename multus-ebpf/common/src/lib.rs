@@ -10,7 +10,7 @@
 
 pub mod policy;
 
-pub use policy::{FlowKey, FlowValue, PolicyKey, PolicyValue};
+pub use policy::{DirMeta, FlowKey, FlowValue, PolicyKey, PolicyValue, PortBlock};
 
 /// Largest attachment id plus one; ids are in `1..MAX_ATTACHMENTS` (0 means "none").
 pub const MAX_ATTACHMENTS: u32 = 16_384;
@@ -49,6 +49,10 @@ pub mod maps {
     pub const POLICIES: &str = "MULTUS_POLICY";
     /// LRU connection table: flows a policy allowed, so their replies pass.
     pub const FLOWS: &str = "MULTUS_FLOWS";
+    /// LRU cache: a device's kernel address to its attachment id (see [`super::DeviceEntry`]).
+    pub const DEVICES: &str = "MULTUS_DEVICES";
+    /// One-element array: the epoch that device cache entries must carry to count.
+    pub const EPOCH: &str = "MULTUS_EPOCH";
 }
 
 /// Names of the read-only globals the loader sets from the kernel's BTF.
@@ -99,6 +103,19 @@ pub struct DirCounters {
     pub audit_bytes: [u64; DROP_REASONS],
 }
 
+/// What the programs remember about a device they have seen. Looking a packet's interface up by
+/// `(netns cookie, ifindex)` takes three kernel reads; by device address, one. The agent bumps
+/// the epoch whenever attachments change, which invalidates every cached entry at once (a freed
+/// device's address can come back as another device).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeviceEntry {
+    /// The attachment id.
+    pub id: u32,
+    /// The epoch the entry was made in.
+    pub epoch: u32,
+}
+
 /// Index into the counters array of an attachment's direction.
 #[inline(always)]
 pub const fn counter_index(attach_id: u32, direction: u32) -> u32 {
@@ -119,4 +136,6 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: plain `#[repr(C)]` data with explicit padding.
     unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: plain `#[repr(C)]` data of u32 fields.
+    unsafe impl aya::Pod for super::DeviceEntry {}
 }

@@ -11,8 +11,11 @@
 //! | `KIND_OWN` | 0, family, 0 | one of the attachment's own addresses | 32 + 32 or 128 |
 //!
 //! A peer entry holds the flattened verdict of every rule whose peers contain that prefix: the
-//! verdict for any protocol and port, and (flag [`PEER_HAS_PORTS`]) a port set whose entries
-//! override it for some protocols and port ranges. Deny already won over allow at compile time.
+//! verdict for any protocol and port, and port blocks that override it for some protocols and
+//! port ranges (up to [`INLINE_BLOCKS`] inline, more as `KIND_PORT` entries of a port set). Deny
+//! already won over allow at compile time. Every peer entry also repeats its direction's
+//! [`DirMeta`], and every direction and family has a `/0` peer entry, so one lookup per packet
+//! answers both "what do the rules say" and "what are the defaults".
 
 /// The entry holds a direction's defaults and flags.
 pub const KIND_META: u8 = 1;
@@ -48,9 +51,6 @@ pub const META_ANTI_SPOOF: u8 = 2;
 pub const META_TRACK: u8 = 4;
 /// Meta flag: some rule of this direction names ARP.
 pub const META_ARP_RULES: u8 = 8;
-
-/// Peer flag: the value's `id` is a port set with protocol/port-specific verdicts.
-pub const PEER_HAS_PORTS: u8 = 1;
 
 /// Prefix length of a meta entry.
 pub const META_PREFIX: u32 = 32;
@@ -137,38 +137,78 @@ pub const fn family_bits(family: u8) -> u32 {
     if family == FAMILY_V4 { 32 } else { 128 }
 }
 
+/// Port blocks a peer entry can carry inline; more go to the trie as a port set.
+pub const INLINE_BLOCKS: usize = 4;
+/// `PolicyValue::blocks` when the blocks are `KIND_PORT` entries of port set `set`.
+pub const BLOCKS_IN_TRIE: u8 = 0xff;
+
+/// A direction's defaults and flags, in its meta entry and repeated in each of its peer entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DirMeta {
+    /// The policy's generation; flows recorded under another generation do not count.
+    pub generation: u32,
+    /// The verdict when no rule matches (`VERDICT_ALLOW` or `VERDICT_DENY`).
+    pub default: u8,
+    /// `META_*` flags.
+    pub flags: u8,
+    /// Egress with anti-spoofing: the attachment's MAC.
+    pub mac: [u8; 6],
+}
+
+/// An inclusive port range of one protocol with its final verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortBlock {
+    /// `SPACE_*`.
+    pub space: u8,
+    /// IP protocol number (ARP: zero).
+    pub proto: u8,
+    /// First port.
+    pub start: u16,
+    /// Last port.
+    pub end: u16,
+    /// `VERDICT_*`.
+    pub verdict: u8,
+    /// Explicit padding; always zero.
+    pub pad: u8,
+}
+
 /// Value of a policy trie entry (what each field means depends on the key's kind).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PolicyValue {
-    /// Meta: the policy's generation. Peer: the port set id (with [`PEER_HAS_PORTS`]).
-    pub id: u32,
-    /// Meta: the default verdict. Peer: the verdict when no port entry matches. Port: the verdict.
+    /// Meta and peer entries: the direction's defaults and flags.
+    pub meta: DirMeta,
+    /// Peer: the verdict for protocols and ports no block covers. Port: the verdict.
     pub verdict: u8,
-    /// Meta: `META_*` flags. Peer: `PEER_*` flags.
-    pub flags: u8,
-    /// Meta of the egress direction with anti-spoofing: the attachment's MAC.
-    pub mac: [u8; 6],
+    /// Peer: how many of `block` are in use, or [`BLOCKS_IN_TRIE`].
+    pub blocks: u8,
+    /// Explicit padding; always zero.
+    pub pad: u16,
+    /// Peer with [`BLOCKS_IN_TRIE`]: the port set id.
+    pub set: u32,
+    /// Peer: port blocks checked in order (they are disjoint).
+    pub block: [PortBlock; INLINE_BLOCKS],
 }
 
-/// A flow from the pod's point of view; the same key in both directions.
+/// A flow from the pod's point of view; the same key in both directions. Word-sized fields, so
+/// the programs build it with a few word stores.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// The attachment the flow passes through.
     pub attach_id: u32,
-    /// IP protocol number.
-    pub proto: u8,
-    /// Explicit padding; always zero.
-    pub pad: [u8; 3],
+    /// IP protocol number (a u32 so the key has no padding bytes to clear).
+    pub proto: u32,
     /// The pod's port (ICMP echo: the identifier).
     pub local_port: u16,
     /// The peer's port (ICMP echo: zero).
     pub peer_port: u16,
-    /// The pod's address (IPv4 mapped into IPv6).
-    pub local: [u8; 16],
-    /// The peer's address (IPv4 mapped into IPv6).
-    pub peer: [u8; 16],
+    /// The pod's address as network-order bytes in words (IPv4 mapped into IPv6).
+    pub local: [u32; 4],
+    /// The peer's address, like `local`.
+    pub peer: [u32; 4],
 }
 
 /// What the connection table remembers of a flow.

@@ -71,30 +71,24 @@ fn lookup(entries: &[Entry], key: PolicyKey, prefix_len: u32) -> Option<PolicyVa
         .map(|e| e.value)
 }
 
-/// What the programs compute (multus-ebpf/src/policy.rs `rules`).
+/// What the programs compute (multus-ebpf/src/policy.rs `port_verdict` after the peer lookup).
 fn by_trie(entries: &[Entry], dir: u8, peer: IpAddr, probe: Probe) -> u8 {
     let (family, prefix) = Prefix::of(&IpNet::from(peer));
     let key = PolicyKey::peer(dir, family, prefix.addr.to_be_bytes());
-    let Some(entry) = lookup(entries, key, PEER_PREFIX_BASE + family_bits(family)) else {
-        return VERDICT_NONE;
+    let entry = lookup(entries, key, PEER_PREFIX_BASE + family_bits(family))
+        .expect("every direction and family has a root entry");
+    let (space, proto, port, fallback) = match probe {
+        Probe::Arp => (SPACE_ARP, 0, 0, VERDICT_NONE),
+        Probe::Ip { proto, port } => (SPACE_IP, proto, port, entry.verdict),
     };
-    let arp = matches!(probe, Probe::Arp);
-    if entry.flags & PEER_HAS_PORTS == 0 {
-        return if arp { VERDICT_NONE } else { entry.verdict };
+    if entry.blocks == BLOCKS_IN_TRIE {
+        let key = PolicyKey::port(entry.set, space, proto, port);
+        return lookup(entries, key, PORT_PREFIX_BASE + 16).map_or(fallback, |v| v.verdict);
     }
-    let (space, proto, port) = match probe {
-        Probe::Arp => (SPACE_ARP, 0, 0),
-        Probe::Ip { proto, port } => (SPACE_IP, proto, port),
-    };
-    match lookup(
-        entries,
-        PolicyKey::port(entry.id, space, proto, port),
-        PORT_PREFIX_BASE + 16,
-    ) {
-        Some(v) => v.verdict,
-        None if arp => VERDICT_NONE,
-        None => entry.verdict,
-    }
+    entry.block[..usize::from(entry.blocks)]
+        .iter()
+        .find(|b| b.space == space && b.proto == proto && b.start <= port && port <= b.end)
+        .map_or(fallback, |b| b.verdict)
 }
 
 fn net(s: &str) -> IpNet {
@@ -213,7 +207,7 @@ fn arp_is_only_matched_by_rules_naming_it() {
         .iter()
         .find(|e| e.key == PolicyKey::meta(DIR_INGRESS as u8))
         .unwrap();
-    assert_ne!(meta.value.flags & META_ARP_RULES, 0);
+    assert_ne!(meta.value.meta.flags & META_ARP_RULES, 0);
 }
 
 #[test]
@@ -237,6 +231,49 @@ fn rules_without_peers_cover_both_families() {
             ("2001:db8:1::1", tcp(81), VERDICT_NONE),
         ],
     );
+}
+
+#[test]
+fn many_port_blocks_go_to_the_trie_as_a_shared_set() {
+    let ports: Vec<u16> = vec![22, 80, 443, 8080, 9090];
+    let mut allow_many = Rule::allow().peer(net("192.0.2.0/25"));
+    let mut deny_many = Rule::deny().peer(net("192.0.2.128/25"));
+    for p in &ports {
+        allow_many = allow_many.ports(Protocol::Tcp, PortRange::single(*p));
+        deny_many = deny_many.ports(Protocol::Tcp, PortRange::single(*p));
+    }
+    let policy = Policy {
+        ingress: DirectionPolicy::deny_by_default(vec![
+            allow_many,
+            deny_many,
+            Rule::allow()
+                .peer(net("198.51.100.0/24"))
+                .ports(Protocol::Udp, PortRange::new(1, 2)),
+        ]),
+        ..Policy::default()
+    };
+    let mut cases = Vec::new();
+    for p in &ports {
+        cases.push(("192.0.2.1", tcp(*p), VERDICT_ALLOW));
+        cases.push(("192.0.2.200", tcp(*p), VERDICT_DENY));
+    }
+    cases.push(("192.0.2.1", tcp(81), VERDICT_NONE));
+    cases.push((
+        "198.51.100.7",
+        Probe::Ip { proto: 17, port: 2 },
+        VERDICT_ALLOW,
+    ));
+    check(&policy, &cases);
+    let compiled = compile(&policy).unwrap();
+    let peers = |blocks: u8| {
+        compiled
+            .entries
+            .iter()
+            .filter(|e| e.key.kind == KIND_PEER && e.value.blocks == blocks)
+            .count()
+    };
+    assert_eq!(peers(BLOCKS_IN_TRIE), 2, "five blocks do not fit inline");
+    assert_eq!(peers(1), 1, "one block does");
 }
 
 #[test]
@@ -343,15 +380,30 @@ fn meta_flags_follow_the_policy() {
             .unwrap()
             .value
     };
-    let ingress = meta(DIR_INGRESS);
-    let egress = meta(DIR_EGRESS);
-    assert_eq!((ingress.id, egress.id), (42, 42));
-    assert_eq!(ingress.verdict, VERDICT_DENY);
-    assert_eq!(egress.verdict, VERDICT_ALLOW);
+    let ingress = meta(DIR_INGRESS).meta;
+    let egress = meta(DIR_EGRESS).meta;
+    assert_eq!((ingress.generation, egress.generation), (42, 42));
+    assert_eq!(ingress.default, VERDICT_DENY);
+    assert_eq!(egress.default, VERDICT_ALLOW);
     // Egress flows are remembered because ingress can drop their replies; not the other way.
     assert_eq!(egress.flags, META_AUDIT | META_TRACK | META_ANTI_SPOOF);
     assert_eq!(ingress.flags, META_AUDIT);
     assert_eq!(egress.mac, [2, 0, 0, 0, 0, 1]);
+    // Peer entries repeat their direction's meta: the programs look up nothing else.
+    let peers: Vec<_> = compiled
+        .entries
+        .iter()
+        .filter(|e| e.key.kind == KIND_PEER)
+        .collect();
+    assert_eq!(peers.len(), 4, "a root per direction and family");
+    for p in peers {
+        let want = if p.key.dir == DIR_EGRESS as u8 {
+            egress
+        } else {
+            ingress
+        };
+        assert_eq!(p.value.meta, want);
+    }
     let own: Vec<_> = compiled
         .entries
         .iter()
@@ -375,8 +427,8 @@ fn ten_thousand_cidrs_fit_with_one_entry_each() {
         ..Policy::default()
     };
     let compiled = compile(&policy).unwrap();
-    // 10,000 peer entries and the two meta entries.
-    assert_eq!(compiled.entries.len(), 10_002);
+    // 10,000 peer entries, a root per direction and family, and the two meta entries.
+    assert_eq!(compiled.entries.len(), 10_006);
 }
 
 /// A small deterministic generator, so a failure reproduces.
