@@ -1,7 +1,7 @@
 //! The compiler checked against a direct reading of the policy semantics: a software model of
 //! the programs' trie lookups over the compiled entries must give the verdict that evaluating
 //! every rule by hand gives, for random policies and packets.
-#![allow(clippy::unwrap_used, reason = "tests")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
