@@ -10,7 +10,7 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use multus_common::{DeviceEntry, IfaceKey};
 
 use crate::maps::{
-    ATTACHMENTS, DEV_NET_OFFSET, DEVICES, EPOCH, LAST_DEVICE, NET_COOKIE_OFFSET, SKB_DEV_OFFSET,
+    ATTACHMENTS, DEV_NET_OFFSET, DEVICES, EPOCH, LastDevice, NET_COOKIE_OFFSET, SKB_DEV_OFFSET,
 };
 
 /// A read-only global. Volatile, so the compiler does not fold in the zero it was compiled with;
@@ -23,17 +23,17 @@ fn global(value: *const u32) -> usize {
 
 /// The attachment id of the packet's device, or `None` when it is not ours.
 #[inline(always)]
-pub fn attachment_id(skb: *mut core::ffi::c_void, ifindex: u32, direction: u32) -> Option<u32> {
+pub fn attachment_id(
+    skb: *mut core::ffi::c_void,
+    ifindex: u32,
+    last: &mut LastDevice,
+) -> Option<u32> {
     let skb_dev = global(&raw const SKB_DEV_OFFSET);
     // SAFETY: bpf_probe_read_kernel checks every address; a bad one is an error, not a fault.
     let dev: u64 = unsafe { bpf_probe_read_kernel(skb.cast::<u8>().add(skb_dev).cast()) }.ok()?;
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
-    let last = LAST_DEVICE.get_ptr_mut(direction)?;
-    // SAFETY: this CPU's slot; programs do not migrate while they run.
-    unsafe {
-        if (*last).dev == dev && (*last).epoch == epoch {
-            return Some((*last).id);
-        }
+    if last.dev == dev && last.epoch == epoch {
+        return Some(last.id);
     }
     let id = match DEVICES.get_ptr(&dev) {
         // SAFETY: a map value pointer from the lookup above.
@@ -44,12 +44,7 @@ pub fn attachment_id(skb: *mut core::ffi::c_void, ifindex: u32, direction: u32) 
             id
         }
     };
-    // SAFETY: as above.
-    unsafe {
-        (*last).dev = dev;
-        (*last).id = id;
-        (*last).epoch = epoch;
-    }
+    *last = LastDevice { dev, id, epoch };
     Some(id)
 }
 

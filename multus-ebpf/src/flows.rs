@@ -11,7 +11,7 @@ use multus_common::{
 };
 
 use crate::{
-    maps::{FLOWS, RECENT_FLOW, Scratch},
+    maps::{FLOWS, Scratch},
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -28,7 +28,7 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if recently_confirmed(&s.flow, direction, generation, now) {
+    if recently_confirmed(s, generation, now) {
         return;
     }
     match FLOWS.get_ptr_mut(&s.flow) {
@@ -49,7 +49,7 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
             let _ = FLOWS.insert(&s.flow, &value, 0);
         }
     }
-    confirm(&s.flow, direction, generation, now);
+    confirm(s, generation, now);
 }
 
 /// Whether a packet the policy would drop answers a flow that was allowed the other way.
@@ -60,7 +60,7 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> bo
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if recently_confirmed(&s.flow, direction, generation, now) {
+    if recently_confirmed(s, generation, now) {
         return true;
     }
     let Some(flow) = FLOWS.get_ptr_mut(&s.flow) else {
@@ -80,34 +80,25 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> bo
             (*flow).last_seen_ns = now;
         }
     }
-    confirm(&s.flow, direction, generation, now);
+    confirm(s, generation, now);
     true
 }
 
-/// Whether this CPU saw `key` in the table, under `generation`, less than a refresh interval ago.
-/// (An entry evicted from a full table in between is re-recorded at most that much later.)
+/// Whether this CPU and direction saw `s.flow` in the table, under `generation`, less than a
+/// refresh interval ago. (An entry evicted from a full table in between is re-recorded at most
+/// that much later.)
 #[inline(always)]
-fn recently_confirmed(key: &FlowKey, direction: u32, generation: u32, now: u64) -> bool {
-    let Some(recent) = RECENT_FLOW.get_ptr(direction) else {
-        return false;
-    };
-    // SAFETY: this CPU's slot; programs do not migrate while they run.
-    let recent = unsafe { &*recent };
-    recent.generation == generation
-        && now.wrapping_sub(recent.checked_ns) < FLOW_REFRESH_NS
-        && same_flow(&recent.key, key)
+fn recently_confirmed(s: &Scratch, generation: u32, now: u64) -> bool {
+    s.recent.generation == generation
+        && now.wrapping_sub(s.recent.checked_ns) < FLOW_REFRESH_NS
+        && same_flow(&s.recent.key, &s.flow)
 }
 
 #[inline(always)]
-fn confirm(key: &FlowKey, direction: u32, generation: u32, now: u64) {
-    if let Some(recent) = RECENT_FLOW.get_ptr_mut(direction) {
-        // SAFETY: as above.
-        unsafe {
-            (*recent).key = *key;
-            (*recent).generation = generation;
-            (*recent).checked_ns = now;
-        }
-    }
+fn confirm(s: &mut Scratch, generation: u32, now: u64) {
+    s.recent.key = s.flow;
+    s.recent.generation = generation;
+    s.recent.checked_ns = now;
 }
 
 /// Word-by-word comparison (array equality would become a call to a byte-loop `bcmp`).

@@ -57,7 +57,13 @@ mod programs {
         let skb = ctx.as_ptr();
         // SAFETY: `skb` is the program's context pointer; the verifier checks the access.
         let ifindex = unsafe { (*skb.cast::<aya_ebpf::bindings::__sk_buff>()).ifindex };
-        let Some(id) = attachment_id(skb, ifindex, direction) else {
+        let Some(scratch) = SCRATCH.get_ptr_mut(direction) else {
+            return TC_ACT_UNSPEC;
+        };
+        // SAFETY: this CPU's slot for this direction, used by this run only (programs do not
+        // migrate while they run).
+        let scratch = unsafe { &mut *scratch };
+        let Some(id) = attachment_id(skb, ifindex, &mut scratch.last_device) else {
             // Not ours (or being detached): stay out of the way.
             return TC_ACT_UNSPEC;
         };
@@ -74,11 +80,7 @@ mod programs {
         let Some(trie) = POLICIES.get(id) else {
             return TC_ACT_UNSPEC;
         };
-        let Some(scratch) = SCRATCH.get_ptr_mut(direction) else {
-            return TC_ACT_UNSPEC;
-        };
-        // SAFETY: this CPU's slot for this direction, used by this run only.
-        match policy::decide(ctx, trie, unsafe { &mut *scratch }, id, direction) {
+        match policy::decide(ctx, trie, scratch, id, direction) {
             // Allowed traffic continues to the next program on the hook.
             Verdict::Pass => TC_ACT_UNSPEC,
             Verdict::Drop { reason, audit } => {

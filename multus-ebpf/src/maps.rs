@@ -43,15 +43,13 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS,
 
 /// The device the previous packet on this CPU and direction came from: consecutive packets of
 /// one interface skip even the device cache lookup.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct LastDevice {
     pub dev: u64,
     pub id: u32,
     pub epoch: u32,
 }
-
-#[map(name = "MULTUS_LAST_DEV")]
-pub static LAST_DEVICE: PerCpuArray<LastDevice> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
 /// The flow the previous packet on this CPU and direction belonged to, and when the connection
 /// table was last seen to hold it: a steady flow skips the table lookup for up to a second.
@@ -61,9 +59,6 @@ pub struct RecentFlow {
     pub generation: u32,
     pub checked_ns: u64,
 }
-
-#[map(name = "MULTUS_RECENT")]
-pub static RECENT_FLOW: PerCpuArray<RecentFlow> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
 /// A policy trie key laid out like `Key<PolicyKey>` but aligned and in words, so building one
 /// compiles to a few word stores (the map API's key type is packed, which forces byte-by-byte
@@ -101,11 +96,14 @@ impl LpmKey {
     }
 }
 
-/// Per-CPU working memory of one program run (the 512-byte BPF stack is too small for the parsed
-/// packet and the lookup keys together). One slot per direction: an ingress run can never
+/// Per-CPU state of one direction: working memory of a program run (the 512-byte BPF stack is
+/// too small for the parsed packet and the lookup keys together) and the small caches that
+/// carry over from one packet to the next. One slot per direction: an ingress run can never
 /// clobber an egress run on the same CPU.
 #[repr(C, align(8))]
 pub struct Scratch {
+    pub last_device: LastDevice,
+    pub recent: RecentFlow,
     pub pkt: Packet,
     pub key: LpmKey,
     pub flow: FlowKey,

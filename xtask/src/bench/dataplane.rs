@@ -11,8 +11,13 @@
 //! Each round measures TCP throughput and the receive rate of 64-byte UDP datagrams in every
 //! set-up; the medians over the rounds are printed with their ratio to the baseline. Then, with
 //! `kernel.bpf_stats_enabled=1`, one more pass reads the programs' mean run time per packet from
-//! the kernel's statistics (throughput runs keep the statistics off: they cost two clock reads per
-//! packet).
+//! the kernel's statistics: the ingress program's over a 64-byte UDP run to the server, the egress
+//! program's over one from the server (`iperf3 -R`), so that each mean is over hundreds of
+//! thousands of small packets and a few scheduling hiccups of the machine do not dominate it.
+//! (Throughput runs keep the statistics off: they cost two clock reads per packet.) Last, the
+//! same programs and policy on the loopback of a probe namespace run one 64-byte UDP frame a
+//! million times through `BPF_PROG_TEST_RUN` (bpftool): the cost on a warm cache, without the
+//! statistics' clock reads, for comparison.
 use std::{
     collections::HashSet,
     fmt::Write as _,
@@ -24,7 +29,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use multus_testkit::{BpffsDir, MacvlanPods, Netns};
+use multus_testkit::{BpffsDir, MacvlanPods, Netns, traffic::Udp4};
 use serde_json::{Value, json};
 
 use crate::shell::{Cmd, is_root, note, step};
@@ -140,7 +145,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let _setup = setups.apply(scenario, &target)?;
             let set_up = started.elapsed();
             tcp[i].push(target.tcp_gbps()?);
-            udp[i].push(target.udp_kpps()?);
+            udp[i].push(target.udp_kpps(false)?);
             note(&format!(
                 "{:<28} TCP {:>7.2} Gbit/s  UDP {:>8.1} kpps  (set up in {:.0?})",
                 scenario.label(args.rules),
@@ -157,19 +162,37 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let _stats = BpfStats::enable()?;
         for scenario in [Scenario::Program, Scenario::ProgramRules] {
             let _setup = setups.apply(scenario, &target)?;
-            let before = agent.programs(&target)?;
-            target.tcp_gbps()?;
-            target.udp_kpps()?;
-            let after = agent.programs(&target)?;
-            run_times.push((
-                scenario,
-                per_packet(&before, &after, "ingress"),
-                per_packet(&before, &after, "egress"),
+            let start = agent.programs(target.server, target.ifname)?;
+            target.udp_kpps(false)?;
+            let forward = agent.programs(target.server, target.ifname)?;
+            target.udp_kpps(true)?;
+            let reverse = agent.programs(target.server, target.ifname)?;
+            let ingress = per_packet(&start, &forward, "ingress");
+            let egress = per_packet(&forward, &reverse, "egress");
+            note(&format!(
+                "{:<28} ingress {}  egress {}",
+                scenario.label(args.rules),
+                describe(ingress),
+                describe(egress)
             ));
+            run_times.push((scenario, ingress, egress));
         }
     }
+    step("program run time on a warm cache (BPF_PROG_TEST_RUN, 10^6 runs of one frame)");
+    let mut warm = Vec::new();
+    for scenario in [Scenario::Program, Scenario::ProgramRules] {
+        let policy = (scenario == Scenario::ProgramRules).then_some(policy.as_path());
+        let times = warm_run_times(&agent, policy, client.ip4, server.ip4, work.path())?;
+        note(&format!(
+            "{:<28} ingress {:.0} ns  egress {:.0} ns",
+            scenario.label(args.rules),
+            times.0,
+            times.1
+        ));
+        warm.push((scenario, times));
+    }
 
-    print_report(args, &tcp, &udp, &run_times);
+    print_report(args, &tcp, &udp, &run_times, &warm);
     Ok(())
 }
 
@@ -210,10 +233,15 @@ impl Target<'_> {
         number(&report, &["end", "sum_received", "bits_per_second"]).map(|b| b / 1e9)
     }
 
-    /// 64-byte UDP datagrams received by the server per second, in thousands.
-    fn udp_kpps(&self) -> anyhow::Result<f64> {
+    /// 64-byte UDP datagrams received per second, in thousands: by the server, or with
+    /// `reverse` by the client (the server sends).
+    fn udp_kpps(&self, reverse: bool) -> anyhow::Result<f64> {
         let len = UDP_PAYLOAD.to_string();
-        let report = self.iperf(&["-u", "-b", "0", "-l", &len])?;
+        let mut args = vec!["-u", "-b", "0", "-l", &len];
+        if reverse {
+            args.push("-R");
+        }
+        let report = self.iperf(&args)?;
         let bytes = number(&report, &["end", "sum_received", "bytes"])?;
         let seconds = number(&report, &["end", "sum_received", "seconds"])?;
         Ok(bytes / UDP_PAYLOAD as f64 / seconds / 1e3)
@@ -243,7 +271,7 @@ impl SetupFiles<'_> {
             Scenario::Baseline => Ok(Setup::Nothing),
             Scenario::Program | Scenario::ProgramRules => {
                 let policy = (scenario == Scenario::ProgramRules).then_some(self.policy);
-                let id = self.agent.attach(target, policy)?;
+                let id = self.agent.attach(target.server, target.ifname, policy)?;
                 Ok(Setup::Attached(self.agent.clone(), id))
             }
             Scenario::Iptables => {
@@ -309,9 +337,9 @@ impl Agent {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn attach(&self, target: &Target<'_>, policy: Option<&Path>) -> anyhow::Result<u32> {
-        let netns = target.server.path().to_string_lossy().into_owned();
-        let mut args = vec!["attach", "--netns", &netns, "--interface", target.ifname];
+    fn attach(&self, netns: &Netns, ifname: &str, policy: Option<&Path>) -> anyhow::Result<u32> {
+        let netns = netns.path().to_string_lossy().into_owned();
+        let mut args = vec!["attach", "--netns", &netns, "--interface", ifname];
         let policy = policy.map(|p| p.to_string_lossy().into_owned());
         if let Some(policy) = &policy {
             args.extend(["--policy", policy.as_str()]);
@@ -331,49 +359,121 @@ impl Agent {
     }
 
     /// `(hook, run time ns, run count)` of the programs on the target interface.
-    fn programs(&self, target: &Target<'_>) -> anyhow::Result<Vec<(String, u64, u64)>> {
-        let netns = target.server.path().to_string_lossy().into_owned();
-        let out = self.run(
-            &[
-                "programs",
-                "--netns",
-                &netns,
-                "--interface",
-                target.ifname,
-                "--json",
-            ],
-            false,
-        )?;
+    fn programs(&self, netns: &Netns, ifname: &str) -> anyhow::Result<Vec<Program>> {
+        let netns = netns.path().to_string_lossy().into_owned();
+        let args = [
+            "programs",
+            "--netns",
+            &netns,
+            "--interface",
+            ifname,
+            "--json",
+        ];
+        let out = self.run(&args, false)?;
         let list: Vec<Value> = serde_json::from_str(&out).context("parsing programs JSON")?;
         list.iter()
             .map(|p| {
                 let field = |k: &str| p.get(k).and_then(Value::as_u64);
-                Some((
-                    p.get("hook")?.as_str()?.to_owned(),
-                    field("run_time_ns")?,
-                    field("run_count")?,
-                ))
+                Some(Program {
+                    hook: p.get("hook")?.as_str()?.to_owned(),
+                    id: field("id")?,
+                    run_time_ns: field("run_time_ns")?,
+                    run_count: field("run_count")?,
+                })
             })
             .collect::<Option<_>>()
             .context("unexpected programs JSON")
     }
 }
 
+fn describe(v: Option<(f64, u64)>) -> String {
+    v.map_or_else(
+        || "no runs".to_owned(),
+        |(ns, runs)| format!("{ns:.0} ns/packet over {runs} runs"),
+    )
+}
+
+/// One program on an interface, as `multus-agent programs` reports it.
+struct Program {
+    hook: String,
+    id: u64,
+    run_time_ns: u64,
+    run_count: u64,
+}
+
 /// Mean run time per packet of the program on `hook` between two snapshots.
-fn per_packet(
-    before: &[(String, u64, u64)],
-    after: &[(String, u64, u64)],
-    hook: &str,
-) -> Option<(f64, u64)> {
-    let find = |list: &[(String, u64, u64)]| {
+fn per_packet(before: &[Program], after: &[Program], hook: &str) -> Option<(f64, u64)> {
+    let find = |list: &[Program]| {
         list.iter()
-            .find(|(h, _, _)| h == hook)
-            .map(|(_, t, n)| (*t, *n))
+            .find(|p| p.hook == hook)
+            .map(|p| (p.run_time_ns, p.run_count))
     };
     let (t0, n0) = find(before)?;
     let (t1, n1) = find(after)?;
     let runs = n1.checked_sub(n0)?;
-    (runs > 0).then(|| ((t1 - t0) as f64 / runs as f64, runs))
+    (runs > 0).then(|| (t1.saturating_sub(t0) as f64 / runs as f64, runs))
+}
+
+/// Mean run time per packet of the ingress and egress programs through `BPF_PROG_TEST_RUN`: they
+/// are attached (with `policy`) to the loopback of a probe namespace, whose device is what a test
+/// run's packets come from, and each runs a 64-byte UDP frame of the bench's flow a million times
+/// (towards the server on ingress, from it on egress).
+fn warm_run_times(
+    agent: &Agent,
+    policy: Option<&Path>,
+    client: Ipv4Addr,
+    server: Ipv4Addr,
+    dir: &Path,
+) -> anyhow::Result<(f64, f64)> {
+    let probe = Netns::new("bpr");
+    let id = agent.attach(&probe, "lo", policy)?;
+    let _detach = Setup::Attached(agent.clone(), id);
+    let programs = agent.programs(&probe, "lo")?;
+    let to_server = Udp4 {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: client,
+        dst: server,
+        sport: 40_000,
+        dport: PORT,
+    };
+    let from_server = Udp4 {
+        src_mac: to_server.dst_mac,
+        dst_mac: to_server.src_mac,
+        src: server,
+        dst: client,
+        sport: PORT,
+        dport: 40_000,
+    };
+    let payload = [0x5a; UDP_PAYLOAD as usize];
+    let mut out = [0.0; 2];
+    for (slot, hook, frame) in [(0, "ingress", to_server), (1, "egress", from_server)] {
+        let prog = programs
+            .iter()
+            .find(|p| p.hook == hook)
+            .with_context(|| format!("no {hook} program on the probe's loopback"))?;
+        let file = dir.join(format!("{hook}.frame"));
+        fs::write(&file, frame.frame(&payload))
+            .with_context(|| format!("writing {}", file.display()))?;
+        let (id, file) = (prog.id.to_string(), file.to_string_lossy().into_owned());
+        let report = probe.exec(
+            "bpftool",
+            &[
+                "prog", "run", "id", &id, "data_in", &file, "repeat", "1000000",
+            ],
+        )?;
+        out[slot] = report
+            .split("duration (average):")
+            .nth(1)
+            .and_then(|rest| {
+                rest.trim()
+                    .strip_suffix("ns")
+                    .or_else(|| rest.split("ns").next())
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .with_context(|| format!("no duration in bpftool's report: {report}"))?;
+    }
+    Ok((out[0], out[1]))
 }
 
 /// An iperf3 server in the server pod, killed on drop.
@@ -510,8 +610,15 @@ fn median(values: &[f64]) -> f64 {
 }
 
 type RunTimes = Vec<(Scenario, Option<(f64, u64)>, Option<(f64, u64)>)>;
+type WarmTimes = Vec<(Scenario, (f64, f64))>;
 
-fn print_report(args: &Args, tcp: &[Vec<f64>], udp: &[Vec<f64>], run_times: &RunTimes) {
+fn print_report(
+    args: &Args,
+    tcp: &[Vec<f64>],
+    udp: &[Vec<f64>],
+    run_times: &RunTimes,
+    warm: &WarmTimes,
+) {
     step(&format!(
         "results: medians of {} round(s) of {} s runs, server side filtered",
         args.rounds, args.seconds
@@ -519,14 +626,24 @@ fn print_report(args: &Args, tcp: &[Vec<f64>], udp: &[Vec<f64>], run_times: &Run
     let (tcp_base, udp_base) = (median(&tcp[0]), median(&udp[0]));
     let ns = |v: Option<(f64, u64)>| v.map_or_else(|| "-".to_owned(), |(ns, _)| format!("{ns:.0}"));
     println!(
-        "{:<28} {:>11} {:>8} {:>13} {:>8} {:>12} {:>12}",
-        "set-up", "TCP Gbit/s", "vs base", "UDP 64B kpps", "vs base", "ingress ns", "egress ns"
+        "{:<28} {:>10} {:>7} {:>12} {:>7} {:>10} {:>9} {:>8} {:>8}",
+        "set-up",
+        "TCP Gbit/s",
+        "vs base",
+        "UDP 64B kpps",
+        "vs base",
+        "ingress ns",
+        "egress ns",
+        "warm in",
+        "warm out"
     );
     for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
         let (t, u) = (median(&tcp[i]), median(&udp[i]));
         let times = run_times.iter().find(|(s, _, _)| *s == scenario);
+        let warm = warm.iter().find(|(s, _)| *s == scenario).map(|(_, w)| *w);
+        let warm_ns = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0}"));
         println!(
-            "{:<28} {:>11.2} {:>7.0}% {:>13.1} {:>7.0}% {:>12} {:>12}",
+            "{:<28} {:>10.2} {:>6.0}% {:>12.1} {:>6.0}% {:>10} {:>9} {:>8} {:>8}",
             scenario.label(args.rules),
             t,
             100.0 * t / tcp_base,
@@ -534,6 +651,8 @@ fn print_report(args: &Args, tcp: &[Vec<f64>], udp: &[Vec<f64>], run_times: &Run
             100.0 * u / udp_base,
             times.map_or_else(|| "-".to_owned(), |(_, i, _)| ns(*i)),
             times.map_or_else(|| "-".to_owned(), |(_, _, e)| ns(*e)),
+            warm_ns(warm.map(|w| w.0)),
+            warm_ns(warm.map(|w| w.1)),
         );
     }
     let filtered = Scenario::ALL
@@ -564,16 +683,8 @@ fn print_report(args: &Args, tcp: &[Vec<f64>], udp: &[Vec<f64>], run_times: &Run
         },
     );
     println!(
-        "run times are kernel BPF statistics over one TCP and one UDP run (program runs: ingress {}, egress {})",
-        run_times
-            .iter()
-            .filter(|(s, _, _)| *s == Scenario::ProgramRules)
-            .map(|(_, i, _)| i.map_or(0, |(_, n)| n))
-            .sum::<u64>(),
-        run_times
-            .iter()
-            .filter(|(s, _, _)| *s == Scenario::ProgramRules)
-            .map(|(_, _, e)| e.map_or(0, |(_, n)| n))
-            .sum::<u64>(),
+        "ingress/egress ns: kernel BPF statistics (kernel.bpf_stats_enabled), ingress over 64-byte UDP \
+         to the server, egress over 64-byte UDP from it; they include the statistics' own clock \
+         reads. warm: BPF_PROG_TEST_RUN of one frame, including the test harness's loop"
     );
 }
