@@ -10,10 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::{PING_FRAME, attach, load, tc_programs};
-use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane, PinLayout};
+use common::{Dirs, PING_FRAME, attach, tc_programs};
+use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane};
 use multus_testkit::{
-    BpffsDir, MacvlanPods, PacketTap, require_root,
+    MacvlanPods, PacketTap, require_root,
     traffic::{self, TcpServer},
 };
 
@@ -21,9 +21,8 @@ fn exact_counts(mode: AttachMode) {
     const N: u32 = 25;
     let net = MacvlanPods::new(2);
     let (a, b) = (&net.pods[0], &net.pods[1]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), mode);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(mode);
     let id = attach(&mut dataplane, a, None);
     assert!(
         tc_programs(a).contains("multus_ingress") && tc_programs(a).contains("multus_egress"),
@@ -52,9 +51,9 @@ fn exact_counts(mode: AttachMode) {
         "programs still attached after detach: {left}"
     );
     assert!(
-        bpffs.entries().iter().all(|p| p.starts_with("maps")),
+        dirs.link_pins().is_empty(),
         "link pins left after detach: {:?}",
-        bpffs.entries()
+        dirs.link_pins()
     );
     assert!(dataplane.attachments().unwrap().is_empty());
 }
@@ -80,9 +79,8 @@ fn same_ifindex_in_two_namespaces_counts_separately() {
     }
     let net = MacvlanPods::same_ifindex(3, 4242);
     let (a, b, c) = (&net.pods[0], &net.pods[1], &net.pods[2]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), AttachMode::Tcx);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
     let id_a = attach(&mut dataplane, a, None);
     let id_b = attach(&mut dataplane, b, None);
     assert_ne!(id_a, id_b);
@@ -114,17 +112,15 @@ fn a_new_loader_adopts_links_and_counters_continue() {
     }
     let net = MacvlanPods::new(2);
     let (a, b) = (&net.pods[0], &net.pods[1]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut first = load(&bpffs, state.path(), AttachMode::Tcx);
+    let dirs = Dirs::new();
+    let mut first = dirs.load(AttachMode::Tcx);
     let id = attach(&mut first, a, None);
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 4), 4);
     drop(first);
 
     // Pinned links keep counting while no loader runs.
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 2), 2);
-    let (mut second, adoption) =
-        Dataplane::load(PinLayout::new(bpffs.path(), state.path()), AttachMode::Tcx).unwrap();
+    let (mut second, adoption) = Dataplane::load(dirs.layout(), AttachMode::Tcx).unwrap();
     assert_eq!(adoption.adopted, vec![id]);
     assert_eq!(second.counters(id).unwrap().egress.packets, 6);
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 3), 3);
@@ -139,9 +135,8 @@ fn attach_to_a_missing_interface_leaves_nothing() {
         return;
     }
     let net = MacvlanPods::new(1);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), AttachMode::Tcx);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
     let err = dataplane
         .attach(&AttachRequest {
             netns: &net.pods[0].netns.path(),
@@ -161,7 +156,7 @@ fn attach_to_a_missing_interface_leaves_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("multus-no-such-netns"), "{err}");
     assert!(dataplane.attachments().unwrap().is_empty());
-    assert!(bpffs.entries().iter().all(|p| p.starts_with("maps")));
+    assert!(dirs.link_pins().is_empty());
 }
 
 #[test]
@@ -172,9 +167,8 @@ fn counts_a_tcp_transfer_exactly() {
     const BYTES: usize = 3 * 1024 * 1024 + 17;
     let net = MacvlanPods::new(2);
     let (a, b) = (&net.pods[0], &net.pods[1]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), AttachMode::Tcx);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
     let id = attach(&mut dataplane, a, None);
     let server = TcpServer::start(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 5001));
     let tap = PacketTap::start(&a.netns, &a.ifname);

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Fixture, PING_FRAME, connects, load, tc_programs};
+use common::{Dirs, Fixture, PING_FRAME, connects, tc_programs};
 use ipnet::IpNet;
 use multus_agent::dataplane::Dataplane;
 use multus_agent::dataplane::{
@@ -21,7 +21,7 @@ use multus_agent::dataplane::{
     PortRange, Protocol, Rule,
 };
 use multus_testkit::{
-    BpffsDir, MacvlanPods, PacketTap, Pod, require_root,
+    MacvlanPods, PacketTap, Pod, require_root,
     traffic::{self, TcpServer, Udp4},
 };
 
@@ -387,9 +387,8 @@ fn a_new_loader_keeps_enforcing_while_a_denied_flow_runs() {
     }
     let net = MacvlanPods::new(2);
     let (a, b) = (&net.pods[0], &net.pods[1]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut first = load(&bpffs, state.path(), AttachMode::Tcx);
+    let dirs = Dirs::new();
+    let mut first = dirs.load(AttachMode::Tcx);
     let policy = egress(DirectionPolicy::allow_by_default(vec![
         Rule::deny()
             .peer(host(b.ip4))
@@ -427,10 +426,10 @@ fn a_new_loader_keeps_enforcing_while_a_denied_flow_runs() {
     // No loader at all for a while: the pinned links and maps keep enforcing.
     drop(first);
     std::thread::sleep(Duration::from_millis(300));
-    let second = load(&bpffs, state.path(), AttachMode::Tcx);
+    let second = dirs.load(AttachMode::Tcx);
     sample(&second, Duration::from_millis(200));
     // A third loader swaps its programs in while the second still runs.
-    let third = load(&bpffs, state.path(), AttachMode::Tcx);
+    let third = dirs.load(AttachMode::Tcx);
     drop(second);
     sample(&third, Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
@@ -585,11 +584,8 @@ fn detach_leaves_no_pin_entry_policy_flow_or_link() {
             "{mode}: {}",
             tc_programs(a)
         );
-        let pins = fx.bpffs.entries();
-        assert!(
-            pins.iter().all(|p| p.starts_with("maps")),
-            "{mode}: {pins:?}"
-        );
+        let pins = fx.dirs.link_pins();
+        assert!(pins.is_empty(), "{mode}: {pins:?}");
         assert!(fx.dataplane.attached_ids().unwrap().is_empty());
         assert_eq!(fx.dataplane.policy_generation(id).unwrap(), None);
         assert_eq!(fx.dataplane.flows(id).unwrap(), 0);
@@ -642,13 +638,9 @@ fn gc_removes_attachments_whose_namespace_is_gone() {
     for id in [gone, gone_clsact] {
         assert_eq!(fx.dataplane.policy_generation(id).unwrap(), None);
     }
-    let pins = fx.bpffs.entries();
+    let pins = fx.dirs.link_pins();
     let prefix = format!("links/{keep}/");
-    assert!(
-        pins.iter()
-            .all(|p| p.starts_with("maps") || p.starts_with(&prefix)),
-        "{pins:?}"
-    );
+    assert!(pins.iter().all(|p| p.starts_with(&prefix)), "{pins:?}");
     // The survivor still enforces.
     let a = &net.pods[0];
     assert!(fx.dataplane.policy_generation(keep).unwrap().is_some());

@@ -17,28 +17,57 @@ use multus_testkit::{BpffsDir, Pod, traffic};
 /// Layer-2 size of a default IPv4 ping (56 data + 8 ICMP + 20 IPv4 + 14 Ethernet bytes).
 pub const PING_FRAME: u64 = 98;
 
-/// A dataplane with its own bpffs directory and state directory (both removed on drop, after the
-/// dataplane itself).
-pub struct Fixture {
-    pub dataplane: Dataplane,
+/// A bpffs directory and a state directory of one test, removed on drop; any number of loaders
+/// can share them, as agents after one another do.
+pub struct Dirs {
     pub state: tempfile::TempDir,
     pub bpffs: BpffsDir,
 }
 
-impl Fixture {
-    pub fn new(mode: AttachMode) -> Self {
-        let bpffs = BpffsDir::new("mt");
-        let state = tempfile::tempdir().unwrap();
-        let dataplane = load(&bpffs, state.path(), mode);
+impl Dirs {
+    pub fn new() -> Self {
         Self {
-            dataplane,
-            state,
-            bpffs,
+            state: tempfile::tempdir().unwrap(),
+            bpffs: BpffsDir::new("mt"),
         }
     }
 
     pub fn layout(&self) -> PinLayout {
         PinLayout::new(self.bpffs.path(), self.state.path())
+    }
+
+    /// Loads a dataplane on these directories; adoption must go without errors.
+    pub fn load(&self, mode: AttachMode) -> Dataplane {
+        load(&self.bpffs, self.state.path(), mode)
+    }
+
+    /// Link pins left: everything under the bpffs directory that is not a map.
+    pub fn link_pins(&self) -> Vec<std::path::PathBuf> {
+        self.bpffs
+            .entries()
+            .into_iter()
+            .filter(|p| !p.starts_with("maps"))
+            .collect()
+    }
+}
+
+/// A dataplane on directories of its own (dropped before them).
+pub struct Fixture {
+    pub dataplane: Dataplane,
+    pub dirs: Dirs,
+}
+
+impl Fixture {
+    pub fn new(mode: AttachMode) -> Self {
+        let dirs = Dirs::new();
+        Self {
+            dataplane: dirs.load(mode),
+            dirs,
+        }
+    }
+
+    pub fn layout(&self) -> PinLayout {
+        self.dirs.layout()
     }
 
     pub fn attach(&mut self, pod: &Pod, policy: Option<&Policy>) -> u32 {

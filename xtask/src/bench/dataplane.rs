@@ -32,7 +32,7 @@ use anyhow::{Context as _, bail};
 use multus_testkit::{BpffsDir, MacvlanPods, Netns, traffic::Udp4};
 use serde_json::{Value, json};
 
-use crate::shell::{Cmd, is_root, note, step};
+use crate::shell::{Cmd, build_agent, is_root, note, step};
 
 /// The port iperf3 listens on in the server pod.
 const PORT: u16 = 5201;
@@ -90,11 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.rounds == 0 || args.seconds == 0 {
         bail!("--rounds and --seconds must be at least 1");
     }
-    step("building multus-agent");
-    Cmd::new("cargo")
-        .args(["build", "--package", "multus-agent"])
-        .run()?;
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/multus-agent");
+    let bin = build_agent()?;
 
     step("two pods on a macvlan segment; the server's interface is the one under test");
     let net = MacvlanPods::new(2);

@@ -124,8 +124,12 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<(
     last_error(rc, ())
 }
 
-fn open(ifname: &str) -> io::Result<OwnedFd> {
-    let protocol = (libc::ETH_P_ALL as u16).to_be();
+/// An `AF_PACKET` raw socket for `protocol` (network order) and the link-layer address of
+/// `ifname` (in the calling thread's namespace) to bind or send to.
+pub(crate) fn packet_socket(
+    ifname: &str,
+    protocol: u16,
+) -> io::Result<(OwnedFd, libc::sockaddr_ll)> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let raw = unsafe {
         libc::socket(
@@ -144,6 +148,16 @@ fn open(ifname: &str) -> io::Result<OwnedFd> {
     if ifindex == 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = protocol;
+    addr.sll_ifindex = ifindex as i32;
+    Ok((fd, addr))
+}
+
+fn open(ifname: &str) -> io::Result<OwnedFd> {
+    let (fd, addr) = packet_socket(ifname, (libc::ETH_P_ALL as u16).to_be())?;
     // A burst of GSO frames must not overflow the socket while the reader catches up.
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(64 << 20_i32))?;
     let timeout = libc::timeval {
@@ -151,11 +165,6 @@ fn open(ifname: &str) -> io::Result<OwnedFd> {
         tv_usec: 20_000,
     };
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)?;
-    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = protocol;
-    addr.sll_ifindex = ifindex as i32;
     // SAFETY: `addr` is a valid sockaddr_ll of the given size.
     let rc = unsafe {
         libc::bind(

@@ -96,6 +96,10 @@ impl MacvlanPods {
     #[track_caller]
     fn build(n: u8, ipv6: bool, ifindex: Option<u32>) -> Self {
         let node = Netns::new("mvn");
+        // The veth pair only carries the pods' frames: without this, its own IPv6 chatter
+        // (router solicitations, MLD reports) reaches every pod and spoils exact counts.
+        node.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        node.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         let (parent, peer) = ("vpar", "vpeer");
         node.ip(&["link", "add", parent, "type", "veth", "peer", "name", peer]);
         node.ip(&["link", "set", parent, "up"]);

@@ -4,7 +4,7 @@
 use std::{
     io::{self, Read as _, Write as _},
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -227,24 +227,7 @@ fn checksum(data: &[u8]) -> u16 {
 /// other frame the interface sends).
 pub fn send_frame(netns: &Netns, ifname: &str, frame: &[u8]) -> io::Result<()> {
     netns.enter(|| {
-        // SAFETY: plain socket(2); the descriptor is owned right away.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let name = std::ffi::CString::new(ifname)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: a NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
+        let (fd, mut addr) = crate::tap::packet_socket(ifname, 0)?;
         addr.sll_halen = 6;
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: buffer and address are valid for the sizes given.
