@@ -372,3 +372,64 @@ impl Policy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_print() {
+        let mac: MacAddr = "02:0a:FF:00:10:9b".parse().unwrap();
+        assert_eq!(mac.0, [0x02, 0x0a, 0xff, 0x00, 0x10, 0x9b]);
+        assert_eq!(mac.to_string(), "02:0a:ff:00:10:9b");
+        for bad in [
+            "02:0a:ff:00:10",
+            "02:0a:ff:00:10:9b:00",
+            "2:0a:ff:00:10:9b",
+            "zz:0a:ff:00:10:9b",
+            "",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_json_form_round_trips_and_defaults_are_open() {
+        let json = r#"{
+            "ingress": {
+                "default": "deny",
+                "rules": [
+                    { "action": "allow",
+                      "peers": [{ "cidr": "192.0.2.0/24", "except": ["192.0.2.8/29"] }],
+                      "ports": [{ "protocol": "tcp", "ports": { "start": 80, "end": 81 } },
+                                { "protocol": "icmp" }] }
+                ]
+            },
+            "anti_spoof": { "mac": "02:00:00:00:00:01", "ips": ["192.0.2.10", "fe80::1"] }
+        }"#;
+        let policy: Policy = serde_json::from_str(json).unwrap();
+        assert_eq!(policy.ingress.default, Action::Deny);
+        assert_eq!(policy.egress, DirectionPolicy::default());
+        assert_eq!(
+            policy.egress.default,
+            Action::Allow,
+            "an omitted direction allows"
+        );
+        assert!(!policy.audit);
+        let rule = &policy.ingress.rules[0];
+        assert_eq!(
+            rule.peers[0].except,
+            vec!["192.0.2.8/29".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(rule.ports[0].ports, Some(PortRange::new(80, 81)));
+        assert_eq!(rule.ports[1].ports, None);
+        let again: Policy = serde_json::from_str(&serde_json::to_string(&policy).unwrap()).unwrap();
+        assert_eq!(again, policy);
+        assert!(serde_json::from_str::<Policy>(r#"{"ingress":{"default":"maybe"}}"#).is_err());
+        assert!(
+            serde_json::from_str::<Policy>(r#"{"anti_spoof":{"mac":"nope","ips":[]}}"#).is_err()
+        );
+    }
+}
