@@ -647,3 +647,63 @@ fn gc_removes_attachments_whose_namespace_is_gone() {
     assert!(tc_programs(a).contains("multus_ingress"));
     assert!(fx.dataplane.gc().removed.is_empty());
 }
+
+#[test]
+fn icmp_errors_about_own_flows_come_in_and_others_do_not() {
+    if !require_root("icmp_errors_about_own_flows_come_in_and_others_do_not") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let id = fx.attach(
+        a,
+        Some(&ingress(DirectionPolicy::deny_by_default(Vec::new()))),
+    );
+
+    // Nothing listens on b's port 9999: b's kernel answers "port unreachable", which must reach
+    // the connected socket through the default deny.
+    let socket = traffic::udp_socket(&a.netns, SocketAddr::new(v4(a), 0));
+    socket.connect(SocketAddr::new(v4(b), 9999)).unwrap();
+    socket.send(b"anyone?").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 16];
+    let refused = loop {
+        match socket.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break true,
+            _ if Instant::now() > deadline => break false,
+            _ => {}
+        }
+    };
+    assert!(
+        refused,
+        "the ICMP error about the pod's own flow was dropped"
+    );
+    let before = fx.counters(id).ingress;
+    assert_eq!(before.dropped(), 0, "{before:?}");
+
+    // An error quoting a flow the pod never had is subject to the rules.
+    let quoted = Udp4 {
+        src_mac: traffic::parse_mac(&a.mac),
+        dst_mac: traffic::parse_mac(&b.mac),
+        src: a.ip4,
+        dst: b.ip4,
+        sport: 1111,
+        dport: 2222,
+    }
+    .frame(b"");
+    let forged = traffic::icmp4_error_frame(
+        (traffic::parse_mac(&b.mac), traffic::parse_mac(&a.mac)),
+        b.ip4,
+        a.ip4,
+        (3, 3),
+        &quoted[14..],
+    );
+    traffic::send_frame(&b.netns, &b.ifname, &forged).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fx.counters(id).ingress.dropped() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = fx.counters(id).ingress;
+    assert_eq!(after.drops(DropReason::DefaultDeny).0, 1, "{after:?}");
+}

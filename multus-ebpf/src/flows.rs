@@ -3,7 +3,8 @@
 //! A flow is keyed from the pod's point of view (its own address and port first), so a packet and
 //! its reply find the same entry. An entry counts only for the policy generation that made it: a
 //! new policy starts with a clean slate, and a flow it still allows re-records itself on its next
-//! packet. TCP, UDP and SCTP flows are tracked, and ICMP echo (a request opens, a reply answers).
+//! packet. TCP, UDP and SCTP flows are tracked, and ICMP echo (a request opens, a reply answers);
+//! ICMP errors about a tracked flow count as its replies.
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use multus_common::{
     DIR_EGRESS, FlowKey, FlowValue,
@@ -12,7 +13,7 @@ use multus_common::{
 
 use crate::{
     maps::{FLOWS, Scratch},
-    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Quoted},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -82,6 +83,41 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> bo
     }
     confirm(s, generation, now);
     true
+}
+
+/// Whether an ICMP error the policy would drop is about a flow the table holds (it quotes a packet
+/// of that flow, which went the other way): "fragmentation needed" and friends for the pod's own
+/// connections get through.
+#[inline(always)]
+pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generation: u32) -> bool {
+    // The quoted packet travelled the other way: from the pod's point of view on egress, its
+    // source is the pod's side.
+    let (local, peer, local_port, peer_port) = if direction == DIR_EGRESS {
+        (q.dst, q.src, q.dport, q.sport)
+    } else {
+        (q.src, q.dst, q.sport, q.dport)
+    };
+    let v4 = s.pkt.family == FAMILY_V4;
+    let flow = &mut s.flow;
+    flow.attach_id = id;
+    flow.proto = u32::from(q.proto);
+    flow.local_port = local_port;
+    flow.peer_port = peer_port;
+    flow.local = mapped(v4, local);
+    flow.peer = mapped(v4, peer);
+    let Some(entry) = FLOWS.get_ptr(&s.flow) else {
+        return false;
+    };
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let timeout = match q.proto {
+        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
+        _ => FLOW_TIMEOUT_DATAGRAM_NS,
+    };
+    // SAFETY: a map value pointer from the lookup above.
+    unsafe {
+        (*entry).generation == generation && now.wrapping_sub((*entry).last_seen_ns) <= timeout
+    }
 }
 
 /// Whether this CPU and direction saw `s.flow` in the table, under `generation`, less than a

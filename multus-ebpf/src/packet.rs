@@ -22,6 +22,8 @@ pub const IPPROTO_SCTP: u8 = 132;
 const ETH_HLEN: usize = 14;
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXT_HEADERS: usize = 4;
+/// Where an ICMP error's header may start for its quote to be read.
+const MAX_QUOTE_OFFSET: u16 = 1024;
 
 /// What kind of frame this is.
 #[repr(u8)]
@@ -59,6 +61,8 @@ pub struct Packet {
     pub icmp_type: u8,
     /// Whether the layer-4 fields above were read (not for non-first fragments).
     pub has_l4: bool,
+    /// Offset of the layer-4 header from the start of the frame.
+    pub l4_off: u16,
 }
 
 impl Packet {
@@ -87,6 +91,18 @@ impl Packet {
     pub fn dst_words(&self) -> [u32; 4] {
         // SAFETY: `dst` is at offset 16 of an 8-aligned struct.
         unsafe { *core::ptr::from_ref(&self.dst).cast::<[u32; 4]>() }
+    }
+
+    /// An ICMP or ICMPv6 error (destination unreachable, packet too big, time exceeded, parameter
+    /// problem): it quotes the start of the packet it is about.
+    #[inline(always)]
+    pub fn is_icmp_error(&self) -> bool {
+        self.has_l4
+            && match self.proto {
+                IPPROTO_ICMP => matches!(self.icmp_type, 3 | 11 | 12),
+                IPPROTO_ICMPV6 => matches!(self.icmp_type, 1..=4),
+                _ => false,
+            }
     }
 
     /// IPv6 neighbour discovery and multicast listener discovery, which pass unless a rule says
@@ -234,6 +250,7 @@ fn parse_ipv6(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed
 
 #[inline(always)]
 fn parse_l4(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+    pkt.l4_off = off as u16;
     match pkt.proto {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
             let ports: &[u8; 4] = at.get(off)?;
@@ -253,3 +270,66 @@ fn parse_l4(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed> 
 }
 
 const _: () = assert!(size_of::<Packet>().is_multiple_of(8));
+
+/// The addresses and ports of the packet an ICMP error quotes.
+pub struct Quoted {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Reads the TCP, UDP or SCTP packet quoted by the ICMP error `pkt` (same family; IPv6 without
+/// extension headers), or `None`.
+#[inline(always)]
+pub fn quoted(ctx: &TcContext, pkt: &Packet) -> Option<Quoted> {
+    let at = Linear {
+        data: ctx.data(),
+        end: ctx.data_end(),
+    };
+    // The quoted packet starts after the 8-byte ICMP header. (The bound keeps the offset small
+    // enough for the verifier to track packet ranges; real headers end far earlier.)
+    if pkt.l4_off > MAX_QUOTE_OFFSET {
+        return None;
+    }
+    let off = usize::from(pkt.l4_off) + 8;
+    let mut q = Quoted {
+        src: [0; 4],
+        dst: [0; 4],
+        proto: 0,
+        sport: 0,
+        dport: 0,
+    };
+    let l4 = if pkt.family == FAMILY_V4 {
+        let ip: &[u8; 20] = at.get(off).ok()?;
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ip[0] >> 4 != 4 || ihl < 20 {
+            return None;
+        }
+        q.proto = ip[9];
+        q.src[0] = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+        q.dst[0] = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        off + ihl
+    } else {
+        let ip: &[u8; 40] = at.get(off).ok()?;
+        if ip[0] >> 4 != 6 {
+            return None;
+        }
+        q.proto = ip[6];
+        for i in 0..4 {
+            let a = 8 + 4 * i;
+            let b = 24 + 4 * i;
+            q.src[i] = u32::from_ne_bytes([ip[a], ip[a + 1], ip[a + 2], ip[a + 3]]);
+            q.dst[i] = u32::from_ne_bytes([ip[b], ip[b + 1], ip[b + 2], ip[b + 3]]);
+        }
+        off + 40
+    };
+    if !matches!(q.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) {
+        return None;
+    }
+    let ports: &[u8; 4] = at.get(l4).ok()?;
+    q.sport = u16::from_be_bytes([ports[0], ports[1]]);
+    q.dport = u16::from_be_bytes([ports[2], ports[3]]);
+    Some(q)
+}

@@ -4,7 +4,7 @@
 //! when the agent compiled the trie) and the direction's defaults and flags; a port lookup
 //! follows only for peers with more port blocks than fit inline. Then: anti-spoofing (egress), the
 //! rules, the direction's default. A packet the rules would drop still passes when it is a reply
-//! of a flow allowed the other way. ARP and IPv6 neighbour discovery pass unless a rule denies
+//! of a flow allowed the other way, or an ICMP error about one. ARP and IPv6 neighbour discovery pass unless a rule denies
 //! them; other non-IP frames always pass.
 use aya_ebpf::programs::TcContext;
 use multus_common::{
@@ -102,6 +102,13 @@ pub fn decide(
             Verdict::Pass
         }
         Some(_) if flows::is_reply(s, id, direction, meta.generation) => Verdict::Pass,
+        Some(_)
+            if s.pkt.is_icmp_error()
+                && packet::quoted(ctx, &s.pkt)
+                    .is_some_and(|q| flows::is_related(s, &q, id, direction, meta.generation)) =>
+        {
+            Verdict::Pass
+        }
         Some(reason) => drop(reason, entry),
     }
 }

@@ -212,6 +212,38 @@ impl Udp4 {
     }
 }
 
+/// An Ethernet frame carrying an ICMP error (`icmp_type`, `code`) from `src` to `dst` that quotes
+/// `quoted` (an IPv4 header and the first bytes behind it), as a router or host would send it.
+pub fn icmp4_error_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    (icmp_type, code): (u8, u8),
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quoted);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let ip_len = 20 + icmp.len();
+    let mut f = Vec::with_capacity(14 + ip_len);
+    f.extend_from_slice(&macs.1);
+    f.extend_from_slice(&macs.0);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 1;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
