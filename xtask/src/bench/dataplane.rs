@@ -9,7 +9,8 @@
 //!    approach): N DROP rules, then the ACCEPTs, policy DROP.
 //!
 //! Each round measures TCP throughput and the receive rate of 64-byte UDP datagrams in every
-//! set-up; the medians over the rounds are printed with their ratio to the baseline. Then, with
+//! set-up, starting with another set-up each round; the medians over the rounds are printed with
+//! their ratio to the baseline. Then, with
 //! `kernel.bpf_stats_enabled=1`, one more pass reads the programs' mean run time per packet from
 //! the kernel's statistics: the ingress program's over a 64-byte UDP run to the server, the egress
 //! program's over one from the server (`iperf3 -R`), so that each mean is over hundreds of
@@ -136,7 +137,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut udp: Vec<Vec<f64>> = vec![Vec::new(); Scenario::ALL.len()];
     for round in 1..=args.rounds {
         step(&format!("round {round}/{}", args.rounds));
-        for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+        // Each round starts with another set-up, so none always runs right after the same one.
+        let n = Scenario::ALL.len();
+        for i in (0..n).map(|k| (k + round - 1) % n) {
+            let scenario = Scenario::ALL[i];
             let started = Instant::now();
             let _setup = setups.apply(scenario, &target)?;
             let set_up = started.elapsed();
