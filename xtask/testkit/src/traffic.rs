@@ -193,16 +193,7 @@ impl Udp4 {
         f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&self.src_mac);
         f.extend_from_slice(&0x0800u16.to_be_bytes());
-        let mut ip = [0u8; 20];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&self.src.octets());
-        ip[16..20].copy_from_slice(&self.dst.octets());
-        let sum = checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        f.extend_from_slice(&ip);
+        f.extend_from_slice(&ipv4_header(self.src, self.dst, 17, ip_len));
         f.extend_from_slice(&self.sport.to_be_bytes());
         f.extend_from_slice(&self.dport.to_be_bytes());
         f.extend_from_slice(&(udp_len as u16).to_be_bytes());
@@ -230,18 +221,23 @@ pub fn icmp4_error_frame(
     f.extend_from_slice(&macs.1);
     f.extend_from_slice(&macs.0);
     f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend_from_slice(&ipv4_header(src, dst, 1, ip_len));
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// An IPv4 header without options for a packet of `total_len` bytes, checksum filled in.
+fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, total_len: usize) -> [u8; 20] {
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[2..4].copy_from_slice(&(total_len as u16).to_be_bytes());
     ip[8] = 64;
-    ip[9] = 1;
+    ip[9] = proto;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
     let sum = checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
-    f
+    ip
 }
 
 fn checksum(data: &[u8]) -> u16 {
