@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation. Every command first makes sure the machine has what
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
 mod bench;
+mod bench_dataplane;
 mod demo;
 mod prereqs;
 mod shell;
@@ -26,9 +27,8 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
-    /// Benchmarks that print numbers against a baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(bench::Bench),
+    /// Benchmarks that print numbers against an in-process baseline (`bench dataplane`).
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => prereqs::ensure(),
         Command::Test(args) => prereqs::ensure().and_then(|()| test::run(&args)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
-        Command::Bench(what) => prereqs::ensure().and_then(|()| bench::run(&what)),
+        Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

@@ -1,0 +1,24 @@
+//! `cargo xtask bench <what>`: benchmarks that print numbers and ratios against a baseline run
+//! in the same process. Never timed assertions.
+use crate::bench_dataplane;
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// The eBPF dataplane against no program and against iptables with the same rules, between
+    /// two pods on macvlan.
+    Dataplane(bench_dataplane::Args),
+}
+
+/// Runs the chosen benchmark.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    match &args.what {
+        What::Dataplane(a) => bench_dataplane::run(a),
+    }
+}
