@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane, PinLayout};
+use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane, PinLayout, Policy};
 
 #[derive(Parser)]
 #[command(name = "multus-agent", version, about = "multus node agent")]
@@ -38,6 +38,45 @@ enum Command {
         /// The interface name inside the namespace.
         #[arg(long)]
         interface: String,
+        /// A policy (JSON, see docs/dataplane.md) in force from the first packet.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Replace an attachment's policy in place.
+    SetPolicy {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// The attachment id.
+        #[arg(long)]
+        id: u32,
+        /// The policy (JSON).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Remove an attachment's policy (it keeps counting).
+    ClearPolicy {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// The attachment id.
+        #[arg(long)]
+        id: u32,
+    },
+    /// List the TCX programs on an interface, with their run-time statistics.
+    Programs {
+        /// The namespace file.
+        #[arg(long)]
+        netns: PathBuf,
+        /// The interface name inside the namespace.
+        #[arg(long)]
+        interface: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove attachments whose namespace or interface is gone.
+    Gc {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
     },
     /// Detach one attachment, or all of them.
     Detach {
@@ -79,18 +118,27 @@ fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
     Ok(dataplane)
 }
 
+fn read_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing policy {}", path.display()))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Attach {
             dataplane,
             netns,
             interface,
+            policy,
         } => {
+            let policy = policy.as_deref().map(read_policy).transpose()?;
             let mut dp = open(&dataplane)?;
             let record = dp.attach(&AttachRequest {
                 netns: &netns,
                 ifname: &interface,
                 owner: Default::default(),
+                policy: policy.as_ref(),
             })?;
             println!(
                 "attached {} in {} as {} ({})",
@@ -99,6 +147,49 @@ fn main() -> anyhow::Result<()> {
                 record.id,
                 record.mode
             );
+        }
+        Command::SetPolicy {
+            dataplane,
+            id,
+            file,
+        } => {
+            let policy = read_policy(&file)?;
+            open(&dataplane)?.set_policy(id, &policy)?;
+            println!("policy of {id} replaced");
+        }
+        Command::ClearPolicy { dataplane, id } => {
+            open(&dataplane)?.clear_policy(id)?;
+            println!("policy of {id} removed");
+        }
+        Command::Programs {
+            netns,
+            interface,
+            json,
+        } => {
+            let programs = multus_agent::dataplane::tcx_programs(&netns, &interface)?;
+            if json {
+                println!("{}", serde_json::to_string(&programs)?);
+            } else {
+                println!(
+                    "{:<8} {:<20} {:>8} {:>14} {:>12}",
+                    "HOOK", "NAME", "ID", "RUN TIME NS", "RUNS"
+                );
+                for p in &programs {
+                    println!(
+                        "{:<8} {:<20} {:>8} {:>14} {:>12}",
+                        p.hook, p.name, p.id, p.run_time_ns, p.run_count
+                    );
+                }
+            }
+        }
+        Command::Gc { dataplane } => {
+            let report = open(&dataplane)?.gc();
+            for id in &report.removed {
+                println!("removed {id}");
+            }
+            for e in &report.errors {
+                eprintln!("warning: {e}");
+            }
         }
         Command::Detach { dataplane, id, all } => {
             let mut dp = open(&dataplane)?;
@@ -127,19 +218,29 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&out)?);
             } else {
                 println!(
-                    "{:>4}  {:<10} {:<28} {:>10} {:>12} {:>10} {:>12}",
-                    "ID", "INTERFACE", "NETNS", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES"
+                    "{:>4}  {:<10} {:<28} {:>10} {:>12} {:>8} {:>10} {:>12} {:>8}",
+                    "ID",
+                    "INTERFACE",
+                    "NETNS",
+                    "RX PKTS",
+                    "RX BYTES",
+                    "RX DROP",
+                    "TX PKTS",
+                    "TX BYTES",
+                    "TX DROP"
                 );
                 for (r, c) in &rows {
                     println!(
-                        "{:>4}  {:<10} {:<28} {:>10} {:>12} {:>10} {:>12}",
+                        "{:>4}  {:<10} {:<28} {:>10} {:>12} {:>8} {:>10} {:>12} {:>8}",
                         r.id,
                         r.ifname,
                         r.netns.display(),
                         c.ingress.packets,
                         c.ingress.bytes,
+                        c.ingress.dropped(),
                         c.egress.packets,
-                        c.egress.bytes
+                        c.egress.bytes,
+                        c.egress.dropped()
                     );
                 }
             }

@@ -2,62 +2,28 @@
 //! namespaces, real pings, exact counters, and nothing left behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::{net::IpAddr, path::Path};
+mod common;
 
-use multus_agent::dataplane::{self, AttachMode, AttachRequest, Dataplane, PinLayout};
-use multus_testkit::{BpffsDir, MacvlanPods, Pod, require_root};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
-/// Layer-2 size of a default ping (56 data + 8 ICMP + 20 IPv4 + 14 Ethernet bytes).
-const PING_FRAME: u64 = 98;
-
-fn load(bpffs: &BpffsDir, state: &Path, mode: AttachMode) -> Dataplane {
-    let (dataplane, adoption) =
-        Dataplane::load(PinLayout::new(bpffs.path(), state), mode).expect("load dataplane");
-    assert!(
-        adoption.errors.is_empty(),
-        "adoption errors: {:?}",
-        adoption.errors
-    );
-    dataplane
-}
-
-fn attach(dataplane: &mut Dataplane, pod: &Pod) -> u32 {
-    let netns = pod.netns.path();
-    dataplane
-        .attach(&AttachRequest {
-            netns: &netns,
-            ifname: &pod.ifname,
-            owner: Default::default(),
-        })
-        .expect("attach")
-        .id
-}
-
-/// The TC programs on `pod`'s interface, TCX links and clsact filters, as the kernel reports them.
-fn tc_programs(pod: &Pod) -> String {
-    let mut out = dataplane::tcx_programs(&pod.netns.path(), &pod.ifname)
-        .expect("query tcx")
-        .join(" ");
-    for hook in ["ingress", "egress"] {
-        out.push(' ');
-        // No clsact qdisc means no filters: tc fails, and that counts as none.
-        out.push_str(
-            &pod.netns
-                .exec("tc", &["filter", "show", "dev", &pod.ifname, hook])
-                .unwrap_or_default(),
-        );
-    }
-    out
-}
+use common::{Dirs, PING_FRAME, attach, tc_programs};
+use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane};
+use multus_testkit::{
+    MacvlanPods, PacketTap, require_root,
+    traffic::{self, TcpServer},
+};
 
 fn exact_counts(mode: AttachMode) {
     const N: u32 = 25;
     let net = MacvlanPods::new(2);
     let (a, b) = (&net.pods[0], &net.pods[1]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), mode);
-    let id = attach(&mut dataplane, a);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(mode);
+    let id = attach(&mut dataplane, a, None);
     assert!(
         tc_programs(a).contains("multus_ingress") && tc_programs(a).contains("multus_egress"),
         "programs not attached: {}",
@@ -85,9 +51,9 @@ fn exact_counts(mode: AttachMode) {
         "programs still attached after detach: {left}"
     );
     assert!(
-        bpffs.entries().iter().all(|p| p.starts_with("maps")),
+        dirs.link_pins().is_empty(),
         "link pins left after detach: {:?}",
-        bpffs.entries()
+        dirs.link_pins()
     );
     assert!(dataplane.attachments().unwrap().is_empty());
 }
@@ -113,11 +79,10 @@ fn same_ifindex_in_two_namespaces_counts_separately() {
     }
     let net = MacvlanPods::same_ifindex(3, 4242);
     let (a, b, c) = (&net.pods[0], &net.pods[1], &net.pods[2]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), AttachMode::Tcx);
-    let id_a = attach(&mut dataplane, a);
-    let id_b = attach(&mut dataplane, b);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
+    let id_a = attach(&mut dataplane, a, None);
+    let id_b = attach(&mut dataplane, b, None);
     assert_ne!(id_a, id_b);
     let records = dataplane.attachments().unwrap();
     assert_eq!(records[0].ifindex, 4242);
@@ -133,6 +98,7 @@ fn same_ifindex_in_two_namespaces_counts_separately() {
         netns: &a.netns.path(),
         ifname: &a.ifname,
         owner: Default::default(),
+        policy: None,
     });
     assert!(again.is_err(), "attaching twice must fail");
     dataplane.detach(id_a).unwrap();
@@ -146,17 +112,15 @@ fn a_new_loader_adopts_links_and_counters_continue() {
     }
     let net = MacvlanPods::new(2);
     let (a, b) = (&net.pods[0], &net.pods[1]);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut first = load(&bpffs, state.path(), AttachMode::Tcx);
-    let id = attach(&mut first, a);
+    let dirs = Dirs::new();
+    let mut first = dirs.load(AttachMode::Tcx);
+    let id = attach(&mut first, a, None);
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 4), 4);
     drop(first);
 
     // Pinned links keep counting while no loader runs.
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 2), 2);
-    let (mut second, adoption) =
-        Dataplane::load(PinLayout::new(bpffs.path(), state.path()), AttachMode::Tcx).unwrap();
+    let (mut second, adoption) = Dataplane::load(dirs.layout(), AttachMode::Tcx).unwrap();
     assert_eq!(adoption.adopted, vec![id]);
     assert_eq!(second.counters(id).unwrap().egress.packets, 6);
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 3), 3);
@@ -171,14 +135,14 @@ fn attach_to_a_missing_interface_leaves_nothing() {
         return;
     }
     let net = MacvlanPods::new(1);
-    let bpffs = BpffsDir::new("mt");
-    let state = tempfile::tempdir().unwrap();
-    let mut dataplane = load(&bpffs, state.path(), AttachMode::Tcx);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
     let err = dataplane
         .attach(&AttachRequest {
             netns: &net.pods[0].netns.path(),
             ifname: "nosuch0",
             owner: Default::default(),
+            policy: None,
         })
         .unwrap_err();
     assert!(err.to_string().contains("nosuch0"), "{err}");
@@ -187,9 +151,50 @@ fn attach_to_a_missing_interface_leaves_nothing() {
             netns: Path::new("/var/run/netns/multus-no-such-netns"),
             ifname: "net1",
             owner: Default::default(),
+            policy: None,
         })
         .unwrap_err();
     assert!(err.to_string().contains("multus-no-such-netns"), "{err}");
     assert!(dataplane.attachments().unwrap().is_empty());
-    assert!(bpffs.entries().iter().all(|p| p.starts_with("maps")));
+    assert!(dirs.link_pins().is_empty());
+}
+
+#[test]
+fn counts_a_tcp_transfer_exactly() {
+    if !require_root("counts_a_tcp_transfer_exactly") {
+        return;
+    }
+    const BYTES: usize = 3 * 1024 * 1024 + 17;
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
+    let id = attach(&mut dataplane, a, None);
+    let server = TcpServer::start(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 5001));
+    let tap = PacketTap::start(&a.netns, &a.ifname);
+
+    let received = traffic::tcp_transfer(&a.netns, server.addr(), BYTES, Duration::from_secs(10))
+        .expect("transfer");
+    assert_eq!(received, BYTES as u64, "the server got every byte");
+
+    // The tap sees the same buffers as the programs (GSO super-frames included): the counters
+    // must equal what it saw, frame for frame and byte for byte.
+    let frames = tap.finish(Duration::from_millis(300));
+    assert!(
+        frames.iter().all(|f| f
+            .ipv4_ports()
+            .is_some_and(|(p, s, d)| p == 6 && (s == 5001 || d == 5001))),
+        "only the transfer was on the link"
+    );
+    let (sent, got): (Vec<_>, Vec<_>) = frames.iter().partition(|f| f.outgoing);
+    let total =
+        |frames: &[&multus_testkit::Frame]| frames.iter().map(|f| f.len as u64).sum::<u64>();
+    let c = dataplane.counters(id).unwrap();
+    assert_eq!(c.egress.packets, sent.len() as u64, "{c:?}");
+    assert_eq!(c.egress.bytes, total(&sent), "{c:?}");
+    assert_eq!(c.ingress.packets, got.len() as u64, "{c:?}");
+    assert_eq!(c.ingress.bytes, total(&got), "{c:?}");
+    // The payload plus at least one 54-byte header per frame went out.
+    assert!(c.egress.bytes >= BYTES as u64 + 54 * c.egress.packets);
+    dataplane.detach(id).unwrap();
 }

@@ -1,60 +1,36 @@
 //! The multus dataplane: one TC classifier per direction, loaded once per node and attached to every
 //! secondary interface of every pod. Which interface a packet belongs to is looked up by
-//! `(netns cookie, ifindex)`; everything else is map data keyed by the agent's attachment id.
+//! `(netns cookie, ifindex)`; everything else is map data keyed by the agent's attachment id:
+//! counters, the attachment's policy trie, and the flows its policy allowed.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod dataplane {
+mod device;
+#[cfg(target_arch = "bpf")]
+mod flows;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod packet;
+#[cfg(target_arch = "bpf")]
+mod policy;
+
+#[cfg(target_arch = "bpf")]
+mod programs {
     use aya_ebpf::{
         EbpfContext as _,
-        bindings::TC_ACT_UNSPEC,
-        helpers::bpf_probe_read_kernel,
-        macros::{classifier, map},
-        maps::{HashMap, PerCpuArray},
+        bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+        macros::classifier,
         programs::TcContext,
     };
-    use multus_common::{
-        DIR_EGRESS, DIR_INGRESS, DIRECTIONS, DirCounters, IfaceKey, MAX_ATTACHMENTS, counter_index,
+    use multus_common::{DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, counter_index};
+
+    use crate::{
+        device::attachment_id,
+        maps::{COUNTERS, POLICIES, SCRATCH},
+        policy::{self, Verdict},
     };
-
-    /// `(netns cookie, ifindex)` to attachment id, written by the agent on attach.
-    #[map(name = "MULTUS_ATTACH")]
-    static ATTACHMENTS: HashMap<IfaceKey, u32> = HashMap::pinned(MAX_ATTACHMENTS, 0);
-
-    /// Traffic counters per attachment and direction, one slot per CPU (no atomics needed).
-    #[map(name = "MULTUS_COUNTERS")]
-    static COUNTERS: PerCpuArray<DirCounters> =
-        PerCpuArray::pinned(MAX_ATTACHMENTS * DIRECTIONS, 0);
-
-    // Field offsets of the running kernel, set by the loader from its BTF (read-only data).
-    #[unsafe(no_mangle)]
-    static SKB_DEV_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static DEV_NET_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static NET_COOKIE_OFFSET: u32 = 0;
-
-    /// The cookie of the namespace of the packet's device: `skb->dev->nd_net.net->net_cookie`.
-    /// (`bpf_get_netns_cookie()` answers the initial namespace for packets without a socket.)
-    #[inline(always)]
-    fn device_netns_cookie(skb: *mut core::ffi::c_void) -> Option<u64> {
-        // SAFETY: read-only globals, frozen by the loader before the program runs.
-        let (skb_dev, dev_net, net_cookie) = unsafe {
-            (
-                core::ptr::read_volatile(&raw const SKB_DEV_OFFSET),
-                core::ptr::read_volatile(&raw const DEV_NET_OFFSET),
-                core::ptr::read_volatile(&raw const NET_COOKIE_OFFSET),
-            )
-        };
-        // SAFETY: bpf_probe_read_kernel checks every address; a bad one is an error, not a fault.
-        unsafe {
-            let dev: *const u8 =
-                bpf_probe_read_kernel(skb.cast::<u8>().add(skb_dev as usize).cast()).ok()?;
-            let net: *const u8 = bpf_probe_read_kernel(dev.add(dev_net as usize).cast()).ok()?;
-            bpf_probe_read_kernel(net.add(net_cookie as usize).cast::<u64>()).ok()
-        }
-    }
 
     /// Pod-side receive path.
     #[allow(
@@ -79,30 +55,58 @@ mod dataplane {
     #[inline(always)]
     fn handle(ctx: &TcContext, direction: u32) -> i32 {
         let skb = ctx.as_ptr();
-        let Some(netns_cookie) = device_netns_cookie(skb) else {
+        // SAFETY: `skb` is the program's context pointer; the verifier checks the access.
+        let ifindex = unsafe { (*skb.cast::<aya_ebpf::bindings::__sk_buff>()).ifindex };
+        let Some(scratch) = SCRATCH.get_ptr_mut(direction) else {
             return TC_ACT_UNSPEC;
         };
-        let key = IfaceKey {
-            netns_cookie,
-            // SAFETY: `skb` is the program's context pointer; the verifier checks the access.
-            ifindex: unsafe { (*skb.cast::<aya_ebpf::bindings::__sk_buff>()).ifindex },
-            pad: 0,
-        };
-        let Some(id) = ATTACHMENTS.get_ptr(&key) else {
+        // SAFETY: this CPU's slot for this direction, used by this run only (programs do not
+        // migrate while they run).
+        let scratch = unsafe { &mut *scratch };
+        let Some(id) = attachment_id(skb, ifindex, &mut scratch.last_device) else {
             // Not ours (or being detached): stay out of the way.
             return TC_ACT_UNSPEC;
         };
-        // SAFETY: a valid map value pointer returned by the lookup above.
-        let id = unsafe { *id };
-        if let Some(counters) = COUNTERS.get_ptr_mut(counter_index(id, direction)) {
-            // SAFETY: per-CPU slot of this CPU; programs run with preemption disabled.
-            unsafe {
-                (*counters).packets += 1;
-                (*counters).bytes += u64::from(ctx.len());
+        let Some(counters) = COUNTERS.get_ptr_mut(counter_index(id, direction)) else {
+            return TC_ACT_UNSPEC;
+        };
+        let len = u64::from(ctx.len());
+        // SAFETY: per-CPU slot of this CPU; programs do not migrate while they run.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += len;
+        }
+        // No policy: the attachment only counts.
+        let Some(trie) = POLICIES.get(id) else {
+            return TC_ACT_UNSPEC;
+        };
+        match policy::decide(ctx, trie, scratch, id, direction) {
+            // Allowed traffic continues to the next program on the hook.
+            Verdict::Pass => TC_ACT_UNSPEC,
+            Verdict::Drop { reason, audit } => {
+                // SAFETY: as above.
+                unsafe { count_drop(&mut *counters, reason, len, audit) };
+                if audit { TC_ACT_UNSPEC } else { TC_ACT_SHOT }
             }
         }
-        // Allowed traffic continues to the next program on the hook.
-        TC_ACT_UNSPEC
+    }
+
+    #[inline(always)]
+    fn count_drop(c: &mut DirCounters, reason: usize, len: u64, audit: bool) {
+        if reason >= DROP_REASONS {
+            return;
+        }
+        let (packets, bytes) = if audit {
+            (&mut c.audit_packets, &mut c.audit_bytes)
+        } else {
+            (&mut c.drop_packets, &mut c.drop_bytes)
+        };
+        if let Some(p) = packets.get_mut(reason) {
+            *p += 1;
+        }
+        if let Some(b) = bytes.get_mut(reason) {
+            *b += len;
+        }
     }
 
     #[panic_handler]

@@ -1,12 +1,12 @@
 //! `cargo xtask demo`: until the full quickstart demo lands, a short real smoke run of the
 //! dataplane: two pods on a macvlan segment, the programs attached to one of them by the
 //! `multus-agent` binary, a known number of pings, and the counters it reads back.
-use std::{net::IpAddr, path::Path};
+use std::net::IpAddr;
 
 use anyhow::{Context as _, bail};
 use multus_testkit::{BpffsDir, MacvlanPods};
 
-use crate::shell::{Cmd, is_root, note, step};
+use crate::shell::{Cmd, build_agent, is_root, note, step};
 
 const PINGS: u32 = 10;
 
@@ -15,11 +15,7 @@ pub fn run() -> anyhow::Result<()> {
     if !is_root() {
         bail!("the demo creates network namespaces and loads eBPF programs: run it as root");
     }
-    step("building multus-agent");
-    Cmd::new("cargo")
-        .args(["build", "--package", "multus-agent"])
-        .run()?;
-    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/multus-agent");
+    let agent = build_agent()?;
 
     step("two pods (network namespaces) with net1 on one macvlan segment");
     let net = MacvlanPods::new(2);

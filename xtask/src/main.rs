@@ -3,6 +3,7 @@
 mod apiserver;
 mod bench;
 mod bench_cni;
+mod bench_dataplane;
 mod demo;
 mod fuzz;
 mod manifests;
@@ -34,7 +35,7 @@ enum Command {
     Manifests,
     /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
     KubeApiserver,
-    /// Benchmarks that print numbers against an in-process baseline (`bench cni`).
+    /// Benchmarks that print numbers against an in-process baseline (`bench cni`, `bench dataplane`).
     Bench(bench::Args),
     /// Fuzz multus-cni's parsers with cargo-fuzz (installed when missing).
     Fuzz(fuzz::Args),

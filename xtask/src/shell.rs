@@ -86,3 +86,12 @@ pub fn is_root() -> bool {
         .probe()
         .is_some_and(|u| u.trim() == "0")
 }
+
+/// Builds the `multus-agent` binary (debug profile, shared with the tests) and returns its path.
+pub fn build_agent() -> anyhow::Result<std::path::PathBuf> {
+    step("building multus-agent");
+    Cmd::new("cargo")
+        .args(["build", "--package", "multus-agent"])
+        .run()?;
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/multus-agent"))
+}

@@ -105,6 +105,9 @@ pub enum DataplaneError {
         /// The existing attachment's id.
         id: u32,
     },
+    /// A policy that cannot be compiled.
+    #[error("invalid policy: {0}")]
+    Policy(#[source] super::policy::PolicyError),
     /// A record file could not be parsed.
     #[error("attachment record {path}: {source}")]
     Record {

@@ -1,32 +1,43 @@
 //! The eBPF dataplane: loads the TC program pair once, attaches it to interfaces inside pod
-//! network namespaces, and reads the per-interface counters.
+//! network namespaces, enforces each attachment's [`Policy`], and reads the per-interface
+//! counters.
 //!
 //! Maps and TCX links are pinned (see [`pins`]), so enforcement and counters outlive the agent; a
 //! new [`Dataplane`] reuses the pinned maps and swaps its programs into the pinned links.
 pub mod btf;
+pub mod compile;
 pub mod error;
 pub mod netns;
 pub mod pins;
+pub mod policy;
 pub mod record;
 
 mod attach;
+mod enforce;
+mod gc;
+mod sys;
 
 use std::{collections::BTreeSet, fmt, fs, io, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
     util::KernelVersion,
 };
 use multus_common::{
-    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DirCounters, IfaceKey, MAX_ATTACHMENTS, counter_index,
-    globals, maps,
+    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DeviceEntry, DirCounters, FlowKey, FlowValue, IfaceKey,
+    MAX_ATTACHMENTS, counter_index, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
 pub use self::{
     error::{DataplaneError, Result},
+    gc::GcReport,
     pins::PinLayout,
+    policy::{
+        Action, AntiSpoof, DirectionPolicy, MacAddr, Peer, Policy, PolicyError, PortMatch,
+        PortRange, Protocol, Rule,
+    },
     record::{AttachmentOwner, AttachmentRecord},
 };
 
@@ -62,6 +73,50 @@ impl fmt::Display for AttachMode {
     }
 }
 
+/// Why a packet was dropped (or, in audit mode, would have been).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// A deny rule matched.
+    PolicyDeny,
+    /// No rule matched and the direction's default is deny.
+    DefaultDeny,
+    /// Anti-spoofing: not the interface's own MAC or source address.
+    Spoofed,
+    /// Headers cut short.
+    Malformed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; DROP_REASONS] = [
+        Self::PolicyDeny,
+        Self::DefaultDeny,
+        Self::Spoofed,
+        Self::Malformed,
+    ];
+
+    /// The index of this reason in the counter arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Self::PolicyDeny => multus_common::DROP_POLICY_DENY,
+            Self::DefaultDeny => multus_common::DROP_DEFAULT_DENY,
+            Self::Spoofed => multus_common::DROP_SPOOFED,
+            Self::Malformed => multus_common::DROP_MALFORMED,
+        }
+    }
+
+    /// A metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::PolicyDeny => "policy_deny",
+            Self::DefaultDeny => "default_deny",
+            Self::Spoofed => "spoofed",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
 /// Counters of one direction of an attachment, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectionCounters {
@@ -73,6 +128,10 @@ pub struct DirectionCounters {
     pub drop_packets: [u64; DROP_REASONS],
     /// Dropped bytes by reason.
     pub drop_bytes: [u64; DROP_REASONS],
+    /// Packets an audit-mode policy would have dropped (they passed), by reason.
+    pub audit_packets: [u64; DROP_REASONS],
+    /// Bytes an audit-mode policy would have dropped, by reason.
+    pub audit_bytes: [u64; DROP_REASONS],
 }
 
 impl DirectionCounters {
@@ -82,7 +141,26 @@ impl DirectionCounters {
         for i in 0..DROP_REASONS {
             self.drop_packets[i] += c.drop_packets[i];
             self.drop_bytes[i] += c.drop_bytes[i];
+            self.audit_packets[i] += c.audit_packets[i];
+            self.audit_bytes[i] += c.audit_bytes[i];
         }
+    }
+
+    /// Dropped packets over all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drop_packets.iter().sum()
+    }
+
+    /// Packets and bytes dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> (u64, u64) {
+        let i = reason.index();
+        (self.drop_packets[i], self.drop_bytes[i])
+    }
+
+    /// Packets and bytes an audit-mode policy would have dropped for `reason`.
+    pub fn audited(&self, reason: DropReason) -> (u64, u64) {
+        let i = reason.index();
+        (self.audit_packets[i], self.audit_bytes[i])
     }
 }
 
@@ -104,6 +182,8 @@ pub struct AttachRequest<'a> {
     pub ifname: &'a str,
     /// Who the attachment belongs to.
     pub owner: AttachmentOwner,
+    /// The policy to enforce from the very first packet; `None`: only count.
+    pub policy: Option<&'a Policy>,
 }
 
 /// The loaded programs and their maps.
@@ -111,6 +191,11 @@ pub struct Dataplane {
     ebpf: Ebpf,
     attachments: BpfHashMap<MapData, IfaceKey, u32>,
     counters: PerCpuArray<MapData, DirCounters>,
+    /// The array of policy tries (kept as a plain map: it is typed per use, see `enforce`).
+    policies: Map,
+    flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    devices: BpfHashMap<MapData, u64, DeviceEntry>,
+    epoch: Array<MapData, u32>,
     layout: PinLayout,
     mode: AttachMode,
     nr_cpus: usize,
@@ -163,6 +248,12 @@ impl Dataplane {
         }
         let attachments = take_map(&mut ebpf, maps::ATTACHMENTS)?;
         let counters = take_map(&mut ebpf, maps::COUNTERS)?;
+        let policies = ebpf
+            .take_map(maps::POLICIES)
+            .ok_or(DataplaneError::MissingMap(maps::POLICIES))?;
+        let flows = take_map(&mut ebpf, maps::FLOWS)?;
+        let devices = take_map(&mut ebpf, maps::DEVICES)?;
+        let epoch = take_map(&mut ebpf, maps::EPOCH)?;
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(op, e)| DataplaneError::io(op, "/sys/devices/system/cpu/possible", e))?
             .get() as usize;
@@ -170,6 +261,10 @@ impl Dataplane {
             ebpf,
             attachments,
             counters,
+            policies,
+            flows,
+            devices,
+            epoch,
             layout,
             mode,
             nr_cpus,
@@ -216,8 +311,15 @@ impl Dataplane {
         adoption
     }
 
-    /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero.
+    /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero, with
+    /// `req.policy` in force before the programs see the first packet.
     pub fn attach(&mut self, req: &AttachRequest<'_>) -> Result<AttachmentRecord> {
+        // A bad policy fails before anything exists.
+        let compiled = req
+            .policy
+            .map(compile::compile)
+            .transpose()
+            .map_err(DataplaneError::Policy)?;
         let (ifindex, netns_cookie) = netns::run_in(req.netns, || {
             let ifindex = nix::net::if_::if_nametoindex(req.ifname).map_err(|_| {
                 DataplaneError::NoInterface {
@@ -250,10 +352,11 @@ impl Dataplane {
             netns_cookie,
             mode: self.mode,
             owner: req.owner.clone(),
+            policy: req.policy.cloned(),
         };
         // Record first: whatever happens next, a restart knows this id exists and can clean it.
         record.save(&self.layout.record(id))?;
-        if let Err(e) = self.install(&record, &key) {
+        if let Err(e) = self.install(&record, &key, compiled) {
             let mut errors = vec![e];
             errors.extend(self.teardown(&record));
             return Err(flatten(errors));
@@ -261,12 +364,23 @@ impl Dataplane {
         Ok(record)
     }
 
-    fn install(&mut self, record: &AttachmentRecord, key: &IfaceKey) -> Result<()> {
+    fn install(
+        &mut self,
+        record: &AttachmentRecord,
+        key: &IfaceKey,
+        policy: Option<compile::Compiled>,
+    ) -> Result<()> {
         self.reset_counters(record.id)?;
-        // The map entry goes in before the programs, so the very first packet is counted.
+        // The policy and the map entry go in before the programs, so the very first packet is
+        // counted and policed.
+        if let Some(policy) = policy {
+            self.install_policy(record.id, policy)?;
+        }
         self.attachments
             .insert(key, &record.id, 0)
             .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
+        // Before the first packet: a cached address of a freed device may be this device's now.
+        self.bump_epoch()?;
         let dir = self.layout.link_dir(record.id);
         if record.mode == AttachMode::Tcx {
             fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
@@ -285,14 +399,7 @@ impl Dataplane {
     /// Detaches attachment `id` and removes its pins, map entries and record. Keeps going past
     /// errors (a netns that is gone took its filters with it) and reports them all.
     pub fn detach(&mut self, id: u32) -> Result<()> {
-        let path = self.layout.record(id);
-        let record = match AttachmentRecord::load(&path) {
-            Ok(record) => record,
-            Err(DataplaneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Err(DataplaneError::UnknownAttachment(id));
-            }
-            Err(e) => return Err(e),
-        };
+        let record = self.attachment(id)?;
         let errors = self.teardown(&record);
         if errors.is_empty() {
             Ok(())
@@ -301,7 +408,7 @@ impl Dataplane {
         }
     }
 
-    fn teardown(&mut self, record: &AttachmentRecord) -> Vec<DataplaneError> {
+    pub(super) fn teardown(&mut self, record: &AttachmentRecord) -> Vec<DataplaneError> {
         let mut errors = Vec::new();
         match record.mode {
             AttachMode::Tcx => {
@@ -309,6 +416,13 @@ impl Dataplane {
             }
             AttachMode::Clsact => {
                 let result = netns::run_in(&record.netns, || {
+                    // A path that now names another namespace must not lose its filters.
+                    let cookie = netns::current_cookie().map_err(|e| {
+                        DataplaneError::io("reading SO_NETNS_COOKIE in", &record.netns, e)
+                    })?;
+                    if cookie != record.netns_cookie {
+                        return Ok(Vec::new());
+                    }
                     Ok(attach::detach_pair(
                         &self.layout,
                         record.id,
@@ -334,6 +448,19 @@ impl Dataplane {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => errors.push(map_err(maps::ATTACHMENTS, e)),
         }
+        if let Err(e) = self.bump_epoch() {
+            errors.push(e);
+        }
+        if let Err(e) = self.forget_devices(|id| id == record.id) {
+            errors.push(e);
+        }
+        // No program looks the id up any more: its policy and flows can go.
+        if let Err(e) = self.remove_policy(record.id) {
+            errors.push(e);
+        }
+        if let Err(e) = self.forget_flows(record.id) {
+            errors.push(e);
+        }
         let link_dir = self.layout.link_dir(record.id);
         match fs::remove_dir(&link_dir) {
             Ok(()) => {}
@@ -351,9 +478,30 @@ impl Dataplane {
         errors
     }
 
+    /// The attachment ids the programs can currently find (from the kernel map, not the
+    /// records).
+    pub fn attached_ids(&self) -> Result<BTreeSet<u32>> {
+        let mut ids = BTreeSet::new();
+        for entry in &self.attachments {
+            let (_, id) = entry.map_err(|e| map_err(maps::ATTACHMENTS, e))?;
+            ids.insert(id);
+        }
+        Ok(ids)
+    }
+
     /// Every attachment this dataplane knows, in id order.
     pub fn attachments(&self) -> Result<Vec<AttachmentRecord>> {
         Ok(AttachmentRecord::load_all(&self.layout.records())?.0)
+    }
+
+    /// The record of attachment `id`.
+    pub fn attachment(&self, id: u32) -> Result<AttachmentRecord> {
+        match AttachmentRecord::load(&self.layout.record(id)) {
+            Err(DataplaneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(DataplaneError::UnknownAttachment(id))
+            }
+            other => other,
+        }
     }
 
     /// The counters of attachment `id`, summed over CPUs.
@@ -388,6 +536,32 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Invalidates every entry of the programs' device cache (see `multus_common::DeviceEntry`).
+    pub(crate) fn bump_epoch(&mut self) -> Result<()> {
+        let now = self.epoch.get(&0, 0).map_err(|e| map_err(maps::EPOCH, e))?;
+        self.epoch
+            .set(0, &now.wrapping_add(1), 0)
+            .map_err(|e| map_err(maps::EPOCH, e))
+    }
+
+    /// Removes the device cache entries of the ids `gone` selects.
+    pub(crate) fn forget_devices(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
+        let mut stale = Vec::new();
+        for entry in &self.devices {
+            let (dev, value) = entry.map_err(|e| map_err(maps::DEVICES, e))?;
+            if gone(value.id) {
+                stale.push(dev);
+            }
+        }
+        for dev in stale {
+            match self.devices.remove(&dev) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(maps::DEVICES, e)),
+            }
+        }
+        Ok(())
+    }
+
     fn allocate_id(&self) -> Result<u32> {
         let mut used = BTreeSet::new();
         for entry in &self.attachments {
@@ -412,17 +586,32 @@ impl Dataplane {
     }
 }
 
-/// Names of the TCX programs attached to `ifname` in `netns`, ingress hook first: a check that does
-/// not trust our own records.
-pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
+/// A program attached with TCX, as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcxProgram {
+    /// `ingress` or `egress`.
+    pub hook: String,
+    /// The program's name.
+    pub name: String,
+    /// The kernel's program id.
+    pub id: u32,
+    /// Total run time while `kernel.bpf_stats_enabled` was on, in nanoseconds.
+    pub run_time_ns: u64,
+    /// Runs counted while `kernel.bpf_stats_enabled` was on.
+    pub run_count: u64,
+}
+
+/// Every TCX program attached to `ifname` in `netns` (ours or not), ingress hook first: a check
+/// that does not trust our own records, and the source of per-program run-time statistics.
+pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<TcxProgram>> {
     netns::run_in(netns, || {
         let ifindex =
             nix::net::if_::if_nametoindex(ifname).map_err(|_| DataplaneError::NoInterface {
                 ifname: ifname.to_owned(),
                 netns: netns.to_owned(),
             })?;
-        let mut names = Vec::new();
-        for (hook, name, _) in attach::HOOKS {
+        let mut programs = Vec::new();
+        for (hook, name, dir) in attach::HOOKS {
             let (_, infos) =
                 aya::programs::SchedClassifier::query_tcx(ifindex, hook).map_err(|source| {
                     DataplaneError::Program {
@@ -430,19 +619,21 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<String>> {
                         source: Box::new(source),
                     }
                 })?;
-            names.extend(
-                infos
-                    .iter()
-                    .filter_map(|i| i.name_as_str().map(str::to_owned)),
-            );
+            programs.extend(infos.iter().map(|info| TcxProgram {
+                hook: dir.to_owned(),
+                name: info.name_as_str().unwrap_or_default().to_owned(),
+                id: info.id(),
+                run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                run_count: info.run_count(),
+            }));
         }
-        Ok(names)
+        Ok(programs)
     })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let map = ebpf
         .take_map(name)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     AttachMode,
     error::{DataplaneError, Result},
+    policy::Policy,
 };
 
 /// Who an attachment belongs to; filled in by the agent, empty for bare attachments.
@@ -47,6 +48,9 @@ pub struct AttachmentRecord {
     /// Who the attachment belongs to.
     #[serde(default)]
     pub owner: AttachmentOwner,
+    /// The policy in force; `None`: the attachment only counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 impl AttachmentRecord {

@@ -3,10 +3,23 @@
 //! Every type here is `#[repr(C)]` with explicit padding, so the kernel side and the userspace side
 //! agree on the layout byte for byte. Per-interface state is keyed by an attachment id that the agent
 //! assigns: an ifindex is only unique inside one network namespace.
+//!
+//! A policy is one LPM trie per attachment (see [`PolicyKey`]), swapped in whole through the
+//! [`maps::POLICIES`] array of maps, so a packet always sees one complete policy.
 #![no_std]
+
+pub mod policy;
+
+pub use policy::{DirMeta, FlowKey, FlowValue, PolicyKey, PolicyValue, PortBlock};
 
 /// Largest attachment id plus one; ids are in `1..MAX_ATTACHMENTS` (0 means "none").
 pub const MAX_ATTACHMENTS: u32 = 16_384;
+
+/// Capacity of one attachment's policy trie (entries are allocated on use, this is a cap).
+pub const MAX_POLICY_ENTRIES: u32 = 131_072;
+
+/// Capacity of the node-wide connection table (an LRU: the least recently used flow goes first).
+pub const MAX_FLOWS: u32 = 65_536;
 
 /// Direction index for packets the pod receives (TC ingress on the pod-side interface).
 pub const DIR_INGRESS: u32 = 0;
@@ -32,6 +45,14 @@ pub mod maps {
     pub const ATTACHMENTS: &str = "MULTUS_ATTACH";
     /// Per-CPU counters indexed by [`super::counter_index`].
     pub const COUNTERS: &str = "MULTUS_COUNTERS";
+    /// Array of maps: attachment id to that attachment's policy trie.
+    pub const POLICIES: &str = "MULTUS_POLICY";
+    /// LRU connection table: flows a policy allowed, so their replies pass.
+    pub const FLOWS: &str = "MULTUS_FLOWS";
+    /// LRU cache: a device's kernel address to its attachment id (see [`super::DeviceEntry`]).
+    pub const DEVICES: &str = "MULTUS_DEVICES";
+    /// One-element array: the epoch that device cache entries must carry to count.
+    pub const EPOCH: &str = "MULTUS_EPOCH";
 }
 
 /// Names of the read-only globals the loader sets from the kernel's BTF.
@@ -56,7 +77,7 @@ pub mod programs {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IfaceKey {
-    /// The network namespace's cookie (`SO_NETNS_COOKIE`, `bpf_get_netns_cookie`).
+    /// The network namespace's cookie (`SO_NETNS_COOKIE`).
     pub netns_cookie: u64,
     /// The interface index inside that namespace.
     pub ifindex: u32,
@@ -76,6 +97,23 @@ pub struct DirCounters {
     pub drop_packets: [u64; DROP_REASONS],
     /// Dropped bytes, indexed by the `DROP_*` reasons.
     pub drop_bytes: [u64; DROP_REASONS],
+    /// Packets an audit-mode policy would have dropped (and passed), by `DROP_*` reason.
+    pub audit_packets: [u64; DROP_REASONS],
+    /// Bytes an audit-mode policy would have dropped, by `DROP_*` reason.
+    pub audit_bytes: [u64; DROP_REASONS],
+}
+
+/// What the programs remember about a device they have seen. Looking a packet's interface up by
+/// `(netns cookie, ifindex)` takes three kernel reads; by device address, one. The agent bumps
+/// the epoch whenever attachments change, which invalidates every cached entry at once (a freed
+/// device's address can come back as another device).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeviceEntry {
+    /// The attachment id.
+    pub id: u32,
+    /// The epoch the entry was made in.
+    pub epoch: u32,
 }
 
 /// Index into the counters array of an attachment's direction.
@@ -90,4 +128,14 @@ mod pod {
     unsafe impl aya::Pod for super::IfaceKey {}
     // SAFETY: plain `#[repr(C)]` data of u64 fields.
     unsafe impl aya::Pod for super::DirCounters {}
+    // SAFETY: plain `#[repr(C)]` data of bytes.
+    unsafe impl aya::Pod for super::PolicyKey {}
+    // SAFETY: plain `#[repr(C)]` data with explicit padding.
+    unsafe impl aya::Pod for super::PolicyValue {}
+    // SAFETY: plain `#[repr(C)]` data with explicit padding.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: plain `#[repr(C)]` data with explicit padding.
+    unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: plain `#[repr(C)]` data of u32 fields.
+    unsafe impl aya::Pod for super::DeviceEntry {}
 }

@@ -6,13 +6,17 @@
 //! eBPF code against the system's own tools.
 pub mod cache;
 pub mod cmd;
+pub mod enter;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns;
 pub mod root;
+pub mod tap;
 pub mod topology;
+pub mod traffic;
 
 pub use cmd::{CmdError, run, run_ok};
 pub use netns::{BpffsDir, Netns, unique_name};
 pub use root::require_root;
+pub use tap::{Frame, PacketTap};
 pub use topology::{MacvlanPods, Pod};

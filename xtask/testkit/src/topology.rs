@@ -26,16 +26,32 @@ impl Pod {
     /// Sends exactly `count` pings to `dst` (fast interval, one-second deadline per reply) and
     /// returns how many replies came back.
     pub fn ping(&self, dst: IpAddr, count: u32) -> u32 {
+        self.ping_with(dst, count, &[])
+    }
+
+    /// Like [`Pod::ping`], from source address `src`.
+    pub fn ping_from(&self, dst: IpAddr, count: u32, src: IpAddr) -> u32 {
+        self.ping_with(dst, count, &["-I", &src.to_string()])
+    }
+
+    fn ping_with(&self, dst: IpAddr, count: u32, extra: &[&str]) -> u32 {
         let count_s = count.to_string();
         let dst_s = dst.to_string();
+        let mut args = vec!["-n", "-q", "-c", &count_s, "-i", "0.01", "-W", "1"];
+        args.extend_from_slice(extra);
+        args.push(&dst_s);
         let out = self
             .netns
-            .exec(
-                "ping",
-                &["-n", "-q", "-c", &count_s, "-i", "0.01", "-W", "1", &dst_s],
-            )
+            .exec("ping", &args)
             .unwrap_or_else(|e| e.to_string());
         parse_received(&out).unwrap_or(0)
+    }
+
+    /// Forgets every neighbour entry (the static ones too), so ARP has to run again.
+    #[track_caller]
+    pub fn forget_neighbours(&self) {
+        self.netns
+            .ip(&["neigh", "flush", "dev", &self.ifname, "nud", "all"]);
     }
 }
 
@@ -80,6 +96,10 @@ impl MacvlanPods {
     #[track_caller]
     fn build(n: u8, ipv6: bool, ifindex: Option<u32>) -> Self {
         let node = Netns::new("mvn");
+        // The veth pair only carries the pods' frames: without this, its own IPv6 chatter
+        // (router solicitations, MLD reports) reaches every pod and spoils exact counts.
+        node.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        node.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         let (parent, peer) = ("vpar", "vpeer");
         node.ip(&["link", "add", parent, "type", "veth", "peer", "name", peer]);
         node.ip(&["link", "set", parent, "up"]);

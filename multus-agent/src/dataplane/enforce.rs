@@ -1,0 +1,120 @@
+//! Installing, replacing and removing an attachment's policy, and the flows it allowed.
+//!
+//! Every installation builds a fresh policy trie and swaps it into the attachment's slot of the
+//! array of maps with one update: a packet sees the old policy or the new one, never a mix, and
+//! the kernel frees the old trie once no running program can hold it. The trie's map id is the
+//! policy's generation, so flows recorded under an older policy stop counting at once.
+use std::{io, os::fd::AsFd as _};
+
+use aya::maps::{ArrayOfMaps, IterableMap as _, LpmTrie, Map, MapData, lpm_trie::Key};
+use multus_common::{FlowKey, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, maps};
+
+use super::{
+    Dataplane,
+    compile::{self, Compiled},
+    error::{DataplaneError, Result},
+    map_err,
+    policy::Policy,
+    sys,
+};
+
+/// LPM tries must be created without preallocation.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+type PolicyTrie = LpmTrie<MapData, PolicyKey, PolicyValue>;
+
+impl Dataplane {
+    /// Replaces attachment `id`'s policy in place, without reloading or re-attaching anything.
+    /// An invalid policy changes nothing.
+    pub fn set_policy(&mut self, id: u32, policy: &Policy) -> Result<()> {
+        let mut record = self.attachment(id)?;
+        let compiled = compile::compile(policy).map_err(DataplaneError::Policy)?;
+        self.install_policy(id, compiled)?;
+        record.policy = Some(policy.clone());
+        record.save(&self.layout.record(id))
+    }
+
+    /// Removes attachment `id`'s policy: from the next packet on it only counts.
+    pub fn clear_policy(&mut self, id: u32) -> Result<()> {
+        let mut record = self.attachment(id)?;
+        self.remove_policy(id)?;
+        record.policy = None;
+        record.save(&self.layout.record(id))
+    }
+
+    /// The generation of attachment `id`'s policy in force, `None` when it has none.
+    pub fn policy_generation(&self, id: u32) -> Result<Option<u32>> {
+        let outer: ArrayOfMaps<&MapData, MapData> =
+            ArrayOfMaps::try_from(&self.policies).map_err(|e| map_err(maps::POLICIES, e))?;
+        match outer.get(&id, 0) {
+            Ok(trie) => Ok(Some(
+                trie.info().map_err(|e| map_err(maps::POLICIES, e))?.id(),
+            )),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(maps::POLICIES, e)),
+        }
+    }
+
+    /// How many flows of attachment `id` the connection table holds.
+    pub fn flows(&self, id: u32) -> Result<usize> {
+        Ok(self.flow_keys(id)?.len())
+    }
+
+    fn flow_keys(&self, id: u32) -> Result<Vec<FlowKey>> {
+        let mut keys = Vec::new();
+        for key in self.flows.keys() {
+            let key = key.map_err(|e| map_err(maps::FLOWS, e))?;
+            if key.attach_id == id {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Builds a new trie from `compiled` and swaps it in; returns its generation.
+    pub(super) fn install_policy(&mut self, id: u32, mut compiled: Compiled) -> Result<u32> {
+        let mut trie = PolicyTrie::create(MAX_POLICY_ENTRIES, BPF_F_NO_PREALLOC)
+            .map_err(|e| map_err(maps::POLICIES, e))?;
+        let generation = trie
+            .map()
+            .info()
+            .map_err(|e| map_err(maps::POLICIES, e))?
+            .id();
+        compiled.set_generation(generation);
+        for entry in &compiled.entries {
+            trie.insert(&Key::new(entry.prefix_len, entry.key), &entry.value, 0)
+                .map_err(|e| map_err(maps::POLICIES, e))?;
+        }
+        let mut outer: ArrayOfMaps<&mut MapData, PolicyTrie> =
+            ArrayOfMaps::try_from(&mut self.policies).map_err(|e| map_err(maps::POLICIES, e))?;
+        outer
+            .set(id, &trie, 0)
+            .map_err(|e| map_err(maps::POLICIES, e))?;
+        // Our descriptor closes here; the array holds the trie from now on.
+        Ok(generation)
+    }
+
+    /// Empties attachment `id`'s policy slot (nothing there is fine).
+    pub(super) fn remove_policy(&mut self, id: u32) -> Result<()> {
+        let Map::ArrayOfMaps(data) = &self.policies else {
+            return Err(DataplaneError::MissingMap(maps::POLICIES));
+        };
+        match sys::delete_array_of_maps_elem(data.fd().as_fd(), id) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DataplaneError::io("deleting a slot of", maps::POLICIES, e)),
+        }
+    }
+
+    /// Removes attachment `id`'s flows from the connection table.
+    pub(super) fn forget_flows(&mut self, id: u32) -> Result<()> {
+        for key in self.flow_keys(id)? {
+            match self.flows.remove(&key) {
+                // Evicted in between: fine.
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(maps::FLOWS, e)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! The connection table: flows a policy allowed, so their replies pass the other direction.
+//!
+//! A flow is keyed from the pod's point of view (its own address and port first), so a packet and
+//! its reply find the same entry. An entry counts only for the policy generation that made it: a
+//! new policy starts with a clean slate, and a flow it still allows re-records itself on its next
+//! packet. TCP, UDP and SCTP flows are tracked, and ICMP echo (a request opens, a reply answers);
+//! ICMP errors about a tracked flow count as its replies.
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use multus_common::{
+    DIR_EGRESS, FlowKey, FlowValue,
+    policy::{FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_DATAGRAM_NS, FLOW_TIMEOUT_STREAM_NS},
+};
+
+use crate::{
+    maps::{FLOWS, Scratch},
+    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Quoted},
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+/// Records (or refreshes) the flow of an allowed packet.
+#[inline(always)]
+pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
+    if !flow_key(s, id, direction, true) {
+        return;
+    }
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if recently_confirmed(s, generation, now) {
+        return;
+    }
+    match FLOWS.get_ptr_mut(&s.flow) {
+        // SAFETY: a map value pointer from the lookup; a racing writer can only store another
+        // timestamp or generation, both whole words.
+        Some(flow) if unsafe { (*flow).generation } == generation => unsafe {
+            if now.wrapping_sub((*flow).last_seen_ns) > FLOW_REFRESH_NS {
+                (*flow).last_seen_ns = now;
+            }
+        },
+        _ => {
+            let value = FlowValue {
+                last_seen_ns: now,
+                generation,
+                pad: 0,
+            };
+            // A full table evicts its least recently used flow; nothing to do on error.
+            let _ = FLOWS.insert(&s.flow, &value, 0);
+        }
+    }
+    confirm(s, generation, now);
+}
+
+/// Whether a packet the policy would drop answers a flow that was allowed the other way.
+#[inline(always)]
+pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> bool {
+    if !flow_key(s, id, direction, false) {
+        return false;
+    }
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if recently_confirmed(s, generation, now) {
+        return true;
+    }
+    let Some(flow) = FLOWS.get_ptr_mut(&s.flow) else {
+        return false;
+    };
+    let timeout = match s.pkt.proto {
+        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
+        _ => FLOW_TIMEOUT_DATAGRAM_NS,
+    };
+    // SAFETY: a map value pointer from the lookup above (see `record`).
+    unsafe {
+        let idle = now.wrapping_sub((*flow).last_seen_ns);
+        if (*flow).generation != generation || idle > timeout {
+            return false;
+        }
+        if idle > FLOW_REFRESH_NS {
+            (*flow).last_seen_ns = now;
+        }
+    }
+    confirm(s, generation, now);
+    true
+}
+
+/// Whether an ICMP error the policy would drop is about a flow the table holds (it quotes a packet
+/// of that flow, which went the other way): "fragmentation needed" and friends for the pod's own
+/// connections get through.
+#[inline(always)]
+pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generation: u32) -> bool {
+    // The quoted packet travelled the other way: from the pod's point of view on egress, its
+    // source is the pod's side.
+    let (local, peer, local_port, peer_port) = if direction == DIR_EGRESS {
+        (q.dst, q.src, q.dport, q.sport)
+    } else {
+        (q.src, q.dst, q.sport, q.dport)
+    };
+    let v4 = s.pkt.family == FAMILY_V4;
+    let flow = &mut s.flow;
+    flow.attach_id = id;
+    flow.proto = u32::from(q.proto);
+    flow.local_port = local_port;
+    flow.peer_port = peer_port;
+    flow.local = mapped(v4, local);
+    flow.peer = mapped(v4, peer);
+    let Some(entry) = FLOWS.get_ptr(&s.flow) else {
+        return false;
+    };
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let timeout = match q.proto {
+        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
+        _ => FLOW_TIMEOUT_DATAGRAM_NS,
+    };
+    // SAFETY: a map value pointer from the lookup above.
+    unsafe {
+        (*entry).generation == generation && now.wrapping_sub((*entry).last_seen_ns) <= timeout
+    }
+}
+
+/// Whether this CPU and direction saw `s.flow` in the table, under `generation`, less than a
+/// refresh interval ago. (An entry evicted from a full table in between is re-recorded at most
+/// that much later.)
+#[inline(always)]
+fn recently_confirmed(s: &Scratch, generation: u32, now: u64) -> bool {
+    s.recent.generation == generation
+        && now.wrapping_sub(s.recent.checked_ns) < FLOW_REFRESH_NS
+        && same_flow(&s.recent.key, &s.flow)
+}
+
+#[inline(always)]
+fn confirm(s: &mut Scratch, generation: u32, now: u64) {
+    s.recent.key = s.flow;
+    s.recent.generation = generation;
+    s.recent.checked_ns = now;
+}
+
+/// Word-by-word comparison (array equality would become a call to a byte-loop `bcmp`).
+#[inline(always)]
+fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    a.attach_id == b.attach_id
+        && a.proto == b.proto
+        && a.local_port == b.local_port
+        && a.peer_port == b.peer_port
+        && a.local[0] == b.local[0]
+        && a.local[1] == b.local[1]
+        && a.local[2] == b.local[2]
+        && a.local[3] == b.local[3]
+        && a.peer[0] == b.peer[0]
+        && a.peer[1] == b.peer[1]
+        && a.peer[2] == b.peer[2]
+        && a.peer[3] == b.peer[3]
+}
+
+/// Fills `s.flow` with the packet's flow key; `false` when the packet does not belong to a
+/// trackable flow. `opening` selects which ICMP echo message qualifies: a request opens, a reply
+/// answers.
+#[inline(always)]
+fn flow_key(s: &mut Scratch, id: u32, direction: u32, opening: bool) -> bool {
+    let pkt = &s.pkt;
+    if !pkt.has_l4 {
+        return false;
+    }
+    let egress = direction == DIR_EGRESS;
+    let (local_port, peer_port) = match pkt.proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if egress => (pkt.sport, pkt.dport),
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => (pkt.dport, pkt.sport),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let wanted = match (pkt.proto == IPPROTO_ICMP, opening) {
+                (true, true) => ICMP_ECHO_REQUEST,
+                (true, false) => ICMP_ECHO_REPLY,
+                (false, true) => ICMPV6_ECHO_REQUEST,
+                (false, false) => ICMPV6_ECHO_REPLY,
+            };
+            if pkt.icmp_type != wanted {
+                return false;
+            }
+            (pkt.icmp_id, 0)
+        }
+        _ => return false,
+    };
+    let (local, peer) = if egress {
+        (pkt.src_words(), pkt.dst_words())
+    } else {
+        (pkt.dst_words(), pkt.src_words())
+    };
+    let v4 = pkt.family == FAMILY_V4;
+    let proto = u32::from(pkt.proto);
+    let flow = &mut s.flow;
+    flow.attach_id = id;
+    flow.proto = proto;
+    flow.local_port = local_port;
+    flow.peer_port = peer_port;
+    flow.local = mapped(v4, local);
+    flow.peer = mapped(v4, peer);
+    true
+}
+
+/// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so the two families never collide.
+#[inline(always)]
+fn mapped(v4: bool, addr: [u32; 4]) -> [u32; 4] {
+    if v4 {
+        [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr[0]]
+    } else {
+        addr
+    }
+}

@@ -1,0 +1,123 @@
+//! The maps and read-only globals of the programs. Every shared map is pinned by name, so a new
+//! loader reuses them: counters continue, policies, flows and the device cache stay in force.
+use aya_ebpf::{
+    btf_maps::{ArrayOfMaps, LpmTrie},
+    macros::{btf_map, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, lpm_trie::Key},
+};
+use multus_common::{
+    DIRECTIONS, DeviceEntry, DirCounters, FlowKey, FlowValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS,
+    MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
+};
+
+use crate::packet::Packet;
+
+/// `(netns cookie, ifindex)` to attachment id, written by the agent on attach.
+#[map(name = "MULTUS_ATTACH")]
+pub static ATTACHMENTS: HashMap<IfaceKey, u32> = HashMap::pinned(MAX_ATTACHMENTS, 0);
+
+/// Device address to attachment id, filled by the programs (see `device`).
+#[map(name = "MULTUS_DEVICES")]
+pub static DEVICES: LruHashMap<u64, DeviceEntry> = LruHashMap::pinned(MAX_ATTACHMENTS, 0);
+
+/// The epoch device cache entries must carry; the agent bumps it when attachments change.
+#[map(name = "MULTUS_EPOCH")]
+pub static EPOCH: Array<u32> = Array::pinned(1, 0);
+
+/// Traffic counters per attachment and direction, one slot per CPU (no atomics needed).
+#[map(name = "MULTUS_COUNTERS")]
+pub static COUNTERS: PerCpuArray<DirCounters> =
+    PerCpuArray::pinned(MAX_ATTACHMENTS * DIRECTIONS, 0);
+
+/// One policy trie per attachment. The agent fills a new trie and swaps it in with one update, so
+/// a packet sees the whole old policy or the whole new one; the kernel frees the old trie once no
+/// program can still be using it.
+pub type PolicyTrie = LpmTrie<PolicyKey, PolicyValue, { MAX_POLICY_ENTRIES as usize }>;
+
+#[btf_map(name = "MULTUS_POLICY", pin_by_name)]
+pub static POLICIES: ArrayOfMaps<PolicyTrie, { MAX_ATTACHMENTS as usize }> = ArrayOfMaps::new();
+
+/// Flows a policy allowed, so that their replies pass the other direction.
+#[map(name = "MULTUS_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// The device the previous packet on this CPU and direction came from: consecutive packets of
+/// one interface skip even the device cache lookup.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastDevice {
+    pub dev: u64,
+    pub id: u32,
+    pub epoch: u32,
+}
+
+/// The flow the previous packet on this CPU and direction belonged to, and when the connection
+/// table was last seen to hold it: a steady flow skips the table lookup for up to a second.
+#[repr(C, align(8))]
+pub struct RecentFlow {
+    pub key: FlowKey,
+    pub generation: u32,
+    pub checked_ns: u64,
+}
+
+/// A policy trie key laid out like `Key<PolicyKey>` but aligned and in words, so building one
+/// compiles to a few word stores (the map API's key type is packed, which forces byte-by-byte
+/// code, and zero-fills would become calls to a byte-loop `memset`).
+#[repr(C, align(8))]
+pub struct LpmKey {
+    pub prefix_len: u32,
+    /// `PolicyKey::{kind, dir, space, proto}` in memory order.
+    pub head: [u8; 4],
+    /// `PolicyKey::data` as network-order words.
+    pub data: [u32; 4],
+}
+
+impl LpmKey {
+    /// Sets every byte of the key, one word store each (volatile: the toolchain would merge
+    /// zero stores into a call to a byte-loop `memset`).
+    #[inline(always)]
+    pub fn set(&mut self, prefix_len: u32, head: [u8; 4], data: [u32; 4]) {
+        // SAFETY: plain stores into fields of `self`.
+        unsafe {
+            core::ptr::write_volatile(&raw mut self.prefix_len, prefix_len);
+            core::ptr::write_volatile(&raw mut self.head, head);
+            for (i, word) in data.into_iter().enumerate() {
+                core::ptr::write_volatile(self.data.as_mut_ptr().add(i), word);
+            }
+        }
+    }
+
+    /// The key as the map API wants it (same bytes).
+    #[inline(always)]
+    pub fn as_key(&self) -> &Key<PolicyKey> {
+        // SAFETY: identical layout (u32 prefix length, then the key); the packed type has
+        // alignment 1, so any address is suitably aligned for it.
+        unsafe { &*core::ptr::from_ref(self).cast::<Key<PolicyKey>>() }
+    }
+}
+
+/// Per-CPU state of one direction: working memory of a program run (the 512-byte BPF stack is
+/// too small for the parsed packet and the lookup keys together) and the small caches that
+/// carry over from one packet to the next. One slot per direction: an ingress run can never
+/// clobber an egress run on the same CPU.
+#[repr(C, align(8))]
+pub struct Scratch {
+    pub last_device: LastDevice,
+    pub recent: RecentFlow,
+    pub pkt: Packet,
+    pub key: LpmKey,
+    pub flow: FlowKey,
+}
+
+const _: () = assert!(size_of::<LpmKey>() == size_of::<Key<PolicyKey>>());
+
+#[map(name = "MULTUS_SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
+
+// Field offsets of the running kernel, set by the loader from its BTF (read-only data).
+#[unsafe(no_mangle)]
+pub static SKB_DEV_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+pub static DEV_NET_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+pub static NET_COOKIE_OFFSET: u32 = 0;
