@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Node install: copy multus-cni into the host's CNI bin directory, write the kubeconfig and
+    /// 00-multus.conf(list) from the primary CNI configuration; with --watch, keep them current.
+    Install(Box<multus_agent::install::cli::InstallArgs>),
 }
 
 fn parse_mode(s: &str) -> Result<AttachMode, String> {
@@ -81,6 +84,7 @@ fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Install(args) => multus_agent::install::cli::run(&args)?,
         Command::Attach {
             dataplane,
             netns,
