@@ -238,6 +238,12 @@ impl Installer {
         if written {
             atomic::write(&file, &rendered.bytes, 0o600)?;
         }
+        if written {
+            tracing::info!(file = %file.display(), primary = %primary.path.display(), cni_version = %rendered.cni_version, "wrote the multus configuration");
+            self.warn_if_shadowed(&file);
+        }
+        // Only once the replacement is in place: `00-multus.conf` sorts before
+        // `00-multus.conflist`, so a leftover of the other format would be loaded instead.
         let other = match rendered.file_name {
             generate::CONF_FILE => generate::CONFLIST_FILE,
             _ => generate::CONF_FILE,
@@ -249,10 +255,6 @@ impl Installer {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(InstallError::io("removing", other, e)),
-        }
-        if written {
-            tracing::info!(file = %file.display(), primary = %primary.path.display(), cni_version = %rendered.cni_version, "wrote the multus configuration");
-            self.warn_if_shadowed(&file);
         }
         self.primary = Some(primary.path.clone());
         Ok(Synced::Ready {
