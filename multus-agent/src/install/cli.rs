@@ -62,7 +62,14 @@ pub struct InstallArgs {
     #[arg(long, alias = "log-file", env = "MULTUS_LOG_FILE")]
     pub multus_log_file: Option<PathBuf>,
     /// logToStderr of the CNI plugin.
-    #[arg(long, env = "MULTUS_LOG_TO_STDERR", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "MULTUS_LOG_TO_STDERR",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub multus_log_to_stderr: bool,
     /// binDir of the CNI plugin: an extra plugin directory searched first (a host path).
     #[arg(long, env = "ADDITIONAL_BIN_DIR")]
@@ -239,4 +246,106 @@ pub fn run(args: &InstallArgs) -> Result<()> {
         .try_init();
     let options = args.to_options(|k| std::env::var(k).ok())?;
     Installer::new(options).run()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: InstallArgs,
+    }
+
+    fn options(argv: &[&str], env: &[(&str, &str)]) -> Result<Options> {
+        let cmd =
+            Cmd::try_parse_from(std::iter::once("install").chain(argv.iter().copied())).unwrap();
+        cmd.args.to_options(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_follow_multus() {
+        let o = options(&["--multus-bin-file", "/bin/multus-cni"], &[]).unwrap();
+        assert_eq!(o.cni_bin_dir, Path::new("/host/opt/cni/bin"));
+        assert_eq!(o.cni_conf_dir, Path::new("/host/etc/cni/net.d"));
+        assert_eq!(o.autoconfig_dir, o.cni_conf_dir);
+        assert_eq!(
+            o.multus_bin_file.as_deref(),
+            Some(Path::new("/bin/multus-cni"))
+        );
+        assert_eq!(o.config.mode, Mode::Thin);
+        assert!(o.config.log_to_stderr);
+        assert!(o.kubeconfig.is_none(), "not in a pod");
+        assert!(o.config.kubeconfig.is_none());
+        assert!(!o.watch);
+        assert_eq!(o.primary_wait, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn in_a_pod_the_kubeconfig_is_maintained() {
+        let env = [
+            ("KUBERNETES_SERVICE_HOST", "192.0.2.10"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+        ];
+        let o = options(&["--cni-conf-dir", "/c", "--thick", "--watch"], &env).unwrap();
+        let k = o.kubeconfig.unwrap();
+        assert_eq!(k.path, Path::new("/c/multus.d/multus.kubeconfig"));
+        assert_eq!(
+            k.host_path,
+            Path::new("/etc/cni/net.d/multus.d/multus.kubeconfig")
+        );
+        assert_eq!(k.server, "https://192.0.2.10:443");
+        assert_eq!(k.token_mode, TokenMode::File);
+        assert_eq!(o.config.kubeconfig.as_deref(), Some(k.host_path.as_path()));
+        assert_eq!(
+            o.config.mode,
+            Mode::Thick {
+                daemon_socket_dir: DEFAULT_SOCKET_DIR.into()
+            }
+        );
+        assert!(o.watch);
+        let o = options(&["--skip-kubeconfig", "--skip-binary-copy"], &env).unwrap();
+        assert!(o.kubeconfig.is_none() && o.multus_bin_file.is_none());
+    }
+
+    #[test]
+    fn flag_values_are_checked() {
+        let o = options(
+            &[
+                "--multus-log-to-stderr=false",
+                "--multus-log-level",
+                "Debug",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!o.config.log_to_stderr);
+        assert_eq!(o.config.log_level, Some(LogLevel::Debug));
+        assert!(
+            options(&["--multus-log-to-stderr"], &[])
+                .unwrap()
+                .config
+                .log_to_stderr
+        );
+        let err = options(&["--multus-log-level", "loud"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--multus-log-level"), "{err}");
+        let err = options(&["--cni-version", "0.2.0"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--cni-version"), "{err}");
+        let err = options(&["--poll-interval", "0"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--poll-interval"), "{err}");
+        assert!(
+            Cmd::try_parse_from(["install", "--watch", "--once"]).is_err(),
+            "--watch and --once conflict"
+        );
+    }
 }

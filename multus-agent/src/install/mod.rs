@@ -251,7 +251,7 @@ impl Installer {
         let other = self.opts.cni_conf_dir.join(other);
         match fs::remove_file(&other) {
             Ok(()) => {
-                tracing::info!(removed = %other.display(), replaced_by = %file.display(), "removed the multus configuration of the other format")
+                tracing::info!(removed = %other.display(), replaced_by = %file.display(), "removed the multus configuration of the other format");
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(InstallError::io("removing", other, e)),
