@@ -97,6 +97,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Node install: copy multus-cni into the host's CNI bin directory, write the kubeconfig and
+    /// 00-multus.conf(list) from the primary CNI configuration; with --watch, keep them current.
+    Install(Box<multus_agent::install::cli::InstallArgs>),
 }
 
 fn parse_mode(s: &str) -> Result<AttachMode, String> {
@@ -126,6 +129,7 @@ fn read_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Install(args) => multus_agent::install::cli::run(&args)?,
         Command::Attach {
             dataplane,
             netns,
