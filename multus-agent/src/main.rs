@@ -1,4 +1,6 @@
 //! `multus-agent`: the node agent binary.
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -28,6 +30,10 @@ struct DataplaneArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: serve CNI requests on the socket, attach the dataplane, export metrics.
+    Run(cli::RunArgs),
+    /// List attachments with their pod, network, interface, policy and counters.
+    Status(cli::StatusArgs),
     /// Attach the TC programs to an interface inside a network namespace.
     Attach {
         #[command(flatten)]
@@ -81,6 +87,8 @@ fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => cli::run(&args)?,
+        Command::Status(args) => cli::status(&args)?,
         Command::Attach {
             dataplane,
             netns,

@@ -81,7 +81,7 @@ where
             crate::cni::code::IO_FAILURE,
             format!("reading stdin: {e}"),
         ),
-        Ok(_) if thick::is_shim_config(&config) => shim::run(&env, config),
+        Ok(_) if thick::is_shim_config(&config) => shim::run(&env, &config),
         Ok(_) => match Request::from_env(&env, config.clone()) {
             Err(e) => {
                 let e = crate::error::Error::from(e);

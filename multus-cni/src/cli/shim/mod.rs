@@ -75,26 +75,23 @@ fn netconf(obj: &Map<String, Value>) -> crate::Result<NetConf> {
 }
 
 /// Handles one invocation in shim mode; `config` is the runtime's stdin.
-pub fn run<E>(env: &E, config: Vec<u8>) -> Reply
+pub fn run<E>(env: &E, config: &[u8]) -> Reply
 where
     E: Fn(&str) -> Option<String>,
 {
-    let obj = match serde_json::from_slice::<Value>(&config) {
-        Ok(Value::Object(obj)) => obj,
-        _ => {
-            return thick::error_reply(
-                &config,
-                code::DECODING_FAILURE,
-                "the shim configuration is not a JSON object",
-            );
-        }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(config) else {
+        return thick::error_reply(
+            config,
+            code::DECODING_FAILURE,
+            "the shim configuration is not a JSON object",
+        );
     };
     let conf = match netconf(&obj) {
         Ok(conf) => conf,
         Err(e) => {
             logging::init_fallback();
             tracing::error!("{e}");
-            return thick::error_reply(&config, e.code(), e.to_string());
+            return thick::error_reply(config, e.code(), e.to_string());
         }
     };
     logging::init(&conf);
@@ -111,7 +108,7 @@ where
         if let Some(value) = env(var) {
             if !thick::is_header_safe(&value) {
                 return thick::error_reply(
-                    &config,
+                    config,
                     code::INVALID_ENV,
                     format!("{var} holds characters the shim cannot forward: {value:?}"),
                 );
@@ -119,7 +116,7 @@ where
             headers.push((var, value));
         }
     }
-    let outcome = send(&shim.socket, &headers, &config, ANSWER_TIMEOUT);
+    let outcome = send(&shim.socket, &headers, config, ANSWER_TIMEOUT);
     let socket = shim.socket.display();
     let failed = |what: String| {
         tracing::error!(%command, "{what}");
@@ -128,7 +125,7 @@ where
         } else {
             code::TRY_AGAIN_LATER
         };
-        thick::error_reply(&config, code, what)
+        thick::error_reply(config, code, what)
     };
     match outcome {
         Ok(answer) => match answer.exit_code {
@@ -146,11 +143,11 @@ where
         Err(SendError::Unreachable(_) | SendError::Dropped(_))
             if command == Command::Del.as_str() =>
         {
-            match Request::from_env(env, config.clone()) {
+            match Request::from_env(env, config.to_vec()) {
                 Ok(request) => fallback::del(&request, &conf, shim.dataplane),
                 Err(e) => {
                     let e = crate::Error::from(e);
-                    thick::error_reply(&config, e.code(), e.to_string())
+                    thick::error_reply(config, e.code(), e.to_string())
                 }
             }
         }
@@ -212,7 +209,7 @@ mod tests {
         .to_string()
         .into_bytes();
         let reply = |env: &dyn Fn(&str) -> Option<String>| {
-            let r = run(&env, conf.clone());
+            let r = run(&env, &conf);
             let v: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
             (r.exit_code, v["code"].as_u64())
         };
@@ -232,7 +229,7 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ]);
         assert_eq!(reply(&del), (0, None));
-        let version = run(&env_of(&[("CNI_COMMAND", "VERSION")]), conf.clone());
+        let version = run(&env_of(&[("CNI_COMMAND", "VERSION")]), &conf);
         assert!(version.stdout.contains("supportedVersions"));
         let bad = env_of(&[("CNI_COMMAND", "ADD"), ("CNI_ARGS", "a=b\nc")]);
         assert_eq!(reply(&bad), (1, Some(4)));
