@@ -8,7 +8,8 @@ fn filter(level: &str) -> String {
         "panic" => "off".to_owned(),
         "error" => "error".to_owned(),
         "verbose" | "info" => "info".to_owned(),
-        "debug" => "debug".to_owned(),
+        // Our crates only: the eBPF loader's relocation notes would drown everything else.
+        "debug" => "info,multus_agent=debug,multus_cni=debug,multus_kube=debug".to_owned(),
         other => other.to_owned(),
     }
 }

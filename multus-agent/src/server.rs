@@ -333,11 +333,13 @@ pub async fn serve_socket(
     }
     info!("stopped accepting CNI requests; waiting for those in flight");
     let all = u32::try_from(connection_limit).unwrap_or(u32::MAX);
-    match tokio::time::timeout(grace, connections.acquire_many(all)).await {
-        Ok(_) => info!("every CNI request finished"),
-        Err(_) => {
-            warn!("CNI requests still running after {grace:?}; leaving them (the runtime retries)")
-        }
+    if tokio::time::timeout(grace, connections.acquire_many(all))
+        .await
+        .is_ok()
+    {
+        info!("every CNI request finished");
+    } else {
+        warn!("CNI requests still running after {grace:?}; leaving them (the runtime retries)");
     }
 }
 

@@ -6,6 +6,7 @@
 //! eBPF code against the system's own tools.
 pub mod cache;
 pub mod cmd;
+pub mod inside;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns;

@@ -1,0 +1,6 @@
+//! End-to-end root tests of thick mode: the real `multus-agent` and the real `multus-cni` shim,
+//! Debian's plugins as delegates, real eBPF programs, in namespaces the tests create.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod standalone;
+mod support;
