@@ -477,3 +477,43 @@ pub async fn start(
     };
     Ok((source, caches))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_pods_keep_what_the_agent_reads() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"},
+                "annotations": {"k8s.v1.cni.cncf.io/networks": "a", LAST_APPLIED: "{...}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "containers": [{"name": "c", "image": "i", "command": ["sh"], "args": ["-c"],
+                                "env": [{"name": "E", "value": "v"}],
+                                "ports": [{"name": "http", "containerPort": 80}]}]
+            },
+            "status": {"phase": "Running", "podIP": "203.0.113.9",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        trim_pod(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"},
+                             "annotations": {"k8s.v1.cni.cncf.io/networks": "a"}},
+                "spec": {"nodeName": "node-a",
+                         "containers": [{"name": "c", "image": "i",
+                                         "ports": [{"name": "http", "containerPort": 80}]}]},
+                "status": {"phase": "Running"}
+            })
+        );
+    }
+}

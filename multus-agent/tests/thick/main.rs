@@ -2,5 +2,6 @@
 //! Debian's plugins as delegates, real eBPF programs, in namespaces the tests create.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod kube;
 mod standalone;
 mod support;

@@ -81,3 +81,77 @@ pub fn rss_kib(pid: u32) -> io::Result<(u64, u64)> {
     };
     Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
+
+/// A TCP relay from a port on 127.0.0.1 inside a network namespace to an address reachable
+/// from the test process: a process in the namespace (the agent) can then talk to a server on
+/// the machine's loopback (the test API server) without any route out of the namespace. The
+/// listening socket is made inside the namespace; the connections onward are made outside.
+#[derive(Debug)]
+pub struct Relay {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Listens on a free port of 127.0.0.1 inside `netns` and forwards to `target`.
+    pub fn start(netns: &Path, target: SocketAddr) -> io::Result<Self> {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        };
+        let listener = run_in(netns, || std::net::TcpListener::bind("127.0.0.1:0"))??;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("relay".to_owned())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((inner, _)) => {
+                            let _ = inner.set_nonblocking(false);
+                            if let Ok(outer) = TcpStream::connect(target) {
+                                pipe(inner, outer);
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })?;
+        Ok(Self {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The port on 127.0.0.1 inside the namespace.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Copies both ways between two connected streams, each direction on a thread of its own.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let copy = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
+        copy(a, b2);
+        copy(b, a2);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
