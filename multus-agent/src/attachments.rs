@@ -7,6 +7,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
     sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::Instant,
 };
 
 use tracing::{info, warn};
@@ -86,6 +87,7 @@ impl Attachments {
         let mut state = self.write();
         let mut done: Vec<AttachmentRecord> = Vec::new();
         for target in targets {
+            let started = Instant::now();
             let result = state.dataplane.attach(&AttachRequest {
                 netns: target.netns,
                 ifname: target.ifname,
@@ -93,6 +95,7 @@ impl Attachments {
             });
             match result {
                 Ok(record) => {
+                    self.metrics.attach_took(started.elapsed());
                     self.metrics.attach_op("attach", true);
                     state.records.insert(record.id, record.clone());
                     done.push(record);

@@ -73,6 +73,7 @@ pub struct AgentMetrics {
     attach_ops: Family<OperationLabels, Counter>,
     errors: Family<ComponentLabels, Counter>,
     requests: HistogramFamily<RequestLabels>,
+    attach_duration: Histogram,
     status_writes: Family<ResultLabels, Counter>,
     in_flight: Gauge,
     cache_synced: Family<CacheLabels, Gauge>,
@@ -85,6 +86,8 @@ impl Default for AgentMetrics {
             attach_ops: Family::default(),
             errors: Family::default(),
             requests: Family::new_with_constructor(request_histogram),
+            // 50 us to about 3 s.
+            attach_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             status_writes: Family::default(),
             in_flight: Gauge::default(),
             cache_synced: Family::default(),
@@ -106,6 +109,11 @@ impl AgentMetrics {
                 result: result(ok),
             })
             .inc();
+    }
+
+    /// Records how long attaching one interface took.
+    pub fn attach_took(&self, took: Duration) {
+        self.attach_duration.observe(took.as_secs_f64());
     }
 
     /// Counts an error in `component` (`counters`, `network_status`, `reconcile`, `source`...).
@@ -177,6 +185,13 @@ impl AgentMetrics {
             "Time to answer a CNI request, by command and result",
             Unit::Seconds,
             self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "multus_agent_attach_duration",
+            "Time to attach the dataplane to one interface (enter the netns, map entry, TCX links, \
+             pins, record)",
+            Unit::Seconds,
+            self.attach_duration.clone(),
         );
         registry.register(
             "multus_agent_network_status_writes",

@@ -1,6 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks that print numbers and ratios against a baseline run
 //! in the same process. Never timed assertions.
-use crate::bench_cni;
+use crate::{bench_agent, bench_cni};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -14,11 +14,15 @@ enum What {
     /// multus-cni ADD/DEL latency with 1 and 4 secondary networks, against calling the same
     /// plugins directly.
     Cni(bench_cni::Args),
+    /// Thick mode: ADD latency through shim + agent against thin mode, agent RSS with 500
+    /// attachments, /metrics scrape time with 1,000.
+    Agent(bench_agent::Args),
 }
 
 /// Runs the chosen benchmark.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.what {
         What::Cni(a) => bench_cni::run(a),
+        What::Agent(a) => bench_agent::run(a),
     }
 }
