@@ -4,7 +4,8 @@ use std::time::Duration;
 use multus_testkit::{inside, require_root};
 
 use crate::support::{
-    Metrics, Node, PING_FRAME, Run, TestPod, parse_received, static_neighbours, tcx_programs,
+    Metrics, Node, PING_FRAME, PLUGIN_DIR, Run, TestPod, parse_received, static_neighbours,
+    tcx_programs,
 };
 
 const NET: &str = "pods/macvlan-net";
@@ -23,8 +24,7 @@ fn add_through_the_shim_returns_after_the_programs_are_attached() {
     if !require_root("add_through_the_shim_returns_after_the_programs_are_attached") {
         return;
     }
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let agent = node.start_agent(&node.agent_config());
     let pod = TestPod::new("pods", "web");
     node.pod_file(&pod, "macvlan-net");
@@ -80,6 +80,13 @@ fn add_through_the_shim_returns_after_the_programs_are_attached() {
     assert!(metrics.series("pod_network_name_info").is_empty());
 }
 
+/// A node with the NAD `pods/macvlan-net` (macvlan on `vpar`, 192.0.2.0/24).
+fn macvlan_node() -> Node {
+    let node = Node::new();
+    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    node
+}
+
 /// Two pods on the macvlan network through the shim, with static neighbours between their
 /// `net1`s so only the test's packets are on the wire.
 fn two_pods(node: &Node) -> (TestPod, TestPod) {
@@ -120,8 +127,7 @@ fn metrics_count_known_traffic_exactly_with_the_right_labels() {
         return;
     }
     const N: u64 = 20;
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let _agent = node.start_agent(&node.agent_config());
     let (a, b) = two_pods(&node);
     let (ip_b, _) = b.addr_and_mac("net1");
@@ -174,8 +180,7 @@ fn killed_agent_restarts_adopts_everything_and_counters_never_go_back() {
     if !require_root("killed_agent_restarts_adopts_everything_and_counters_never_go_back") {
         return;
     }
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let mut agent = node.start_agent(&node.agent_config());
     let (a, b) = two_pods(&node);
     let (ip_b, _) = b.addr_and_mac("net1");
@@ -237,8 +242,7 @@ fn with_the_agent_down_add_waits_and_del_leaves_nothing_behind() {
     if !require_root("with_the_agent_down_add_waits_and_del_leaves_nothing_behind") {
         return;
     }
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let mut agent = node.start_agent(&node.agent_config());
     let pod = TestPod::new("pods", "web");
     node.pod_file(&pod, "macvlan-net");
@@ -286,8 +290,7 @@ fn an_attach_failure_fails_the_add_and_rolls_it_back() {
     if !require_root("an_attach_failure_fails_the_add_and_rolls_it_back") {
         return;
     }
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let _agent = node.start_agent(&node.agent_config());
     let pod = TestPod::new("pods", "web");
     node.pod_file(&pod, "macvlan-net");
@@ -325,8 +328,7 @@ fn sigterm_stops_serving_and_leaves_the_attachments_working() {
     if !require_root("sigterm_stops_serving_and_leaves_the_attachments_working") {
         return;
     }
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let mut agent = node.start_agent(&node.agent_config());
     let (a, b) = two_pods(&node);
     let (ip_b, _) = b.addr_and_mac("net1");
@@ -367,8 +369,7 @@ fn a_hundred_concurrent_adds_all_succeed_with_bounded_memory() {
         return;
     }
     const PODS: usize = 100;
-    let node = Node::new();
-    node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
+    let node = macvlan_node();
     let agent = node.start_agent(&node.agent_config());
     let (_, idle) = inside::rss_kib(agent.pid()).unwrap();
     let pods: Vec<TestPod> = (0..PODS)
@@ -419,4 +420,31 @@ fn a_hundred_concurrent_adds_all_succeed_with_bounded_memory() {
     assert!(node.records().is_empty());
     assert!(node.leases().is_empty(), "{:?}", node.leases());
     assert!(node.link_pins().is_empty());
+}
+
+#[test]
+fn check_and_gc_cover_the_dataplane() {
+    if !require_root("check_and_gc_cover_the_dataplane") {
+        return;
+    }
+    let node = macvlan_node();
+    let _agent = node.start_agent(&node.agent_config());
+    let (a, b) = two_pods(&node);
+    node.shim("CHECK", &a).ok();
+    // GC (CNI 1.1.0): the runtime still has only pod a.
+    let mut gc_conf = node.shim_conf();
+    gc_conf["cniVersion"] = "1.1.0".into();
+    gc_conf["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": a.container, "ifname": "eth0"}]);
+    node.cni_raw(&gc_conf, &[("CNI_COMMAND", "GC"), ("CNI_PATH", PLUGIN_DIR)])
+        .ok();
+    assert_eq!(b.links(), ["lo"]);
+    let records = node.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["owner"]["pod"], "a");
+    assert_eq!(tcx_programs(&a.netns.path(), "net1").len(), 2);
+    node.shim("CHECK", &a).ok();
+    node.shim("DEL", &a).ok();
+    node.shim("DEL", &b).ok();
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
 }
