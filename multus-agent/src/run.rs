@@ -31,6 +31,8 @@ use crate::{
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    // Before touching the dataplane: a second agent must not swap programs under the first.
+    server::ensure_no_other_agent(&config.socket_dir)?;
     let metrics = AgentMetrics::default();
     let layout = PinLayout::new(&config.bpffs_dir, &config.dataplane_state_dir);
     let mode = config.attach_mode.unwrap_or_else(AttachMode::detect);

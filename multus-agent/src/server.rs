@@ -253,17 +253,24 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     drop(seen);
 }
 
+/// Fails when another agent answers on the socket in `dir`.
+pub fn ensure_no_other_agent(dir: &Path) -> anyhow::Result<()> {
+    let path = thick::socket_path(dir);
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        bail!("another agent is serving {}", path.display());
+    }
+    Ok(())
+}
+
 /// Creates the socket directory (0700), replaces a stale socket, binds and makes it 0600.
 /// Fails when another agent answers on the socket.
 pub fn bind_socket(dir: &Path) -> anyhow::Result<(UnixListener, PathBuf)> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} 0700", dir.display()))?;
+    ensure_no_other_agent(dir)?;
     let path = thick::socket_path(dir);
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            bail!("another agent is serving {}", path.display());
-        }
         fs::remove_file(&path).with_context(|| format!("removing stale {}", path.display()))?;
     }
     let listener =

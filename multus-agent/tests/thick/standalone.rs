@@ -333,6 +333,8 @@ fn sigterm_stops_serving_and_leaves_the_attachments_working() {
     let (a, b) = two_pods(&node);
     let (ip_b, _) = b.addr_and_mac("net1");
     let before = counters(&node.scrape(), &a);
+    let second = node.agent_fails_to_start(&node.agent_config());
+    assert!(second.contains("another agent is serving"), "{second}");
     assert!(
         agent.terminate(),
         "the agent must exit cleanly:\n{}",

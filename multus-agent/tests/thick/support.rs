@@ -311,6 +311,23 @@ impl Node {
         agent
     }
 
+    /// Runs the agent with `config` to its end (it must fail to start); returns its output.
+    pub fn agent_fails_to_start(&self, config: &Value) -> String {
+        let file = self.path("agent-second.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let out = inside::command(&self.netns.path(), env!("CARGO_BIN_EXE_multus-agent"))
+            .unwrap()
+            .args(["run", "--config"])
+            .arg(&file)
+            .env_remove("MULTUS_NODE_NAME")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the agent started: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs the real `multus-cni` in the node namespace with the shim configuration.
     pub fn shim(&self, command: &str, pod: &TestPod) -> Run {
         self.cni(&self.shim_conf(), command, pod)
