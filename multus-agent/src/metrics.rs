@@ -30,7 +30,7 @@ use prometheus_client::{
 
 use crate::{
     attachments::Attachments,
-    dataplane::{AttachmentRecord, DirectionCounters},
+    dataplane::{AttachmentRecord, DirectionCounters, InterfaceCounters},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -280,8 +280,19 @@ fn interface_labels(r: &AttachmentRecord) -> [(&'static str, &str); 4] {
 }
 
 impl Collector for InterfaceCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let rows = self.attachments.with_counters();
+        encode_interfaces(&rows, self.attachments.len(), encoder)
+    }
+}
+
+/// Writes the per-interface families for `rows`, and the attached-interfaces gauge.
+fn encode_interfaces(
+    rows: &[(AttachmentRecord, InterfaceCounters)],
+    attached: usize,
+    mut encoder: DescriptorEncoder,
+) -> Result<(), fmt::Error> {
+    {
         let packets = Unit::Other("packets".to_owned());
         let traffic: [(&str, &str, &Unit, bool, Pick); 4] = [
             (
@@ -316,7 +327,7 @@ impl Collector for InterfaceCollector {
         for (name, help, unit, ingress, pick) in traffic {
             let mut family =
                 encoder.encode_descriptor(name, help, Some(unit), MetricType::Counter)?;
-            for (record, counters) in &rows {
+            for (record, counters) in rows {
                 let dir = if ingress {
                     &counters.ingress
                 } else {
@@ -333,7 +344,7 @@ impl Collector for InterfaceCollector {
                 Some(unit),
                 MetricType::Counter,
             )?;
-            for (record, counters) in &rows {
+            for (record, counters) in rows {
                 for (direction, dir) in
                     [("ingress", &counters.ingress), ("egress", &counters.egress)]
                 {
@@ -366,16 +377,16 @@ impl Collector for InterfaceCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (record, _) in &rows {
+        for (record, _) in rows {
             ConstGauge::new(0i64).encode(info.encode_family(&interface_labels(record))?)?;
         }
-        let attached = encoder.encode_descriptor(
+        let gauge = encoder.encode_descriptor(
             "multus_agent_attached_interfaces",
             "Interfaces the dataplane is attached to",
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new(self.attachments.len() as i64).encode(attached)?;
+        ConstGauge::new(attached as i64).encode(gauge)?;
         Ok(())
     }
 }
@@ -395,4 +406,66 @@ pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(Vec<(AttachmentRecord, InterfaceCounters)>);
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+            encode_interfaces(&self.0, self.0.len(), encoder)
+        }
+    }
+
+    #[test]
+    fn interface_families_and_labels() {
+        // From JSON: fields added to records later default, as on disk.
+        let record: AttachmentRecord = serde_json::from_value(serde_json::json!({
+            "id": 7, "netns": "/var/run/netns/p", "ifname": "net1", "ifindex": 3,
+            "netns_cookie": 9, "mode": "tcx",
+            "owner": {"namespace": "ns", "pod": "web", "network": "ns/macvlan", "container_id": "c"}
+        }))
+        .unwrap();
+        let mut c = InterfaceCounters::default();
+        c.ingress.packets = 5;
+        c.ingress.bytes = 490;
+        c.egress.packets = 4;
+        c.egress.bytes = 392;
+        c.egress.drop_packets[DROP_SPOOFED] = 3;
+        c.egress.drop_bytes[DROP_SPOOFED] = 294;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(vec![(record, c)])));
+        let text = encode(&registry).unwrap();
+        let labels = r#"namespace="ns",pod="web",interface="net1",network_name="ns/macvlan""#;
+        for line in [
+            format!("multus_interface_receive_bytes_total{{{labels}}} 490"),
+            format!("multus_interface_receive_packets_total{{{labels}}} 5"),
+            format!("multus_interface_transmit_bytes_total{{{labels}}} 392"),
+            format!("multus_interface_transmit_packets_total{{{labels}}} 4"),
+            format!(
+                "multus_policy_drop_packets_total{{{labels},direction=\"egress\",reason=\"spoofed\"}} 3"
+            ),
+            format!(
+                "multus_policy_drop_bytes_total{{{labels},direction=\"egress\",reason=\"spoofed\"}} 294"
+            ),
+            format!("pod_network_name_info{{{labels}}} 0"),
+            "multus_agent_attached_interfaces 1".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+        }
+        // Reasons without drops are not reported.
+        assert_eq!(
+            text.matches("multus_policy_drop_packets_total{").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE multus_interface_receive_bytes counter"),
+            "{text}"
+        );
+    }
 }
