@@ -1,5 +1,5 @@
 //! Standalone mode (networks and pods from local files).
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
 use multus_testkit::{inside, require_root};
 
@@ -28,6 +28,15 @@ fn add_through_the_shim_returns_after_the_programs_are_attached() {
     let agent = node.start_agent(&node.agent_config());
     let pod = TestPod::new("pods", "web");
     node.pod_file(&pod, "macvlan-net");
+
+    // Root only: the directory is 0700, the socket 0600.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&node.path("run")), 0o700);
+    assert_eq!(mode(&node.path("run").join("multus.sock")), 0o600);
+    let mut status_conf = node.shim_conf();
+    status_conf["cniVersion"] = "1.1.0".into();
+    let status = node.cni_raw(&status_conf, &[("CNI_COMMAND", "STATUS")]);
+    assert_eq!(status.code, 0, "{status:?}");
 
     let add = node.shim("ADD", &pod).ok();
     // Checked right after ADD returned: nothing may still be on its way.
@@ -78,6 +87,12 @@ fn add_through_the_shim_returns_after_the_programs_are_attached() {
     let metrics = node.scrape();
     assert_eq!(metrics.value("multus_agent_attached_interfaces", &[]), 0);
     assert!(metrics.series("pod_network_name_info").is_empty());
+    // The pod file was written while the agent ran: its watcher saw it.
+    assert!(
+        metrics.value("multus_agent_source_events_total", &[("cache", "local")]) >= 1,
+        "{}",
+        metrics.text
+    );
 }
 
 /// A node with the NAD `pods/macvlan-net` (macvlan on `vpar`, 192.0.2.0/24).
@@ -449,4 +464,26 @@ fn check_and_gc_cover_the_dataplane() {
     node.shim("DEL", &a).ok();
     node.shim("DEL", &b).ok();
     assert!(node.leases().is_empty(), "{:?}", node.leases());
+}
+
+#[test]
+fn an_oversized_request_is_refused_with_a_clear_error() {
+    if !require_root("an_oversized_request_is_refused_with_a_clear_error") {
+        return;
+    }
+    let node = macvlan_node();
+    let mut config = node.agent_config();
+    config["maxRequestBytes"] = 100.into();
+    let _agent = node.start_agent(&config);
+    let pod = TestPod::new("pods", "web");
+    let add = node.shim("ADD", &pod);
+    assert_eq!(add.error_code(), 7, "{add:?}");
+    assert!(
+        add.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("maxRequestBytes"),
+        "{add:?}"
+    );
+    assert_eq!(pod.links(), ["lo"]);
 }
