@@ -1,4 +1,6 @@
 //! `multus-agent`: the node agent binary.
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -28,6 +30,10 @@ struct DataplaneArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: serve CNI requests on the socket, attach the dataplane, export metrics.
+    Run(cli::RunArgs),
+    /// List attachments with their pod, network, interface, policy and counters.
+    Status(cli::StatusArgs),
     /// Attach the TC programs to an interface inside a network namespace.
     Attach {
         #[command(flatten)]
@@ -130,6 +136,8 @@ fn read_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Install(args) => multus_agent::install::cli::run(&args)?,
+        Command::Run(args) => cli::run(&args)?,
+        Command::Status(args) => cli::status(&args)?,
         Command::Attach {
             dataplane,
             netns,

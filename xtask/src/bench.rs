@@ -1,6 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks that print numbers and ratios against a baseline run
 //! in the same process. Never timed assertions.
-use crate::{bench_cni, bench_dataplane};
+use crate::{bench_agent, bench_cni, bench_dataplane};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -17,6 +17,9 @@ enum What {
     /// The eBPF dataplane against no program and against iptables with the same rules, between
     /// two pods on macvlan.
     Dataplane(bench_dataplane::Args),
+    /// Thick mode: ADD latency through shim + agent against thin mode, agent RSS with 500
+    /// attachments, /metrics scrape time with 1,000.
+    Agent(bench_agent::Args),
 }
 
 /// Runs the chosen benchmark.
@@ -24,5 +27,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.what {
         What::Cni(a) => bench_cni::run(a),
         What::Dataplane(a) => bench_dataplane::run(a),
+        What::Agent(a) => bench_agent::run(a),
     }
 }

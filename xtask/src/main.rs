@@ -2,6 +2,7 @@
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
 mod apiserver;
 mod bench;
+mod bench_agent;
 mod bench_cni;
 mod bench_dataplane;
 mod demo;

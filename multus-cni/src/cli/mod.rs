@@ -1,6 +1,9 @@
 //! The `multus-cni` front end in thin mode: read the request, set up logging from the
 //! configuration, run the engine in-process, print the reply. stdout carries only the reply.
+//! A configuration of type `multus-shim` makes it the thick-mode shim instead (see [`shim`]).
 pub mod logging;
+pub mod shim;
+pub mod thick;
 
 use std::{
     io::{Read, Write},
@@ -78,6 +81,7 @@ where
             crate::cni::code::IO_FAILURE,
             format!("reading stdin: {e}"),
         ),
+        Ok(_) if thick::is_shim_config(&config) => shim::run(&env, &config),
         Ok(_) => match Request::from_env(&env, config.clone()) {
             Err(e) => {
                 let e = crate::error::Error::from(e);

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cmd;
 pub mod enter;
+pub mod inside;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns;

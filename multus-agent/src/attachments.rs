@@ -1,0 +1,209 @@
+//! The agent's view of the dataplane: the loaded [`Dataplane`] behind a lock, plus an index of
+//! the attachment records in memory (the records on disk are read once, at start), so scrapes
+//! and DEL lookups never list the record directory.
+//!
+//! Attach and detach take the write lock; scrapes and status reads share the read lock.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::Instant,
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    dataplane::{
+        AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane, DataplaneError,
+        InterfaceCounters,
+    },
+    metrics::AgentMetrics,
+};
+
+struct State {
+    dataplane: Dataplane,
+    records: BTreeMap<u32, AttachmentRecord>,
+}
+
+/// The dataplane and its attachments.
+pub struct Attachments {
+    state: RwLock<State>,
+    metrics: AgentMetrics,
+    mode: AttachMode,
+}
+
+impl std::fmt::Debug for Attachments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachments")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One interface to attach.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// The pod's network namespace file.
+    pub netns: &'a Path,
+    /// The interface inside it.
+    pub ifname: &'a str,
+    /// Who it belongs to.
+    pub owner: AttachmentOwner,
+}
+
+impl Attachments {
+    /// Wraps a loaded dataplane and reads its records.
+    pub fn new(dataplane: Dataplane, metrics: AgentMetrics) -> Result<Self, DataplaneError> {
+        let records = dataplane
+            .attachments()?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let mode = dataplane.mode();
+        Ok(Self {
+            state: RwLock::new(State { dataplane, records }),
+            metrics,
+            mode,
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // The state stays consistent across a panic (each operation is all-or-nothing on disk).
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The attach mode of new attachments.
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Attaches every target, or none: on the first failure the ones already attached are
+    /// detached again and the error is returned.
+    pub fn attach_all(&self, targets: &[Target<'_>]) -> Result<Vec<AttachmentRecord>, String> {
+        let mut state = self.write();
+        let mut done: Vec<AttachmentRecord> = Vec::new();
+        for target in targets {
+            let started = Instant::now();
+            let result = state.dataplane.attach(&AttachRequest {
+                netns: target.netns,
+                ifname: target.ifname,
+                owner: target.owner.clone(),
+                policy: None,
+            });
+            match result {
+                Ok(record) => {
+                    self.metrics.attach_took(started.elapsed());
+                    self.metrics.attach_op("attach", true);
+                    state.records.insert(record.id, record.clone());
+                    done.push(record);
+                }
+                Err(e) => {
+                    self.metrics.attach_op("attach", false);
+                    let mut message = format!(
+                        "attaching the dataplane to {} in {}: {e}",
+                        target.ifname,
+                        target.netns.display()
+                    );
+                    for record in done.iter().rev() {
+                        if let Err(e) = self.detach_locked(&mut state, record.id) {
+                            message
+                                .push_str(&format!("; rolling back attachment {}: {e}", record.id));
+                        }
+                    }
+                    return Err(message);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn detach_locked(&self, state: &mut State, id: u32) -> Result<(), DataplaneError> {
+        let result = match state.dataplane.detach(id) {
+            Err(DataplaneError::UnknownAttachment(_)) => Ok(()),
+            other => other,
+        };
+        self.metrics.attach_op("detach", result.is_ok());
+        if result.is_ok() {
+            state.records.remove(&id);
+        }
+        result
+    }
+
+    /// Detaches every attachment `select` picks (looked at under the lock, so a record that
+    /// changed meanwhile is judged as it is now). Returns the detached ids and the failures.
+    pub fn detach_where(
+        &self,
+        select: impl Fn(&AttachmentRecord) -> bool,
+    ) -> (Vec<u32>, Vec<DataplaneError>) {
+        let mut state = self.write();
+        let ids: Vec<u32> = state
+            .records
+            .values()
+            .filter(|r| select(r))
+            .map(|r| r.id)
+            .collect();
+        let mut detached = Vec::new();
+        let mut errors = Vec::new();
+        for id in ids {
+            match self.detach_locked(&mut state, id) {
+                Ok(()) => detached.push(id),
+                Err(e) => errors.push(e),
+            }
+        }
+        (detached, errors)
+    }
+
+    /// Detaches every attachment of the given containers.
+    pub fn detach_containers(&self, containers: &BTreeSet<&str>) -> Result<Vec<u32>, String> {
+        let (ids, errors) = self.detach_where(|r| {
+            !r.owner.container_id.is_empty() && containers.contains(r.owner.container_id.as_str())
+        });
+        if !ids.is_empty() {
+            info!(?containers, ?ids, "detached");
+        }
+        if errors.is_empty() {
+            Ok(ids)
+        } else {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            warn!(?containers, "detaching failed: {}", text.join("; "));
+            Err(text.join("; "))
+        }
+    }
+
+    /// Every attachment record.
+    pub fn records(&self) -> Vec<AttachmentRecord> {
+        self.read().records.values().cloned().collect()
+    }
+
+    /// The number of attachments.
+    pub fn len(&self) -> usize {
+        self.read().records.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every attachment with its counters, read now from the pinned maps. Attachments whose
+    /// counters cannot be read are left out (a partial value would look like a reset) and
+    /// counted as errors.
+    pub fn with_counters(&self) -> Vec<(AttachmentRecord, InterfaceCounters)> {
+        let state = self.read();
+        let mut out = Vec::with_capacity(state.records.len());
+        for record in state.records.values() {
+            match state.dataplane.counters(record.id) {
+                Ok(c) => out.push((record.clone(), c)),
+                Err(e) => {
+                    self.metrics.error("counters");
+                    warn!(id = record.id, "reading counters: {e}");
+                }
+            }
+        }
+        out
+    }
+}

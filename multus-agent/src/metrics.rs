@@ -1,0 +1,471 @@
+//! Prometheus metrics: the agent's own health, and per-interface counters read from the eBPF
+//! maps at scrape time by a [`Collector`] (nothing is copied between scrapes, and since the maps
+//! are pinned the counters continue across agent restarts).
+//!
+//! Per attachment (labels `namespace`, `pod`, `interface`, `network_name`):
+//! `multus_interface_{receive,transmit}_{bytes,packets}_total`,
+//! `multus_policy_drop_{packets,bytes}_total` (plus `direction` and `reason`; a series appears
+//! with its first drop), and `pod_network_name_info` (always 0; OpenShift's name and labels, so
+//! cAdvisor's `container_network_*` series join on `namespace`, `pod`, `interface`).
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicI64},
+    time::Duration,
+};
+
+use multus_common::{DROP_DEFAULT_DENY, DROP_MALFORMED, DROP_POLICY_DENY, DROP_SPOOFED};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    attachments::Attachments,
+    dataplane::{AttachmentRecord, DirectionCounters, InterfaceCounters},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    command: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    // 1 ms to about 65 s: a CNI ADD with slow delegates can take many seconds.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// The agent's own counters; cheap to clone, all clones count into the same series.
+#[derive(Clone, Debug)]
+pub struct AgentMetrics {
+    attach_ops: Family<OperationLabels, Counter>,
+    errors: Family<ComponentLabels, Counter>,
+    requests: HistogramFamily<RequestLabels>,
+    attach_duration: Histogram,
+    status_writes: Family<ResultLabels, Counter>,
+    in_flight: Gauge,
+    cache_synced: Family<CacheLabels, Gauge>,
+    source_events: Family<CacheLabels, Counter>,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self {
+            attach_ops: Family::default(),
+            errors: Family::default(),
+            requests: Family::new_with_constructor(request_histogram),
+            // 50 us to about 3 s.
+            attach_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            status_writes: Family::default(),
+            in_flight: Gauge::default(),
+            cache_synced: Family::default(),
+            source_events: Family::default(),
+        }
+    }
+}
+
+fn result(ok: bool) -> String {
+    if ok { "success" } else { "error" }.to_owned()
+}
+
+impl AgentMetrics {
+    /// Counts a dataplane operation (`attach`, `detach`, `adopt`).
+    pub fn attach_op(&self, operation: &str, ok: bool) {
+        self.attach_ops
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+                result: result(ok),
+            })
+            .inc();
+    }
+
+    /// Records how long attaching one interface took.
+    pub fn attach_took(&self, took: Duration) {
+        self.attach_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts an error in `component` (`counters`, `network_status`, `reconcile`, `source`...).
+    pub fn error(&self, component: &str) {
+        self.errors
+            .get_or_create(&ComponentLabels {
+                component: component.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records one CNI request.
+    pub fn request(&self, command: &str, ok: bool, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                command: command.to_owned(),
+                result: result(ok),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a network-status write.
+    pub fn status_write(&self, ok: bool) {
+        self.status_writes
+            .get_or_create(&ResultLabels { result: result(ok) })
+            .inc();
+        if !ok {
+            self.error("network_status");
+        }
+    }
+
+    /// Marks a request as running until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records whether a watch cache (`pods`, `nads`, `namespaces`, `local`) is synced.
+    pub fn cache_synced(&self, cache: &str, synced: bool) {
+        self.cache_synced
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+            })
+            .set(i64::from(synced));
+    }
+
+    /// Counts a change event of a source (`pods`, `nads`, `namespaces`, `local`).
+    pub fn source_event(&self, cache: &str) {
+        self.source_events
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+            })
+            .inc();
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "multus_agent_attach_operations",
+            "Dataplane operations on interfaces (attach, detach, adopt), by result",
+            self.attach_ops.clone(),
+        );
+        registry.register(
+            "multus_agent_errors",
+            "Errors of the agent, by component",
+            self.errors.clone(),
+        );
+        registry.register_with_unit(
+            "multus_cni_request_duration",
+            "Time to answer a CNI request, by command and result",
+            Unit::Seconds,
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "multus_agent_attach_duration",
+            "Time to attach the dataplane to one interface (enter the netns, map entry, TCX links, \
+             pins, record)",
+            Unit::Seconds,
+            self.attach_duration.clone(),
+        );
+        registry.register(
+            "multus_agent_network_status_writes",
+            "Writes of the network-status annotation, by result",
+            self.status_writes.clone(),
+        );
+        registry.register(
+            "multus_agent_requests_in_flight",
+            "CNI requests being handled now",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "multus_agent_cache_synced",
+            "Whether a watch cache has synced (1) or not (0)",
+            self.cache_synced.clone(),
+        );
+        registry.register(
+            "multus_agent_source_events",
+            "Changes seen by the agent's caches",
+            self.source_events.clone(),
+        );
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge<i64, AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Labels of the `multus_agent_build_info` metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfo {
+    /// The agent's version.
+    pub version: String,
+    /// `tcx` or `clsact`.
+    pub attach_mode: String,
+    /// The running kernel's release.
+    pub kernel: String,
+}
+
+/// The registry served on `/metrics`.
+pub fn registry(
+    metrics: &AgentMetrics,
+    attachments: Arc<Attachments>,
+    build: BuildInfo,
+) -> Registry {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    registry.register(
+        "multus_agent_build",
+        "Version of the agent, the attach mode and the kernel",
+        Info::new(build),
+    );
+    registry.register_collector(Box::new(InterfaceCollector { attachments }));
+    registry
+}
+
+/// Reads every attachment's counters when scraped.
+#[derive(Debug)]
+struct InterfaceCollector {
+    attachments: Arc<Attachments>,
+}
+
+/// Names of the drop reasons, in counter order.
+const DROP_REASONS: [(usize, &str); 4] = [
+    (DROP_POLICY_DENY, "policy_deny"),
+    (DROP_DEFAULT_DENY, "default_deny"),
+    (DROP_SPOOFED, "spoofed"),
+    (DROP_MALFORMED, "malformed"),
+];
+
+type Pick = fn(&DirectionCounters) -> u64;
+
+fn interface_labels(r: &AttachmentRecord) -> [(&'static str, &str); 4] {
+    [
+        ("namespace", r.owner.namespace.as_str()),
+        ("pod", r.owner.pod.as_str()),
+        ("interface", r.ifname.as_str()),
+        ("network_name", r.owner.network.as_str()),
+    ]
+}
+
+impl Collector for InterfaceCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let rows = self.attachments.with_counters();
+        encode_interfaces(&rows, self.attachments.len(), encoder)
+    }
+}
+
+/// Writes the per-interface families for `rows`, and the attached-interfaces gauge.
+fn encode_interfaces(
+    rows: &[(AttachmentRecord, InterfaceCounters)],
+    attached: usize,
+    mut encoder: DescriptorEncoder,
+) -> Result<(), fmt::Error> {
+    {
+        let packets = Unit::Other("packets".to_owned());
+        let traffic: [(&str, &str, &Unit, bool, Pick); 4] = [
+            (
+                "multus_interface_receive",
+                "Bytes received by the pod on a secondary interface (layer 2 included)",
+                &Unit::Bytes,
+                true,
+                |c| c.bytes,
+            ),
+            (
+                "multus_interface_receive",
+                "Packets received by the pod on a secondary interface",
+                &packets,
+                true,
+                |c| c.packets,
+            ),
+            (
+                "multus_interface_transmit",
+                "Bytes sent by the pod on a secondary interface (layer 2 included)",
+                &Unit::Bytes,
+                false,
+                |c| c.bytes,
+            ),
+            (
+                "multus_interface_transmit",
+                "Packets sent by the pod on a secondary interface",
+                &packets,
+                false,
+                |c| c.packets,
+            ),
+        ];
+        for (name, help, unit, ingress, pick) in traffic {
+            let mut family =
+                encoder.encode_descriptor(name, help, Some(unit), MetricType::Counter)?;
+            for (record, counters) in rows {
+                let dir = if ingress {
+                    &counters.ingress
+                } else {
+                    &counters.egress
+                };
+                ConstCounter::new(pick(dir))
+                    .encode(family.encode_family(&interface_labels(record))?)?;
+            }
+        }
+        for (unit, packets_not_bytes) in [(&packets, true), (&Unit::Bytes, false)] {
+            let mut family = encoder.encode_descriptor(
+                "multus_policy_drop",
+                "Packets dropped on a secondary interface by its policy, by direction and reason",
+                Some(unit),
+                MetricType::Counter,
+            )?;
+            for (record, counters) in rows {
+                for (direction, dir) in
+                    [("ingress", &counters.ingress), ("egress", &counters.egress)]
+                {
+                    for (index, reason) in DROP_REASONS {
+                        let value = if packets_not_bytes {
+                            dir.drop_packets[index]
+                        } else {
+                            dir.drop_bytes[index]
+                        };
+                        if value == 0 {
+                            continue;
+                        }
+                        let [ns, pod, iface, net] = interface_labels(record);
+                        let labels = [
+                            ns,
+                            pod,
+                            iface,
+                            net,
+                            ("direction", direction),
+                            ("reason", reason),
+                        ];
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        let mut info = encoder.encode_descriptor(
+            "pod_network_name_info",
+            "The network of each pod interface, to join with per-interface metrics (always 0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (record, _) in rows {
+            ConstGauge::new(0i64).encode(info.encode_family(&interface_labels(record))?)?;
+        }
+        let gauge = encoder.encode_descriptor(
+            "multus_agent_attached_interfaces",
+            "Interfaces the dataplane is attached to",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(attached as i64).encode(gauge)?;
+        Ok(())
+    }
+}
+
+/// The text the `/metrics` endpoint serves (OpenMetrics).
+pub fn encode(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(64 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Reads `/proc/sys/kernel/osrelease`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(Vec<(AttachmentRecord, InterfaceCounters)>);
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+            encode_interfaces(&self.0, self.0.len(), encoder)
+        }
+    }
+
+    #[test]
+    fn interface_families_and_labels() {
+        // From JSON: fields added to records later default, as on disk.
+        let record: AttachmentRecord = serde_json::from_value(serde_json::json!({
+            "id": 7, "netns": "/var/run/netns/p", "ifname": "net1", "ifindex": 3,
+            "netns_cookie": 9, "mode": "tcx",
+            "owner": {"namespace": "ns", "pod": "web", "network": "ns/macvlan", "container_id": "c"}
+        }))
+        .unwrap();
+        let mut c = InterfaceCounters::default();
+        c.ingress.packets = 5;
+        c.ingress.bytes = 490;
+        c.egress.packets = 4;
+        c.egress.bytes = 392;
+        c.egress.drop_packets[DROP_SPOOFED] = 3;
+        c.egress.drop_bytes[DROP_SPOOFED] = 294;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(vec![(record, c)])));
+        let text = encode(&registry).unwrap();
+        let labels = r#"namespace="ns",pod="web",interface="net1",network_name="ns/macvlan""#;
+        for line in [
+            format!("multus_interface_receive_bytes_total{{{labels}}} 490"),
+            format!("multus_interface_receive_packets_total{{{labels}}} 5"),
+            format!("multus_interface_transmit_bytes_total{{{labels}}} 392"),
+            format!("multus_interface_transmit_packets_total{{{labels}}} 4"),
+            format!(
+                "multus_policy_drop_packets_total{{{labels},direction=\"egress\",reason=\"spoofed\"}} 3"
+            ),
+            format!(
+                "multus_policy_drop_bytes_total{{{labels},direction=\"egress\",reason=\"spoofed\"}} 294"
+            ),
+            format!("pod_network_name_info{{{labels}}} 0"),
+            "multus_agent_attached_interfaces 1".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+        }
+        // Reasons without drops are not reported.
+        assert_eq!(
+            text.matches("multus_policy_drop_packets_total{").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE multus_interface_receive_bytes counter"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! `multus-agent run`: load the dataplane (adopting what a previous agent pinned), clean up
+//! attachments of vanished interfaces, start the watch caches or the local-files watcher, and
+//! serve the CNI socket and the metrics port until SIGTERM.
+//!
+//! Shutdown stops accepting, lets requests in flight finish, and leaves everything else in
+//! place: the pinned programs keep enforcing and counting, and no CNI configuration is touched
+//! (a deleted configuration strands the node's pods on the primary network).
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, bail};
+use multus_cni::Engine;
+use multus_kube::ClientSource;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::{Semaphore, watch},
+};
+use tracing::{info, warn};
+
+use crate::{
+    attachments::Attachments,
+    cni::CniHandler,
+    config::{AgentConfig, SourceMode},
+    dataplane::{AttachMode, Dataplane, PinLayout},
+    hooks::AgentHooks,
+    metrics::{self, AgentMetrics, BuildInfo},
+    reconcile,
+    server::{self, Shared},
+    source::{self, AgentSource, kube::BlockingApi},
+};
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    // Before touching the dataplane: a second agent must not swap programs under the first.
+    server::ensure_no_other_agent(&config.socket_dir)?;
+    let metrics = AgentMetrics::default();
+    let layout = PinLayout::new(&config.bpffs_dir, &config.dataplane_state_dir);
+    let mode = config.attach_mode.unwrap_or_else(AttachMode::detect);
+    let (dataplane, adoption) = Dataplane::load(layout, mode).context("loading the dataplane")?;
+    for id in &adoption.adopted {
+        metrics.attach_op("adopt", true);
+        tracing::debug!(id, "adopted");
+    }
+    for e in &adoption.errors {
+        metrics.attach_op("adopt", false);
+        warn!("adopting a pinned attachment: {e}");
+    }
+    info!(
+        mode = %mode,
+        adopted = adoption.adopted.len(),
+        errors = adoption.errors.len(),
+        "dataplane loaded"
+    );
+    let attachments = Arc::new(
+        Attachments::new(dataplane, metrics.clone()).context("reading attachment records")?,
+    );
+    let gone = reconcile::dead_interfaces(&attachments, &metrics);
+    if !gone.is_empty() {
+        info!(
+            removed = gone.len(),
+            "removed attachments of interfaces that are gone"
+        );
+    }
+    let found_at_start: BTreeSet<u32> = attachments.records().iter().map(|r| r.id).collect();
+    // The blocking API client owns a runtime of its own: build it outside the agent's.
+    let kube = match &config.source {
+        SourceMode::Kubernetes { kubeconfig } => {
+            let Some(node) = config.node_name.clone() else {
+                bail!("Kubernetes mode needs this node's name: set nodeName or MULTUS_NODE_NAME");
+            };
+            let client_source = ClientSource::from_multus_kubeconfig(kubeconfig.as_deref())
+                .context("no kubeconfig and not running in a pod")?;
+            let api = Arc::new(
+                BlockingApi::new(&client_source).context("building the Kubernetes client")?,
+            );
+            Some((client_source, api, node))
+        }
+        SourceMode::Standalone { .. } => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(config.request_concurrency + 8)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(
+        Arc::new(config),
+        attachments,
+        kube,
+        metrics,
+        found_at_start,
+    ));
+    // A request stuck in a delegate must not keep the process alive past its grace period.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(
+    config: Arc<AgentConfig>,
+    attachments: Arc<Attachments>,
+    kube: Option<(ClientSource, Arc<BlockingApi>, String)>,
+    metrics: AgentMetrics,
+    found_at_start: BTreeSet<u32>,
+) -> anyhow::Result<()> {
+    let source: AgentSource = match (&config.source, kube) {
+        (SourceMode::Kubernetes { .. }, Some((client_source, api, node))) => {
+            info!(%node, "Kubernetes mode: watching pods of this node, NADs and namespaces");
+            source::kube::start(&client_source, api, &node, config.pod_cache_wait, &metrics)
+                .await
+                .context("starting the watch caches")?
+                .0
+        }
+        (SourceMode::Standalone { dir }, _) => {
+            info!(dir = %dir.display(), "standalone mode: networks and pods from local files");
+            source::standalone::start(dir, &metrics)
+                .with_context(|| format!("watching {}", dir.display()))?
+        }
+        (SourceMode::Kubernetes { .. }, None) => bail!("Kubernetes mode without a client"),
+    };
+    let engine = Engine::new(Arc::clone(&source.network))
+        .with_hooks(Arc::new(AgentHooks::new(Arc::clone(&attachments))));
+    let handler = Arc::new(CniHandler::new(
+        engine,
+        Arc::clone(&config),
+        Arc::clone(&source.status),
+        Arc::clone(&attachments),
+        metrics.clone(),
+    ));
+    let build = BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        attach_mode: attachments.mode().to_string(),
+        kernel: metrics::kernel_release(),
+    };
+    let registry = Arc::new(metrics::registry(&metrics, Arc::clone(&attachments), build));
+    let shared = Arc::new(Shared {
+        handler,
+        requests: Arc::new(Semaphore::new(config.request_concurrency)),
+        max_body: config.max_request_bytes,
+        synced: source.synced.clone(),
+        stopping: Default::default(),
+        registry,
+        metrics: metrics.clone(),
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let (listener, socket) = server::bind_socket(&config.socket_dir)?;
+    info!(socket = %socket.display(), "serving CNI requests");
+    if config.metrics_port != 0 {
+        let addr = (config.metrics_address, config.metrics_port);
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics port {}:{}", addr.0, addr.1))?;
+        info!(address = %format!("{}:{}", addr.0, addr.1), "serving /metrics, /healthz, /readyz");
+        tokio::spawn(server::serve_metrics(
+            tcp,
+            Arc::clone(&shared),
+            stop.clone(),
+        ));
+    }
+    if let Some(placement) = source.placement.clone() {
+        let mut synced = source.synced.clone();
+        let attachments = Arc::clone(&attachments);
+        tokio::spawn(async move {
+            if synced.wait_for(|s| *s).await.is_ok() {
+                let removed = tokio::task::spawn_blocking(move || {
+                    reconcile::pods_gone(&attachments, placement.as_ref(), &found_at_start)
+                })
+                .await
+                .unwrap_or_default();
+                info!(
+                    removed = removed.len(),
+                    "pod cache synced; attachments reconciled"
+                );
+            }
+        });
+    }
+    tokio::spawn(periodic_reconcile(
+        Arc::clone(&attachments),
+        metrics.clone(),
+        config.reconcile_interval,
+        stop.clone(),
+    ));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    server::serve_socket(
+        listener,
+        socket,
+        shared,
+        config.connection_limit,
+        config.shutdown_grace,
+        stop,
+    )
+    .await;
+    info!("stopped; pinned attachments keep working");
+    Ok(())
+}
+
+async fn periodic_reconcile(
+    attachments: Arc<Attachments>,
+    metrics: AgentMetrics,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = server::stopped(&mut stop) => return,
+        }
+        let (attachments, metrics) = (Arc::clone(&attachments), metrics.clone());
+        let removed =
+            tokio::task::spawn_blocking(move || reconcile::dead_interfaces(&attachments, &metrics))
+                .await
+                .unwrap_or_default();
+        if !removed.is_empty() {
+            info!(?removed, "removed attachments of interfaces that are gone");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for signals; stop the agent with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,519 @@
+//! Kubernetes mode: reflector stores over the API server replace the per-request GETs of thin
+//! mode. Pods are watched on this node only (field selector `spec.nodeName`) and trimmed to what
+//! the agent reads, so memory follows the node's pod count, not the cluster's.
+//!
+//! A pod the cache has not seen yet (the watch lags the kubelet) is waited for briefly, then
+//! read with one live GET, as Multus does; a NAD missing from the cache is read live too.
+use std::{
+    fmt::Debug,
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodStatus};
+use kube::{
+    Api, Client, Resource,
+    api::{ApiResource, DynamicObject},
+    runtime::{
+        WatchStreamExt as _,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use multus_cni::{
+    NetworkStatus,
+    network::{NetworkAttachmentDefinition, NetworkSource, PodInfo, PodKey, SourceError},
+};
+use multus_kube::{
+    ApiOptions, ClientOptions, ClientSource, ErrorKind, KubeApi, build_client,
+    crd::NetworkAttachmentDefinition as NadResource,
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{AgentSource, PodPlacement, StatusWriter};
+use crate::metrics::AgentMetrics;
+
+/// The annotation `kubectl apply` stores whole objects in: never read, often large.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The blocking API facade, for live GETs and status writes from the engine's threads.
+///
+/// [`KubeApi`] owns a tokio runtime, which must not be dropped on an async thread: dropping
+/// this hands it to a plain thread of its own.
+pub struct BlockingApi(Option<KubeApi>);
+
+impl Debug for BlockingApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BlockingApi").field(&self.0).finish()
+    }
+}
+
+impl BlockingApi {
+    /// Connects (lazily). Call it outside any async runtime.
+    pub fn new(source: &ClientSource) -> Result<Self, multus_kube::Error> {
+        let opts = ApiOptions {
+            // The watch cache already waited for the pod; this is the last look.
+            pod_wait: Duration::from_millis(500),
+            retry_budget: Duration::from_secs(5),
+            ..ApiOptions::default()
+        };
+        KubeApi::new(source, opts).map(|api| Self(Some(api)))
+    }
+
+    fn api(&self) -> Result<&KubeApi, SourceError> {
+        self.0.as_ref().ok_or_else(|| SourceError::Unavailable {
+            what: "the Kubernetes API".to_owned(),
+            reason: "the client is shutting down".to_owned(),
+        })
+    }
+}
+
+impl Drop for BlockingApi {
+    fn drop(&mut self) {
+        if let Some(api) = self.0.take() {
+            // If the thread cannot start, leaking the client is better than a panic.
+            if let Err(e) = std::thread::Builder::new().spawn(move || drop(api)) {
+                warn!("dropping the Kubernetes client: {e}");
+            }
+        }
+    }
+}
+
+/// A reflector store and whether it has synced.
+struct Cache<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store: Store<K>,
+    synced: Arc<AtomicBool>,
+    dyntype: K::DynamicType,
+}
+
+impl<K: Resource + Clone + 'static> Cache<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
+        let key = ObjectRef::new_with(name, self.dyntype.clone());
+        let key = match namespace {
+            Some(ns) => key.within(ns),
+            None => key,
+        };
+        self.store.get(&key)
+    }
+
+    fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}
+
+/// Everything a reflector task reports to.
+#[derive(Clone)]
+struct Reporting {
+    metrics: AgentMetrics,
+    changes: Arc<watch::Sender<u64>>,
+    all_synced: Arc<watch::Sender<bool>>,
+    flags: Arc<Vec<Arc<AtomicBool>>>,
+}
+
+fn spawn_cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    dyntype: K::DynamicType,
+    trim: fn(&mut K),
+    name: &'static str,
+    synced: Arc<AtomicBool>,
+    report: Reporting,
+) -> Cache<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let writer = reflector::store::Writer::new(dyntype.clone());
+    let store = writer.as_reader();
+    let flag = Arc::clone(&synced);
+    report.metrics.cache_synced(name, false);
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    if !flag.swap(true, Ordering::AcqRel) {
+                        info!(cache = name, "watch cache synced");
+                    }
+                    report.metrics.cache_synced(name, true);
+                    let all = report.flags.iter().all(|f| f.load(Ordering::Acquire));
+                    report.all_synced.send_if_modified(|s| {
+                        let changed = *s != all;
+                        *s = all;
+                        changed
+                    });
+                    report.changes.send_modify(|g| *g += 1);
+                }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                    report.metrics.source_event(name);
+                    report.changes.send_modify(|g| *g += 1);
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Err(e) => {
+                    report.metrics.error("watch");
+                    warn!(cache = name, "watch failed (retrying with backoff): {e}");
+                }
+            }
+        }
+    });
+    Cache {
+        store,
+        synced,
+        dyntype,
+    }
+}
+
+fn trim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// Keeps what the agent reads of a pod: metadata (annotations, labels, uid), the node, the
+/// containers' names and ports, and the phase.
+fn trim_pod(pod: &mut Pod) {
+    trim_meta(&mut pod.metadata);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        for c in &mut spec.containers {
+            c.env = None;
+            c.env_from = None;
+            c.command = None;
+            c.args = None;
+            c.volume_mounts = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+            c.resources = None;
+            c.security_context = None;
+        }
+    }
+    pod.status = pod.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        ..PodStatus::default()
+    });
+}
+
+fn trim_nad(nad: &mut DynamicObject) {
+    trim_meta(&mut nad.metadata);
+}
+
+fn trim_namespace(ns: &mut Namespace) {
+    trim_meta(&mut ns.metadata);
+    ns.spec = None;
+    ns.status = None;
+}
+
+/// The watch caches.
+pub struct KubeCaches {
+    pods: Cache<Pod>,
+    nads: Cache<DynamicObject>,
+    namespaces: Cache<Namespace>,
+}
+
+impl Debug for KubeCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCaches")
+            .field("pods", &self.pods.store.len())
+            .field("nads", &self.nads.store.len())
+            .field("namespaces", &self.namespaces.store.len())
+            .finish()
+    }
+}
+
+impl KubeCaches {
+    /// Every namespace in the cache (for namespace selectors).
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces.store.state()
+    }
+
+    /// Every pod of this node in the cache.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.store.state()
+    }
+
+    /// Every NAD in the cache.
+    pub fn nads(&self) -> Vec<Arc<DynamicObject>> {
+        self.nads.store.state()
+    }
+}
+
+/// The engine's source in Kubernetes mode.
+#[derive(Debug)]
+struct KubeSource {
+    caches: Arc<KubeCaches>,
+    api: Arc<BlockingApi>,
+    pod_wait: Duration,
+}
+
+fn is_static(pod: &Pod) -> bool {
+    pod.metadata.annotations.as_ref().is_some_and(|a| {
+        a.contains_key("kubernetes.io/config.mirror")
+            || a.get("kubernetes.io/config.source")
+                .is_some_and(|s| s != "api")
+    })
+}
+
+fn source_error(what: String, e: &multus_kube::Error) -> SourceError {
+    match e.kind() {
+        // A token being rotated heals by itself: let the runtime retry.
+        ErrorKind::Unavailable | ErrorKind::Unauthorized => SourceError::Unavailable {
+            what,
+            reason: e.to_string(),
+        },
+        _ => SourceError::Invalid {
+            what,
+            reason: e.to_string(),
+        },
+    }
+}
+
+impl NetworkSource for KubeSource {
+    fn pod(&self, key: &PodKey) -> Result<Option<PodInfo>, SourceError> {
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+        // Before the first sync the cache knows nothing: go straight to the API.
+        let deadline = Instant::now()
+            + if self.caches.pods.synced() {
+                self.pod_wait
+            } else {
+                Duration::ZERO
+            };
+        loop {
+            if let Some(pod) = self.caches.pods.get(Some(ns), name) {
+                let same = key
+                    .uid
+                    .as_deref()
+                    .is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid));
+                // A recreated pod of the same name: wait for the cache to catch up.
+                if same || is_static(&pod) {
+                    return Ok(Some(PodInfo {
+                        uid: pod.metadata.uid.clone(),
+                        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+                    }));
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        match self.api.api()?.get_pod(ns, name) {
+            Ok(pod) => Ok(Some(PodInfo {
+                uid: Some(pod.uid),
+                annotations: pod.annotations,
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(source_error(format!("pod {ns}/{name}"), &e)),
+        }
+    }
+
+    fn network(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<NetworkAttachmentDefinition>, SourceError> {
+        let what = || format!("network-attachment-definition {namespace}/{name}");
+        if let Some(obj) = self.caches.nads.get(Some(namespace), name) {
+            let config = match obj.data.get("spec").and_then(|s| s.get("config")) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(_) => {
+                    return Err(SourceError::Invalid {
+                        what: what(),
+                        reason: "spec.config is not a string".to_owned(),
+                    });
+                }
+            };
+            return Ok(Some(NetworkAttachmentDefinition {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                annotations: obj.metadata.annotations.clone().unwrap_or_default(),
+                config,
+            }));
+        }
+        // Not in the cache: not synced yet, or created a moment ago. One live look.
+        match self.api.api()?.get_nad(namespace, name) {
+            Ok(nad) => Ok(Some(NetworkAttachmentDefinition {
+                namespace: nad.namespace,
+                name: nad.name,
+                annotations: nad.annotations,
+                config: nad.config.unwrap_or_default(),
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(source_error(what(), &e)),
+        }
+    }
+}
+
+/// Writes network-status through the API.
+#[derive(Debug)]
+struct KubeStatus {
+    api: Arc<BlockingApi>,
+    metrics: AgentMetrics,
+}
+
+impl StatusWriter for KubeStatus {
+    fn publish(&self, pod: &PodKey, status: &[NetworkStatus]) {
+        let object = format!("{}/{}", pod.namespace, pod.name);
+        let result = serde_json::to_string(status)
+            .map_err(|e| e.to_string())
+            .and_then(|json| {
+                self.api
+                    .api()
+                    .map_err(|e| e.to_string())?
+                    .set_network_status(&pod.namespace, &pod.name, pod.uid.as_deref(), &json)
+                    .map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(()) => self.metrics.status_write(true),
+            Err(e) => {
+                self.metrics.status_write(false);
+                warn!(pod = %object, "writing network-status failed (the pod keeps its networks): {e}");
+            }
+        }
+    }
+}
+
+impl PodPlacement for KubeCaches {
+    fn on_this_node(&self, namespace: &str, name: &str) -> Option<bool> {
+        self.pods
+            .synced()
+            .then(|| self.pods.get(Some(namespace), name).is_some())
+    }
+}
+
+/// Starts the watch caches (on the current tokio runtime) and returns the source over them.
+pub async fn start(
+    client_source: &ClientSource,
+    api: Arc<BlockingApi>,
+    node: &str,
+    pod_wait: Duration,
+    metrics: &AgentMetrics,
+) -> Result<(AgentSource, Arc<KubeCaches>), multus_kube::Error> {
+    // Watches stay open for minutes without a byte: the read timeout must outlast them.
+    let options = ClientOptions {
+        read_timeout: Duration::from_secs(330),
+        ..ClientOptions::default()
+    };
+    let client: Client = build_client(client_source, &options).await?;
+    let (changes_tx, changes) = watch::channel(0u64);
+    let (synced_tx, synced) = watch::channel(false);
+    let flags: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let report = Reporting {
+        metrics: metrics.clone(),
+        changes: Arc::new(changes_tx),
+        all_synced: Arc::new(synced_tx),
+        flags: Arc::new(flags.clone()),
+    };
+    let pods = spawn_cache(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        (),
+        trim_pod,
+        "pods",
+        Arc::clone(&flags[0]),
+        report.clone(),
+    );
+    let resource = ApiResource::erase::<NadResource>(&());
+    let nads = spawn_cache(
+        Api::<DynamicObject>::all_with(client.clone(), &resource),
+        watcher::Config::default(),
+        resource,
+        trim_nad,
+        "nads",
+        Arc::clone(&flags[1]),
+        report.clone(),
+    );
+    let namespaces = spawn_cache(
+        Api::<Namespace>::all(client),
+        watcher::Config::default(),
+        (),
+        trim_namespace,
+        "namespaces",
+        Arc::clone(&flags[2]),
+        report,
+    );
+    let caches = Arc::new(KubeCaches {
+        pods,
+        nads,
+        namespaces,
+    });
+    let source = AgentSource {
+        network: Arc::new(KubeSource {
+            caches: Arc::clone(&caches),
+            api: Arc::clone(&api),
+            pod_wait,
+        }),
+        status: Arc::new(KubeStatus {
+            api,
+            metrics: metrics.clone(),
+        }),
+        placement: Some(Arc::clone(&caches) as Arc<dyn PodPlacement>),
+        synced,
+        changes,
+    };
+    Ok((source, caches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_pods_keep_what_the_agent_reads() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"},
+                "annotations": {"k8s.v1.cni.cncf.io/networks": "a", LAST_APPLIED: "{...}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "volumes": [{"name": "v", "emptyDir": {}}],
+                "containers": [{"name": "c", "image": "i", "command": ["sh"], "args": ["-c"],
+                                "env": [{"name": "E", "value": "v"}],
+                                "ports": [{"name": "http", "containerPort": 80}]}]
+            },
+            "status": {"phase": "Running", "podIP": "203.0.113.9",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        trim_pod(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"},
+                             "annotations": {"k8s.v1.cni.cncf.io/networks": "a"}},
+                "spec": {"nodeName": "node-a",
+                         "containers": [{"name": "c", "image": "i",
+                                         "ports": [{"name": "http", "containerPort": 80}]}]},
+                "status": {"phase": "Running"}
+            })
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Kubernetes mode against a real API server: the agent watches pods of its node, NADs and
+//! namespaces, answers ADD from its caches and writes network-status back.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use multus_testkit::{
+    inside::Relay,
+    kube::{FaultProxy, KubeCluster, KubeconfigAuth, TestNamespace},
+    unique_name,
+};
+use serde_json::{Value, json};
+
+use crate::support::{NETWORKS, Node, TestPod, tcx_programs};
+
+/// A node whose agent reaches the API server through a fault proxy (which records requests),
+/// relayed into the node's namespace.
+struct KubeNode {
+    cluster: &'static KubeCluster,
+    ns: TestNamespace,
+    name: String,
+    proxy: FaultProxy,
+    _relay: Relay,
+    kubeconfig: PathBuf,
+    // Dropped last: the namespaces go after the agent, which lives in the test's scope.
+    node: Node,
+}
+
+impl KubeNode {
+    fn new(test: &str) -> Option<Self> {
+        let cluster = KubeCluster::get(test)?;
+        let node = Node::new();
+        let ns = cluster.namespace("agt");
+        let proxy = FaultProxy::start(cluster.addr());
+        let target: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
+        let relay = Relay::start(&node.netns.path(), target).unwrap();
+        // The agent's own service account, bound by deploy/rbac.yaml to its ClusterRole.
+        let answer = cluster.admin().ok(
+            "POST",
+            "/api/v1/namespaces/kube-system/serviceaccounts/multus-agent/token",
+            Some(
+                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                         "spec": {"expirationSeconds": 3600}}),
+            ),
+        );
+        let token = answer["status"]["token"].as_str().unwrap().to_owned();
+        let kubeconfig = node.path("agent.kubeconfig");
+        cluster.write_kubeconfig(
+            &kubeconfig,
+            &format!("http://127.0.0.1:{}", relay.port()),
+            KubeconfigAuth::Token(&token),
+        );
+        Some(Self {
+            cluster,
+            ns,
+            name: unique_name("node-"),
+            proxy,
+            _relay: relay,
+            kubeconfig,
+            node,
+        })
+    }
+
+    fn agent_config(&self) -> Value {
+        let mut config = self.node.agent_config();
+        let obj = config.as_object_mut().unwrap();
+        obj.remove("localSourceDir");
+        obj.insert("kubeconfig".into(), json!(self.kubeconfig));
+        obj.insert("nodeName".into(), json!(self.name));
+        config
+    }
+
+    fn create_nad(&self, name: &str) {
+        let config = self.node.macvlan_nad("unused", name, "192.0.2.0/24");
+        std::fs::remove_file(
+            self.node
+                .path("local")
+                .join(format!("nad-unused-{name}.json")),
+        )
+        .unwrap();
+        self.ns.create(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name}, "spec": {"config": config.to_string()},
+        }));
+    }
+
+    /// A pod in the API, bound to `node`, and its namespace here.
+    fn create_pod(&self, name: &str, node: &str) -> TestPod {
+        let created = self.ns.create(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": {NETWORKS: "macvlan-net"},
+                         "labels": {"app": "demo"}},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "app", "image": "registry.invalid/app:1",
+                                "env": [{"name": "TRIMMED", "value": "by the agent"}],
+                                "ports": [{"name": "http", "containerPort": 8080}]}]
+            }
+        }));
+        let mut pod = TestPod::new(self.ns.name(), name);
+        pod.uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+        pod
+    }
+
+    fn pod_object(&self, name: &str) -> Value {
+        self.cluster.admin().ok(
+            "GET",
+            &format!("/api/v1/namespaces/{}/pods/{name}", self.ns.name()),
+            None,
+        )
+    }
+
+    /// Requests through the proxy for one pod (`GET .../pods/NAME`, `PUT .../pods/NAME/status`)
+    /// and for single NADs.
+    fn object_requests(&self, pod: &str) -> Vec<String> {
+        let pod_path = format!("/api/v1/namespaces/{}/pods/{pod}", self.ns.name());
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.path.starts_with(&pod_path) || r.path.contains("/network-attachment-definitions/")
+            })
+            .map(|r| format!("{} {}", r.method, r.path.replace(&pod_path, "POD")))
+            .collect()
+    }
+}
+
+fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn add_is_served_from_the_watch_caches_and_network_status_is_written() {
+    let Some(k) =
+        KubeNode::new("add_is_served_from_the_watch_caches_and_network_status_is_written")
+    else {
+        return;
+    };
+    k.create_nad("macvlan-net");
+    let pod = k.create_pod("web", &k.name);
+    // Ready means synced: the pod and the NAD are in the caches before any ADD.
+    let agent = k.node.start_agent(&k.agent_config());
+    k.proxy.clear_requests();
+
+    k.node.shim("ADD", &pod).ok();
+    assert_eq!(
+        tcx_programs(&pod.netns.path(), "net1"),
+        ["multus_ingress", "multus_egress"]
+    );
+    // No API round trip to resolve the pod or its network: only the status write.
+    assert_eq!(
+        k.object_requests("web"),
+        ["GET POD", "PUT POD/status"],
+        "{}",
+        agent.log_text()
+    );
+    let network = format!("{}/macvlan-net", k.ns.name());
+    let object = k.pod_object("web");
+    let status: Value = serde_json::from_str(
+        object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status[0]["name"], "cluster");
+    assert_eq!(status[1]["name"], network.as_str());
+    assert_eq!(status[1]["interface"], "net1");
+    assert!(
+        status[1]["ips"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("192.0.2."),
+        "{status}"
+    );
+    let records = k.node.records();
+    assert_eq!(records[0]["owner"]["namespace"], k.ns.name());
+    assert_eq!(records[0]["owner"]["pod"], "web");
+    assert_eq!(records[0]["owner"]["network"], network.as_str());
+    let metrics = k.node.scrape();
+    for cache in ["pods", "nads", "namespaces"] {
+        assert_eq!(
+            metrics.value("multus_agent_cache_synced", &[("cache", cache)]),
+            1
+        );
+    }
+    assert_eq!(
+        metrics.value(
+            "multus_agent_network_status_writes_total",
+            &[("result", "success")]
+        ),
+        1
+    );
+    assert_eq!(
+        metrics.value(
+            "multus_interface_receive_packets_total",
+            &[
+                ("namespace", k.ns.name()),
+                ("pod", "web"),
+                ("network_name", &network)
+            ]
+        ),
+        0
+    );
+    k.node.shim("DEL", &pod).ok();
+    assert!(k.node.records().is_empty());
+    assert!(k.node.leases().is_empty());
+}
+
+#[test]
+fn a_pod_missing_from_the_cache_is_waited_for_then_read_live() {
+    let Some(k) = KubeNode::new("a_pod_missing_from_the_cache_is_waited_for_then_read_live") else {
+        return;
+    };
+    k.create_nad("macvlan-net");
+    let agent = k.node.start_agent(&k.agent_config());
+    // Bound to another node: this agent's pod watch never delivers it.
+    let pod = k.create_pod("elsewhere", "some-other-node");
+    k.proxy.clear_requests();
+    let started = Instant::now();
+    k.node.shim("ADD", &pod).ok();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "the cache wait was skipped: {took:?}"
+    );
+    assert_eq!(
+        k.object_requests("elsewhere"),
+        ["GET POD", "GET POD", "PUT POD/status"],
+        "one live read, then the status write:\n{}",
+        agent.log_text()
+    );
+    k.node.shim("DEL", &pod).ok();
+}
+
+#[test]
+fn a_failed_status_write_never_fails_the_pod() {
+    let Some(k) = KubeNode::new("a_failed_status_write_never_fails_the_pod") else {
+        return;
+    };
+    k.create_nad("macvlan-net");
+    let pod = k.create_pod("web", &k.name);
+    let _agent = k.node.start_agent(&k.agent_config());
+    k.proxy.conflict_status_updates(100);
+    k.node.shim("ADD", &pod).ok();
+    assert_eq!(tcx_programs(&pod.netns.path(), "net1").len(), 2);
+    let metrics = k.node.scrape();
+    assert_eq!(
+        metrics.value(
+            "multus_agent_network_status_writes_total",
+            &[("result", "error")]
+        ),
+        1
+    );
+    assert_eq!(
+        metrics.value(
+            "multus_agent_errors_total",
+            &[("component", "network_status")]
+        ),
+        1
+    );
+    k.proxy.conflict_status_updates(0);
+    k.node.shim("DEL", &pod).ok();
+}
+
+#[test]
+fn on_restart_attachments_of_pods_gone_from_the_node_are_removed() {
+    let Some(k) = KubeNode::new("on_restart_attachments_of_pods_gone_from_the_node_are_removed")
+    else {
+        return;
+    };
+    k.create_nad("macvlan-net");
+    let gone = k.create_pod("gone", &k.name);
+    let kept = k.create_pod("kept", &k.name);
+    let mut agent = k.node.start_agent(&k.agent_config());
+    k.node.shim("ADD", &gone).ok();
+    k.node.shim("ADD", &kept).ok();
+    agent.kill9();
+    // While the agent is down the pod is deleted, and no DEL reaches the agent.
+    k.cluster.admin().ok(
+        "DELETE",
+        &format!("/api/v1/namespaces/{}/pods/gone", k.ns.name()),
+        Some(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})),
+    );
+    let agent = k.node.start_agent(&k.agent_config());
+    until("the attachment of the deleted pod to go", || {
+        let pods: Vec<String> = k
+            .node
+            .records()
+            .iter()
+            .map(|r| r["owner"]["pod"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (pods == ["kept"]).then_some(())
+    });
+    assert!(
+        tcx_programs(&gone.netns.path(), "net1").is_empty(),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(tcx_programs(&kept.netns.path(), "net1").len(), 2);
+    for pod in [&gone, &kept] {
+        k.node.shim("DEL", pod).ok();
+    }
+    assert!(k.node.leases().is_empty());
+}

@@ -1,0 +1,7 @@
+//! End-to-end root tests of thick mode: the real `multus-agent` and the real `multus-cni` shim,
+//! Debian's plugins as delegates, real eBPF programs, in namespaces the tests create.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod kube;
+mod standalone;
+mod support;
