@@ -110,8 +110,16 @@ fn read_document(text: &str) -> Result<Document, FieldError> {
         })
     } else {
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| FieldError::new(path_of(e.path()), e.into_inner().to_string()))
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = path_of(e.path());
+            // serde_yaml names the path (up to the map an unknown field is in) itself too.
+            let message = e.into_inner().to_string();
+            let message = match message.split_once(": ") {
+                Some((own, rest)) if !own.is_empty() && path.starts_with(own) => rest.to_owned(),
+                _ => message,
+            };
+            FieldError::new(path, message)
+        })
     }
 }
 
