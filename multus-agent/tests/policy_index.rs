@@ -20,8 +20,8 @@ fn at(pod: &str, interface: &str) -> AttachmentKey {
     }
 }
 
-fn set(keys: &[AttachmentKey]) -> BTreeSet<AttachmentKey> {
-    keys.iter().cloned().collect()
+fn set(keys: &[&AttachmentKey]) -> BTreeSet<AttachmentKey> {
+    keys.iter().map(|&k| k.clone()).collect()
 }
 
 const SERVER_FROM_CLIENTS: &str = "{podSelector: {matchLabels: {app: server}},
@@ -36,7 +36,7 @@ fn typical_changes_affect_exactly_the_attachments_they_should() {
 
     // A policy affects the attachments it selects, on its networks.
     let u = s.upsert_mnp(&mnp("prod/web", Some("blue"), SERVER_FROM_CLIENTS));
-    assert_eq!(u.affected, set(&[server.clone()]));
+    assert_eq!(u.affected, set(&[&server]));
     assert_eq!(
         s.upsert_mnp(&mnp("prod/web", Some("blue"), SERVER_FROM_CLIENTS)),
         Update::default(),
@@ -50,7 +50,7 @@ fn typical_changes_affect_exactly_the_attachments_they_should() {
         &[],
         &[("prod/blue", &["192.0.2.40"])],
     ));
-    assert_eq!(u.affected, set(&[server.clone()]));
+    assert_eq!(u.affected, set(&[&server]));
     let u = s.upsert_pod(pod(
         "prod/bystander",
         &[("app", "bystander")],
@@ -81,11 +81,11 @@ fn typical_changes_affect_exactly_the_attachments_they_should() {
         &[],
         &[("prod/blue", &["192.0.2.40"])],
     ));
-    assert_eq!(u.affected, set(&[server.clone()]));
+    assert_eq!(u.affected, set(&[&server]));
     let u = s.remove_pod(&key("prod/client2"));
     assert_eq!(u.affected, set(&[]), "it was no peer any more");
     let u = s.remove_pod(&key("prod/canary"));
-    assert_eq!(u.affected, set(&[server.clone()]));
+    assert_eq!(u.affected, set(&[&server]));
 
     // The target pod's own labels decide which policies select it.
     let mut relabelled = s.pod(&key("prod/client")).unwrap().clone();
@@ -107,14 +107,14 @@ fn typical_changes_affect_exactly_the_attachments_they_should() {
         name: "ops".into(),
         labels: labels(&[("env", "dev")]),
     });
-    assert_eq!(u.affected, set(&[server.clone()]));
+    assert_eq!(u.affected, set(&[&server]));
     let u = s.upsert_namespace(NamespaceView {
         name: "ops".into(),
         labels: labels(&[("env", "dev"), ("owner", "x")]),
     });
     assert_eq!(
         u.affected,
-        set(&[server.clone()]),
+        set(&[&server]),
         "still matches: may change nothing, but is asked"
     );
     let u = s.upsert_namespace(NamespaceView {
@@ -130,20 +130,17 @@ fn typical_changes_affect_exactly_the_attachments_they_should() {
 
     // A NAD: every attachment to its network.
     let u = s.upsert_nad(nad("prod/green", GREEN_CONFIG, Some("audit: true")));
-    assert_eq!(u.affected, set(&[server_green.clone()]));
+    assert_eq!(u.affected, set(&[&server_green]));
     let u = s.upsert_nad(nad("prod/blue", BLUE_CONFIG, Some("isolate: true")));
-    assert_eq!(u.affected, set(&[server.clone(), client.clone()]));
+    assert_eq!(u.affected, set(&[&server, &client]));
     let u = s.remove_nad(&key("prod/green"));
-    assert_eq!(u.affected, set(&[server_green]));
+    assert_eq!(u.affected, set(&[&server_green]));
 
     // A policy that moves to another network affects both sides.
     let u = s.upsert_mnp(&mnp("prod/web", Some("green"), SERVER_FROM_CLIENTS));
-    assert_eq!(
-        u.affected,
-        set(&[server.clone(), at("prod/server", "net2")])
-    );
+    assert_eq!(u.affected, set(&[&server, &at("prod/server", "net2")]));
     let u = s.remove_mnp(&key("prod/web"));
-    assert_eq!(u.affected, set(&[at("prod/server", "net2")]));
+    assert_eq!(u.affected, set(&[&at("prod/server", "net2")]));
 }
 
 #[test]
@@ -160,7 +157,7 @@ fn named_egress_ports_make_every_pod_on_the_network_a_possible_peer() {
         &[("http", Protocol::Tcp, 8443)],
         &[("prod/blue", &["192.0.2.50"])],
     ));
-    assert_eq!(u.affected, set(&[at("prod/client", "net1")]));
+    assert_eq!(u.affected, set(&[&at("prod/client", "net1")]));
 }
 
 /// Compiles every local attachment, as comparable text.
