@@ -8,10 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use multus_agent::{
-    dataplane::{
-        self, Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
-    },
+    dataplane::{self, Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Rule},
     policy::{
+        annotation::PROTOCOLS,
         canonical::canonical,
         combine::intersect,
         eval::{Direction, Packet, Traffic, verdict},
@@ -89,16 +88,7 @@ impl Rng {
     }
 
     fn port_match(&mut self) -> PortMatch {
-        const ALL: [Protocol; 7] = [
-            Protocol::Tcp,
-            Protocol::Udp,
-            Protocol::Sctp,
-            Protocol::Icmp,
-            Protocol::Icmpv6,
-            Protocol::Arp,
-            Protocol::Any,
-        ];
-        let protocol = ALL[self.below(7) as usize];
+        let protocol = PROTOCOLS[self.below(PROTOCOLS.len() as u64) as usize].1;
         let ports = (protocol.has_ports() && self.chance(70)).then(|| {
             let start = 1 + self.below(20) as u16;
             PortRange::new(start, start + self.below(6) as u16)

@@ -522,7 +522,8 @@ fn port_in_range(n: i64) -> Result<u16, String> {
         .ok_or_else(|| format!("port {n} out of range (1-65535)"))
 }
 
-const PROTOCOLS: [(&str, Protocol); 7] = [
+/// The protocols a document names, by name.
+pub const PROTOCOLS: [(&str, Protocol); 7] = [
     ("tcp", Protocol::Tcp),
     ("udp", Protocol::Udp),
     ("sctp", Protocol::Sctp),

@@ -228,23 +228,27 @@ fn read_rule(
     at: &str,
     peers_key: &str,
 ) -> Result<MnpRule, FieldError> {
-    let peers = non_empty(peers)
-        .map(|list| {
-            list.iter()
+    Ok(MnpRule {
+        peers: each(peers, &format!("{at}.{peers_key}"), peer)?,
+        ports: each(ports, &format!("{at}.ports"), port)?,
+    })
+}
+
+/// Reads every item of a list that is not empty, at `path[i]`.
+fn each<T, U>(
+    list: Option<&[T]>,
+    path: &str,
+    read: impl Fn(&T, &str) -> Result<U, FieldError>,
+) -> Result<Option<Vec<U>>, FieldError> {
+    non_empty(list)
+        .map(|items| {
+            items
+                .iter()
                 .enumerate()
-                .map(|(j, p)| peer(p, &format!("{at}.{peers_key}[{j}]")))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|(i, item)| read(item, &format!("{path}[{i}]")))
+                .collect()
         })
-        .transpose()?;
-    let ports = non_empty(ports)
-        .map(|list| {
-            list.iter()
-                .enumerate()
-                .map(|(j, p)| port(p, &format!("{at}.ports[{j}]")))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    Ok(MnpRule { peers, ports })
+        .transpose()
 }
 
 fn non_empty<T>(list: Option<&[T]>) -> Option<&[T]> {
