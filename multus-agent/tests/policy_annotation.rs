@@ -331,3 +331,42 @@ fn isolate_explains_an_unreadable_config() {
             .starts_with("the network's CNI config names no subnet")
     );
 }
+
+/// Every YAML and JSON example in docs/policy.md that is a policy document (or a NAD carrying
+/// one) parses.
+#[test]
+fn the_documented_examples_parse() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policy.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line) {
+            (None, "```yaml" | "```json") => current = Some(String::new()),
+            (Some(text), "```") => {
+                blocks.push(std::mem::take(text));
+                current = None;
+            }
+            (Some(text), _) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    let mut parsed = 0;
+    for block in &blocks {
+        if block.contains("kind: NetworkAttachmentDefinition") {
+            let nad: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
+            let text = nad["metadata"]["annotations"][multus_agent::policy::NAD_POLICY_ANNOTATION]
+                .as_str()
+                .unwrap();
+            let config = nad["spec"]["config"].as_str();
+            NadPolicy::parse(text, config).unwrap_or_else(|e| panic!("{block}: {e}"));
+        } else {
+            NadPolicy::parse(block, None).unwrap_or_else(|e| panic!("{block}: {e}"));
+        }
+        parsed += 1;
+    }
+    assert!(parsed >= 5, "{parsed} examples");
+}
