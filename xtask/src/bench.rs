@@ -1,6 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks that print numbers and ratios against a baseline run
 //! in the same process. Never timed assertions.
-use crate::{bench_cni, bench_dataplane};
+use crate::{bench_cni, bench_dataplane, bench_policy};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -17,6 +17,9 @@ enum What {
     /// The eBPF dataplane against no program and against iptables with the same rules, between
     /// two pods on macvlan.
     Dataplane(bench_dataplane::Args),
+    /// The policy compiler on a synthetic cluster: recompiling what the change index reports,
+    /// against recompiling every attachment after each change.
+    Policy(bench_policy::Args),
 }
 
 /// Runs the chosen benchmark.
@@ -24,5 +27,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.what {
         What::Cni(a) => bench_cni::run(a),
         What::Dataplane(a) => bench_dataplane::run(a),
+        What::Policy(a) => bench_policy::run(a),
     }
 }

@@ -13,6 +13,7 @@ use super::{
     eval::peer_contains,
     inputs::{ObjectKey, PodView},
     mnp::{MnpEntry, MnpPeer, MnpRule, MnpRules, PortSpec},
+    selector::Selector,
     snapshot::Snapshot,
 };
 use crate::dataplane::{
@@ -74,13 +75,16 @@ fn networks(entry: &MnpEntry) -> &BTreeSet<ObjectKey> {
 impl Resolver<'_> {
     fn rule(&self, entry: &MnpEntry, rule: &MnpRule, egress: bool, out: &mut Vec<Rule>) {
         // `None`: every peer; `Some(empty)`: peers given, none of them has an address.
-        let peers: Option<Vec<Peer>> = rule.peers.as_ref().map(|list| {
-            list.iter()
-                .flat_map(|p| self.peer_cidrs(entry, p))
-                .collect()
-        });
+        // Resolved only where needed: named egress ports resolve per pod instead.
+        let peers = || -> Option<Vec<Peer>> {
+            rule.peers.as_ref().map(|list| {
+                list.iter()
+                    .flat_map(|p| self.peer_cidrs(entry, p))
+                    .collect()
+            })
+        };
         let Some(ports) = &rule.ports else {
-            push(out, peers, Vec::new());
+            push(out, peers(), Vec::new());
             return;
         };
         let mut fixed = Vec::new();
@@ -108,12 +112,12 @@ impl Resolver<'_> {
             // Ports were given: if none resolves, the rule matches nothing (an empty list
             // would mean every port).
             if !fixed.is_empty() {
-                push(out, peers, fixed);
+                push(out, peers(), fixed);
             }
             return;
         }
         if !fixed.is_empty() {
-            push(out, peers, fixed);
+            push(out, peers(), fixed);
         }
         if named.is_empty() {
             return;
@@ -157,26 +161,39 @@ impl Resolver<'_> {
     fn selected<'a>(
         &'a self,
         entry: &'a MnpEntry,
-        pods: &'a super::selector::Selector,
-        namespaces: Option<&'a super::selector::Selector>,
+        pods: &'a Selector,
+        namespaces: Option<&'a Selector>,
     ) -> impl Iterator<Item = &'a PodView> + 'a {
-        self.on_networks(entry).filter(move |pod| {
-            let ns = &pod.key.namespace;
-            pods.matches(&pod.labels)
-                && match namespaces {
-                    None => ns == &entry.key.namespace,
-                    Some(sel) => sel.matches_namespace(ns, self.snapshot.namespace_labels(ns)),
-                }
-        })
+        let snapshot = self.snapshot;
+        let in_scope: Vec<&'a str> = match namespaces {
+            None => vec![entry.key.namespace.as_str()],
+            Some(sel) => snapshot
+                .pod_namespaces()
+                .filter(|ns| sel.matches_namespace(ns, snapshot.namespace_labels(ns)))
+                .collect(),
+        };
+        let nets = networks(entry);
+        // A pod on two of the networks would come twice.
+        let mut seen = (nets.len() > 1).then(BTreeSet::new);
+        nets.iter()
+            .flat_map(move |net| {
+                in_scope
+                    .clone()
+                    .into_iter()
+                    .flat_map(move |ns| snapshot.pods_on_in(net, ns))
+            })
+            .filter(move |pod| pods.matches(&pod.labels))
+            .filter(move |p| seen.as_mut().is_none_or(|s| s.insert(&p.key)))
     }
 
     /// Every pod with an interface on one of the policy's networks, once.
     fn on_networks<'a>(&'a self, entry: &'a MnpEntry) -> impl Iterator<Item = &'a PodView> + 'a {
-        let mut seen = BTreeSet::new();
-        networks(entry)
-            .iter()
+        let nets = networks(entry);
+        // A pod on two of the networks would come twice.
+        let mut seen = (nets.len() > 1).then(BTreeSet::new);
+        nets.iter()
             .flat_map(|n| self.snapshot.pods_on(n))
-            .filter(move |p| seen.insert(&p.key))
+            .filter(move |p| seen.as_mut().is_none_or(|s| s.insert(&p.key)))
     }
 
     /// Destination pods of an egress rule with the addresses the rule lets it reach them on.

@@ -89,8 +89,21 @@ impl Selector {
     /// Whether `labels` satisfy every requirement. `NotIn` and `DoesNotExist` hold for a label
     /// that is absent, as in Kubernetes.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_by(|key| labels.get(key).map(String::as_str))
+    }
+
+    /// Whether a namespace with these labels matches, counting its name label as present.
+    pub fn matches_namespace(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_by(|key| match labels.get(key) {
+            Some(value) => Some(value.as_str()),
+            None if key == NAMESPACE_NAME_LABEL => Some(name),
+            None => None,
+        })
+    }
+
+    fn matches_by<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.requirements.iter().all(|r| {
-            let value = labels.get(&r.key);
+            let value = label(&r.key);
             match &r.op {
                 Op::In(values) => value.is_some_and(|v| values.contains(v)),
                 Op::NotIn(values) => value.is_none_or(|v| !values.contains(v)),
@@ -98,16 +111,6 @@ impl Selector {
                 Op::DoesNotExist => value.is_none(),
             }
         })
-    }
-
-    /// Whether a namespace with these labels matches, counting its name label as present.
-    pub fn matches_namespace(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
-        if labels.contains_key(NAMESPACE_NAME_LABEL) {
-            return self.matches(labels);
-        }
-        let mut with_name = labels.clone();
-        with_name.insert(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned());
-        self.matches(&with_name)
     }
 }
 

@@ -56,8 +56,11 @@ pub struct Update {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub(super) pods: BTreeMap<ObjectKey, PodView>,
-    /// network → pods with an interface on it.
+    /// network → pods with an interface on it (ordered by namespace, so one namespace's pods
+    /// are a range).
     pub(super) pods_by_network: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// namespace → how many pods it has (namespaces of pods, known or not).
+    pub(super) pod_namespaces: BTreeMap<String, usize>,
     pub(super) namespaces: BTreeMap<String, NamespaceView>,
     pub(super) nads: BTreeMap<ObjectKey, NadEntry>,
     pub(super) mnps: BTreeMap<ObjectKey, MnpEntry>,
@@ -84,6 +87,26 @@ impl Snapshot {
             .into_iter()
             .flatten()
             .filter_map(|k| self.pods.get(k))
+    }
+
+    /// The pods of `namespace` with an interface on `network`.
+    pub fn pods_on_in<'a>(
+        &'a self,
+        network: &ObjectKey,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a PodView> + 'a {
+        let start = ObjectKey::new(namespace, "");
+        self.pods_by_network
+            .get(network)
+            .into_iter()
+            .flat_map(move |set| set.range(start.clone()..))
+            .take_while(move |k| k.namespace == namespace)
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    /// Every namespace that has pods (whether the namespace itself is known or not).
+    pub fn pod_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.pod_namespaces.keys().map(String::as_str)
     }
 
     /// A namespace's labels (none for a namespace not in the snapshot).
@@ -131,6 +154,10 @@ impl Snapshot {
                 .insert(pod.key.clone());
         }
         let affected = self.affected_by_pod(old.as_ref(), Some(&pod));
+        *self
+            .pod_namespaces
+            .entry(pod.key.namespace.clone())
+            .or_default() += 1;
         self.pods.insert(pod.key.clone(), pod);
         Update {
             affected,
@@ -149,6 +176,12 @@ impl Snapshot {
 
     fn remove_pod_entry(&mut self, key: &ObjectKey) -> Option<PodView> {
         let old = self.pods.remove(key)?;
+        if let Some(count) = self.pod_namespaces.get_mut(&key.namespace) {
+            *count -= 1;
+            if *count == 0 {
+                self.pod_namespaces.remove(&key.namespace);
+            }
+        }
         for net in &old.networks {
             if let Some(set) = self.pods_by_network.get_mut(&net.network) {
                 set.remove(key);
