@@ -5,21 +5,13 @@
 //! them after every change. No root needed; nothing touches the network.
 use crate::shell::{Cmd, step};
 
-/// Options of `cargo xtask bench policy`, passed on to the example.
+/// Options of `cargo xtask bench policy`: passed on to the example (`--pods`, `--policies`,
+/// `--locals`, `--events`; `-- --help` lists them).
 #[derive(clap::Args)]
 pub struct Args {
-    /// Pods in the cluster.
-    #[arg(long, default_value_t = 10_000)]
-    pods: u32,
-    /// MultiNetworkPolicies.
-    #[arg(long, default_value_t = 200)]
-    policies: u32,
-    /// Local attachments (pods on this node).
-    #[arg(long, default_value_t = 110)]
-    locals: u32,
-    /// Changes replayed, with and without the change index.
-    #[arg(long, default_value_t = 200)]
-    events: u32,
+    /// Options for the example.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    options: Vec<String>,
 }
 
 /// Builds and runs the benchmark.
@@ -36,15 +28,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "policy_bench",
             "--",
         ])
-        .args([
-            "--pods".to_owned(),
-            args.pods.to_string(),
-            "--policies".to_owned(),
-            args.policies.to_string(),
-            "--locals".to_owned(),
-            args.locals.to_string(),
-            "--events".to_owned(),
-            args.events.to_string(),
-        ])
+        .args(&args.options)
         .run()
 }
