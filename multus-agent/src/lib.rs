@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod install;
 pub mod logging;
 pub mod metrics;
+pub mod policy;
 pub mod reconcile;
 pub mod run;
 pub mod server;

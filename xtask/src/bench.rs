@@ -1,6 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks that print numbers and ratios against a baseline run
 //! in the same process. Never timed assertions.
-use crate::{bench_agent, bench_cni, bench_dataplane};
+use crate::{bench_agent, bench_cni, bench_dataplane, bench_policy};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -20,6 +20,9 @@ enum What {
     /// Thick mode: ADD latency through shim + agent against thin mode, agent RSS with 500
     /// attachments, /metrics scrape time with 1,000.
     Agent(bench_agent::Args),
+    /// The policy compiler on a synthetic cluster: recompiling what the change index reports,
+    /// against recompiling every attachment after each change.
+    Policy(bench_policy::Args),
 }
 
 /// Runs the chosen benchmark.
@@ -28,5 +31,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         What::Cni(a) => bench_cni::run(a),
         What::Dataplane(a) => bench_dataplane::run(a),
         What::Agent(a) => bench_agent::run(a),
+        What::Policy(a) => bench_policy::run(a),
     }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod bench_agent;
 mod bench_cni;
 mod bench_dataplane;
+mod bench_policy;
 mod demo;
 mod fuzz;
 mod manifests;
@@ -36,7 +37,7 @@ enum Command {
     Manifests,
     /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
     KubeApiserver,
-    /// Benchmarks that print numbers against an in-process baseline (`bench cni`, `bench dataplane`).
+    /// Benchmarks that print numbers against an in-process baseline (`bench cni`, `bench dataplane`, `bench policy`).
     Bench(bench::Args),
     /// Fuzz multus-cni's parsers with cargo-fuzz (installed when missing).
     Fuzz(fuzz::Args),

@@ -1,0 +1,131 @@
+//! One attachment's policy from everything that applies to it: its network's NAD annotation
+//! and the MultiNetworkPolicies for that network that select its pod. A packet must pass both.
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    canonical::canonical,
+    combine::intersect,
+    error::CompileError,
+    inputs::{AttachmentKey, LocalAttachment, ObjectKey},
+    resolve::mnp_policy,
+    snapshot::Snapshot,
+};
+use crate::dataplane::Policy;
+
+/// Where an attachment's policy comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PolicySource {
+    /// The NAD whose policy annotation applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nad: Option<ObjectKey>,
+    /// The MultiNetworkPolicies that select the attachment, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<ObjectKey>,
+}
+
+impl PolicySource {
+    /// `nad`, `mnp` or `nad+mnp`: a label value of bounded cardinality.
+    pub fn kind(&self) -> &'static str {
+        match (self.nad.is_some(), self.policies.is_empty()) {
+            (true, true) => "nad",
+            (false, _) => "mnp",
+            (true, false) => "nad+mnp",
+        }
+    }
+}
+
+impl fmt::Display for PolicySource {
+    /// `nad:prod/blue`, `mnp:prod/web,prod/db`, or both joined by `+`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(nad) = &self.nad {
+            parts.push(format!("nad:{nad}"));
+        }
+        if !self.policies.is_empty() {
+            let names: Vec<String> = self.policies.iter().map(ToString::to_string).collect();
+            parts.push(format!("mnp:{}", names.join(",")));
+        }
+        f.write_str(&parts.join("+"))
+    }
+}
+
+/// A compiled policy and where it comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompiledPolicy {
+    /// What to install.
+    pub policy: Policy,
+    /// Which objects made it.
+    pub source: PolicySource,
+}
+
+/// Compiles the policy of a local attachment. `Ok(None)`: nothing applies (count only, allow
+/// everything). Fails when a policy object that applies (or may apply) is invalid: the caller
+/// keeps the previous policy in force.
+pub fn compile(
+    snapshot: &Snapshot,
+    key: &AttachmentKey,
+) -> Result<Option<CompiledPolicy>, CompileError> {
+    let local = snapshot
+        .local(key)
+        .ok_or_else(|| CompileError::UnknownAttachment(key.clone()))?;
+    compile_attachment(snapshot, local)
+}
+
+/// [`compile`] for an attachment given directly (it need not be in the snapshot).
+pub fn compile_attachment(
+    snapshot: &Snapshot,
+    local: &LocalAttachment,
+) -> Result<Option<CompiledPolicy>, CompileError> {
+    let key = local.key();
+    let pod = snapshot
+        .pod(&local.pod)
+        .ok_or_else(|| CompileError::UnknownPod {
+            attachment: key.clone(),
+        })?;
+    let mut errors = Vec::new();
+    let nad = match snapshot.nad(&local.network).and_then(|n| n.policy.as_ref()) {
+        Some(Ok(policy)) => Some(policy),
+        Some(Err(e)) => {
+            errors.push(e.clone());
+            None
+        }
+        None => None,
+    };
+    let mut applying = Vec::new();
+    for entry in snapshot.mnps_in(&pod.key.namespace) {
+        if !entry.may_apply(&local.network, pod) {
+            continue;
+        }
+        match &entry.rules {
+            Ok(rules) => applying.push((entry, rules)),
+            Err(e) => errors.push(e.clone()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(CompileError::InvalidObjects {
+            attachment: key,
+            errors,
+        });
+    }
+    let source = PolicySource {
+        nad: nad.map(|_| local.network.clone()),
+        policies: applying.iter().map(|(e, _)| e.key.clone()).collect(),
+    };
+    let from_nad = nad.map(|p| p.policy_for(local));
+    let from_mnps = mnp_policy(snapshot, pod, &applying);
+    let policy = match (from_nad, from_mnps) {
+        (None, None) => return Ok(None),
+        (Some(p), None) | (None, Some(p)) => p,
+        (Some(nad), Some(mnps)) => intersect(&nad, &mnps),
+    };
+    let policy = canonical(policy);
+    policy
+        .validate()
+        .map_err(|source| CompileError::Uninstallable {
+            attachment: key,
+            source,
+        })?;
+    Ok(Some(CompiledPolicy { policy, source }))
+}

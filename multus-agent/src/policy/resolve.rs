@@ -1,0 +1,285 @@
+//! MultiNetworkPolicies → the rules of one attachment, with NetworkPolicy semantics: a direction
+//! any applying policy covers is default deny, and allows the union of those policies' rules.
+//! Peers are pods anywhere in the cluster, by their addresses on the policy's networks; named
+//! ports resolve against the target pod (ingress) or against each peer pod (egress).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use ipnet::IpNet;
+
+use super::{
+    eval::peer_contains,
+    inputs::{ObjectKey, PodView},
+    mnp::{MnpEntry, MnpPeer, MnpRule, MnpRules, PortSpec},
+    selector::Selector,
+    snapshot::Snapshot,
+};
+use crate::dataplane::{
+    Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
+};
+
+/// The policy the applying MultiNetworkPolicies give `target`'s attachment; `None` when none
+/// applies.
+pub fn mnp_policy(
+    snapshot: &Snapshot,
+    target: &PodView,
+    applying: &[(&MnpEntry, &MnpRules)],
+) -> Option<Policy> {
+    if applying.is_empty() {
+        return None;
+    }
+    let resolver = Resolver { snapshot, target };
+    let direction = |egress: bool| {
+        let mut covered = false;
+        let mut rules = Vec::new();
+        for (entry, mnp_rules) in applying {
+            let list = if egress {
+                &mnp_rules.egress
+            } else {
+                &mnp_rules.ingress
+            };
+            if let Some(list) = list {
+                covered = true;
+                for rule in list {
+                    resolver.rule(entry, rule, egress, &mut rules);
+                }
+            }
+        }
+        if covered {
+            DirectionPolicy::deny_by_default(rules)
+        } else {
+            DirectionPolicy::default()
+        }
+    };
+    Some(Policy {
+        ingress: direction(false),
+        egress: direction(true),
+        audit: false,
+        anti_spoof: None,
+    })
+}
+
+struct Resolver<'a> {
+    snapshot: &'a Snapshot,
+    target: &'a PodView,
+}
+
+/// A policy's networks (empty for a policy without them, which never gets here).
+fn networks(entry: &MnpEntry) -> &BTreeSet<ObjectKey> {
+    static NONE: BTreeSet<ObjectKey> = BTreeSet::new();
+    entry.networks.as_ref().unwrap_or(&NONE)
+}
+
+impl Resolver<'_> {
+    fn rule(&self, entry: &MnpEntry, rule: &MnpRule, egress: bool, out: &mut Vec<Rule>) {
+        // `None`: every peer; `Some(empty)`: peers given, none of them has an address.
+        // Resolved only where needed: named egress ports resolve per pod instead.
+        let peers = || -> Option<Vec<Peer>> {
+            rule.peers.as_ref().map(|list| {
+                list.iter()
+                    .flat_map(|p| self.peer_cidrs(entry, p))
+                    .collect()
+            })
+        };
+        let Some(ports) = &rule.ports else {
+            push(out, peers(), Vec::new());
+            return;
+        };
+        let mut fixed = Vec::new();
+        let mut named = Vec::new();
+        for port in ports {
+            match &port.port {
+                PortSpec::All => fixed.push(PortMatch {
+                    protocol: port.protocol,
+                    ports: None,
+                }),
+                PortSpec::Range(r) => fixed.push(PortMatch {
+                    protocol: port.protocol,
+                    ports: Some(*r),
+                }),
+                PortSpec::Named(name) => named.push((port.protocol, name.as_str())),
+            }
+        }
+        if !egress {
+            fixed.extend(
+                named_ports(self.target, &named).map(|(protocol, port)| PortMatch {
+                    protocol,
+                    ports: Some(PortRange::single(port)),
+                }),
+            );
+            // Ports were given: if none resolves, the rule matches nothing (an empty list
+            // would mean every port).
+            if !fixed.is_empty() {
+                push(out, peers(), fixed);
+            }
+            return;
+        }
+        if !fixed.is_empty() {
+            push(out, peers(), fixed);
+        }
+        if named.is_empty() {
+            return;
+        }
+        // Egress: each destination pod says what its named ports are.
+        let mut by_port: BTreeMap<(Protocol, u16), BTreeSet<IpAddr>> = BTreeMap::new();
+        for (pod, ips) in self.peer_pods(entry, rule.peers.as_deref()) {
+            for key in named_ports(pod, &named) {
+                by_port.entry(key).or_default().extend(&ips);
+            }
+        }
+        for ((protocol, port), ips) in by_port {
+            push(
+                out,
+                Some(
+                    ips.into_iter()
+                        .map(|ip| Peer::from(IpNet::from(ip)))
+                        .collect(),
+                ),
+                vec![PortMatch {
+                    protocol,
+                    ports: Some(PortRange::single(port)),
+                }],
+            );
+        }
+    }
+
+    /// The addresses a peer stands for.
+    fn peer_cidrs(&self, entry: &MnpEntry, peer: &MnpPeer) -> Vec<Peer> {
+        match peer {
+            MnpPeer::Block(block) => vec![block.clone()],
+            MnpPeer::Pods { pods, namespaces } => self
+                .selected(entry, pods, namespaces.as_ref())
+                .flat_map(|pod| ips_on(pod, networks(entry)))
+                .map(|ip| Peer::from(IpNet::from(ip)))
+                .collect(),
+        }
+    }
+
+    /// Pods on the policy's networks picked by a pod/namespace selector pair.
+    fn selected<'a>(
+        &'a self,
+        entry: &'a MnpEntry,
+        pods: &'a Selector,
+        namespaces: Option<&'a Selector>,
+    ) -> impl Iterator<Item = &'a PodView> + 'a {
+        let snapshot = self.snapshot;
+        let in_scope: Vec<&'a str> = match namespaces {
+            None => vec![entry.key.namespace.as_str()],
+            Some(sel) => snapshot
+                .pod_namespaces()
+                .filter(|ns| sel.matches_namespace(ns, snapshot.namespace_labels(ns)))
+                .collect(),
+        };
+        let nets = networks(entry);
+        // A pod on two of the networks would come twice.
+        let mut seen = (nets.len() > 1).then(BTreeSet::new);
+        nets.iter()
+            .flat_map(move |net| {
+                in_scope
+                    .clone()
+                    .into_iter()
+                    .flat_map(move |ns| snapshot.pods_on_in(net, ns))
+            })
+            .filter(move |pod| pods.matches(&pod.labels))
+            .filter(move |p| seen.as_mut().is_none_or(|s| s.insert(&p.key)))
+    }
+
+    /// Every pod with an interface on one of the policy's networks, once.
+    fn on_networks<'a>(&'a self, entry: &'a MnpEntry) -> impl Iterator<Item = &'a PodView> + 'a {
+        let nets = networks(entry);
+        // A pod on two of the networks would come twice.
+        let mut seen = (nets.len() > 1).then(BTreeSet::new);
+        nets.iter()
+            .flat_map(|n| self.snapshot.pods_on(n))
+            .filter(move |p| seen.as_mut().is_none_or(|s| s.insert(&p.key)))
+    }
+
+    /// Destination pods of an egress rule with the addresses the rule lets it reach them on.
+    fn peer_pods<'a>(
+        &'a self,
+        entry: &'a MnpEntry,
+        peers: Option<&'a [MnpPeer]>,
+    ) -> Vec<(&'a PodView, Vec<IpAddr>)> {
+        let nets = networks(entry);
+        let Some(peers) = peers else {
+            return self
+                .on_networks(entry)
+                .map(|pod| (pod, ips_on(pod, nets).collect()))
+                .collect();
+        };
+        let mut found: BTreeMap<&ObjectKey, (&PodView, BTreeSet<IpAddr>)> = BTreeMap::new();
+        for peer in peers {
+            match peer {
+                MnpPeer::Pods { pods, namespaces } => {
+                    for pod in self.selected(entry, pods, namespaces.as_ref()) {
+                        found
+                            .entry(&pod.key)
+                            .or_insert_with(|| (pod, BTreeSet::new()))
+                            .1
+                            .extend(ips_on(pod, nets));
+                    }
+                }
+                MnpPeer::Block(block) => {
+                    for pod in self.on_networks(entry) {
+                        let inside: Vec<IpAddr> = ips_on(pod, nets)
+                            .filter(|ip| peer_contains(block, *ip))
+                            .collect();
+                        if !inside.is_empty() {
+                            found
+                                .entry(&pod.key)
+                                .or_insert_with(|| (pod, BTreeSet::new()))
+                                .1
+                                .extend(inside);
+                        }
+                    }
+                }
+            }
+        }
+        found
+            .into_values()
+            .map(|(pod, ips)| (pod, ips.into_iter().collect()))
+            .collect()
+    }
+}
+
+/// `pod`'s container ports with one of these names and protocols.
+fn named_ports<'a>(
+    pod: &'a PodView,
+    named: &'a [(Protocol, &str)],
+) -> impl Iterator<Item = (Protocol, u16)> + 'a {
+    pod.ports
+        .iter()
+        .filter(|p| {
+            named
+                .iter()
+                .any(|(proto, name)| *proto == p.protocol && *name == p.name)
+        })
+        .map(|p| (p.protocol, p.port))
+}
+
+/// `pod`'s addresses on any of `networks`.
+fn ips_on<'a>(
+    pod: &'a PodView,
+    networks: &'a BTreeSet<ObjectKey>,
+) -> impl Iterator<Item = IpAddr> + 'a {
+    pod.networks
+        .iter()
+        .filter(|n| networks.contains(&n.network))
+        .flat_map(|n| n.ips.iter().copied())
+}
+
+/// Adds an allow rule unless its peers were given and none has an address.
+fn push(out: &mut Vec<Rule>, peers: Option<Vec<Peer>>, ports: Vec<PortMatch>) {
+    let peers = match peers {
+        None => Vec::new(),
+        Some(list) if list.is_empty() => return,
+        Some(list) => list,
+    };
+    out.push(Rule {
+        action: Action::Allow,
+        peers,
+        ports,
+    });
+}
