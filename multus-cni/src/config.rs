@@ -146,6 +146,9 @@ pub struct NetConf {
     /// `apiTimeoutSeconds` (this project's key): the longest one Kubernetes API lookup may take,
     /// retries included.
     pub api_timeout_seconds: u64,
+    /// `addedInterfaceEvents` (this project's key): post Multus's `AddedInterface` Event per
+    /// interface after ADD (one API request each). Default true.
+    pub added_interface_events: bool,
     /// GC's `cni.dev/valid-attachments`.
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
@@ -362,6 +365,7 @@ impl NetConf {
             api_timeout_seconds: k
                 .u64("apiTimeoutSeconds")?
                 .unwrap_or(DEFAULT_API_TIMEOUT_SECONDS),
+            added_interface_events: k.bool("addedInterfaceEvents")?.unwrap_or(true),
             valid_attachments: valid_attachments(&k)?,
         };
         conf.validate()?;
@@ -513,6 +517,7 @@ mod tests {
         assert_eq!(c.log_options, LogOptions::default());
         assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/lib/kubelet"));
         assert_eq!(c.api_timeout_seconds, 20);
+        assert!(c.added_interface_events);
     }
 
     #[test]
@@ -528,6 +533,7 @@ mod tests {
             "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": []},
             "retryDeleteOnError": false, "localSourceDir": "/loc",
             "kubeletRootDir": "/var/snap/k8s/kubelet", "apiTimeoutSeconds": 3,
+            "addedInterfaceEvents": false,
             "cni.dev/valid-attachments": [{"containerID": "c", "ifname": "eth0"}]
         }))
         .unwrap();
@@ -543,6 +549,7 @@ mod tests {
         assert_eq!(c.capabilities.get("portMappings"), Some(&true));
         assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/snap/k8s/kubelet"));
         assert_eq!(c.api_timeout_seconds, 3);
+        assert!(!c.added_interface_events);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod apiserver;
 mod bench;
 mod bench_cni;
+mod bench_kube;
 mod demo;
 mod fuzz;
 mod manifests;
@@ -51,7 +52,9 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
         Command::Manifests => manifests::run(),
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
-        Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
+        Command::Bench(args) => {
+            prereqs::ensure().and_then(|()| bench::run(&args, apiserver::ensure))
+        }
         Command::Fuzz(args) => fuzz::run(&args),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));

@@ -22,12 +22,16 @@ use crate::{config::NetConf, engine::Engine};
 /// the Kubernetes source, kubelet's devices and the publisher. `None` without a cluster.
 pub fn thin_engine(conf: &NetConf) -> Option<Engine> {
     let cluster = Arc::new(Cluster::from_conf(conf)?);
+    let mut publisher = KubePublisher::new(Arc::clone(&cluster));
+    if !conf.added_interface_events {
+        publisher = publisher.without_added_interface_events();
+    }
     Some(
         Engine::new(Arc::new(KubeSource::new(Arc::clone(&cluster))))
             .with_devices(Arc::new(PodResourcesDevices::new(
                 &conf.kubelet_root_dir,
                 Some(Arc::clone(&cluster)),
             )))
-            .with_publisher(Arc::new(KubePublisher::new(cluster))),
+            .with_publisher(Arc::new(publisher)),
     )
 }

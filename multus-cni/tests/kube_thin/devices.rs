@@ -33,8 +33,7 @@ fn recording_plugin(k: &Kube) {
 /// What the recording plugin got for `command` on `ifname`.
 fn recorded(k: &Kube, command: &str, ifname: &str) -> Value {
     let path = k.node.path(&format!("record-{command}-{ifname}.json"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 

@@ -34,7 +34,10 @@ fn a_pod_not_visible_yet_is_waited_for() {
     k.run("ADD", "c-late", &pod, &conf).ok();
     // Three 404s, then the pod; its annotation was honoured.
     let gets = pod_gets(&k, &pod);
-    assert_eq!(gets[..4], [(404, true), (404, true), (404, true), (200, false)]);
+    assert_eq!(
+        gets[..4],
+        [(404, true), (404, true), (404, true), (200, false)]
+    );
     assert_eq!(link_names(&pod.netns), vec!["eth0", "lo", "net1"]);
     assert!(k.status(&pod).is_some());
     k.run("DEL", "c-late", &pod, &conf).ok();
@@ -50,7 +53,9 @@ fn a_pod_that_never_appears_gets_the_cluster_network_only() {
     let pod = k.pod(&ns, "ghost", &json!({NETWORKS: "macvlan-net"}));
     // Deleted before the runtime calls (the sandbox is being torn down).
     let path = format!("/api/v1/namespaces/{}/pods/ghost", ns.name());
-    k.cluster.admin().ok("DELETE", &path, Some(&json!({"gracePeriodSeconds": 0})));
+    k.cluster
+        .admin()
+        .ok("DELETE", &path, Some(&json!({"gracePeriodSeconds": 0})));
     super::until("the pod to be gone", || {
         matches!(k.cluster.admin().request("GET", &path, None), Ok((404, _))).then_some(())
     });
@@ -58,7 +63,11 @@ fn a_pod_that_never_appears_gets_the_cluster_network_only() {
     k.proxy.clear_requests();
     let add = k.run("ADD", "c-ghost", &pod, &conf).ok();
     assert_eq!(link_names(&pod.netns), vec!["eth0", "lo"]);
-    assert!(add.stderr.contains("the pod does not exist"), "{}", add.stderr);
+    assert!(
+        add.stderr.contains("the pod does not exist"),
+        "{}",
+        add.stderr
+    );
     // It was waited for, then nothing was written.
     assert!(pod_gets(&k, &pod).len() > 1);
     assert!(k.proxy.requests().iter().all(|r| r.method == "GET"));
@@ -89,7 +98,10 @@ fn an_api_server_that_stops_answering_fails_add_with_11_and_del_still_works() {
         let took = started.elapsed();
         assert_eq!(code, 11, "{stall:?}: {msg}");
         assert!(
-            msg.contains(&format!("pod {}/{container}: source unavailable, try again later", ns.name())),
+            msg.contains(&format!(
+                "pod {}/{container}: source unavailable, try again later",
+                ns.name()
+            )),
             "{stall:?}: {msg}"
         );
         // Bounded by apiTimeoutSeconds (3 s), with a margin for process start and retries.

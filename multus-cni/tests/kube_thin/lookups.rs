@@ -66,12 +66,18 @@ fn short_and_json_annotations_through_real_nads_and_the_exact_status() {
     assert!(ip(&short, "data0").starts_with("198.51.100."));
     // The result is the cluster network's.
     let result = add.json();
-    assert_eq!(result["ips"][0]["address"], format!("{}/24", ip(&short, "eth0")));
+    assert_eq!(
+        result["ips"][0]["address"],
+        format!("{}/24", ip(&short, "eth0"))
+    );
 
     // network-status: exactly one entry per interface, from what the pod really has, indented
     // like Multus writes it.
     let text = k.status(&short).expect("network-status written");
-    assert!(text.starts_with("[\n    {\n        \"name\": \"cluster\""), "{text}");
+    assert!(
+        text.starts_with("[\n    {\n        \"name\": \"cluster\""),
+        "{text}"
+    );
     let status: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         status,
@@ -92,9 +98,17 @@ fn short_and_json_annotations_through_real_nads_and_the_exact_status() {
     assert_eq!(
         added,
         vec![
-            format!("Add data0 [{}/24] from {}/bridge-net", ip(&short, "data0"), b.name()),
+            format!(
+                "Add data0 [{}/24] from {}/bridge-net",
+                ip(&short, "data0"),
+                b.name()
+            ),
             format!("Add eth0 [{}/24] from cluster", ip(&short, "eth0")),
-            format!("Add net1 [{}/24] from {}/macvlan-net", ip(&short, "net1"), a.name()),
+            format!(
+                "Add net1 [{}/24] from {}/macvlan-net",
+                ip(&short, "net1"),
+                a.name()
+            ),
         ]
     );
 
@@ -224,8 +238,7 @@ fn default_network_annotation_replaces_the_cluster_network() {
 
 #[test]
 fn namespace_isolation_refuses_other_namespaces_but_global_ones() {
-    let Some(k) = Kube::new("namespace_isolation_refuses_other_namespaces_but_global_ones")
-    else {
+    let Some(k) = Kube::new("namespace_isolation_refuses_other_namespaces_but_global_ones") else {
         return;
     };
     let own = k.cluster.namespace("kio");
@@ -245,7 +258,10 @@ fn namespace_isolation_refuses_other_namespaces_but_global_ones() {
     let (code, msg) = failure(&k.run("ADD", "c-ref", &refused, &conf));
     assert_eq!(code, 7, "{msg}");
     assert!(
-        msg.contains(&format!("network {}/macvlan-net: namespaceIsolation", other.name())),
+        msg.contains(&format!(
+            "network {}/macvlan-net: namespaceIsolation",
+            other.name()
+        )),
         "{msg}"
     );
     k.assert_clean(&refused);
@@ -263,7 +279,11 @@ fn namespace_isolation_refuses_other_namespaces_but_global_ones() {
     );
     k.run("ADD", "c-all", &allowed, &conf).ok();
     assert_eq!(link_names(&allowed.netns), vec!["eth0", "lo", "net1"]);
-    assert!(k.status(&allowed).unwrap().contains(&format!("{}/macvlan-net", global.name())));
+    assert!(
+        k.status(&allowed)
+            .unwrap()
+            .contains(&format!("{}/macvlan-net", global.name()))
+    );
     k.run("DEL", "c-all", &allowed, &conf).ok();
     k.assert_clean(&allowed);
 }

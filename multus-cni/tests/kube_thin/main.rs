@@ -74,10 +74,8 @@ impl Kube {
     /// The multus configuration: the bridge cluster network inline, the restricted multus
     /// user's kubeconfig, a 3 s API budget, kubelet's files under the node directory.
     fn conf(&self) -> Value {
-        let kubeconfig = self.kubeconfig(
-            "multus",
-            KubeconfigAuth::Token(self.cluster.multus_token()),
-        );
+        let kubeconfig =
+            self.kubeconfig("multus", KubeconfigAuth::Token(self.cluster.multus_token()));
         json!({
             "cniVersion": "1.0.0",
             "name": "multus-cni-network",
@@ -193,9 +191,21 @@ impl Kube {
     /// Asserts that nothing of `pod` is left: no interface, lease or cache file.
     #[track_caller]
     fn assert_clean(&self, pod: &TestPod) {
-        assert_eq!(link_names(&pod.netns), vec!["lo"], "interfaces left in the pod");
-        assert_eq!(self.node.leases(), Vec::<String>::new(), "host-local leases left");
-        assert_eq!(self.node.cache_files(), Vec::<String>::new(), "cache files left");
+        assert_eq!(
+            link_names(&pod.netns),
+            vec!["lo"],
+            "interfaces left in the pod"
+        );
+        assert_eq!(
+            self.node.leases(),
+            Vec::<String>::new(),
+            "host-local leases left"
+        );
+        assert_eq!(
+            self.node.cache_files(),
+            Vec::<String>::new(),
+            "cache files left"
+        );
     }
 }
 

@@ -79,7 +79,10 @@ fn the_binary_works_with_exactly_the_cluster_role() {
         assert!((200..300).contains(&r.status), "{r:?}");
         assert_eq!(r.token.as_deref(), Some(k.cluster.multus_token()), "{r:?}");
         let attrs = attributes(&r.method, &r.path);
-        assert!(allows(&rules, &attrs), "{attrs:?} is not in the ClusterRole");
+        assert!(
+            allows(&rules, &attrs),
+            "{attrs:?} is not in the ClusterRole"
+        );
         if !used.contains(&attrs) {
             used.push(attrs);
         }
@@ -112,8 +115,10 @@ fn account_without_rule(
     kept.remove(rule);
     k.cluster
         .admin()
-        .create(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                        "metadata": {"name": role}, "rules": kept}))
+        .create(
+            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                        "metadata": {"name": role}, "rules": kept}),
+        )
         .unwrap();
     let sa = format!("probe{rule}");
     ns.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}));
@@ -127,8 +132,7 @@ fn account_without_rule(
 
 #[test]
 fn without_each_rule_the_binary_says_which_permission_is_missing() {
-    let Some(k) = Kube::new("without_each_rule_the_binary_says_which_permission_is_missing")
-    else {
+    let Some(k) = Kube::new("without_each_rule_the_binary_says_which_permission_is_missing") else {
         return;
     };
     let ns = k.cluster.namespace("krbm");
@@ -138,7 +142,11 @@ fn without_each_rule_the_binary_says_which_permission_is_missing() {
     let cases = [
         (0, true, "cannot get resource \"pods\""),
         (1, false, "cannot update resource \"pods/status\""),
-        (2, true, "cannot get resource \"network-attachment-definitions\""),
+        (
+            2,
+            true,
+            "cannot get resource \"network-attachment-definitions\"",
+        ),
         (3, false, "cannot create resource \"events\""),
     ];
     assert_eq!(rules.len(), cases.len(), "a rule without a case");
@@ -165,7 +173,10 @@ fn without_each_rule_the_binary_says_which_permission_is_missing() {
         if add_fails {
             let (code, msg) = failure(&run);
             assert_eq!(code, 7, "rule {rule}: {msg}");
-            assert!(msg.contains(words) && msg.contains(&account), "rule {rule}: {msg}");
+            assert!(
+                msg.contains(words) && msg.contains(&account),
+                "rule {rule}: {msg}"
+            );
             assert!(msg.contains("RBAC"), "rule {rule}: {msg}");
             k.assert_clean(&pod);
         } else {

@@ -32,7 +32,10 @@ fn status_write_retries_on_conflict() {
         vec![(409, true), (409, true), (200, false)]
     );
     let status = k.status(&pod).expect("written after the conflicts");
-    assert!(status.contains(&format!("{}/macvlan-net", ns.name())), "{status}");
+    assert!(
+        status.contains(&format!("{}/macvlan-net", ns.name())),
+        "{status}"
+    );
     k.run("DEL", "c-busy", &pod, &conf).ok();
     k.assert_clean(&pod);
 }

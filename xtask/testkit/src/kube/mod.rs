@@ -3,6 +3,7 @@
 //! ([`FaultProxy`]) for the failures a healthy server does not produce on demand.
 mod cluster;
 mod proxy;
+mod relay;
 mod rest;
 mod tls;
 
@@ -10,4 +11,5 @@ pub use cluster::{
     KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established, read_yaml_documents,
 };
 pub use proxy::{FaultProxy, Recorded, Stall};
+pub use relay::TcpRelay;
 pub use rest::{Rest, collection_path};

@@ -167,7 +167,7 @@ impl Drop for FaultProxy {
 
 /// A listening socket on a free 127.0.0.1 port of the namespace at `netns`: bound from a
 /// short-lived thread that enters it (a socket stays in the namespace it was made in).
-fn bind_in_netns(netns: &Path) -> std::io::Result<std::net::TcpListener> {
+pub(super) fn bind_in_netns(netns: &Path) -> std::io::Result<std::net::TcpListener> {
     let file = std::fs::File::open(netns)?;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -220,6 +220,9 @@ async fn serve(
                 Err(_) => continue,
             },
         };
+        // Answers are written in pieces; without TCP_NODELAY each piece after the first waits
+        // for the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let refuse = state.lock().unwrap_or_else(PoisonError::into_inner).stall == Stall::Refuse;
         if refuse {
             drop(stream);
