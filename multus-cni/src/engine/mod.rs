@@ -118,7 +118,7 @@ impl Engine {
         let outcome = match request.command {
             Command::Version => Ok(Some(version_reply().to_string())),
             Command::Add => self.add(request, conf).map(|out| {
-                // Thin mode has nowhere to publish it: the log is where a user finds it.
+                // Where no publisher writes it to the pod, the log is where a user finds it.
                 let status = serde_json::to_string(&out.network_status).unwrap_or_default();
                 info!(network_status = %status, "network-status");
                 Some(out.result.to_string())
