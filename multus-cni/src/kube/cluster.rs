@@ -75,7 +75,7 @@ impl Cluster {
         let pod = match self.api()?.get_pod(&key.namespace, &key.name) {
             Ok(pod) => pod,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                tracing::warn!(pod = %what(), "the pod does not exist; only the cluster network is attached");
+                tracing::warn!(pod = %what(), "the pod does not exist; it gets no annotation networks");
                 return Ok(None);
             }
             Err(e) => return Err(source_error(what(), &e)),

@@ -141,12 +141,12 @@ pub fn device_info(dir: &Path, resource: &str, device_id: &str) -> Option<Value>
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
             Ok(info) if info.is_object() => return Some(info),
             Ok(_) | Err(_) => {
-                warn!(file = %file.display(), "device information is not a JSON object; ignored")
+                warn!(file = %file.display(), "device information is not a JSON object; ignored");
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            warn!(file = %file.display(), error = %e, "device information unreadable; ignored")
+            warn!(file = %file.display(), error = %e, "device information unreadable; ignored");
         }
     }
     is_pci_address(device_id).then(|| {

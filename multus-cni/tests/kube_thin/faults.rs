@@ -56,7 +56,7 @@ fn a_pod_that_never_appears_gets_the_cluster_network_only() {
     k.cluster
         .admin()
         .ok("DELETE", &path, Some(&json!({"gracePeriodSeconds": 0})));
-    super::until("the pod to be gone", || {
+    multus_testkit::kube::until("the pod to be gone", || {
         matches!(k.cluster.admin().request("GET", &path, None), Ok((404, _))).then_some(())
     });
     let conf = k.conf();

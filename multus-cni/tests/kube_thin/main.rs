@@ -15,10 +15,7 @@ mod lookups;
 mod rbac;
 mod status;
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 use common::{Node, PLUGIN_DIR, Run, link_names};
 use multus_testkit::{
@@ -140,17 +137,8 @@ impl Kube {
              K8S_POD_INFRA_CONTAINER_ID={container}",
             pod.namespace, pod.name, pod.uid
         );
-        self.node.run_raw(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", container),
-                ("CNI_NETNS", &netns),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", PLUGIN_DIR),
-                ("CNI_ARGS", &args),
-            ],
-            conf.to_string().as_bytes(),
-        )
+        self.node
+            .run_with_args(command, container, &netns, &args, conf)
     }
 
     /// The pod's network-status annotation, as the API server holds it.
@@ -227,17 +215,4 @@ fn failure(run: &Run) -> (u64, String) {
         err["code"].as_u64().unwrap(),
         err["msg"].as_str().unwrap().to_owned(),
     )
-}
-
-/// Polls `f` every 100 ms until it gives a value; fails after 30 s (the API server's caches
-/// lag behind writes: RBAC by milliseconds, token reviews by up to 10 s).
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

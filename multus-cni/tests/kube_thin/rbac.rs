@@ -3,57 +3,16 @@
 //! not fail a pod, logs) clearly.
 use std::path::Path;
 
-use multus_testkit::kube::{KubeconfigAuth, Rest, TestNamespace, read_yaml_documents};
+use multus_testkit::kube::{
+    KubeconfigAuth, Rest, attrs, checked_attributes, cluster_role_rules as rules_in, until,
+};
 use serde_json::{Value, json};
 
-use super::{Kube, NETWORKS, create_nad, failure, until};
+use super::{Kube, NETWORKS, create_nad, failure};
 use crate::common::link_names;
 
 fn cluster_role_rules() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-    let docs = read_yaml_documents(&path).unwrap();
-    let role = docs
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .expect("a ClusterRole in deploy/rbac.yaml");
-    role["rules"].as_array().unwrap().clone()
-}
-
-/// (API group, resource[/subresource], verb) of a request, as RBAC sees it.
-fn attributes(method: &str, path: &str) -> (String, String, String) {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _version, rest @ ..] => (String::new(), rest),
-        ["apis", group, _version, rest @ ..] => ((*group).to_owned(), rest),
-        _ => panic!("unexpected path {path}"),
-    };
-    let rest = match rest {
-        ["namespaces", _ns, rest @ ..] => rest,
-        rest => rest,
-    };
-    let (resource, named) = match rest {
-        [res] => ((*res).to_owned(), false),
-        [res, _name] => ((*res).to_owned(), true),
-        [res, _name, sub] => (format!("{res}/{sub}"), true),
-        _ => panic!("unexpected path {path}"),
-    };
-    let verb = match (method, named) {
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", _) => "delete",
-        _ => panic!("unexpected method {method}"),
-    };
-    (group, resource, verb.to_owned())
-}
-
-fn allows(rules: &[Value], (group, resource, verb): &(String, String, String)) -> bool {
-    let has = |v: &Value, want: &str| v.as_array().is_some_and(|a| a.iter().any(|x| x == want));
-    rules.iter().any(|r| {
-        has(&r["apiGroups"], group) && has(&r["resources"], resource) && has(&r["verbs"], verb)
-    })
+    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml"))
 }
 
 #[test]
@@ -73,61 +32,22 @@ fn the_binary_works_with_exactly_the_cluster_role() {
     k.run("ADD", "c-rbac", &pod, &conf).ok();
     assert!(k.status(&pod).is_some());
 
-    let rules = cluster_role_rules();
-    let mut used = Vec::new();
-    for r in k.proxy.requests() {
-        assert!((200..300).contains(&r.status), "{r:?}");
-        assert_eq!(r.token.as_deref(), Some(k.cluster.multus_token()), "{r:?}");
-        let attrs = attributes(&r.method, &r.path);
-        assert!(
-            allows(&rules, &attrs),
-            "{attrs:?} is not in the ClusterRole"
-        );
-        if !used.contains(&attrs) {
-            used.push(attrs);
-        }
-    }
-    used.sort();
-    let s = |g: &str, r: &str, v: &str| (g.to_owned(), r.to_owned(), v.to_owned());
+    let used = checked_attributes(
+        &k.proxy.requests(),
+        &cluster_role_rules(),
+        k.cluster.multus_token(),
+    );
     assert_eq!(
         used,
         vec![
-            s("", "events", "create"),
-            s("", "pods", "get"),
-            s("", "pods/status", "update"),
-            s("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+            attrs("", "events", "create"),
+            attrs("", "pods", "get"),
+            attrs("", "pods/status", "update"),
+            attrs("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
         ]
     );
     k.run("DEL", "c-rbac", &pod, &conf).ok();
     k.assert_clean(&pod);
-}
-
-/// A service account of `ns` bound to the ClusterRole minus rule `rule`: a client as that
-/// account, and its token.
-fn account_without_rule(
-    k: &Kube,
-    ns: &TestNamespace,
-    rules: &[Value],
-    rule: usize,
-) -> (Rest, String) {
-    let role = format!("multus-minus-{rule}-{}", ns.name());
-    let mut kept = rules.to_vec();
-    kept.remove(rule);
-    k.cluster
-        .admin()
-        .create(
-            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                        "metadata": {"name": role}, "rules": kept}),
-        )
-        .unwrap();
-    let sa = format!("probe{rule}");
-    ns.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}));
-    ns.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                     "metadata": {"name": sa},
-                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                     "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name()}]}));
-    let token = ns.service_account_token(&sa, None);
-    (Rest::new(k.cluster.addr(), &token), token)
 }
 
 #[test]
@@ -158,7 +78,10 @@ fn without_each_rule_the_binary_says_which_permission_is_missing() {
     for (rule, add_fails, words) in cases {
         let name = format!("p{rule}");
         let pod = k.pod(&ns, &name, &json!({NETWORKS: "macvlan-net"}));
-        let (rest, token) = account_without_rule(&k, &ns, &rules, rule);
+        let mut kept = rules.clone();
+        kept.remove(rule);
+        let token = ns.account_with_rules(&format!("probe{rule}"), &kept);
+        let rest = Rest::new(k.cluster.addr(), &token);
         // Wait until the server knows the account and its binding: the reads the rule does not
         // cover succeed.
         until("the binding to take effect", || {
