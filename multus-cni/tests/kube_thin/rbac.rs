@@ -116,3 +116,23 @@ fn without_each_rule_the_binary_says_which_permission_is_missing() {
         eprintln!("without rule {rule}: {words}: ok");
     }
 }
+
+#[test]
+fn a_rejected_token_fails_clearly_and_leaves_nothing() {
+    let Some(k) = Kube::new("a_rejected_token_fails_clearly_and_leaves_nothing") else {
+        return;
+    };
+    let ns = k.cluster.namespace("k401");
+    let pod = k.pod(&ns, "p", &json!({NETWORKS: "macvlan-net"}));
+    let mut conf = k.conf();
+    conf["kubeconfig"] = json!(k.kubeconfig("bogus", KubeconfigAuth::Token("no-such-token")));
+    let (code, msg) = failure(&k.run("ADD", "c-401", &pod, &conf));
+    assert_eq!(code, 7, "{msg}");
+    assert!(
+        msg.contains(&format!("pod {}/p", ns.name()))
+            && msg.contains("unauthorized")
+            && msg.contains("check the token"),
+        "{msg}"
+    );
+    k.assert_clean(&pod);
+}
