@@ -32,14 +32,15 @@ const NAMESPACE: &str = "bench";
 const POD: &str = "bench";
 
 /// Runs the bench.
-pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the kube bench creates network namespaces: run it as root");
     }
     ensure!(args.runs >= 50, "--runs must be at least 50");
+    let apiserver = crate::apiserver::ensure()?;
     let setup = prepare(release_binary()?)?;
     step("test API server");
-    let cluster = cluster(apiserver)?;
+    let cluster = cluster(&apiserver)?;
     let relay = TcpRelay::start_in_netns(cluster.addr(), &setup.node.path());
     let kubeconfig = setup.dir.join("multus.kubeconfig");
     cluster.write_kubeconfig(

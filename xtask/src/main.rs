@@ -52,9 +52,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
         Command::Manifests => manifests::run(),
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
-        Command::Bench(args) => {
-            prereqs::ensure().and_then(|()| bench::run(&args, apiserver::ensure))
-        }
+        Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
         Command::Fuzz(args) => fuzz::run(&args),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
