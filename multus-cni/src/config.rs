@@ -23,6 +23,10 @@ pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 /// Default `multusNamespace`.
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+/// Default `kubeletRootDir`.
+pub const DEFAULT_KUBELET_ROOT_DIR: &str = "/var/lib/kubelet";
+/// Default `apiTimeoutSeconds`.
+pub const DEFAULT_API_TIMEOUT_SECONDS: u64 = 20;
 /// The GC key listing the attachments the runtime still knows.
 pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
 
@@ -136,6 +140,15 @@ pub struct NetConf {
     pub retry_delete_on_error: bool,
     /// `localSourceDir` (this project's key): NAD and pod files used without a cluster.
     pub local_source_dir: Option<PathBuf>,
+    /// `kubeletRootDir` (this project's key): kubelet's `--root-dir`, where its PodResources
+    /// socket and device-plugin checkpoint live.
+    pub kubelet_root_dir: PathBuf,
+    /// `apiTimeoutSeconds` (this project's key): the longest one Kubernetes API lookup may take,
+    /// retries included.
+    pub api_timeout_seconds: u64,
+    /// `addedInterfaceEvents` (this project's key): post Multus's `AddedInterface` Event per
+    /// interface after ADD (one API request each). Default true.
+    pub added_interface_events: bool,
     /// GC's `cni.dev/valid-attachments`.
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
@@ -346,6 +359,13 @@ impl NetConf {
             runtime_config: k.object("runtimeConfig")?.cloned().unwrap_or_default(),
             retry_delete_on_error: k.bool("retryDeleteOnError")?.unwrap_or(true),
             local_source_dir: k.non_empty_string("localSourceDir")?.map(PathBuf::from),
+            kubelet_root_dir: k
+                .non_empty_string("kubeletRootDir")?
+                .map_or_else(|| PathBuf::from(DEFAULT_KUBELET_ROOT_DIR), PathBuf::from),
+            api_timeout_seconds: k
+                .u64("apiTimeoutSeconds")?
+                .unwrap_or(DEFAULT_API_TIMEOUT_SECONDS),
+            added_interface_events: k.bool("addedInterfaceEvents")?.unwrap_or(true),
             valid_attachments: valid_attachments(&k)?,
         };
         conf.validate()?;
@@ -353,7 +373,11 @@ impl NetConf {
     }
 
     fn validate(&self) -> Result<()> {
-        for (key, path) in [("confDir", &self.conf_dir), ("cniDir", &self.cni_dir)] {
+        for (key, path) in [
+            ("confDir", &self.conf_dir),
+            ("cniDir", &self.cni_dir),
+            ("kubeletRootDir", &self.kubelet_root_dir),
+        ] {
             if !path.is_absolute() {
                 return Err(Error::config(key, "must be an absolute path"));
             }
@@ -363,6 +387,9 @@ impl NetConf {
                 "binDir",
                 format!("{} is not an absolute path", dir.display()),
             ));
+        }
+        if self.api_timeout_seconds == 0 {
+            return Err(Error::config("apiTimeoutSeconds", "must be at least 1"));
         }
         if self.cluster_network.is_none() && self.delegates.is_empty() {
             return Err(Error::config(
@@ -488,6 +515,9 @@ mod tests {
         assert!(!c.namespace_isolation);
         assert!(c.retry_delete_on_error);
         assert_eq!(c.log_options, LogOptions::default());
+        assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/lib/kubelet"));
+        assert_eq!(c.api_timeout_seconds, 20);
+        assert!(c.added_interface_events);
     }
 
     #[test]
@@ -502,6 +532,8 @@ mod tests {
             "logToStderr": false, "logOptions": {"maxAge": 1, "maxSize": 2, "maxBackups": 3, "compress": false},
             "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": []},
             "retryDeleteOnError": false, "localSourceDir": "/loc",
+            "kubeletRootDir": "/var/snap/k8s/kubelet", "apiTimeoutSeconds": 3,
+            "addedInterfaceEvents": false,
             "cni.dev/valid-attachments": [{"containerID": "c", "ifname": "eth0"}]
         }))
         .unwrap();
@@ -515,6 +547,9 @@ mod tests {
         assert!(!c.retry_delete_on_error);
         assert_eq!(c.valid_attachments.unwrap()[0].ifname, "eth0");
         assert_eq!(c.capabilities.get("portMappings"), Some(&true));
+        assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/snap/k8s/kubelet"));
+        assert_eq!(c.api_timeout_seconds, 3);
+        assert!(!c.added_interface_events);
     }
 
     #[test]
@@ -530,6 +565,9 @@ mod tests {
             ("capabilities", json!({"ips": "y"}), "capabilities.ips"),
             ("runtimeConfig", json!([]), "runtimeConfig"),
             ("retryDeleteOnError", json!(1), "retryDeleteOnError"),
+            ("apiTimeoutSeconds", json!("5"), "apiTimeoutSeconds"),
+            ("apiTimeoutSeconds", json!(0), "apiTimeoutSeconds"),
+            ("kubeletRootDir", json!("var/lib/kubelet"), "kubeletRootDir"),
         ];
         for (key, value, named) in cases {
             let mut v = base.clone();

@@ -70,6 +70,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A network that does not exist: no NetworkAttachmentDefinition (and, for
+    /// `clusterNetwork`/`defaultNetworks`, no file or configuration) of that name.
+    #[error("network {network}: {reason}")]
+    NetworkNotFound {
+        /// The network (`namespace/name` or a configuration name).
+        network: String,
+        /// What was looked for.
+        reason: String,
+    },
     /// A request (ips, mac, ...) that no plugin of the network declares as a capability.
     #[error(
         "network {network}: the pod asks for {field} but no plugin of the network declares the \
@@ -237,6 +246,7 @@ impl Error {
             Self::Config { .. }
             | Self::Annotation { .. }
             | Self::Network { .. }
+            | Self::NetworkNotFound { .. }
             | Self::Capability { .. }
             | Self::Ifname { .. }
             | Self::PluginNotFound { .. }

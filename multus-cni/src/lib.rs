@@ -3,7 +3,9 @@
 //!
 //! Entry points: [`engine::Engine`] (both front ends), [`network::NetworkSource`] (where pods
 //! and NADs come from), [`engine::Hooks`] and [`engine::DeviceProvider`] (the embedder's seams),
-//! and [`cli::run`] (the thin-mode binary).
+//! [`engine::Publisher`] (how ADD's outcome is published), [`cli::run`] (the thin-mode binary),
+//! and, with the `kube` feature, [`kube`]: the Kubernetes source, network-status, Events and
+//! device IDs.
 #![cfg_attr(
     test,
     allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")
@@ -15,6 +17,8 @@ pub mod config;
 pub mod delegate;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod network;
 
 pub use config::NetConf;

@@ -1,6 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks that print numbers and ratios against a baseline run
 //! in the same process. Never timed assertions.
-use crate::{bench_agent, bench_cni, bench_dataplane, bench_policy};
+use crate::{bench_agent, bench_cni, bench_dataplane, bench_kube, bench_policy};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -11,6 +11,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum What {
+    /// The thin binary's ADD/DEL against a real kube-apiserver, against local files.
+    Kube(bench_kube::Args),
     /// multus-cni ADD/DEL latency with 1 and 4 secondary networks, against calling the same
     /// plugins directly.
     Cni(bench_cni::Args),
@@ -28,6 +30,7 @@ enum What {
 /// Runs the chosen benchmark.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.what {
+        What::Kube(a) => bench_kube::run(a),
         What::Cni(a) => bench_cni::run(a),
         What::Dataplane(a) => bench_dataplane::run(a),
         What::Agent(a) => bench_agent::run(a),

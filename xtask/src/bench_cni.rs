@@ -28,11 +28,11 @@ pub struct Args {
     runs: usize,
 }
 
-struct Setup {
-    node: Netns,
-    pod: Netns,
-    dir: PathBuf,
-    binary: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) node: Netns,
+    pub(crate) pod: Netns,
+    pub(crate) dir: PathBuf,
+    pub(crate) binary: PathBuf,
 }
 
 impl Drop for Setup {
@@ -42,10 +42,10 @@ impl Drop for Setup {
 }
 
 /// One invocation: wall time, and the binary's own total and delegate times.
-struct Sample {
-    wall: Duration,
-    total: Duration,
-    delegates: Duration,
+pub(crate) struct Sample {
+    pub(crate) wall: Duration,
+    pub(crate) total: Duration,
+    pub(crate) delegates: Duration,
 }
 
 /// Runs the bench.
@@ -54,32 +54,45 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("the cni bench creates network namespaces: run it as root");
     }
     ensure!(args.runs >= 50, "--runs must be at least 50");
+    let setup = prepare(release_binary()?)?;
+    in_node(&setup, || {
+        for secondaries in [1usize, 4] {
+            scenario(&setup, secondaries, args.runs)?;
+        }
+        Ok(())
+    })
+}
+
+/// Builds the release `multus-cni` and returns its path.
+pub(crate) fn release_binary() -> anyhow::Result<PathBuf> {
     step("building multus-cni (release)");
     Cmd::new("cargo")
         .args(["build", "--release", "--package", "multus-cni"])
         .run()?;
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/multus-cni");
-    let setup = prepare(binary)?;
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/multus-cni"))
+}
+
+/// Runs `f` on a thread inside the node namespace: the processes it starts (the binary, or the
+/// plugins for a baseline) start there too.
+pub(crate) fn in_node(
+    setup: &Setup,
+    f: impl FnOnce() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<()> {
     let node_path = setup.node.path();
-    // Everything runs on one thread inside the node namespace: the processes it starts (the
-    // binary, or the plugins for the baseline) start there too.
     std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<()> {
             let file = std::fs::File::open(&node_path)
                 .with_context(|| format!("opening {}", node_path.display()))?;
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .context("entering the node namespace")?;
-            for secondaries in [1usize, 4] {
-                scenario(&setup, secondaries, args.runs)?;
-            }
-            Ok(())
+            f()
         })
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
 }
 
-fn prepare(binary: PathBuf) -> anyhow::Result<Setup> {
+pub(crate) fn prepare(binary: PathBuf) -> anyhow::Result<Setup> {
     step("namespaces, networks and configuration");
     let node = Netns::new("bnd");
     node.ip(&[
@@ -120,7 +133,7 @@ fn prepare(binary: PathBuf) -> anyhow::Result<Setup> {
     Ok(setup)
 }
 
-fn secondary_names() -> [&'static str; 4] {
+pub(crate) fn secondary_names() -> [&'static str; 4] {
     ["mv-a", "br-a", "mv-b", "br-b"]
 }
 
@@ -130,7 +143,7 @@ fn ipam(setup: &Setup, subnet: &str) -> Value {
 }
 
 /// Secondary network `i`: macvlan on vpar or a bridge, each in its own documentation /25.
-fn secondary_conf(setup: &Setup, i: usize) -> Value {
+pub(crate) fn secondary_conf(setup: &Setup, i: usize) -> Value {
     let subnets = [
         "192.0.2.0/25",
         "198.51.100.0/25",
@@ -154,7 +167,7 @@ fn cluster_conf(setup: &Setup) -> Value {
            "ipam": ipam(setup, "203.0.113.0/24")})
 }
 
-fn multus_conf(setup: &Setup) -> Value {
+pub(crate) fn multus_conf(setup: &Setup) -> Value {
     json!({
         "cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
         "confDir": setup.dir.join("conf"), "cniDir": setup.dir.join("cache"),
@@ -164,7 +177,7 @@ fn multus_conf(setup: &Setup) -> Value {
     })
 }
 
-fn write_pod(setup: &Setup, secondaries: usize) -> anyhow::Result<()> {
+pub(crate) fn write_pod(setup: &Setup, secondaries: usize) -> anyhow::Result<()> {
     let nets = secondary_names()[..secondaries].join(",");
     let doc = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "bench", "namespace": "bench", "uid": "bench-uid",
@@ -174,7 +187,7 @@ fn write_pod(setup: &Setup, secondaries: usize) -> anyhow::Result<()> {
 }
 
 /// Runs `program` with the CNI environment and `stdin`; fails on a non-zero exit.
-fn invoke(
+pub(crate) fn invoke(
     program: &Path,
     command: &str,
     container: &str,
@@ -215,7 +228,7 @@ fn invoke(
 }
 
 /// A sample from the wall time and the binary's `timing` line (`total_us`, `delegate_us`).
-fn sample(wall: Duration, stderr: &str) -> anyhow::Result<Sample> {
+pub(crate) fn sample(wall: Duration, stderr: &str) -> anyhow::Result<Sample> {
     let line = stderr
         .lines()
         .rev()

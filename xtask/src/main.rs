@@ -5,6 +5,7 @@ mod bench;
 mod bench_agent;
 mod bench_cni;
 mod bench_dataplane;
+mod bench_kube;
 mod bench_policy;
 mod demo;
 mod fuzz;

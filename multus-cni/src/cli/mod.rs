@@ -11,44 +11,63 @@ use std::{
     time::Instant,
 };
 
+#[cfg(not(feature = "kube"))]
+use crate::network::{PodInfo, PodKey, SourceError};
 use crate::{
     cni::{Command, ErrorReply, Request, version::version_reply},
     config::NetConf,
     delegate::{CountingExec, Exec, ProcessExec},
     engine::{Engine, Reply, stdin_version},
-    network::{LocalFiles, NetworkSource, PodInfo, PodKey, SourceError, source::NoSource},
+    network::{LocalFiles, NetworkSource, source::NoSource},
 };
 
-/// The thin-mode network source for a configuration: the local-files source when
-/// `localSourceDir` is set, nothing otherwise. A configured `kubeconfig` makes pod and network
-/// lookups fail clearly until the Kubernetes source exists (DEL never needs them).
+/// The thin-mode engine for a configuration: with a cluster (`kubeconfig`, or the in-cluster
+/// service account), pods and NADs come from the API server, devices from kubelet, and ADD
+/// writes network-status and Events; otherwise the source is [`thin_source`].
+pub fn thin_engine(conf: &NetConf) -> Engine {
+    #[cfg(feature = "kube")]
+    if let Some(engine) = crate::kube::thin_engine(conf) {
+        return engine;
+    }
+    Engine::new(thin_source(conf))
+}
+
+/// The network source without a cluster: the local-files source when `localSourceDir` is set,
+/// nothing otherwise. In a build without the `kube` feature, a configured `kubeconfig` makes
+/// pod and network lookups fail clearly (DEL never needs them).
 pub fn thin_source(conf: &NetConf) -> Arc<dyn NetworkSource> {
-    match (&conf.kubeconfig, &conf.local_source_dir) {
-        (Some(kubeconfig), _) => Arc::new(NoKubernetes {
+    #[cfg(not(feature = "kube"))]
+    if let Some(kubeconfig) = &conf.kubeconfig {
+        return Arc::new(NoKubernetes {
             kubeconfig: kubeconfig.display().to_string(),
-        }),
-        (None, Some(dir)) => Arc::new(LocalFiles::new(dir)),
-        (None, None) => Arc::new(NoSource),
+        });
+    }
+    match &conf.local_source_dir {
+        Some(dir) => Arc::new(LocalFiles::new(dir)),
+        None => Arc::new(NoSource),
     }
 }
 
+#[cfg(not(feature = "kube"))]
 struct NoKubernetes {
     kubeconfig: String,
 }
 
+#[cfg(not(feature = "kube"))]
 impl NoKubernetes {
     fn error(&self, what: String) -> SourceError {
         SourceError::Invalid {
             what,
             reason: format!(
-                "kubeconfig {} is set, but this multus-cni has no Kubernetes client; remove \
-                 kubeconfig and use localSourceDir, or run the agent",
+                "kubeconfig {} is set, but this multus-cni was built without Kubernetes support \
+                 (feature `kube`)",
                 self.kubeconfig
             ),
         }
     }
 }
 
+#[cfg(not(feature = "kube"))]
 impl NetworkSource for NoKubernetes {
     fn pod(&self, pod: &PodKey) -> Result<Option<PodInfo>, SourceError> {
         Err(self.error(format!("pod {}/{}", pod.namespace, pod.name)))

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde_json::Value;
 
+use super::AddOutput;
 use crate::{
-    cni::CniResult,
+    cni::{CniResult, Request},
+    error::Error,
     network::{PodKey, SourceError},
 };
 
@@ -98,6 +100,27 @@ pub trait Hooks: Send + Sync {
 pub struct NoHooks;
 
 impl Hooks for NoHooks {}
+
+/// Tells the world how an ADD ended: the Kubernetes front ends write the network-status
+/// annotation and post Events. Unlike [`Hooks`], it cannot fail the ADD: it runs after the
+/// outcome is settled (the cache complete, or everything rolled back) and before ADD answers.
+pub trait Publisher: Send + Sync {
+    /// ADD succeeded with `output`.
+    fn added(&self, request: &Request, output: &AddOutput) {
+        let _ = (request, output);
+    }
+
+    /// ADD failed with `error`; nothing of it is left.
+    fn add_failed(&self, request: &Request, error: &Error) {
+        let _ = (request, error);
+    }
+}
+
+/// Publishes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPublisher;
+
+impl Publisher for NoPublisher {}
 
 /// A network whose NAD names a device resource (`k8s.v1.cni.cncf.io/resourceName`).
 #[derive(Debug, Clone, PartialEq, Eq)]

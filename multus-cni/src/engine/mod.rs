@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub use hooks::{
     Attachment, Device, DeviceProvider, DeviceRequest, HookError, Hooks, NoDevices, NoHooks,
+    NoPublisher, Publisher,
 };
 pub use plan::Planned;
 use serde_json::Value;
@@ -58,6 +59,7 @@ pub struct Engine {
     exec: Arc<dyn Exec>,
     hooks: Arc<dyn Hooks>,
     devices: Arc<dyn DeviceProvider>,
+    publisher: Arc<dyn Publisher>,
 }
 
 impl Engine {
@@ -69,6 +71,7 @@ impl Engine {
             exec: Arc::new(ProcessExec),
             hooks: Arc::new(NoHooks),
             devices: Arc::new(NoDevices),
+            publisher: Arc::new(NoPublisher),
         }
     }
 
@@ -87,6 +90,12 @@ impl Engine {
     /// Resolves `k8s.v1.cni.cncf.io/resourceName` networks to devices through `devices`.
     pub fn with_devices(mut self, devices: Arc<dyn DeviceProvider>) -> Self {
         self.devices = devices;
+        self
+    }
+
+    /// Tells `publisher` how every ADD ended (network-status, Events).
+    pub fn with_publisher(mut self, publisher: Arc<dyn Publisher>) -> Self {
+        self.publisher = publisher;
         self
     }
 
@@ -109,7 +118,7 @@ impl Engine {
         let outcome = match request.command {
             Command::Version => Ok(Some(version_reply().to_string())),
             Command::Add => self.add(request, conf).map(|out| {
-                // Thin mode has nowhere to publish it: the log is where a user finds it.
+                // Where no publisher writes it to the pod, the log is where a user finds it.
                 let status = serde_json::to_string(&out.network_status).unwrap_or_default();
                 info!(network_status = %status, "network-status");
                 Some(out.result.to_string())
@@ -131,9 +140,15 @@ impl Engine {
         }
     }
 
-    /// ADD: attach the pod to its cluster network and every selected network.
+    /// ADD: attach the pod to its cluster network and every selected network, then tell the
+    /// publisher how it ended.
     pub fn add(&self, request: &Request, conf: &NetConf) -> Result<AddOutput> {
-        add::run(self, request, conf)
+        let outcome = add::run(self, request, conf);
+        match &outcome {
+            Ok(output) => self.publisher.added(request, output),
+            Err(error) => self.publisher.add_failed(request, error),
+        }
+        outcome
     }
 
     /// DEL: detach everything cached for the container; idempotent.

@@ -232,14 +232,14 @@ fn named_network(engine: &Engine, conf: &NetConf, name: &str) -> Result<Resolved
             conf: dc,
             resource_name: None,
         }),
-        None => Err(Error::network(
-            name,
-            format!(
+        None => Err(Error::NetworkNotFound {
+            network: name.to_owned(),
+            reason: format!(
                 "not found: no NetworkAttachmentDefinition {ns}/{nad_name} and no configuration \
                  named {name:?} in {}",
                 conf.conf_dir.display()
             ),
-        )),
+        }),
     }
 }
 
@@ -247,7 +247,10 @@ fn nad_network(engine: &Engine, conf: &NetConf, sel: &NetworkSelectionElement) -
     let nad = engine
         .source
         .network(sel.namespace(), &sel.name)?
-        .ok_or_else(|| Error::network(sel.key(), "NetworkAttachmentDefinition not found"))?;
+        .ok_or_else(|| Error::NetworkNotFound {
+            network: sel.key(),
+            reason: "NetworkAttachmentDefinition not found".to_owned(),
+        })?;
     Ok(Resolved {
         network: nad.key(),
         conf: nad_conf(conf, &nad)?,

@@ -222,14 +222,26 @@ impl Node {
             .map(|p| p.path().to_string_lossy().into_owned())
             .unwrap_or_default();
         let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=pods;K8S_POD_NAME={name}");
+        self.run_with_args(command, container, &netns, &args, conf)
+    }
+
+    /// Runs `command` with `CNI_ARGS` `args` and `CNI_NETNS` `netns`, interface eth0.
+    pub fn run_with_args(
+        &self,
+        command: &str,
+        container: &str,
+        netns: &str,
+        args: &str,
+        conf: &Value,
+    ) -> Run {
         self.run_raw(
             &[
                 ("CNI_COMMAND", command),
                 ("CNI_CONTAINERID", container),
-                ("CNI_NETNS", &netns),
+                ("CNI_NETNS", netns),
                 ("CNI_IFNAME", "eth0"),
                 ("CNI_PATH", PLUGIN_DIR),
-                ("CNI_ARGS", &args),
+                ("CNI_ARGS", args),
             ],
             conf.to_string().as_bytes(),
         )

@@ -7,10 +7,7 @@ mod facade;
 mod rbac;
 mod token;
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use kube::{Client, Config, config::KubeConfigOptions};
 use multus_kube::{ApiOptions, ClientOptions, ClientSource, KubeApi};
@@ -100,18 +97,4 @@ fn create_nad(ns: &TestNamespace, name: &str, config: Option<&str>, annotations:
         nad["spec"] = json!({"config": config});
     }
     ns.create(nad)
-}
-
-/// Polls `f` every 100 ms until it gives a value; fails the test after 30 s. The API server's
-/// caches lag behind writes: RBAC and accounts by milliseconds, token authentication by up to
-/// 10 s (it caches successful token reviews that long, so a revocation takes as long).
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -2,56 +2,16 @@
 use std::path::Path;
 
 use multus_kube::{Error, ErrorKind, EventTarget, EventType, KubeApi};
-use multus_testkit::kube::{FaultProxy, KubeconfigAuth, MULTUS_USER, Rest, read_yaml_documents};
+use multus_testkit::kube::{
+    FaultProxy, KubeconfigAuth, MULTUS_USER, Rest, attrs, checked_attributes,
+    cluster_role_rules as rules_in, until,
+};
 use serde_json::{Value, json};
 
-use super::{cluster, create_nad, create_pod, facade, facade_via_proxy, until};
+use super::{cluster, create_nad, create_pod, facade, facade_via_proxy};
 
 fn cluster_role_rules() -> Vec<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac.yaml");
-    let docs = read_yaml_documents(&path).unwrap();
-    let role = docs
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .expect("a ClusterRole in deploy/rbac.yaml");
-    role["rules"].as_array().unwrap().clone()
-}
-
-/// (API group, resource[/subresource], verb) of a request path, as RBAC sees it.
-fn attributes(method: &str, path: &str) -> (String, String, String) {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _version, rest @ ..] => (String::new(), rest),
-        ["apis", group, _version, rest @ ..] => ((*group).to_owned(), rest),
-        _ => panic!("unexpected path {path}"),
-    };
-    let rest = match rest {
-        ["namespaces", _ns, rest @ ..] => rest,
-        rest => rest,
-    };
-    let (resource, named) = match rest {
-        [res] => ((*res).to_owned(), false),
-        [res, _name] => ((*res).to_owned(), true),
-        [res, _name, sub] => (format!("{res}/{sub}"), true),
-        _ => panic!("unexpected path {path}"),
-    };
-    let verb = match (method, named) {
-        ("GET", true) => "get",
-        ("GET", false) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", _) => "delete",
-        _ => panic!("unexpected method {method}"),
-    };
-    (group, resource, verb.to_owned())
-}
-
-fn allows(rules: &[Value], (group, resource, verb): &(String, String, String)) -> bool {
-    let has = |v: &Value, want: &str| v.as_array().is_some_and(|a| a.iter().any(|x| x == want));
-    rules.iter().any(|r| {
-        has(&r["apiGroups"], group) && has(&r["resources"], resource) && has(&r["verbs"], verb)
-    })
+    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac.yaml"))
 }
 
 /// Every call the thin binary makes, on `pod`/`nad` in `ns`.
@@ -93,29 +53,18 @@ fn cluster_role_is_exactly_what_the_facade_needs() {
     for result in all_calls(&api, ns.name()) {
         result.unwrap();
     }
-    let rules = cluster_role_rules();
-    let mut used: Vec<(String, String, String)> = Vec::new();
-    for r in proxy.requests() {
-        assert!((200..300).contains(&r.status), "{r:?}");
-        assert_eq!(r.token.as_deref(), Some(cluster.multus_token()), "{r:?}");
-        let attrs = attributes(&r.method, &r.path);
-        assert!(
-            allows(&rules, &attrs),
-            "{attrs:?} is not in the ClusterRole"
-        );
-        if !used.contains(&attrs) {
-            used.push(attrs);
-        }
-    }
-    used.sort();
-    let s = |g: &str, r: &str, v: &str| (g.to_owned(), r.to_owned(), v.to_owned());
+    let used = checked_attributes(
+        &proxy.requests(),
+        &cluster_role_rules(),
+        cluster.multus_token(),
+    );
     assert_eq!(
         used,
         vec![
-            s("", "events", "create"),
-            s("", "pods", "get"),
-            s("", "pods/status", "update"),
-            s("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+            attrs("", "events", "create"),
+            attrs("", "pods", "get"),
+            attrs("", "pods/status", "update"),
+            attrs("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
         ]
     );
     // Nothing beyond: listing pods or reading secrets is refused for this user.
@@ -152,23 +101,10 @@ fn each_rule_is_needed_and_its_absence_is_a_clear_forbidden() {
     assert_eq!(rules.len(), expect.len(), "a rule without a test");
     let dir = tempfile::tempdir().unwrap();
     for (rule, (call, words)) in expect.iter().enumerate() {
-        let role = format!("multus-minus-{rule}-{}", ns.name());
         let mut kept = rules.clone();
         kept.remove(rule);
-        cluster
-            .admin()
-            .create(
-                &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                            "metadata": {"name": role}, "rules": kept}),
-            )
-            .unwrap();
         let sa = format!("probe{rule}");
-        ns.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}));
-        ns.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                         "metadata": {"name": sa},
-                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns.name()}]}));
-        let token = ns.service_account_token(&sa, None);
+        let token = ns.account_with_rules(&sa, &kept);
         let kubeconfig = dir.path().join(format!("{sa}.kubeconfig"));
         cluster.write_kubeconfig(
             &kubeconfig,

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use multus_kube::{ClientSource, ErrorKind, KubeApi};
-use multus_testkit::kube::{KubeCluster, KubeconfigAuth, Rest, TestNamespace};
+use multus_testkit::kube::{KubeCluster, KubeconfigAuth, Rest, TestNamespace, until};
 use serde_json::json;
 
-use super::{cluster, create_pod, facade, test_options, until};
+use super::{cluster, create_pod, facade, test_options};
 
 /// A ServiceAccount bound to deploy/rbac.yaml's ClusterRole in the namespace, a pod to read,
 /// and two Secrets to bind tokens to. Returns the secrets' (name, uid).

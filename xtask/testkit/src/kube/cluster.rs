@@ -195,6 +195,30 @@ impl TestNamespace {
     }
 }
 
+impl TestNamespace {
+    /// A ServiceAccount `sa` of this namespace, bound (RoleBinding) to a new ClusterRole with
+    /// `rules`; returns a token for it.
+    #[track_caller]
+    pub fn account_with_rules(&self, sa: &str, rules: &[Value]) -> String {
+        let role = format!("{sa}-{}", self.name);
+        self.cluster
+            .admin
+            .create(
+                &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                            "metadata": {"name": role}, "rules": rules}),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.create(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+        );
+        self.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                           "metadata": {"name": sa},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                           "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": self.name}]}));
+        self.service_account_token(sa, None)
+    }
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let path = format!("/api/v1/namespaces/{}", self.name);

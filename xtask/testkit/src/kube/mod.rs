@@ -3,6 +3,8 @@
 //! ([`FaultProxy`]) for the failures a healthy server does not produce on demand.
 mod cluster;
 mod proxy;
+mod rbac;
+mod relay;
 mod rest;
 mod tls;
 
@@ -10,4 +12,8 @@ pub use cluster::{
     KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established, read_yaml_documents,
 };
 pub use proxy::{FaultProxy, Recorded, Stall};
+pub use rbac::{
+    Attributes, allows, attributes, attrs, checked_attributes, cluster_role_rules, until,
+};
+pub use relay::TcpRelay;
 pub use rest::{Rest, collection_path};

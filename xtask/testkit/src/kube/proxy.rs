@@ -5,6 +5,8 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    os::fd::AsRawFd as _,
+    path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
 };
@@ -69,6 +71,21 @@ impl FaultProxy {
     /// Starts a proxy on a free 127.0.0.1 port forwarding to the API server at `upstream`.
     #[track_caller]
     pub fn start(upstream: SocketAddr) -> Self {
+        Self::start_with(upstream, None)
+    }
+
+    /// Like [`FaultProxy::start`], listening on 127.0.0.1 inside the network namespace at
+    /// `netns` (its loopback up): a client running there reaches the API server through it,
+    /// while the proxy's own connections to `upstream` stay in the test's namespace.
+    #[track_caller]
+    pub fn start_in_netns(upstream: SocketAddr, netns: &Path) -> Self {
+        let listener = bind_in_netns(netns)
+            .unwrap_or_else(|e| panic!("binding the proxy in {}: {e}", netns.display()));
+        Self::start_with(upstream, Some(listener))
+    }
+
+    #[track_caller]
+    fn start_with(upstream: SocketAddr, listener: Option<std::net::TcpListener>) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         let (stop, stopped) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -86,7 +103,7 @@ impl FaultProxy {
                         return;
                     }
                 };
-                runtime.block_on(serve(upstream, shared, ready_tx, stopped));
+                runtime.block_on(serve(upstream, listener, shared, ready_tx, stopped));
             })
             .unwrap_or_else(|e| panic!("spawning the proxy thread: {e}"));
         let addr = match ready_rx.recv() {
@@ -148,13 +165,38 @@ impl Drop for FaultProxy {
     }
 }
 
+/// A listening socket on a free 127.0.0.1 port of the namespace at `netns`: bound from a
+/// short-lived thread that enters it (a socket stays in the namespace it was made in).
+pub(super) fn bind_in_netns(netns: &Path) -> std::io::Result<std::net::TcpListener> {
+    let file = std::fs::File::open(netns)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on a descriptor this function owns; it only changes this
+            // thread's network namespace, and the thread ends right after.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the binding thread panicked")))
+    })
+}
+
 async fn serve(
     upstream: SocketAddr,
+    listener: Option<std::net::TcpListener>,
     state: Arc<Mutex<State>>,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let listener = match TcpListener::bind("127.0.0.1:0").await {
+    let bound = match listener {
+        Some(l) => TcpListener::from_std(l),
+        None => TcpListener::bind("127.0.0.1:0").await,
+    };
+    let listener = match bound {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
@@ -178,6 +220,9 @@ async fn serve(
                 Err(_) => continue,
             },
         };
+        // Answers are written in pieces; without TCP_NODELAY each piece after the first waits
+        // for the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let refuse = state.lock().unwrap_or_else(PoisonError::into_inner).stall == Stall::Refuse;
         if refuse {
             drop(stream);

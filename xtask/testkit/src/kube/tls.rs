@@ -74,6 +74,7 @@ fn connector() -> io::Result<TlsConnector> {
 /// Opens a TLS connection to the API server at `addr`.
 pub async fn connect(addr: SocketAddr) -> io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
     let name = ServerName::IpAddress(addr.ip().into());
     connector()?.connect(name, tcp).await
 }

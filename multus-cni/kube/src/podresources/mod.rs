@@ -15,6 +15,9 @@ use tonic::transport::Endpoint;
 
 use crate::error::Error;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 /// kubelet's PodResources socket.
 pub const DEFAULT_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
 /// kubelet's device-plugin checkpoint.

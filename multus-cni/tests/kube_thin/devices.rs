@@ -1,0 +1,147 @@
+//! Device IDs for NADs with `k8s.v1.cni.cncf.io/resourceName`: from a PodResources gRPC server
+//! on a unix socket (a stand-in for kubelet), else kubelet's checkpoint file, into the delegate's
+//! configuration and the network-status `device-info`.
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
+
+use multus_kube::podresources::{
+    proto::{ContainerResources, ListPodResourcesResponse, PodResources},
+    testing::{FakeKubelet, devices},
+};
+use serde_json::{Value, json};
+
+use super::{Kube, NETWORKS, TestPod, create_nad};
+use crate::common::{PLUGIN_DIR, link_names};
+
+const RESOURCE: &str = "example.com/sriov_nic";
+
+/// A delegate `recmacvlan` in the node's bin directory: records its stdin per command and
+/// interface, then runs the real macvlan plugin with it.
+fn recording_plugin(k: &Kube) {
+    let path = k.node.path("bin").join("recmacvlan");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nin=$(cat)\nprintf '%s' \"$in\" > \"{}/record-$CNI_COMMAND-$CNI_IFNAME.json\"\n\
+             printf '%s' \"$in\" | exec {PLUGIN_DIR}/macvlan\n",
+            k.node.dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// What the recording plugin got for `command` on `ifname`.
+fn recorded(k: &Kube, command: &str, ifname: &str) -> Value {
+    let path = k.node.path(&format!("record-{command}-{ifname}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn device_nad(k: &Kube, ns: &multus_testkit::kube::TestNamespace) {
+    create_nad(
+        ns,
+        "sriov-net",
+        &json!({"cniVersion": "1.0.0", "type": "recmacvlan", "master": "vpar", "mode": "bridge",
+                "capabilities": {"deviceID": true},
+                "ipam": k.node.ipam("192.0.2.0/24", None)}),
+        &json!({"k8s.v1.cni.cncf.io/resourceName": RESOURCE}),
+    );
+}
+
+/// Asserts that `ifname` got `id` in its configuration, its runtimeConfig and network-status.
+#[track_caller]
+fn assert_device(k: &Kube, pod: &TestPod, ifname: &str, id: &str) {
+    let conf = recorded(k, "ADD", ifname);
+    assert_eq!(conf["deviceID"], id, "{conf}");
+    assert_eq!(conf["pciBusID"], id, "{conf}");
+    assert_eq!(conf["runtimeConfig"]["deviceID"], id, "{conf}");
+    let status: Value = serde_json::from_str(&k.status(pod).unwrap()).unwrap();
+    let entry = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["interface"] == ifname)
+        .unwrap_or_else(|| panic!("no status for {ifname}: {status}"));
+    assert_eq!(
+        entry["device-info"],
+        json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": id}})
+    );
+}
+
+#[test]
+fn device_ids_from_pod_resources_reach_the_delegate() {
+    let Some(k) = Kube::new("device_ids_from_pod_resources_reach_the_delegate") else {
+        return;
+    };
+    recording_plugin(&k);
+    let ns = k.cluster.namespace("kdev");
+    device_nad(&k, &ns);
+    let conf = k.conf();
+    // The same network twice: each attachment takes the next device, in sorted order.
+    let pod = k.pod(&ns, "sriov", &json!({NETWORKS: "sriov-net,sriov-net"}));
+    let socket_dir = k.node.path("kubelet/pod-resources");
+    std::fs::create_dir_all(&socket_dir).unwrap();
+    let answer = ListPodResourcesResponse {
+        pod_resources: vec![
+            PodResources {
+                name: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                containers: vec![ContainerResources {
+                    name: "app".into(),
+                    devices: vec![devices(RESOURCE, &["0000:03:00.4", "0000:03:00.2"])],
+                    cpu_ids: vec![],
+                }],
+            },
+            PodResources {
+                name: "someone-else".into(),
+                namespace: pod.namespace.clone(),
+                containers: vec![ContainerResources {
+                    name: "app".into(),
+                    devices: vec![devices(RESOURCE, &["0000:03:00.1"])],
+                    cpu_ids: vec![],
+                }],
+            },
+        ],
+    };
+    let kubelet = FakeKubelet::start(&socket_dir.join("kubelet.sock"), answer).unwrap();
+    k.run("ADD", "c-dev", &pod, &conf).ok();
+    assert_eq!(kubelet.calls(), 1);
+    assert_eq!(link_names(&pod.netns), vec!["eth0", "lo", "net1", "net2"]);
+    assert_device(&k, &pod, "net1", "0000:03:00.2");
+    assert_device(&k, &pod, "net2", "0000:03:00.4");
+    // DEL gives the delegate the same configuration, from the cache, without asking kubelet.
+    k.run("DEL", "c-dev", &pod, &conf).ok();
+    assert_eq!(recorded(&k, "DEL", "net2")["deviceID"], "0000:03:00.4");
+    assert_eq!(kubelet.calls(), 1);
+    k.assert_clean(&pod);
+}
+
+#[test]
+fn without_the_socket_devices_come_from_the_checkpoint() {
+    let Some(k) = Kube::new("without_the_socket_devices_come_from_the_checkpoint") else {
+        return;
+    };
+    recording_plugin(&k);
+    let ns = k.cluster.namespace("kchk");
+    device_nad(&k, &ns);
+    let conf = k.conf();
+    let pod = k.pod(&ns, "sriov", &json!({NETWORKS: "sriov-net"}));
+    let dir: PathBuf = k.node.path("kubelet/device-plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kubelet_internal_checkpoint"),
+        json!({"Data": {"PodDeviceEntries": [
+            {"PodUID": pod.uid, "ContainerName": "app", "ResourceName": RESOURCE,
+             "DeviceIDs": {"0": ["0000:81:00.6"]}, "AllocResp": "CgA="},
+            {"PodUID": "another-pod", "ContainerName": "app", "ResourceName": RESOURCE,
+             "DeviceIDs": {"0": ["0000:81:00.1"]}, "AllocResp": "CgA="}],
+            "RegisteredDevices": {RESOURCE: ["0000:81:00.1", "0000:81:00.6"]}},
+         "Checksum": 1})
+        .to_string(),
+    )
+    .unwrap();
+    k.run("ADD", "c-chk", &pod, &conf).ok();
+    assert_device(&k, &pod, "net1", "0000:81:00.6");
+    k.run("DEL", "c-chk", &pod, &conf).ok();
+    k.assert_clean(&pod);
+}

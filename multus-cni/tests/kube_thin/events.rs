@@ -1,0 +1,52 @@
+//! Warnings on the pod when its request cannot be served: an invalid networks annotation and a
+//! missing network. The ADD fails (code 7) and leaves nothing.
+use serde_json::json;
+
+use super::{Kube, NETWORKS, create_nad, failure};
+
+#[test]
+fn invalid_annotations_and_missing_networks_fail_with_an_event_on_the_pod() {
+    let Some(k) =
+        Kube::new("invalid_annotations_and_missing_networks_fail_with_an_event_on_the_pod")
+    else {
+        return;
+    };
+    let ns = k.cluster.namespace("kev");
+    create_nad(&ns, "macvlan-net", &k.macvlan(), &json!({}));
+    let conf = k.conf();
+    let cases = [
+        (
+            "badname",
+            json!({NETWORKS: "macvlan-net,Bad_Name"}),
+            "InvalidNetworksAnnotation",
+            "Bad_Name",
+        ),
+        (
+            "badjson",
+            json!({NETWORKS: "[{\"name\": \"macvlan-net\", \"ips\": [\"not-an-ip\"]}]"}),
+            "InvalidNetworksAnnotation",
+            "not-an-ip",
+        ),
+        (
+            "missing",
+            json!({NETWORKS: "macvlan-net,no-such-net"}),
+            "NoNetworkFound",
+            "no-such-net: NetworkAttachmentDefinition not found",
+        ),
+    ];
+    for (name, annotations, reason, words) in cases {
+        let pod = k.pod(&ns, name, &annotations);
+        let (code, msg) = failure(&k.run("ADD", &format!("c-{name}"), &pod, &conf));
+        assert_eq!(code, 7, "{name}: {msg}");
+        assert!(msg.contains(words), "{name}: {msg}");
+        k.assert_clean(&pod);
+        assert_eq!(k.status(&pod), None, "{name}");
+        let events = k.events(&pod);
+        assert_eq!(events.len(), 1, "{name}: {events:?}");
+        let (event_type, event_reason, message) = &events[0];
+        assert_eq!(event_type, "Warning", "{name}");
+        assert_eq!(event_reason, reason, "{name}");
+        // The Event says what the CNI error says.
+        assert_eq!(message, &msg, "{name}");
+    }
+}
