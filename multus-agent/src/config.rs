@@ -405,7 +405,7 @@ mod tests {
 
     #[test]
     fn the_shipped_default_file_is_the_default() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent-config.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/agent-config.json");
         let c = AgentConfig::from_file(&path).unwrap();
         let d = AgentConfig::default();
         assert_eq!(c.socket_dir, d.socket_dir);

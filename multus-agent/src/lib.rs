@@ -7,6 +7,7 @@
     test,
     allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")
 )]
+pub mod access;
 pub mod attachments;
 pub mod cni;
 pub mod config;

@@ -27,7 +27,7 @@ fn api(kubeconfig: &std::path::Path) -> KubeApi {
     KubeApi::new(&ClientSource::Kubeconfig(kubeconfig.to_owned()), opts).unwrap()
 }
 
-/// A ServiceAccount with deploy/rbac.yaml's ClusterRole in `ns`, a pod to read, and a token
+/// A ServiceAccount with deploy/10-rbac.yaml's ClusterRole in `ns`, a pod to read, and a token
 /// bound to a new Secret `secret` (deleting the Secret revokes the token).
 fn bound_token(ns: &TestNamespace, secret: &str) -> String {
     let s = ns.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}}));

@@ -34,7 +34,7 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
-    /// Regenerate deploy/crds/ from the CRD types.
+    /// Regenerate the generated manifests in deploy/ (CRDs, the agent ConfigMap).
     Manifests,
     /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
     KubeApiserver,

@@ -36,7 +36,7 @@ impl KubeNode {
         let proxy = FaultProxy::start(cluster.addr());
         let target: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
         let relay = Relay::start(&node.netns.path(), target).unwrap();
-        // The agent's own service account, bound by deploy/rbac.yaml to its ClusterRole.
+        // The agent's own service account, bound by deploy/10-rbac.yaml to its ClusterRole.
         let answer = cluster.admin().ok(
             "POST",
             "/api/v1/namespaces/kube-system/serviceaccounts/multus-agent/token",

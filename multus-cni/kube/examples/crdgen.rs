@@ -1,5 +1,5 @@
 //! Writes the CRD YAML generated from the types into a directory (`cargo xtask manifests` runs
-//! this with `deploy/crds`), one file per CRD.
+//! this with `deploy`), one file per CRD.
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -210,18 +210,22 @@ pub fn multi_network_policy_crd() -> CustomResourceDefinition {
     .unwrap_or_else(|_| v1beta2::MultiNetworkPolicy::crd())
 }
 
-/// Every CRD with the file name it is kept under in `deploy/crds/`.
+/// Every CRD with the file name it is kept under in `deploy/` (the `00-` prefix has
+/// `kubectl apply -f deploy/` create them first).
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         (
-            "network-attachment-definitions.yaml",
+            "00-crd-network-attachment-definitions.yaml",
             network_attachment_definition_crd(),
         ),
-        ("multi-networkpolicies.yaml", multi_network_policy_crd()),
+        (
+            "00-crd-multi-networkpolicies.yaml",
+            multi_network_policy_crd(),
+        ),
     ]
 }
 
-/// The YAML text of a CRD as committed in `deploy/crds/`.
+/// The YAML text of a CRD as committed in `deploy/`.
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
     let body = serde_yaml::to_string(crd)?;
     Ok(format!(

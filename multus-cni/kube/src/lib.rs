@@ -4,6 +4,7 @@
 //!
 //! This library enables no k8s-openapi version feature: the binaries choose the Kubernetes
 //! API version once for the whole build.
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod crd;

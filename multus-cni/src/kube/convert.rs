@@ -66,7 +66,7 @@ pub fn source_error(what: String, error: &multus_kube::Error) -> SourceError {
             what,
             reason: format!(
                 "{error}; multus's account lacks an RBAC permission: bind it to the ClusterRole \
-                 in deploy/rbac.yaml"
+                 in deploy/10-rbac.yaml"
             ),
         },
         ErrorKind::Unauthorized => SourceError::Invalid {

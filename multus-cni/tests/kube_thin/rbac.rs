@@ -1,4 +1,4 @@
-//! The binary with exactly deploy/rbac.yaml's ClusterRole: everything works, every request
+//! The binary with exactly deploy/10-rbac.yaml's ClusterRole: everything works, every request
 //! is covered by a rule, and without each rule the binary fails (or, for the writes that must
 //! not fail a pod, logs) clearly.
 use std::path::Path;
@@ -12,7 +12,7 @@ use super::{Kube, NETWORKS, create_nad, failure};
 use crate::common::link_names;
 
 fn cluster_role_rules() -> Vec<Value> {
-    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml"))
+    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/10-rbac.yaml"))
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! own namespace. Faults the server does not produce on demand come from the fault proxy.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod access;
 mod crds;
 mod facade;
 mod rbac;

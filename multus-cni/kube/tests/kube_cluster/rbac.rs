@@ -1,4 +1,4 @@
-//! deploy/rbac.yaml's ClusterRole against the facade: exactly enough, and each rule needed.
+//! deploy/10-rbac.yaml's ClusterRole against the facade: exactly enough, and each rule needed.
 use std::path::Path;
 
 use multus_kube::{Error, ErrorKind, EventTarget, EventType, KubeApi};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{cluster, create_nad, create_pod, facade, facade_via_proxy};
 
 fn cluster_role_rules() -> Vec<Value> {
-    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac.yaml"))
+    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/10-rbac.yaml"))
 }
 
 /// Every call the thin binary makes, on `pod`/`nad` in `ns`.
@@ -48,7 +48,7 @@ fn cluster_role_is_exactly_what_the_facade_needs() {
     create_nad(&ns, "n", Some(r#"{"type":"bridge"}"#), &json!({}));
     let proxy = FaultProxy::start(cluster.addr());
     let dir = tempfile::tempdir().unwrap();
-    // The token of user system:serviceaccount:kube-system:multus, bound by deploy/rbac.yaml.
+    // The token of user system:serviceaccount:kube-system:multus, bound by deploy/10-rbac.yaml.
     let api = facade_via_proxy(cluster, &proxy, cluster.multus_token(), dir.path());
     for result in all_calls(&api, ns.name()) {
         result.unwrap();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{cluster, create_pod, facade, test_options};
 
-/// A ServiceAccount bound to deploy/rbac.yaml's ClusterRole in the namespace, a pod to read,
+/// A ServiceAccount bound to deploy/10-rbac.yaml's ClusterRole in the namespace, a pod to read,
 /// and two Secrets to bind tokens to. Returns the secrets' (name, uid).
 fn prepare(ns: &TestNamespace) -> [(String, String); 2] {
     create_pod(ns, "p", &json!({}));

@@ -21,7 +21,7 @@ use crate::{
 /// Token of the cluster admin (group system:masters).
 const ADMIN_TOKEN: &str = "multus-test-admin-token";
 /// Token of a user named like the ServiceAccount kube-system/multus, so the ClusterRoleBinding
-/// in deploy/rbac.yaml applies to it exactly as it would to the real service account.
+/// in deploy/10-rbac.yaml applies to it exactly as it would to the real service account.
 const MULTUS_TOKEN: &str = "multus-test-multus-token";
 /// The user name of [`MULTUS_TOKEN`].
 pub const MULTUS_USER: &str = "system:serviceaccount:kube-system:multus";
@@ -98,7 +98,7 @@ impl KubeCluster {
         &self.admin_kubeconfig
     }
 
-    /// A kubeconfig of the restricted `multus` user (deploy/rbac.yaml's ClusterRole).
+    /// A kubeconfig of the restricted `multus` user (deploy/10-rbac.yaml's ClusterRole).
     pub fn multus_kubeconfig(&self) -> &Path {
         &self.multus_kubeconfig
     }
@@ -307,6 +307,8 @@ fn start(binary: &Path) -> Result<KubeCluster, String> {
         ))
         // No controller-manager creates `default` service accounts; pods do without them.
         .arg("--disable-admission-plugins=ServiceAccount")
+        // Real clusters allow privileged pods (the agent DaemonSet is one).
+        .arg("--allow-privileged=true")
         .arg("--profiling=false");
     spawn_owned(vec![("etcd", etcd), ("kube-apiserver", api)], &dir)?;
 
@@ -450,19 +452,22 @@ fn write_kubeconfig(
     std::fs::write(path, config.to_string()).map_err(|e| e.to_string())
 }
 
-/// Applies deploy/rbac.yaml and every CRD in deploy/crds, then waits until the CRDs are
-/// established (served).
+/// Applies deploy/10-rbac.yaml and the CRDs (`deploy/00-crd-*.yaml`), then waits until the
+/// CRDs are established (served).
 fn apply_manifests(cluster: &KubeCluster) -> Result<(), String> {
     let root = repo_root();
-    let mut files = vec![root.join("deploy/rbac.yaml")];
-    let crd_dir = root.join("deploy/crds");
-    let mut crds: Vec<PathBuf> = std::fs::read_dir(&crd_dir)
-        .map_err(|e| format!("{}: {e}", crd_dir.display()))?
+    let deploy = root.join("deploy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&deploy)
+        .map_err(|e| format!("{}: {e}", deploy.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("00-crd-") && n.ends_with(".yaml"))
+        })
         .collect();
-    crds.sort();
-    files.extend(crds);
+    files.sort();
+    files.insert(0, deploy.join("10-rbac.yaml"));
     let mut crd_names = Vec::new();
     for file in &files {
         for object in read_yaml_documents(file)? {

@@ -1,4 +1,4 @@
-//! RBAC as the API server sees a request, to check a client against deploy/rbac.yaml's
+//! RBAC as the API server sees a request, to check a client against deploy/10-rbac.yaml's
 //! ClusterRole, and a poll for the server's caches to catch up with writes.
 use std::{
     path::Path,

@@ -1,0 +1,42 @@
+//! The Kubernetes API requests of the agent in Kubernetes mode, per code path: what the
+//! `multus-agent` ClusterRole in `deploy/10-rbac.yaml` must grant, and all it may grant (the
+//! manifest test checks both ways). See [`multus_kube::access`] for the thin binary's.
+use multus_kube::access::{self, Access, CodePath, Identity};
+
+/// The pod watch cache of [`crate::source::kube`]: this node's pods (field selector
+/// `spec.nodeName`), listed then watched.
+pub const WATCH_PODS: CodePath = CodePath {
+    name: "multus_agent::source::kube pod cache",
+    requests: &[Access::core("pods", "list"), Access::core("pods", "watch")],
+};
+
+/// The NetworkAttachmentDefinition watch cache of [`crate::source::kube`].
+pub const WATCH_NADS: CodePath = CodePath {
+    name: "multus_agent::source::kube NAD cache",
+    requests: &[Access::nad("list"), Access::nad("watch")],
+};
+
+/// The namespace watch cache of [`crate::source::kube`] (labels, for namespace selectors).
+pub const WATCH_NAMESPACES: CodePath = CodePath {
+    name: "multus_agent::source::kube namespace cache",
+    requests: &[
+        Access::core("namespaces", "list"),
+        Access::core("namespaces", "watch"),
+    ],
+};
+
+/// The agent's identity: the watches, the live reads of a pod or NAD its caches do not have
+/// yet, and the network-status writes.
+pub const AGENT: Identity = Identity {
+    namespace: "kube-system",
+    service_account: "multus-agent",
+    cluster_role: "multus-agent",
+    code_paths: &[
+        WATCH_PODS,
+        WATCH_NADS,
+        WATCH_NAMESPACES,
+        access::GET_POD,
+        access::GET_NAD,
+        access::SET_NETWORK_STATUS,
+    ],
+};

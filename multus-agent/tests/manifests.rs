@@ -1,0 +1,838 @@
+//! The manifests in deploy/: every one parses into its typed Kubernetes object (and back, so a
+//! misspelt field cannot hide), `kubectl apply -f deploy/` creates them in a working order,
+//! the DaemonSet mounts the paths the agent's and the installer's defaults use (read from the
+//! code), the ClusterRoles grant exactly the requests the code makes, and the examples are
+//! valid for the policy compiler. The top-level manifests and the examples are also created on
+//! the test API server.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use clap::Parser;
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{ConfigMap, Container, Pod, PodSpec, Service, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use multus_agent::{
+    access::AGENT,
+    config::AgentConfig,
+    install::cli::InstallArgs,
+    policy::{annotation::NAD_POLICY_ANNOTATION, mnp::MnpEntry},
+};
+use multus_kube::{
+    access::{Access, CNI_BINARY, Identity},
+    crd::{NetworkAttachmentDefinition, v1beta2::MultiNetworkPolicy},
+};
+use multus_testkit::kube::{KubeCluster, read_yaml_documents};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+/// One document of a manifest file.
+#[derive(Debug, Clone)]
+struct Doc {
+    file: String,
+    value: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        self.value["kind"].as_str().unwrap_or("")
+    }
+
+    fn name(&self) -> &str {
+        self.value["metadata"]["name"].as_str().unwrap_or("")
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The files `kubectl apply -f DIR` reads, in its order (by name, not recursive).
+fn applied_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn docs_of(files: &[PathBuf]) -> Vec<Doc> {
+    let mut docs = Vec::new();
+    for file in files {
+        let values = read_yaml_documents(file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!values.is_empty(), "{}: no document", file.display());
+        for value in values {
+            docs.push(Doc {
+                file: file.file_name().unwrap().to_string_lossy().into_owned(),
+                value,
+            });
+        }
+    }
+    docs
+}
+
+/// The objects `kubectl apply -f deploy/` creates, in order.
+fn deploy_docs() -> Vec<Doc> {
+    docs_of(&applied_files(&repo().join("deploy")))
+}
+
+fn example_docs() -> Vec<Doc> {
+    docs_of(&applied_files(&repo().join("deploy/examples")))
+}
+
+/// Parses `doc` as `T` and checks that writing it back gives the same JSON: a field the type
+/// does not know (a typo, a field of another API version) would be missing.
+#[track_caller]
+fn typed<T: DeserializeOwned + Serialize>(doc: &Doc) -> T {
+    let object: T = serde_json::from_value(doc.value.clone()).unwrap_or_else(|e| {
+        panic!("{} {}/{}: {e}", doc.file, doc.kind(), doc.name());
+    });
+    let back = serde_json::to_value(&object).unwrap();
+    assert_eq!(
+        back,
+        doc.value,
+        "{} {}/{}: fields the typed object does not keep",
+        doc.file,
+        doc.kind(),
+        doc.name()
+    );
+    object
+}
+
+/// The typed top-level objects.
+#[derive(Default)]
+struct Deploy {
+    crds: Vec<CustomResourceDefinition>,
+    accounts: Vec<ServiceAccount>,
+    roles: Vec<ClusterRole>,
+    bindings: Vec<ClusterRoleBinding>,
+    config_maps: Vec<ConfigMap>,
+    daemon_sets: Vec<DaemonSet>,
+    services: Vec<Service>,
+}
+
+fn parse_deploy() -> Deploy {
+    let mut d = Deploy::default();
+    for doc in deploy_docs() {
+        let api = doc.value["apiVersion"].as_str().unwrap_or("").to_owned();
+        match (api.as_str(), doc.kind()) {
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => d.crds.push(typed(&doc)),
+            ("v1", "ServiceAccount") => d.accounts.push(typed(&doc)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => d.roles.push(typed(&doc)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                d.bindings.push(typed(&doc));
+            }
+            ("v1", "ConfigMap") => d.config_maps.push(typed(&doc)),
+            ("apps/v1", "DaemonSet") => d.daemon_sets.push(typed(&doc)),
+            ("v1", "Service") => d.services.push(typed(&doc)),
+            (api, kind) => panic!(
+                "{}: {api} {kind} is not a kind this test knows: add it",
+                doc.file
+            ),
+        }
+    }
+    d
+}
+
+#[test]
+fn every_top_level_manifest_is_a_typed_object_in_a_working_order() {
+    let docs = deploy_docs();
+    let d = parse_deploy();
+    let crd_names: BTreeSet<&str> = d
+        .crds
+        .iter()
+        .filter_map(|c| c.metadata.name.as_deref())
+        .collect();
+    assert_eq!(
+        crd_names,
+        BTreeSet::from([
+            "multi-networkpolicies.k8s.cni.cncf.io",
+            "network-attachment-definitions.k8s.cni.cncf.io",
+        ])
+    );
+    assert_eq!(d.daemon_sets.len(), 1);
+    // kubectl creates in file order: what a pod of the DaemonSet needs exists before it.
+    let position = |kind: &str, name: &str| {
+        docs.iter()
+            .position(|doc| doc.kind() == kind && doc.name() == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in deploy/"))
+    };
+    let ds = &d.daemon_sets[0];
+    let spec = pod_spec(ds);
+    let ds_at = position("DaemonSet", ds.metadata.name.as_deref().unwrap());
+    let account = spec.service_account_name.as_deref().unwrap();
+    assert!(position("ServiceAccount", account) < ds_at, "{account}");
+    assert!(position("ClusterRoleBinding", AGENT.cluster_role) < ds_at);
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(cm) = &volume.config_map {
+            assert!(position("ConfigMap", &cm.name) < ds_at, "{}", cm.name);
+        }
+    }
+    // Every namespaced object goes where the ServiceAccounts are.
+    for doc in &docs {
+        if let Some(ns) = doc.value["metadata"]["namespace"].as_str() {
+            assert_eq!(ns, AGENT.namespace, "{} {}", doc.file, doc.name());
+        }
+    }
+}
+
+fn pod_spec(ds: &DaemonSet) -> &PodSpec {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap()
+}
+
+fn container<'a>(containers: &'a [Container], name: &str) -> &'a Container {
+    containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// Where `path` inside `container` comes from: the host path (when its mount is a hostPath
+/// volume), whether it is writable, and the mount's propagation.
+#[derive(Debug, PartialEq, Eq)]
+struct Mounted {
+    host: Option<PathBuf>,
+    writable: bool,
+    propagation: Option<String>,
+}
+
+#[track_caller]
+fn mounted(spec: &PodSpec, container: &Container, path: &Path) -> Mounted {
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| path.starts_with(&m.mount_path))
+        .max_by_key(|m| Path::new(&m.mount_path).components().count())
+        .unwrap_or_else(|| {
+            panic!(
+                "container {}: nothing is mounted at or above {}",
+                container.name,
+                path.display()
+            )
+        });
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("no volume {}", mount.name));
+    let rest = path.strip_prefix(&mount.mount_path).unwrap();
+    Mounted {
+        host: volume
+            .host_path
+            .as_ref()
+            .map(|h| Path::new(&h.path).join(rest)),
+        writable: !mount.read_only.unwrap_or(false),
+        propagation: mount.mount_propagation.clone(),
+    }
+}
+
+/// A path the container must see at the same path as the host (the shim on the host, the
+/// runtime or kubelet use it too).
+#[track_caller]
+fn host_path_same(spec: &PodSpec, c: &Container, path: &Path, writable: bool, what: &str) {
+    let m = mounted(spec, c, path);
+    assert_eq!(
+        m.host.as_deref(),
+        Some(path),
+        "{what} ({}) must be the host's own path",
+        path.display()
+    );
+    if writable {
+        assert!(m.writable, "{what} ({}) must be writable", path.display());
+    }
+}
+
+/// The value after `flag` in a command line.
+fn flag_value<'a>(command: &'a [String], flag: &str) -> Option<&'a str> {
+    command
+        .iter()
+        .position(|a| a == flag)
+        .and_then(|i| command.get(i + 1))
+        .map(String::as_str)
+}
+
+/// The agent's effective configuration: the file its command names, from the ConfigMap.
+fn agent_config(d: &Deploy, spec: &PodSpec, agent: &Container) -> AgentConfig {
+    let command = agent.command.clone().unwrap_or_default();
+    assert_eq!(
+        command.get(1).map(String::as_str),
+        Some("run"),
+        "{command:?}"
+    );
+    let file = Path::new(flag_value(&command, "--config").expect("run --config FILE"));
+    let mount = agent
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| file.parent() == Some(Path::new(&m.mount_path)))
+        .unwrap_or_else(|| panic!("{} is not in a mounted directory", file.display()));
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let cm_name = &volume.config_map.as_ref().expect("a ConfigMap volume").name;
+    let cm = d
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(cm_name))
+        .unwrap_or_else(|| panic!("no ConfigMap {cm_name} in deploy/"));
+    let key = file.file_name().unwrap().to_str().unwrap();
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("ConfigMap {cm_name} has no key {key}"));
+    let Value::Object(obj) = serde_json::from_str(text).unwrap() else {
+        panic!("{key} is not a JSON object");
+    };
+    AgentConfig::from_object(obj).unwrap()
+}
+
+/// The CNI key `key` of the agent's configuration (it overrides the shim's), else `default`.
+fn cni_path(config: &AgentConfig, key: &str, default: &str) -> PathBuf {
+    PathBuf::from(
+        config
+            .cni_overrides
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or(default),
+    )
+}
+
+#[derive(Parser)]
+struct Install {
+    #[command(flatten)]
+    args: InstallArgs,
+}
+
+#[test]
+fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
+    let d = parse_deploy();
+    let ds = &d.daemon_sets[0];
+    let spec = pod_spec(ds);
+    let agent = container(&spec.containers, "agent");
+    let init = container(
+        spec.init_containers.as_deref().unwrap_or_default(),
+        "install",
+    );
+    let config = agent_config(&d, spec, agent);
+
+    // The agent's own paths, as the shim on the host and the next agent see them.
+    host_path_same(spec, agent, &config.socket_dir, true, "socketDir");
+    host_path_same(spec, agent, &config.bpffs_dir, true, "bpffsDir");
+    host_path_same(
+        spec,
+        agent,
+        &config.dataplane_state_dir,
+        true,
+        "dataplaneStateDir",
+    );
+    // The engine's, with Multus's defaults unless the configuration overrides them: the DEL
+    // cache is also read by the shim when the agent is down, delegates run by path.
+    use multus_cni::config::{
+        DEFAULT_BIN_DIR, DEFAULT_CNI_DIR, DEFAULT_CONF_DIR, DEFAULT_KUBELET_ROOT_DIR,
+    };
+    let cni_dir = cni_path(&config, "cniDir", DEFAULT_CNI_DIR);
+    host_path_same(spec, agent, &cni_dir, true, "cniDir");
+    let bin_dir = cni_path(&config, "binDir", DEFAULT_BIN_DIR);
+    host_path_same(spec, agent, &bin_dir, false, "binDir");
+    host_path_same(
+        spec,
+        agent,
+        &cni_path(&config, "confDir", DEFAULT_CONF_DIR),
+        false,
+        "confDir",
+    );
+    // host-local's leases, next to the cache, must outlive the agent's container.
+    host_path_same(
+        spec,
+        agent,
+        &cni_dir.parent().unwrap().join("networks"),
+        true,
+        "host-local's dataDir",
+    );
+    // kubelet's device sources, below kubeletRootDir.
+    let kubelet = cni_path(&config, "kubeletRootDir", DEFAULT_KUBELET_ROOT_DIR);
+    for default in [
+        multus_kube::podresources::DEFAULT_SOCKET,
+        multus_kube::podresources::DEFAULT_CHECKPOINT,
+    ] {
+        let rel = Path::new(default)
+            .strip_prefix(DEFAULT_KUBELET_ROOT_DIR)
+            .unwrap();
+        host_path_same(spec, agent, &kubelet.join(rel), false, default);
+    }
+    // Pods' namespaces appear after the agent started: mounts must propagate into it.
+    let netns = mounted(spec, agent, Path::new("/var/run/netns/any"));
+    assert_eq!(netns.host.as_deref(), Some(Path::new("/var/run/netns/any")));
+    assert_eq!(netns.propagation.as_deref(), Some("HostToContainer"));
+
+    // The installer, with its flags parsed by its own command line.
+    let command = init.command.clone().unwrap_or_default();
+    assert!(command[0].ends_with("/multus-agent"), "{command:?}");
+    assert_eq!(command[1], "install");
+    let install = Install::try_parse_from(&command[1..]).unwrap().args;
+    assert!(install.thick, "the DaemonSet runs the agent: thick mode");
+    assert!(
+        !install.watch,
+        "an init container must finish: install --once"
+    );
+    assert_eq!(
+        install.daemon_socket_dir, config.socket_dir,
+        "the shim must dial where the agent listens"
+    );
+    let init_bin = mounted(spec, init, &install.cni_bin_dir);
+    assert!(init_bin.writable);
+    assert_eq!(
+        init_bin.host,
+        mounted(spec, agent, &bin_dir).host,
+        "the shim goes where the agent runs delegates from"
+    );
+    let init_conf = mounted(spec, init, &install.cni_conf_dir);
+    assert!(init_conf.writable);
+    assert_eq!(init_conf.host.as_deref(), Some(Path::new("/etc/cni/net.d")));
+    // 00-multus.conf names the primary by the path the installer sees (clusterNetwork): the
+    // agent must see it at the same path.
+    let autoconfig = install
+        .multus_autoconfig_dir
+        .clone()
+        .unwrap_or_else(|| install.cni_conf_dir.clone());
+    assert_eq!(
+        mounted(spec, agent, &autoconfig).host,
+        mounted(spec, init, &autoconfig).host
+    );
+    // The binary it copies: multus-cni next to multus-agent (deploy/Dockerfile puts both in one
+    // directory; the xtask image test checks that side).
+    assert!(install.multus_bin_file.is_none() && !install.skip_binary_copy);
+    assert_eq!(
+        Path::new(&agent.command.as_ref().unwrap()[0]),
+        Path::new(&command[0])
+    );
+}
+
+#[test]
+fn the_daemon_set_runs_everywhere_privileged_guaranteed_and_probed() {
+    let d = parse_deploy();
+    let ds = &d.daemon_sets[0];
+    let spec = pod_spec(ds);
+    let agent = container(&spec.containers, "agent");
+    let config = agent_config(&d, spec, agent);
+
+    assert_eq!(ds.metadata.namespace.as_deref(), Some(AGENT.namespace));
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some(AGENT.service_account)
+    );
+    assert_eq!(spec.host_network, Some(true));
+    assert_eq!(spec.host_pid, Some(true));
+    assert_eq!(
+        agent.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true)
+    );
+    // Tolerates every taint.
+    assert!(
+        spec.tolerations.iter().flatten().any(|t| {
+            t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()
+        }),
+        "{:?}",
+        spec.tolerations
+    );
+    // Guaranteed QoS: every container, init containers included, has requests = limits.
+    let all: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .collect();
+    for c in &all {
+        let r = c.resources.as_ref().unwrap();
+        let (requests, limits) = (r.requests.clone().unwrap(), r.limits.clone().unwrap());
+        assert_eq!(requests, limits, "container {}", c.name);
+        assert!(
+            requests.contains_key("cpu") && requests.contains_key("memory"),
+            "container {}",
+            c.name
+        );
+        // One image, the version this tree builds.
+        let image = c.image.as_deref().unwrap();
+        assert_eq!(
+            image.rsplit_once(':').map(|(_, tag)| tag),
+            Some(env!("CARGO_PKG_VERSION")),
+            "{image}"
+        );
+    }
+    // The node's name from the downward API.
+    let node = agent
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "MULTUS_NODE_NAME")
+        .expect("MULTUS_NODE_NAME");
+    assert_eq!(
+        node.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("spec.nodeName")
+    );
+    // Probes on the metrics port.
+    assert!(config.metrics_address.is_unspecified() && config.metrics_port != 0);
+    let port_of = |p: &IntOrString| match p {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => agent
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port)
+            .unwrap_or_else(|| panic!("no port named {name}")),
+    };
+    for (probe, path) in [
+        (&agent.liveness_probe, "/healthz"),
+        (&agent.readiness_probe, "/readyz"),
+    ] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(port_of(&get.port), i32::from(config.metrics_port));
+    }
+    // Requests in flight finish before the kubelet's SIGKILL.
+    assert!(
+        spec.termination_grace_period_seconds.unwrap()
+            > i64::try_from(config.shutdown_grace.as_secs()).unwrap()
+    );
+    // The metrics Service reaches the agents' metrics port.
+    let labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap();
+    assert_eq!(d.services.len(), 1);
+    let svc = d.services[0].spec.as_ref().unwrap();
+    for (k, v) in svc.selector.as_ref().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "selector {k}");
+    }
+    let port = &svc.ports.as_ref().unwrap()[0];
+    assert_eq!(
+        port_of(port.target_port.as_ref().unwrap()),
+        i32::from(config.metrics_port)
+    );
+}
+
+/// Every `(group, resource, verb)` a ClusterRole grants; wildcards are refused.
+fn grants(role: &ClusterRole) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role.rules.iter().flatten() {
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    assert!(
+                        ![group, resource, verb].iter().any(|s| s.contains('*')),
+                        "wildcard in {rule:?}"
+                    );
+                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn key(a: &Access) -> (String, String, String) {
+    (a.group.to_owned(), a.resource.to_owned(), a.verb.to_owned())
+}
+
+#[test]
+fn each_cluster_role_grants_exactly_the_requests_its_code_makes() {
+    let d = parse_deploy();
+    let identities: [(&str, Identity); 2] = [
+        ("multus_kube::access::CNI_BINARY", CNI_BINARY),
+        ("multus_agent::access::AGENT", AGENT),
+    ];
+    assert_eq!(
+        d.roles.len(),
+        identities.len(),
+        "a ClusterRole without an identity in the code"
+    );
+    let mut problems = Vec::new();
+    for (table, id) in identities {
+        assert!(
+            d.accounts.iter().any(|a| {
+                a.metadata.name.as_deref() == Some(id.service_account)
+                    && a.metadata.namespace.as_deref() == Some(id.namespace)
+            }),
+            "no ServiceAccount {}/{}",
+            id.namespace,
+            id.service_account
+        );
+        assert!(
+            d.bindings.iter().any(|b| {
+                b.role_ref.kind == "ClusterRole"
+                    && b.role_ref.name == id.cluster_role
+                    && b.subjects.iter().flatten().any(|s| {
+                        s.kind == "ServiceAccount"
+                            && s.name == id.service_account
+                            && s.namespace.as_deref() == Some(id.namespace)
+                    })
+            }),
+            "ClusterRole {} is not bound to {}/{}",
+            id.cluster_role,
+            id.namespace,
+            id.service_account
+        );
+        let role = d
+            .roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(id.cluster_role))
+            .unwrap_or_else(|| panic!("no ClusterRole {}", id.cluster_role));
+        let granted = grants(role);
+        let requests = id.requests();
+        for access in &requests {
+            if !granted.contains(&key(access)) {
+                problems.push(format!(
+                    "ClusterRole {} does not grant {access}, which {} make(s)",
+                    id.cluster_role,
+                    id.paths_making(access).join(", ")
+                ));
+            }
+        }
+        let made: BTreeSet<_> = requests.iter().map(key).collect();
+        for (group, resource, verb) in granted.difference(&made) {
+            problems.push(format!(
+                "ClusterRole {} grants {verb} {resource} ({group:?}), which no code path in {table} \
+                 makes: remove it from the role or add the code path to the table",
+                id.cluster_role
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_examples_are_valid_objects_and_policies() {
+    let mut nads = Vec::new();
+    let mut features = BTreeSet::new();
+    let mut kinds = BTreeMap::new();
+    for doc in example_docs() {
+        *kinds.entry(doc.kind().to_owned()).or_insert(0) += 1;
+        match doc.kind() {
+            "NetworkAttachmentDefinition" => {
+                let nad: NetworkAttachmentDefinition = typed(&doc);
+                let config = nad.spec.config.clone().expect("spec.config");
+                let conf: Value = serde_json::from_str(&config)
+                    .unwrap_or_else(|e| panic!("{}: spec.config: {e}", doc.name()));
+                assert!(conf["type"].is_string() || conf["plugins"].is_array());
+                if let Some(text) = nad
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(NAD_POLICY_ANNOTATION))
+                {
+                    multus_agent::policy::annotation::NadPolicy::parse(text, Some(&config))
+                        .unwrap_or_else(|e| panic!("{}: {e}", doc.name()));
+                    let parsed: Value = serde_yaml::from_str(text).unwrap();
+                    features.extend(parsed.as_object().unwrap().keys().cloned());
+                }
+                nads.push(nad.metadata.name.clone().unwrap());
+            }
+            "MultiNetworkPolicy" => {
+                let mnp: MultiNetworkPolicy = typed(&doc);
+                let entry = MnpEntry::parse(&mnp);
+                assert!(entry.error().is_none(), "{:?}", entry.error());
+                assert!(!entry.ignored(), "{}: no policy-for", doc.name());
+            }
+            "Pod" => {
+                let pod: Pod = typed(&doc);
+                let networks = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(multus_cni::network::annotation::NETWORKS_ANNOTATION))
+                    .expect("the pod asks for a network");
+                let parsed =
+                    multus_cni::network::annotation::parse_networks(networks, "default").unwrap();
+                for selection in parsed {
+                    assert!(
+                        nads.contains(&selection.name),
+                        "{} asks for {}, which no example defines before it",
+                        doc.name(),
+                        selection.name
+                    );
+                }
+            }
+            other => panic!("{}: unexpected {other}", doc.file),
+        }
+    }
+    // The quickstart's pair, and a policy example of every field of the annotation.
+    assert!(nads.contains(&"macvlan-conf".to_owned()) && nads.contains(&"bridge-conf".to_owned()));
+    assert_eq!(
+        features,
+        BTreeSet::from(["ingress", "egress", "isolate", "antiSpoof", "audit"].map(str::to_owned))
+    );
+    assert!(kinds.get("MultiNetworkPolicy").is_some_and(|n| *n >= 1));
+    assert!(kinds.get("Pod").is_some_and(|n| *n >= 3), "{kinds:?}");
+}
+
+/// The ServiceMonitor's fields this deployment uses, refusing any other (typos).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitor {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: ServiceMonitorSpec,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitorSpec {
+    selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    namespace_selector: NamespaceSelector,
+    endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceSelector {
+    match_names: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Endpoint {
+    port: String,
+    path: String,
+    interval: String,
+    honor_labels: bool,
+    relabelings: Vec<Relabeling>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Relabeling {
+    source_labels: Vec<String>,
+    target_label: String,
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_metrics_service() {
+    let docs = docs_of(&applied_files(&repo().join("deploy/monitoring")));
+    assert_eq!(docs.len(), 1);
+    let sm: ServiceMonitor = serde_json::from_value(docs[0].value.clone()).unwrap();
+    assert_eq!(
+        (sm.api_version.as_str(), sm.kind.as_str()),
+        ("monitoring.coreos.com/v1", "ServiceMonitor")
+    );
+    let d = parse_deploy();
+    let svc = &d.services[0];
+    let labels = svc.metadata.labels.clone().unwrap();
+    for (k, v) in sm.spec.selector.match_labels.as_ref().unwrap() {
+        assert_eq!(labels.get(k), Some(v));
+    }
+    assert_eq!(
+        sm.spec.namespace_selector.match_names,
+        [svc.metadata.namespace.clone().unwrap()]
+    );
+    assert_eq!(
+        sm.metadata.namespace.as_deref(),
+        svc.metadata.namespace.as_deref()
+    );
+    let port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .name
+        .clone();
+    let endpoint = &sm.spec.endpoints[0];
+    assert_eq!(Some(&endpoint.port), port.as_ref());
+    assert_eq!(endpoint.path, "/metrics");
+    assert!(!endpoint.interval.is_empty());
+    // The per-interface series' own namespace and pod labels must win over the target's.
+    assert!(endpoint.honor_labels);
+    assert!(
+        endpoint
+            .relabelings
+            .iter()
+            .all(|r| !r.source_labels.is_empty() && !r.target_label.is_empty())
+    );
+}
+
+/// Drops `metadata.namespace`, for objects created in a test namespace.
+fn without_namespace(mut v: Value) -> Value {
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    v
+}
+
+#[test]
+fn the_api_server_accepts_the_manifests_and_the_examples() {
+    let Some(cluster) = KubeCluster::get("the_api_server_accepts_the_manifests_and_the_examples")
+    else {
+        return;
+    };
+    // The cluster already holds the CRDs and RBAC from deploy/ (applied the same way); create
+    // the rest as `kubectl apply -f deploy/` would.
+    for doc in deploy_docs() {
+        if matches!(
+            doc.kind(),
+            "CustomResourceDefinition" | "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"
+        ) {
+            continue;
+        }
+        let created = cluster
+            .admin()
+            .create(&doc.value)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", doc.file, doc.name()));
+        assert_eq!(created["metadata"]["name"], doc.value["metadata"]["name"]);
+    }
+    // The examples, in a namespace of their own (pods need its default ServiceAccount, which
+    // no controller makes here).
+    let ns = cluster.namespace("exa");
+    ns.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                  "metadata": {"name": "default"}}),
+    );
+    for doc in example_docs() {
+        let mut object = without_namespace(doc.value.clone());
+        if doc.kind() == "Pod" {
+            // No token controller runs here to give the account its token.
+            object["spec"]["automountServiceAccountToken"] = Value::Bool(false);
+        }
+        let created = ns.create(object);
+        // What the server stored is what the file says (no field pruned by the CRD schemas).
+        if doc.kind() != "Pod" {
+            for field in ["spec", "metadata"] {
+                let (want, have) = (&doc.value[field], &created[field]);
+                for (k, v) in want.as_object().unwrap() {
+                    if k != "namespace" {
+                        assert_eq!(&have[k], v, "{} {}: {field}.{k}", doc.file, doc.name());
+                    }
+                }
+            }
+        }
+    }
+}
