@@ -9,6 +9,8 @@ mod bench_kube;
 mod bench_policy;
 mod demo;
 mod fuzz;
+#[cfg(test)]
+mod image;
 mod manifests;
 mod prereqs;
 mod shell;

@@ -8,8 +8,10 @@ use crate::shell::{Cmd, is_root, note, step};
 
 /// The Rust toolchain pinned in rust-toolchain.toml; bpf-linker must use the same LLVM major.
 pub const TOOLCHAIN: &str = "1.98.0";
-const LLVM_MAJOR: &str = "22";
-const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The LLVM major version of that toolchain, which bpf-linker is built against.
+pub const LLVM_MAJOR: &str = "22";
+/// The bpf-linker release installed.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the build, the tests and the demo use.
 const PACKAGES: &[&str] = &[
