@@ -8,7 +8,7 @@ use std::{
 
 use multus_testkit::{
     inside::Relay,
-    kube::{FaultProxy, KubeCluster, KubeconfigAuth, TestNamespace},
+    kube::{FaultProxy, KubeCluster, KubeconfigAuth, TestNamespace, attributes, attrs},
     unique_name,
 };
 use serde_json::{Value, json};
@@ -311,4 +311,54 @@ fn on_restart_attachments_of_pods_gone_from_the_node_are_removed() {
         k.node.shim("DEL", pod).ok();
     }
     assert!(k.node.leases().is_empty());
+}
+
+/// Every request the agent makes, from its start (lists and watches) through ADDs (the status
+/// writes, a pod it must read live), is one `multus_agent::access::AGENT` lists: the table the
+/// ClusterRole is checked against (multus-agent/tests/manifests.rs).
+#[test]
+fn every_request_the_agent_makes_is_in_its_access_table() {
+    let Some(k) = KubeNode::new("every_request_the_agent_makes_is_in_its_access_table") else {
+        return;
+    };
+    k.create_nad("macvlan-net");
+    let agent = k.node.start_agent(&k.agent_config());
+    // One pod of this node (from the cache) and one the pod watch never delivers (read live).
+    for pod in [
+        k.create_pod("web", &k.name),
+        k.create_pod("elsewhere", "some-other-node"),
+    ] {
+        k.node.shim("ADD", &pod).ok();
+        k.node.shim("DEL", &pod).ok();
+    }
+    let listed: Vec<_> = multus_agent::access::AGENT
+        .requests()
+        .iter()
+        .map(|a| attrs(a.group, a.resource, a.verb))
+        .collect();
+    let mut made: Vec<_> = k
+        .proxy
+        .requests()
+        .iter()
+        .map(|r| attributes(&r.method, &r.path))
+        .collect();
+    made.sort();
+    made.dedup();
+    // Watches carry `?watch=1`, which the proxy does not record: they show as lists.
+    for request in &made {
+        assert!(
+            listed.contains(request),
+            "the agent made {request:?}, which multus_agent::access::AGENT does not list:\n{}",
+            agent.log_text()
+        );
+    }
+    for needed in [
+        attrs("", "pods", "list"),
+        attrs("", "namespaces", "list"),
+        attrs("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+        attrs("", "pods", "get"),
+        attrs("", "pods/status", "update"),
+    ] {
+        assert!(made.contains(&needed), "{needed:?} not made: {made:?}");
+    }
 }

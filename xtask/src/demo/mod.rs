@@ -503,8 +503,8 @@ mod tests {
 
     /// The whole demo, as `cargo xtask demo` runs it.
     #[test]
-    #[ignore = "the policy step needs standalone NAD-policy enforcement (issue 7 phase 2): \
-                the agent applying a changed NAD's multus-rs.io/policy to running attachments"]
+    #[ignore = "the policy step needs standalone NAD-policy enforcement: the agent applying \
+                a changed NAD's multus-rs.io/policy to its running attachments"]
     fn the_demo_runs_end_to_end() {
         if !multus_testkit::require_root("the_demo_runs_end_to_end") {
             return;
