@@ -30,15 +30,22 @@ use multus_cni::{
     network::{NetworkAttachmentDefinition, NetworkSource, PodInfo, PodKey, SourceError},
 };
 use multus_kube::{
-    ApiOptions, ClientOptions, ClientSource, ErrorKind, KubeApi, build_client,
-    crd::NetworkAttachmentDefinition as NadResource,
+    ApiOptions, ClientOptions, ClientSource, ErrorKind, EventTarget, EventType, KubeApi,
+    PodInfo as PodInfoLive, build_client, crd::NetworkAttachmentDefinition as NadResource,
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::{AgentSource, PodPlacement, StatusWriter};
-use crate::metrics::AgentMetrics;
+use crate::{
+    enforce::{
+        Change, PodLookup,
+        change::{self, Translate},
+    },
+    metrics::AgentMetrics,
+    policy::PodView,
+};
 
 /// The annotation `kubectl apply` stores whole objects in: never read, often large.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -72,6 +79,29 @@ impl BlockingApi {
             what: "the Kubernetes API".to_owned(),
             reason: "the client is shutting down".to_owned(),
         })
+    }
+
+    /// Posts an Event (blocking; within the client's retry budget).
+    pub fn post_event(
+        &self,
+        target: &EventTarget,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), String> {
+        self.api()
+            .map_err(|e| e.to_string())?
+            .post_event(target, event_type, reason, message)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads a pod live (blocking); `None` when it does not exist.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfoLive>, SourceError> {
+        match self.api()?.get_pod(namespace, name) {
+            Ok(pod) => Ok(Some(pod)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(source_error(format!("pod {namespace}/{name}"), &e)),
+        }
     }
 }
 
@@ -123,6 +153,13 @@ struct Reporting {
     flags: Arc<Vec<Arc<AtomicBool>>>,
 }
 
+/// A cache's events forwarded to policy.
+type Forward<K> = Option<(mpsc::Sender<Change>, Translate<K>)>;
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per cache, each argument named there"
+)]
 fn spawn_cache<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -131,6 +168,7 @@ fn spawn_cache<K>(
     name: &'static str,
     synced: Arc<AtomicBool>,
     report: Reporting,
+    forward: Forward<K>,
 ) -> Cache<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -147,6 +185,10 @@ where
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
+            if let (Some((tx, translate)), Ok(event)) = (&forward, &event) {
+                // Policy gone (shutting down): the cache goes on without it.
+                let _ = tx.send(translate.event(event)).await;
+            }
             match event {
                 Ok(watcher::Event::InitDone) => {
                     if !flag.swap(true, Ordering::AcqRel) {
@@ -320,14 +362,10 @@ impl NetworkSource for KubeSource {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        match self.api.api()?.get_pod(ns, name) {
-            Ok(pod) => Ok(Some(PodInfo {
-                uid: Some(pod.uid),
-                annotations: pod.annotations,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(source_error(format!("pod {ns}/{name}"), &e)),
-        }
+        Ok(self.api.pod(ns, name)?.map(|pod| PodInfo {
+            uid: Some(pod.uid),
+            annotations: pod.annotations,
+        }))
     }
 
     fn network(
@@ -405,14 +443,19 @@ impl PodPlacement for KubeCaches {
     }
 }
 
+/// What [`start`] returns: the engine's source, the caches, and the client the watches use.
+pub type Started = (AgentSource, Arc<KubeCaches>, Client);
+
 /// Starts the watch caches (on the current tokio runtime) and returns the source over them.
+/// With `policy`, the NAD and namespace caches forward every event there too.
 pub async fn start(
     client_source: &ClientSource,
     api: Arc<BlockingApi>,
     node: &str,
     pod_wait: Duration,
     metrics: &AgentMetrics,
-) -> Result<(AgentSource, Arc<KubeCaches>), multus_kube::Error> {
+    policy: Option<&mpsc::Sender<Change>>,
+) -> Result<Started, multus_kube::Error> {
     // Watches stay open for minutes without a byte: the read timeout must outlast them.
     let options = ClientOptions {
         read_timeout: Duration::from_secs(330),
@@ -436,6 +479,7 @@ pub async fn start(
         "pods",
         Arc::clone(&flags[0]),
         report.clone(),
+        None,
     );
     let resource = ApiResource::erase::<NadResource>(&());
     let nads = spawn_cache(
@@ -446,15 +490,17 @@ pub async fn start(
         "nads",
         Arc::clone(&flags[1]),
         report.clone(),
+        policy.map(|tx| (tx.clone(), change::NADS)),
     );
     let namespaces = spawn_cache(
-        Api::<Namespace>::all(client),
+        Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
         (),
         trim_namespace,
         "namespaces",
         Arc::clone(&flags[2]),
         report,
+        policy.map(|tx| (tx.clone(), change::NAMESPACES)),
     );
     let caches = Arc::new(KubeCaches {
         pods,
@@ -475,7 +521,41 @@ pub async fn start(
         synced,
         changes,
     };
-    Ok((source, caches))
+    Ok((source, caches, client))
+}
+
+/// Finds an ADD's pod for policy: the node's pod cache (the same object the engine used), else
+/// one live GET.
+#[derive(Debug)]
+pub struct KubePods {
+    caches: Arc<KubeCaches>,
+    api: Arc<BlockingApi>,
+}
+
+impl KubePods {
+    /// Lookups over `caches`, falling back to `api`.
+    pub fn new(caches: Arc<KubeCaches>, api: Arc<BlockingApi>) -> Self {
+        Self { caches, api }
+    }
+}
+
+impl PodLookup for KubePods {
+    fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<PodView>, SourceError> {
+        if let Some(pod) = self.caches.pods.get(Some(namespace), name)
+            && uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid))
+        {
+            return Ok(Some(PodView::from_pod_info(&PodInfoLive::from_pod(&pod))));
+        }
+        Ok(self
+            .api
+            .pod(namespace, name)?
+            .map(|p| PodView::from_pod_info(&p)))
+    }
 }
 
 #[cfg(test)]

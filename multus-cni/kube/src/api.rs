@@ -88,6 +88,18 @@ pub struct PodInfo {
     pub container_ports: Vec<ContainerPort>,
 }
 
+impl PodInfo {
+    /// The fields of a typed pod object (from a watch, or a file); a missing namespace is
+    /// `default`.
+    pub fn from_pod(pod: &Pod) -> Self {
+        pod_info(
+            pod,
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
 /// What the engine needs from a NetworkAttachmentDefinition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NadInfo {
