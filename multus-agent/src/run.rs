@@ -245,14 +245,16 @@ async fn serve(
     Ok(())
 }
 
-/// A flag that is `true` while both `a` and `b` are.
+/// A flag that is `true` while both `a` and `b` are (a flag whose sender is gone keeps its
+/// last value).
 fn all_true(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(*a.borrow() && *b.borrow());
     tokio::spawn(async move {
-        loop {
+        let (mut a_open, mut b_open) = (true, true);
+        while a_open || b_open {
             tokio::select! {
-                r = a.changed() => if r.is_err() { return },
-                r = b.changed() => if r.is_err() { return },
+                r = a.changed(), if a_open => a_open = r.is_ok(),
+                r = b.changed(), if b_open => b_open = r.is_ok(),
             }
             let both = *a.borrow() && *b.borrow();
             tx.send_if_modified(|v| std::mem::replace(v, both) != both);

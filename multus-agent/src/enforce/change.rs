@@ -53,6 +53,8 @@ pub struct NadObject {
     pub view: NadView,
     /// Its UID (Events name it), when known.
     pub uid: Option<String>,
+    /// Its resourceVersion, when known.
+    pub resource_version: Option<String>,
 }
 
 /// A MultiNetworkPolicy, read, with what an Event about it needs.
@@ -62,6 +64,8 @@ pub struct MnpObject {
     pub entry: MnpEntry,
     /// Its UID, when known.
     pub uid: Option<String>,
+    /// Its resourceVersion, when known.
+    pub resource_version: Option<String>,
     /// The API version it was read as.
     pub api_version: String,
 }
@@ -154,6 +158,7 @@ fn nad_from_meta(meta: &ObjectMeta, config: Option<String>) -> Change {
         Some(NadObject {
             view,
             uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
         }),
     )
 }
@@ -188,6 +193,7 @@ pub fn mnp(policy: &v1beta2::MultiNetworkPolicy) -> Change {
         Some(MnpObject {
             entry,
             uid: policy.metadata.uid.clone(),
+            resource_version: policy.metadata.resource_version.clone(),
             api_version: "k8s.cni.cncf.io/v1beta2".to_owned(),
         }),
     )
@@ -202,6 +208,7 @@ pub fn mnp_v1beta1(policy: &v1beta1::MultiNetworkPolicy) -> Change {
         Some(MnpObject {
             entry,
             uid: policy.metadata.uid.clone(),
+            resource_version: policy.metadata.resource_version.clone(),
             api_version: "k8s.cni.cncf.io/v1beta1".to_owned(),
         }),
     )

@@ -477,6 +477,7 @@ impl Enforcer {
                     kind: Kind::Nad,
                     key: key.clone(),
                     uid: obj.uid,
+                    resource_version: obj.resource_version,
                     api_version: NAD_API_VERSION.to_owned(),
                     message: error.to_string(),
                 },
@@ -503,6 +504,7 @@ impl Enforcer {
                     kind: Kind::Mnp,
                     key: key.clone(),
                     uid: obj.uid,
+                    resource_version: obj.resource_version,
                     api_version: obj.api_version,
                     message: error.to_string(),
                 },
@@ -531,6 +533,7 @@ impl Enforcer {
         warn!(
             object = %problem.key,
             kind = problem.kind_name(),
+            resource_version = problem.resource_version.as_deref().unwrap_or("-"),
             "invalid policy; the last valid version stays in force: {}",
             problem.message
         );

@@ -189,6 +189,7 @@ fn mnp_document(doc: Value, version: &str) -> Change {
                     rules: Err(error),
                 },
                 uid: None,
+                resource_version: None,
                 api_version: version.to_owned(),
             }),
         )

@@ -2,6 +2,12 @@
 //! (Kubernetes mode). Events are posted from a thread of their own, so a slow or unreachable
 //! API server never holds up policy updates; when it falls behind, reports are dropped (the log
 //! line and the metric already went out).
+//!
+//! Every node's agent sees the same objects and so the same problems: the Event's name is
+//! derived from the object (kind and UID) and the message, so all agents, whenever they start,
+//! post the same Event and the API server keeps the first (the others get "already exists").
+//! A problem is therefore reported once per object for as long as the server keeps Events
+//! (`--event-ttl`, one hour by default); another problem gets an Event of its own.
 use std::sync::{Arc, mpsc};
 
 use multus_kube::{EventTarget, EventType};
@@ -28,6 +34,8 @@ pub struct Problem {
     pub key: ObjectKey,
     /// Its UID, when known.
     pub uid: Option<String>,
+    /// The resourceVersion the problem was seen in (logs).
+    pub resource_version: Option<String>,
     /// Its API version.
     pub api_version: String,
     /// What is wrong (names the object, the field and the reason).
@@ -35,6 +43,20 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// The Event's name: the object's, then a hash of what identifies this problem.
+    pub fn event_name(&self) -> String {
+        let mut hash = Fnv::default();
+        for part in [
+            self.kind_name(),
+            self.uid.as_deref().unwrap_or_default(),
+            &self.message,
+        ] {
+            hash.write(part.as_bytes());
+            hash.write(&[0]);
+        }
+        format!("{}.policy-{:016x}", self.key.name, hash.0)
+    }
+
     /// The object's kind as the API names it.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
@@ -42,6 +64,25 @@ impl Problem {
             Kind::Mnp => "MultiNetworkPolicy",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+        }
+    }
+}
+
+/// FNV-1a (64 bits): stable across builds and processes, unlike the standard library's
+/// hasher, so every agent derives the same name.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 }
@@ -82,8 +123,14 @@ fn post(api: &BlockingApi, problem: &Problem) {
         uid: problem.uid.clone(),
     };
     let message = truncate(&problem.message, MAX_MESSAGE);
-    match api.post_event(&target, EventType::Warning, INVALID_POLICY_REASON, &message) {
-        Ok(()) => debug!(object = %problem.key, kind = problem.kind_name(), "Event posted"),
+    match api.post_event(
+        &target,
+        &problem.event_name(),
+        EventType::Warning,
+        (INVALID_POLICY_REASON, &message),
+    ) {
+        Ok(true) => debug!(object = %problem.key, kind = problem.kind_name(), "Event posted"),
+        Ok(false) => debug!(object = %problem.key, "Event already posted (by another node)"),
         Err(e) => warn!(object = %problem.key, "posting the InvalidPolicy Event failed: {e}"),
     }
 }
@@ -111,6 +158,38 @@ impl ProblemReporter for KubeEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_are_stable_and_tell_problems_apart() {
+        let problem = Problem {
+            kind: Kind::Nad,
+            key: ObjectKey::new("ns", "blue"),
+            uid: Some("u1".into()),
+            resource_version: Some("7".into()),
+            api_version: "k8s.cni.cncf.io/v1".into(),
+            message: "bad".into(),
+        };
+        let name = problem.event_name();
+        assert!(name.starts_with("blue.policy-"), "{name}");
+        assert_eq!(name.len(), "blue.policy-".len() + 16);
+        // The same on every node, every run, in every version of the object.
+        assert_eq!(name, "blue.policy-15688bfc9abf3b62");
+        let later = Problem {
+            resource_version: Some("8".into()),
+            ..problem.clone()
+        };
+        assert_eq!(later.event_name(), name);
+        let recreated = Problem {
+            uid: Some("u2".into()),
+            ..problem.clone()
+        };
+        assert_ne!(recreated.event_name(), name);
+        let other = Problem {
+            message: "worse".into(),
+            ..problem
+        };
+        assert_ne!(other.event_name(), name);
+    }
 
     #[test]
     fn messages_are_cut_on_character_boundaries() {

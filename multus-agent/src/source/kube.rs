@@ -81,18 +81,24 @@ impl BlockingApi {
         })
     }
 
-    /// Posts an Event (blocking; within the client's retry budget).
+    /// Posts an Event named `name` (blocking; within the client's retry budget). `Ok(false)`:
+    /// an Event of that name exists already.
     pub fn post_event(
         &self,
         target: &EventTarget,
+        name: &str,
         event_type: EventType,
-        reason: &str,
-        message: &str,
-    ) -> Result<(), String> {
-        self.api()
+        (reason, message): (&str, &str),
+    ) -> Result<bool, String> {
+        match self
+            .api()
             .map_err(|e| e.to_string())?
-            .post_event(target, event_type, reason, message)
-            .map_err(|e| e.to_string())
+            .post_event_named(target, name, event_type, reason, message)
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Reads a pod live (blocking); `None` when it does not exist.
