@@ -5,10 +5,11 @@
 //! A pod the cache has not seen yet (the watch lags the kubelet) is waited for briefly, then
 //! read with one live GET, as Multus does; a NAD missing from the cache is read live too.
 use std::{
+    collections::VecDeque,
     fmt::Debug,
     hash::Hash,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -54,11 +55,21 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 ///
 /// [`KubeApi`] owns a tokio runtime, which must not be dropped on an async thread: dropping
 /// this hands it to a plain thread of its own.
-pub struct BlockingApi(Option<KubeApi>);
+pub struct BlockingApi {
+    api: Option<KubeApi>,
+    /// Pods read live lately: the ADD that read one asks for it again for policy.
+    recent: Mutex<VecDeque<(Instant, PodInfoLive)>>,
+}
+
+/// Live reads remembered, and for how long.
+const RECENT_PODS: usize = 16;
+const RECENT_POD_AGE: Duration = Duration::from_secs(30);
 
 impl Debug for BlockingApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("BlockingApi").field(&self.0).finish()
+        f.debug_struct("BlockingApi")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,14 +82,53 @@ impl BlockingApi {
             retry_budget: Duration::from_secs(5),
             ..ApiOptions::default()
         };
-        KubeApi::new(source, opts).map(|api| Self(Some(api)))
+        KubeApi::new(source, opts).map(|api| Self {
+            api: Some(api),
+            recent: Mutex::default(),
+        })
     }
 
     fn api(&self) -> Result<&KubeApi, SourceError> {
-        self.0.as_ref().ok_or_else(|| SourceError::Unavailable {
+        self.api.as_ref().ok_or_else(|| SourceError::Unavailable {
             what: "the Kubernetes API".to_owned(),
             reason: "the client is shutting down".to_owned(),
         })
+    }
+
+    /// Reads a pod live (blocking); `None` when it does not exist.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfoLive>, SourceError> {
+        match self.api()?.get_pod(namespace, name) {
+            Ok(pod) => {
+                let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+                if recent.len() == RECENT_PODS {
+                    recent.pop_front();
+                }
+                recent.push_back((Instant::now(), pod.clone()));
+                Ok(Some(pod))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(source_error(format!("pod {namespace}/{name}"), &e)),
+        }
+    }
+
+    /// A pod read live in the last seconds (with `uid`, when given).
+    pub fn recent_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Option<PodInfoLive> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent
+            .iter()
+            .rev()
+            .find(|(at, p)| {
+                at.elapsed() < RECENT_POD_AGE
+                    && p.namespace == namespace
+                    && p.name == name
+                    && uid.is_none_or(|uid| p.uid == uid)
+            })
+            .map(|(_, p)| p.clone())
     }
 
     /// Posts an Event named `name` (blocking; within the client's retry budget). `Ok(false)`:
@@ -100,20 +150,11 @@ impl BlockingApi {
             Err(e) => Err(e.to_string()),
         }
     }
-
-    /// Reads a pod live (blocking); `None` when it does not exist.
-    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfoLive>, SourceError> {
-        match self.api()?.get_pod(namespace, name) {
-            Ok(pod) => Ok(Some(pod)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(source_error(format!("pod {namespace}/{name}"), &e)),
-        }
-    }
 }
 
 impl Drop for BlockingApi {
     fn drop(&mut self) {
-        if let Some(api) = self.0.take() {
+        if let Some(api) = self.api.take() {
             // If the thread cannot start, leaking the client is better than a panic.
             if let Err(e) = std::thread::Builder::new().spawn(move || drop(api)) {
                 warn!("dropping the Kubernetes client: {e}");
@@ -556,6 +597,10 @@ impl PodLookup for KubePods {
             && uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid))
         {
             return Ok(Some(PodView::from_pod_info(&PodInfoLive::from_pod(&pod))));
+        }
+        // The engine read it live a moment ago (the watch lags): no second request.
+        if let Some(pod) = self.api.recent_pod(namespace, name, uid) {
+            return Ok(Some(PodView::from_pod_info(&pod)));
         }
         Ok(self
             .api
