@@ -6,18 +6,13 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use multus_testkit::{
-    inside::Relay,
-    kube::{FaultProxy, KubeCluster, KubeconfigAuth, TestNamespace},
-    traffic::{self, TcpServer},
-    unique_name,
-};
+use multus_testkit::traffic::{self, TcpServer};
 use serde_json::{Value, json};
 
+pub use crate::kube_node::KubeNode;
 use crate::support::{Agent, NETWORKS, Node, Run, TestPod};
 
 /// How long a connection attempt may take before the SYN counts as dropped. Pods share one
@@ -28,54 +23,7 @@ pub const WITHIN: Duration = Duration::from_secs(1);
 /// The annotation the NAD's policy is in.
 pub const POLICY: &str = "multus-rs.io/policy";
 
-/// A Kubernetes-mode node and the test's namespace.
-pub struct KubeNode {
-    pub cluster: &'static KubeCluster,
-    pub ns: TestNamespace,
-    /// This node's name (pods bound to it are the agent's).
-    pub name: String,
-    _proxy: FaultProxy,
-    _relay: Relay,
-    kubeconfig: PathBuf,
-    // Dropped last: the namespaces go after the agent, which lives in the test's scope.
-    pub node: Node,
-}
-
 impl KubeNode {
-    pub fn new(test: &str) -> Option<Self> {
-        let cluster = KubeCluster::get(test)?;
-        let node = Node::new();
-        let ns = cluster.namespace("pol");
-        let proxy = FaultProxy::start(cluster.addr());
-        let target: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
-        let relay = Relay::start(&node.netns.path(), target).unwrap();
-        // The agent's own service account: deploy/rbac.yaml's ClusterRole is all it has.
-        let answer = cluster.admin().ok(
-            "POST",
-            "/api/v1/namespaces/kube-system/serviceaccounts/multus-agent/token",
-            Some(
-                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                         "spec": {"expirationSeconds": 3600}}),
-            ),
-        );
-        let token = answer["status"]["token"].as_str().unwrap().to_owned();
-        let kubeconfig = node.path("agent.kubeconfig");
-        cluster.write_kubeconfig(
-            &kubeconfig,
-            &format!("http://127.0.0.1:{}", relay.port()),
-            KubeconfigAuth::Token(&token),
-        );
-        Some(Self {
-            cluster,
-            ns,
-            name: unique_name("node-"),
-            _proxy: proxy,
-            _relay: relay,
-            kubeconfig,
-            node,
-        })
-    }
-
     pub fn ns(&self) -> &str {
         self.ns.name()
     }
@@ -83,12 +31,8 @@ impl KubeNode {
     /// Starts the agent in Kubernetes mode; it is ready once its caches and the policy
     /// watches have listed everything.
     pub fn start_agent(&self) -> Agent {
-        let mut config = agent_config(&self.node);
-        let obj = config.as_object_mut().unwrap();
-        obj.remove("localSourceDir");
-        obj.insert("kubeconfig".into(), json!(self.kubeconfig));
-        obj.insert("nodeName".into(), json!(self.name));
-        self.node.start_agent(&config)
+        self.node
+            .start_agent(&self.kube_config(agent_config(&self.node)))
     }
 
     /// A macvlan config on the node's veth with host-local over `subnets` (each a /24 or
@@ -289,17 +233,27 @@ pub fn agent_config(node: &Node) -> Value {
     config
 }
 
-/// Polls `f` until it returns something; fails after 10 s.
+/// The rules of the agent's ClusterRole in deploy/rbac.yaml.
+pub fn agent_role_rules() -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    let docs = multus_testkit::kube::read_yaml_documents(&path).unwrap();
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "multus-agent")
+        .unwrap_or_else(|| panic!("no multus-agent ClusterRole in {}", path.display()));
+    role["rules"].as_array().cloned().unwrap_or_default()
+}
+
+/// The one `InvalidPolicy` Event about `name`, once it is there.
 #[track_caller]
-pub fn poll<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not seen within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn invalid_policy_event(k: &KubeNode, name: &str) -> Value {
+    let events = multus_testkit::kube::until("the InvalidPolicy Event", || {
+        let events = k.events("InvalidPolicy", name);
+        (!events.is_empty()).then_some(events)
+    });
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "Warning");
+    events[0].clone()
 }
 
 /// TCP servers on `ports` of `ip` inside `pod`.

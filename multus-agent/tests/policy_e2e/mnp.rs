@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{
     fixture::{
-        KubeNode, WITHIN, attachment_id, enable_ipv6, passes, poll, servers, status_policy, until,
+        KubeNode, WITHIN, attachment_id, enable_ipv6, invalid_policy_event, passes, servers,
+        status_policy, until,
     },
     support::TestPod,
 };
@@ -34,8 +35,10 @@ fn eventually_passes(from: &TestPod, to: SocketAddr) -> bool {
 
 #[test]
 fn a_multinetworkpolicy_allows_exactly_the_selected_peers_and_ports() {
-    let Some(k) = KubeNode::new("a_multinetworkpolicy_allows_exactly_the_selected_peers_and_ports")
-    else {
+    let Some(k) = KubeNode::new(
+        "a_multinetworkpolicy_allows_exactly_the_selected_peers_and_ports",
+        "pol",
+    ) else {
         return;
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
@@ -85,12 +88,9 @@ fn a_multinetworkpolicy_allows_exactly_the_selected_peers_and_ports() {
         "web-in",
         &json!({"spec": {"ingress": [{"ports": [{"protocol": "TCP", "port": 90, "endPort": 80}]}]}}),
     );
-    let events = poll(|| {
-        let events = k.events("InvalidPolicy", "web-in");
-        (!events.is_empty()).then_some(events)
-    });
-    assert_eq!(events[0]["involvedObject"]["kind"], "MultiNetworkPolicy");
-    let message = events[0]["message"].as_str().unwrap();
+    let event = invalid_policy_event(&k, "web-in");
+    assert_eq!(event["involvedObject"]["kind"], "MultiNetworkPolicy");
+    let message = event["message"].as_str().unwrap();
     assert!(message.contains("endPort 80 is below port 90"), "{message}");
     assert!(passes(&client, at(8080)));
     assert!(!passes(&other, at(8080)));
@@ -106,8 +106,10 @@ fn a_multinetworkpolicy_allows_exactly_the_selected_peers_and_ports() {
 
 #[test]
 fn a_new_peer_is_allowed_within_a_second_of_its_network_status() {
-    let Some(k) = KubeNode::new("a_new_peer_is_allowed_within_a_second_of_its_network_status")
-    else {
+    let Some(k) = KubeNode::new(
+        "a_new_peer_is_allowed_within_a_second_of_its_network_status",
+        "pol",
+    ) else {
         return;
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
@@ -178,7 +180,7 @@ fn a_new_peer_is_allowed_within_a_second_of_its_network_status() {
 
 #[test]
 fn match_expressions_not_in_and_exists_pick_peers() {
-    let Some(k) = KubeNode::new("match_expressions_not_in_and_exists_pick_peers") else {
+    let Some(k) = KubeNode::new("match_expressions_not_in_and_exists_pick_peers", "pol") else {
         return;
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
@@ -231,9 +233,10 @@ fn match_expressions_not_in_and_exists_pick_peers() {
 
 #[test]
 fn ipv6_peers_are_selected_and_anti_spoofing_keeps_the_link_local_address() {
-    let Some(k) =
-        KubeNode::new("ipv6_peers_are_selected_and_anti_spoofing_keeps_the_link_local_address")
-    else {
+    let Some(k) = KubeNode::new(
+        "ipv6_peers_are_selected_and_anti_spoofing_keeps_the_link_local_address",
+        "pol",
+    ) else {
         return;
     };
     k.create_nad(

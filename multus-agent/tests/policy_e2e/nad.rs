@@ -5,16 +5,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multus_testkit::traffic::{udp_count, udp_socket};
+use multus_testkit::{
+    kube::{Recorded, allows, attributes, attrs, checked_attributes},
+    traffic::{udp_count, udp_socket},
+};
 use serde_json::json;
 
 use crate::fixture::{
-    KubeNode, POLICY, WITHIN, address, attachment_id, passes, poll, servers, status_policy, until,
+    KubeNode, POLICY, WITHIN, address, agent_role_rules, attachment_id, invalid_policy_event,
+    passes, servers, status_policy, until,
 };
 
 #[test]
 fn a_denied_packet_sent_right_after_add_returns_is_dropped() {
-    let Some(k) = KubeNode::new("a_denied_packet_sent_right_after_add_returns_is_dropped") else {
+    let Some(k) = KubeNode::new(
+        "a_denied_packet_sent_right_after_add_returns_is_dropped",
+        "pol",
+    ) else {
         return;
     };
     // Pods on blue may send UDP to port 9, nothing else (ARP passes).
@@ -72,8 +79,10 @@ fn a_denied_packet_sent_right_after_add_returns_is_dropped() {
 
 #[test]
 fn changing_a_nad_annotation_changes_enforcement_within_a_second() {
-    let Some(k) = KubeNode::new("changing_a_nad_annotation_changes_enforcement_within_a_second")
-    else {
+    let Some(k) = KubeNode::new(
+        "changing_a_nad_annotation_changes_enforcement_within_a_second",
+        "pol",
+    ) else {
         return;
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
@@ -109,9 +118,10 @@ fn changing_a_nad_annotation_changes_enforcement_within_a_second() {
 
 #[test]
 fn an_invalid_annotation_keeps_the_previous_policy_and_produces_one_event() {
-    let Some(k) =
-        KubeNode::new("an_invalid_annotation_keeps_the_previous_policy_and_produces_one_event")
-    else {
+    let Some(k) = KubeNode::new(
+        "an_invalid_annotation_keeps_the_previous_policy_and_produces_one_event",
+        "pol",
+    ) else {
         return;
     };
     k.create_nad(
@@ -137,13 +147,7 @@ fn an_invalid_annotation_keeps_the_previous_policy_and_produces_one_event() {
         "blue",
         json!({POLICY: "ingress:\n  deny:\n    - ports: [tcp/8080, tcp/70000]\n"}),
     );
-    let events = poll(|| {
-        let events = k.events("InvalidPolicy", "blue");
-        (!events.is_empty()).then_some(events)
-    });
-    assert_eq!(events.len(), 1, "{events:?}");
-    let event = &events[0];
-    assert_eq!(event["type"], "Warning");
+    let event = invalid_policy_event(&k, "blue");
     assert_eq!(
         event["involvedObject"]["kind"],
         "NetworkAttachmentDefinition"
@@ -188,11 +192,47 @@ fn an_invalid_annotation_keeps_the_previous_policy_and_produces_one_event() {
     assert!(took < WITHIN, "{took:?}");
     assert!(!passes(&client, other));
     k.del_all(&[&late, &client, &server]);
+
+    // Everything the agent did here (caches, policy watches, status writes, the Event) was
+    // allowed by its ClusterRole, and used every kind of permission policy added to it. (The
+    // agent sees the other tests' objects too; Events about those are theirs. An Event another
+    // test's agent posted first answers 409.)
+    let rules = agent_role_rules();
+    let (conflicts, requests): (Vec<Recorded>, Vec<Recorded>) = k
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            !r.path.contains("/namespaces/") || r.path.contains(&format!("/namespaces/{}/", k.ns()))
+        })
+        .partition(|r| r.method == "POST" && r.status == 409);
+    let mut used = checked_attributes(&requests, &rules, &k.token);
+    for r in conflicts {
+        let a = attributes(&r.method, &r.path);
+        assert!(allows(&rules, &a), "{r:?}");
+        if !used.contains(&a) {
+            used.push(a);
+        }
+    }
+    used.sort();
+    let expected = [
+        attrs("", "events", "create"),
+        attrs("", "namespaces", "list"),
+        attrs("", "pods", "get"),
+        attrs("", "pods", "list"),
+        attrs("", "pods/status", "update"),
+        attrs("k8s.cni.cncf.io", "multi-networkpolicies", "list"),
+        attrs("k8s.cni.cncf.io", "network-attachment-definitions", "list"),
+    ];
+    assert_eq!(used, expected);
 }
 
 #[test]
 fn isolate_separates_two_planes_while_pods_on_one_plane_talk() {
-    let Some(k) = KubeNode::new("isolate_separates_two_planes_while_pods_on_one_plane_talk") else {
+    let Some(k) = KubeNode::new(
+        "isolate_separates_two_planes_while_pods_on_one_plane_talk",
+        "pol",
+    ) else {
         return;
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
