@@ -185,32 +185,34 @@ pub fn nad_gone(meta: &ObjectMeta) -> Change {
     Change::Nad(key_of(meta), None)
 }
 
-/// A `v1beta2` MultiNetworkPolicy, read and checked.
-pub fn mnp(policy: &v1beta2::MultiNetworkPolicy) -> Change {
-    let entry = MnpEntry::parse(policy);
+fn mnp_change(entry: MnpEntry, meta: &ObjectMeta, api_version: &str) -> Change {
     Change::Mnp(
         entry.key.clone(),
         Some(MnpObject {
             entry,
-            uid: policy.metadata.uid.clone(),
-            resource_version: policy.metadata.resource_version.clone(),
-            api_version: "k8s.cni.cncf.io/v1beta2".to_owned(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            api_version: api_version.to_owned(),
         }),
+    )
+}
+
+/// A `v1beta2` MultiNetworkPolicy, read and checked.
+pub fn mnp(policy: &v1beta2::MultiNetworkPolicy) -> Change {
+    mnp_change(
+        MnpEntry::parse(policy),
+        &policy.metadata,
+        "k8s.cni.cncf.io/v1beta2",
     )
 }
 
 /// A `v1beta1` MultiNetworkPolicy (local files; the API server serves every object as
 /// `v1beta2` to the watch).
 pub fn mnp_v1beta1(policy: &v1beta1::MultiNetworkPolicy) -> Change {
-    let entry = MnpEntry::parse_v1beta1(policy);
-    Change::Mnp(
-        entry.key.clone(),
-        Some(MnpObject {
-            entry,
-            uid: policy.metadata.uid.clone(),
-            resource_version: policy.metadata.resource_version.clone(),
-            api_version: "k8s.cni.cncf.io/v1beta1".to_owned(),
-        }),
+    mnp_change(
+        MnpEntry::parse_v1beta1(policy),
+        &policy.metadata,
+        "k8s.cni.cncf.io/v1beta1",
     )
 }
 

@@ -470,56 +470,58 @@ impl Enforcer {
 
     fn nad_changed(&self, st: &mut State, key: &ObjectKey, obj: NadObject) -> Keys {
         let entry = NadEntry::parse(obj.view);
-        if let Some(error) = entry.error() {
-            self.report(
-                st,
-                Problem {
-                    kind: Kind::Nad,
-                    key: key.clone(),
-                    uid: obj.uid,
-                    resource_version: obj.resource_version,
-                    api_version: NAD_API_VERSION.to_owned(),
-                    message: error.to_string(),
-                },
-            );
-            // The last valid version stays in force.
-            if st
-                .snapshot
-                .nad(key)
-                .is_some_and(|old| old.error().is_none())
-            {
-                return Keys::new();
-            }
-        } else {
-            st.problems.remove(&(Kind::Nad, key.clone()));
+        let problem = entry.error().map(|error| Problem {
+            kind: Kind::Nad,
+            key: key.clone(),
+            uid: obj.uid,
+            resource_version: obj.resource_version,
+            api_version: NAD_API_VERSION.to_owned(),
+            message: error.to_string(),
+        });
+        let previous_valid = st.snapshot.nad(key).is_some_and(|o| o.error().is_none());
+        if self.keep_previous(st, Kind::Nad, key, problem, previous_valid) {
+            return Keys::new();
         }
         st.snapshot.upsert_nad_entry(entry).affected
     }
 
     fn mnp_changed(&self, st: &mut State, key: &ObjectKey, obj: MnpObject) -> Keys {
-        if let Some(error) = obj.entry.error() {
-            self.report(
-                st,
-                Problem {
-                    kind: Kind::Mnp,
-                    key: key.clone(),
-                    uid: obj.uid,
-                    resource_version: obj.resource_version,
-                    api_version: obj.api_version,
-                    message: error.to_string(),
-                },
-            );
-            if st
-                .snapshot
-                .mnp(key)
-                .is_some_and(|old| old.error().is_none())
-            {
-                return Keys::new();
-            }
-        } else {
-            st.problems.remove(&(Kind::Mnp, key.clone()));
+        let problem = obj.entry.error().map(|error| Problem {
+            kind: Kind::Mnp,
+            key: key.clone(),
+            uid: obj.uid,
+            resource_version: obj.resource_version,
+            api_version: obj.api_version,
+            message: error.to_string(),
+        });
+        let previous_valid = st.snapshot.mnp(key).is_some_and(|o| o.error().is_none());
+        if self.keep_previous(st, Kind::Mnp, key, problem, previous_valid) {
+            return Keys::new();
         }
         st.snapshot.upsert_mnp_entry(obj.entry).affected
+    }
+
+    /// Reports the new version's problem (or forgets the object's last one) and tells whether
+    /// the snapshot keeps the previous version: the new one is invalid and the previous one
+    /// valid, so it stays in force.
+    fn keep_previous(
+        &self,
+        st: &mut State,
+        kind: Kind,
+        key: &ObjectKey,
+        problem: Option<Problem>,
+        previous_valid: bool,
+    ) -> bool {
+        match problem {
+            Some(problem) => {
+                self.report(st, problem);
+                previous_valid
+            }
+            None => {
+                st.problems.remove(&(kind, key.clone()));
+                false
+            }
+        }
     }
 
     /// Logs, counts and reports a problem, once per distinct message of an object.

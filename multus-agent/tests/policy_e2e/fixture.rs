@@ -78,6 +78,11 @@ impl KubeNode {
         self.create_pod_on(name, networks, labels, ports, &self.name.clone())
     }
 
+    /// Pods on `blue` without labels or ports.
+    pub fn blank_pods<const N: usize>(&self, names: [&str; N]) -> [TestPod; N] {
+        names.map(|name| self.create_pod(name, "blue", json!({}), json!([])))
+    }
+
     /// Like [`KubeNode::create_pod`], bound to `node`.
     pub fn create_pod_on(
         &self,
@@ -279,16 +284,7 @@ pub fn enable_ipv6(pod: &TestPod) {
 
 /// `multus-agent status --policy ID` on the node's directories.
 pub fn status_policy(node: &Node, id: u64) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_multus-agent"))
-        .args(["status", "--policy", &id.to_string(), "--bpffs-dir"])
-        .arg(node.bpffs.path())
-        .arg("--state-dir")
-        .arg(node.path("state"))
-        .env_remove("MULTUS_AGENT_CONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    node.status_with(&["--policy", &id.to_string()])
 }
 
 /// The attachment id of `pod`'s `ifname` from the node's records.

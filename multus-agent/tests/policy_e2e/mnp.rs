@@ -24,6 +24,12 @@ fn web_ingress(from: &Value, ports: &Value) -> Value {
     })
 }
 
+/// The NAD `blue` (no annotation) and the policy `web-in` for it: [`web_ingress`].
+fn blue_with_web_policy(k: &KubeNode, from: &Value, ports: &Value) {
+    k.create_nad("blue", &["192.0.2.0/24"], None);
+    k.create_mnp("web-in", "blue", web_ingress(from, ports));
+}
+
 /// Waits until `from` reaches `to` (its network-status has to reach the agent first), and
 /// returns that it did.
 fn eventually_passes(from: &TestPod, to: SocketAddr) -> bool {
@@ -41,14 +47,10 @@ fn a_multinetworkpolicy_allows_exactly_the_selected_peers_and_ports() {
     ) else {
         return;
     };
-    k.create_nad("blue", &["192.0.2.0/24"], None);
-    k.create_mnp(
-        "web-in",
-        "blue",
-        web_ingress(
-            &json!({"matchLabels": {"role": "client"}}),
-            &json!([{"port": "http"}, {"protocol": "TCP", "port": 5000, "endPort": 5001}]),
-        ),
+    blue_with_web_policy(
+        &k,
+        &json!({"matchLabels": {"role": "client"}}),
+        &json!([{"port": "http"}, {"protocol": "TCP", "port": 5000, "endPort": 5001}]),
     );
     let client = k.create_pod("client", "blue", json!({"role": "client"}), json!([]));
     let other = k.create_pod("other", "blue", json!({"role": "other"}), json!([]));
@@ -112,12 +114,7 @@ fn a_new_peer_is_allowed_within_a_second_of_its_network_status() {
     ) else {
         return;
     };
-    k.create_nad("blue", &["192.0.2.0/24"], None);
-    k.create_mnp(
-        "web-in",
-        "blue",
-        web_ingress(&json!({"matchLabels": {"role": "client"}}), &json!([])),
-    );
+    blue_with_web_policy(&k, &json!({"matchLabels": {"role": "client"}}), &json!([]));
     let web = k.create_pod("web", "blue", json!({"app": "web"}), json!([]));
     // A peer on another node: its interface is made by hand, its network-status written
     // later, as that node's agent would.
@@ -183,17 +180,13 @@ fn match_expressions_not_in_and_exists_pick_peers() {
     let Some(k) = KubeNode::new("match_expressions_not_in_and_exists_pick_peers", "pol") else {
         return;
     };
-    k.create_nad("blue", &["192.0.2.0/24"], None);
-    k.create_mnp(
-        "web-in",
-        "blue",
-        web_ingress(
-            &json!({"matchExpressions": [
-                {"key": "tier", "operator": "NotIn", "values": ["db"]},
-                {"key": "role", "operator": "Exists"},
-            ]}),
-            &json!([{"port": 8080}]),
-        ),
+    blue_with_web_policy(
+        &k,
+        &json!({"matchExpressions": [
+            {"key": "tier", "operator": "NotIn", "values": ["db"]},
+            {"key": "role", "operator": "Exists"},
+        ]}),
+        &json!([{"port": 8080}]),
     );
     let peers = [
         ("web-tier", json!({"role": "a", "tier": "web"}), true),

@@ -30,8 +30,7 @@ fn a_denied_packet_sent_right_after_add_returns_is_dropped() {
         &["192.0.2.0/24"],
         Some("egress:\n  allow:\n    - ports: udp/9\n"),
     );
-    let server = k.create_pod("server", "blue", json!({}), json!([]));
-    let client = k.create_pod("client", "blue", json!({}), json!([]));
+    let [server, client] = k.blank_pods(["server", "client"]);
     let agent = k.start_agent();
     let server_ip = k.add_at(&server, 4);
     let denied = udp_socket(&server.netns, SocketAddr::new(server_ip, 7));
@@ -86,8 +85,7 @@ fn changing_a_nad_annotation_changes_enforcement_within_a_second() {
         return;
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
-    let server = k.create_pod("server", "blue", json!({}), json!([]));
-    let client = k.create_pod("client", "blue", json!({}), json!([]));
+    let [server, client] = k.blank_pods(["server", "client"]);
     let agent = k.start_agent();
     let server_ip = k.add_at(&server, 4);
     k.add(&client);
@@ -129,9 +127,7 @@ fn an_invalid_annotation_keeps_the_previous_policy_and_produces_one_event() {
         &["192.0.2.0/24"],
         Some("ingress:\n  deny:\n    - ports: tcp/8080\n"),
     );
-    let server = k.create_pod("server", "blue", json!({}), json!([]));
-    let client = k.create_pod("client", "blue", json!({}), json!([]));
-    let late = k.create_pod("late", "blue", json!({}), json!([]));
+    let [server, client, late] = k.blank_pods(["server", "client", "late"]);
     let agent = k.start_agent();
     let server_ip = k.add_at(&server, 4);
     k.add(&client);
@@ -237,8 +233,7 @@ fn isolate_separates_two_planes_while_pods_on_one_plane_talk() {
     };
     k.create_nad("blue", &["192.0.2.0/24"], None);
     k.create_nad("red", &["198.51.100.0/24"], None);
-    let b1 = k.create_pod("b1", "blue", json!({}), json!([]));
-    let b2 = k.create_pod("b2", "blue", json!({}), json!([]));
+    let [b1, b2] = k.blank_pods(["b1", "b2"]);
     let r1 = k.create_pod("r1", "red", json!({}), json!([]));
     let agent = k.start_agent();
     let b1_ip = k.add_at(&b1, 4);
