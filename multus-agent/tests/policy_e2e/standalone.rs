@@ -7,7 +7,9 @@ use multus_testkit::require_root;
 use serde_json::{Value, json};
 
 use crate::{
-    fixture::{POLICY, WITHIN, address, agent_config, passes, servers, status_policy, until},
+    fixture::{
+        POLICY, WITHIN, address, agent_config, attachment_id, passes, servers, status_policy, until,
+    },
     support::{Node, TestPod},
 };
 
@@ -79,12 +81,31 @@ fn editing_a_nad_file_changes_enforcement_within_a_second() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(!passes(&client, web), "{}", agent.log_text());
 
+    // Audit mode: nothing is dropped, what would have been is counted.
+    let edit = Instant::now();
+    write_nad(
+        &node,
+        Some("audit: true\ningress:\n  deny:\n    - ports: tcp/8080\n"),
+    );
+    let took = until(edit, "audit mode", true, || passes(&client, web));
+    assert!(took < WITHIN, "{took:?}");
+    let audited = node.scrape().value(
+        "multus_policy_audit_packets_total",
+        &[
+            ("pod", "server"),
+            ("direction", "ingress"),
+            ("reason", "policy_deny"),
+            ("policy_source", "nad"),
+        ],
+    );
+    assert!(audited >= 1, "{audited}");
+
     let edit = Instant::now();
     write_nad(&node, None);
-    let took = until(edit, "the annotation's removal", true, || {
-        passes(&client, web)
+    until(edit, "the annotation's removal", true, || {
+        status_policy(&node, attachment_id(&node, &server, "net1"))["source"].is_null()
     });
-    assert!(took < WITHIN, "{took:?}");
+    assert!(passes(&client, web));
     for pod in [&client, &server] {
         node.shim("DEL", pod).ok();
     }
@@ -139,11 +160,15 @@ fn standalone_multinetworkpolicies_select_local_pods_and_catch_up_after_a_restar
     // While the agent is down, the client loses its label; the pinned policy keeps
     // enforcing the old one until the agent is back and catches up.
     agent.kill9();
+    // The policy in force is on record: status shows it with the agent down.
+    let id = attachment_id(&node, &web, "net1");
+    let status = status_policy(&node, id);
+    assert_eq!(status["source"], "mnp:pods/web-in", "{status}");
+    assert_eq!(status["policy"]["ingress"]["default"], "deny", "{status}");
     pod_file(&node, &client, &json!({"role": "none"}), &json!([]));
     assert!(passes(&client, http));
     let _agent = node.start_agent(&agent_config(&node));
     assert!(!passes(&client, http), "not caught up at start");
-    let id = crate::fixture::attachment_id(&node, &web, "net1");
     assert_eq!(
         status_policy(&node, id)["source"],
         "mnp:pods/web-in",
