@@ -15,32 +15,34 @@
 //!   with the programs); a change that affects them while they are being attached is applied
 //!   right after.
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    path::{Path, PathBuf},
+    collections::BTreeSet,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
+use multus_cni::network::SourceError;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{
     change::{Change, Kind, MnpObject, NadObject},
-    interface,
     report::{Problem, ProblemReporter},
 };
-use multus_cni::network::SourceError;
-
 use crate::{
     attachments::Attachments,
-    dataplane::{AttachmentRecord, DataplaneError, MacAddr, Policy},
+    dataplane::DataplaneError,
     metrics::AgentMetrics,
     policy::{
-        AttachmentKey, CompileError, CompiledPolicy, LocalAttachment, NadEntry, ObjectKey,
-        PodNetwork, PodView, PolicySource, Snapshot, compile_attachment,
+        AttachmentKey, CompileError, CompiledPolicy, NadEntry, ObjectKey, PodView,
+        compile_attachment,
     },
 };
+
+mod add;
+mod state;
+
+pub use self::add::{NewAttachment, PrepareError, Prepared};
+use self::state::{Registered, Slot, State, refresh_local_pod};
 
 /// After a change, further changes are waited for this long before recompiling (bursts are
 /// handled as one).
@@ -73,138 +75,6 @@ pub trait PodLookup: Send + Sync {
         name: &str,
         uid: Option<&str>,
     ) -> Result<Option<PodView>, SourceError>;
-}
-
-/// One interface an ADD made, to register and compile for.
-#[derive(Clone, Debug)]
-pub struct NewAttachment<'a> {
-    /// The runtime's container id.
-    pub container: &'a str,
-    /// The pod's namespace, name and UID.
-    pub pod: (&'a str, &'a str, Option<&'a str>),
-    /// The network (`<namespace>/<nad>`).
-    pub network: ObjectKey,
-    /// The pod's network namespace.
-    pub netns: &'a Path,
-    /// The interface.
-    pub ifname: &'a str,
-    /// Its addresses from the CNI result.
-    pub ips: Vec<IpAddr>,
-    /// Its MAC from the CNI result.
-    pub mac: Option<MacAddr>,
-}
-
-/// Why an ADD's attachments cannot get their policy.
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    /// The snapshot has not been listed yet.
-    #[error(
-        "policy inputs are not synced yet (pods, namespaces, NADs, MultiNetworkPolicies): try again later"
-    )]
-    NotSynced,
-    /// An interface's addresses could not be read.
-    #[error("reading the addresses of {ifname}: {source}")]
-    Interface {
-        /// The interface.
-        ifname: String,
-        /// Why.
-        #[source]
-        source: DataplaneError,
-    },
-    /// The pod could not be read (its labels select its policies).
-    #[error("reading pod {pod} for its policy: {source}")]
-    Pod {
-        /// The pod.
-        pod: ObjectKey,
-        /// Why.
-        #[source]
-        source: SourceError,
-    },
-    /// An interface without a MAC address (anti-spoofing needs one).
-    #[error("{ifname} has no MAC address")]
-    NoMac {
-        /// The interface.
-        ifname: String,
-    },
-    /// A policy object that applies is invalid (and was never valid).
-    #[error("{0}")]
-    Compile(#[from] CompileError),
-}
-
-/// Where a registered attachment is: being attached by an ADD, or attached under an id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Slot {
-    Pending(u64),
-    Attached(u32),
-}
-
-#[derive(Clone, Debug)]
-struct Registered {
-    local: LocalAttachment,
-    container: String,
-    /// The addresses network-status lists (peers see these in standalone mode).
-    status_ips: Vec<IpAddr>,
-    /// What is in force (`Some(None)`: no policy); `None` when unknown (set by hand).
-    installed: Option<Option<CompiledPolicy>>,
-    /// Pending only: a change affected it after its policy was compiled.
-    stale: bool,
-    /// The last compile problem logged, so it is logged once.
-    last_error: Option<String>,
-}
-
-#[derive(Debug, Default)]
-struct Listing {
-    listed: bool,
-    relisting: Option<BTreeSet<String>>,
-    known: BTreeSet<String>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    snapshot: Snapshot,
-    listings: BTreeMap<Kind, Listing>,
-    registered: BTreeMap<Slot, Registered>,
-    next_ticket: u64,
-    /// Problems reported, by object: reported again only when the message changes.
-    problems: BTreeMap<(Kind, ObjectKey), String>,
-    /// Standalone: the pods as the files give them (the snapshot adds their attachments).
-    pod_files: BTreeMap<ObjectKey, PodView>,
-    synced: bool,
-}
-
-impl State {
-    fn has_local(&self, pod: &ObjectKey) -> bool {
-        self.registered.values().any(|r| &r.local.pod == pod)
-    }
-}
-
-/// One attachment of an ADD, registered and compiled, waiting to be attached.
-#[derive(Debug)]
-struct PreparedEntry {
-    ticket: u64,
-    netns: PathBuf,
-    ifname: String,
-    compiled: Option<CompiledPolicy>,
-}
-
-/// An ADD's attachments, registered and compiled, waiting to be attached: hand it to
-/// [`Enforcer::commit`] with the attachment records, or to [`Enforcer::abort`].
-#[derive(Debug)]
-#[must_use = "commit or abort it"]
-pub struct Prepared {
-    entries: Vec<Option<PreparedEntry>>,
-}
-
-impl Prepared {
-    /// The policy to attach target `i` with (`None`: count only).
-    pub fn policy(&self, i: usize) -> Option<&Policy> {
-        self.entries
-            .get(i)?
-            .as_ref()?
-            .compiled
-            .as_ref()
-            .map(|c| &c.policy)
-    }
 }
 
 /// Keeps every attachment's policy current.
@@ -258,77 +128,6 @@ impl Enforcer {
     /// `true` once every kind has been listed.
     pub fn synced(&self) -> watch::Receiver<bool> {
         self.synced.subscribe()
-    }
-
-    /// Registers the attachments the dataplane already has (at start: pinned by a previous
-    /// agent) with the policy they enforce. Attachments without an owning pod and network are
-    /// not the agent's to police. Nothing is recompiled before the first sync.
-    pub fn adopt(&self, records: &[AttachmentRecord]) {
-        let mut st = self.lock();
-        for r in records {
-            let Some(network) = ObjectKey::parse(&r.owner.network) else {
-                continue;
-            };
-            if r.owner.pod.is_empty() {
-                continue;
-            }
-            let addrs = match interface::read(&r.netns, &r.ifname) {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(
-                        id = r.id,
-                        "not re-registering an attachment for policy: {e}"
-                    );
-                    continue;
-                }
-            };
-            let spoof_mac = r
-                .policy
-                .as_ref()
-                .and_then(|p| p.anti_spoof.as_ref())
-                .map(|a| a.mac);
-            let Some(mac) = addrs.mac.or(spoof_mac) else {
-                warn!(id = r.id, ifname = %r.ifname, "not re-registering: the interface has no MAC");
-                continue;
-            };
-            let installed = match (&r.policy, &r.policy_source) {
-                (None, _) => Some(None),
-                (Some(policy), Some(source)) => source.parse::<PolicySource>().ok().map(|source| {
-                    Some(CompiledPolicy {
-                        policy: policy.clone(),
-                        source,
-                    })
-                }),
-                // Set by hand: replaced by the compiled one at the first sync.
-                (Some(_), None) => None,
-            };
-            let status_ips = addrs
-                .ips
-                .iter()
-                .copied()
-                .filter(|ip| !link_local(*ip))
-                .collect();
-            let local = LocalAttachment {
-                pod: ObjectKey::new(&r.owner.namespace, &r.owner.pod),
-                interface: r.ifname.clone(),
-                network,
-                ips: addrs.ips,
-                mac,
-            };
-            let reg = Registered {
-                local,
-                container: r.owner.container_id.clone(),
-                status_ips,
-                installed,
-                stale: false,
-                last_error: None,
-            };
-            self.register(&mut st, Slot::Attached(r.id), reg);
-        }
-        info!(
-            attachments = st.registered.len(),
-            "attachments registered for policy"
-        );
     }
 
     /// Applies changes as they come, a burst at a time, until the sender is gone.
@@ -544,49 +343,6 @@ impl Enforcer {
         }
     }
 
-    fn register(&self, st: &mut State, slot: Slot, reg: Registered) -> Keys {
-        let pod = reg.local.pod.clone();
-        st.snapshot.add_local(reg.local.clone());
-        if let Some(old) = st.registered.insert(slot, reg) {
-            // An id reused before its old owner was pruned.
-            debug!(?slot, attachment = %old.local.key(), "registration replaced");
-        }
-        match self.peers {
-            Peers::LocalAttachments => refresh_local_pod(st, &pod),
-            Peers::NetworkStatus => Keys::new(),
-        }
-    }
-
-    fn unregister(&self, st: &mut State, slot: Slot) -> Keys {
-        let Some(reg) = st.registered.remove(&slot) else {
-            return Keys::new();
-        };
-        let key = reg.local.key();
-        match st.registered.values().find(|r| r.local.key() == key) {
-            // Another sandbox of the pod (an ADD before the old one's DEL) keeps the key.
-            Some(other) => {
-                let other = other.local.clone();
-                st.snapshot.add_local(other);
-            }
-            None => {
-                st.snapshot.remove_local(&key);
-            }
-        }
-        let pod = &reg.local.pod;
-        match self.peers {
-            Peers::LocalAttachments => refresh_local_pod(st, pod),
-            Peers::NetworkStatus => {
-                let unused = !st.has_local(pod)
-                    && st.snapshot.pod(pod).is_some_and(|v| v.networks.is_empty());
-                if unused {
-                    st.snapshot.remove_pod(pod).affected
-                } else {
-                    Keys::new()
-                }
-            }
-        }
-    }
-
     fn recompile(&self, st: &mut State, keys: &Keys) {
         if keys.is_empty() {
             return;
@@ -700,241 +456,6 @@ impl Enforcer {
         }
         self.recompile(&mut st, &affected);
     }
-
-    /// Forgets the attachments of `containers` (DEL).
-    pub fn forget_containers(&self, containers: &BTreeSet<&str>) {
-        let mut st = self.lock();
-        let slots: Vec<Slot> = st
-            .registered
-            .iter()
-            .filter(|(slot, r)| {
-                matches!(slot, Slot::Attached(_)) && containers.contains(r.container.as_str())
-            })
-            .map(|(slot, _)| *slot)
-            .collect();
-        let mut affected = Keys::new();
-        for slot in slots {
-            affected.extend(self.unregister(&mut st, slot));
-        }
-        self.recompile(&mut st, &affected);
-    }
-
-    fn wait_synced(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        let synced = self.synced.subscribe();
-        loop {
-            if *synced.borrow() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(SYNC_POLL);
-        }
-    }
-
-    /// Registers an ADD's attachments (`None`: an interface that gets no policy) and compiles
-    /// their policies, waiting up to `wait` for the first sync. Blocking (reads the
-    /// interfaces, may read a pod from the API).
-    pub fn prepare(
-        &self,
-        new: &[Option<NewAttachment<'_>>],
-        wait: Duration,
-    ) -> Result<Prepared, PrepareError> {
-        if new.iter().all(Option::is_none) {
-            return Ok(Prepared {
-                entries: new.iter().map(|_| None).collect(),
-            });
-        }
-        if !self.wait_synced(wait) {
-            return Err(PrepareError::NotSynced);
-        }
-        let mut regs = Vec::with_capacity(new.len());
-        for n in new {
-            regs.push(n.as_ref().map(read_attachment).transpose()?);
-        }
-        let views = self.look_up_pods(&regs, new)?;
-        let mut st = self.lock();
-        let mut affected = Keys::new();
-        for view in views {
-            if st.snapshot.pod(&view.key).is_none() {
-                affected.extend(st.snapshot.upsert_pod(view).affected);
-            }
-        }
-        let mut entries = Vec::with_capacity(regs.len());
-        let mut tickets = Vec::new();
-        for (reg, n) in regs.into_iter().zip(new) {
-            let (Some(reg), Some(n)) = (reg, n) else {
-                entries.push(None);
-                continue;
-            };
-            let ticket = st.next_ticket;
-            st.next_ticket += 1;
-            tickets.push(ticket);
-            affected.extend(self.register(&mut st, Slot::Pending(ticket), reg));
-            entries.push(Some(PreparedEntry {
-                ticket,
-                netns: n.netns.to_owned(),
-                ifname: n.ifname.to_owned(),
-                compiled: None,
-            }));
-        }
-        for entry in entries.iter_mut().flatten() {
-            let slot = Slot::Pending(entry.ticket);
-            let Some(reg) = st.registered.get(&slot) else {
-                continue;
-            };
-            match compile_attachment(&st.snapshot, &reg.local) {
-                Ok(compiled) => {
-                    entry.compiled.clone_from(&compiled);
-                    if let Some(reg) = st.registered.get_mut(&slot) {
-                        reg.installed = Some(compiled);
-                    }
-                }
-                Err(e) => {
-                    for ticket in tickets {
-                        affected.extend(self.unregister(&mut st, Slot::Pending(ticket)));
-                    }
-                    self.recompile(&mut st, &affected);
-                    return Err(e.into());
-                }
-            }
-        }
-        // Peers of the new pod (standalone: its addresses are known only from here on).
-        for entry in entries.iter().flatten() {
-            if let Some(reg) = st.registered.get(&Slot::Pending(entry.ticket)) {
-                affected.remove(&reg.local.key());
-            }
-        }
-        self.recompile(&mut st, &affected);
-        Ok(Prepared { entries })
-    }
-
-    /// Pods of `regs` the snapshot lacks, looked up (Kubernetes mode) without the lock held;
-    /// a pod that does not exist gets an empty view (no labels, no ports).
-    fn look_up_pods(
-        &self,
-        regs: &[Option<Registered>],
-        new: &[Option<NewAttachment<'_>>],
-    ) -> Result<Vec<PodView>, PrepareError> {
-        if self.peers != Peers::NetworkStatus {
-            return Ok(Vec::new());
-        }
-        let missing: BTreeMap<ObjectKey, Option<&str>> = {
-            let st = self.lock();
-            regs.iter()
-                .zip(new)
-                .filter_map(|(r, n)| Some((r.as_ref()?.local.pod.clone(), n.as_ref()?.pod.2)))
-                .filter(|(p, _)| st.snapshot.pod(p).is_none())
-                .collect()
-        };
-        let mut views = Vec::with_capacity(missing.len());
-        for (key, uid) in missing {
-            let found = match &self.pods {
-                Some(lookup) => lookup
-                    .pod(&key.namespace, &key.name, uid)
-                    .map_err(|source| PrepareError::Pod {
-                        pod: key.clone(),
-                        source,
-                    })?,
-                None => None,
-            };
-            views.push(found.unwrap_or_else(|| PodView {
-                key: key.clone(),
-                ..PodView::default()
-            }));
-        }
-        Ok(views)
-    }
-
-    /// The ADD attached its interfaces (`records`): the registrations are now those
-    /// attachments'. A change that arrived meanwhile is applied now.
-    pub fn commit(&self, prepared: Prepared, records: &[AttachmentRecord]) {
-        let mut st = self.lock();
-        let mut affected = Keys::new();
-        for entry in prepared.entries.into_iter().flatten() {
-            let Some(reg) = st.registered.remove(&Slot::Pending(entry.ticket)) else {
-                continue;
-            };
-            let record = records
-                .iter()
-                .find(|r| r.netns == entry.netns && r.ifname == entry.ifname);
-            let Some(record) = record else {
-                // Not attached after all: forget it.
-                st.registered.insert(Slot::Pending(entry.ticket), reg);
-                affected.extend(self.unregister(&mut st, Slot::Pending(entry.ticket)));
-                continue;
-            };
-            let slot = Slot::Attached(record.id);
-            if st.registered.contains_key(&slot) {
-                affected.extend(self.unregister(&mut st, slot));
-            }
-            if let Some(Some(compiled)) = &reg.installed {
-                let source = compiled.source.to_string();
-                if let Err(e) = self.attachments.set_policy_source(record.id, Some(&source)) {
-                    warn!(id = record.id, "recording the policy's source: {e}");
-                }
-            }
-            let stale = reg.stale;
-            st.registered.insert(
-                slot,
-                Registered {
-                    stale: false,
-                    ..reg
-                },
-            );
-            if stale && !self.recompile_slot(&mut st, slot) {
-                affected.extend(self.unregister(&mut st, slot));
-            }
-        }
-        self.recompile(&mut st, &affected);
-    }
-
-    /// The ADD failed: its registrations go.
-    pub fn abort(&self, prepared: Prepared) {
-        let mut st = self.lock();
-        let mut affected = Keys::new();
-        for entry in prepared.entries.into_iter().flatten() {
-            affected.extend(self.unregister(&mut st, Slot::Pending(entry.ticket)));
-        }
-        self.recompile(&mut st, &affected);
-    }
-}
-
-/// The API version of NADs (Events name it).
-const NAD_API_VERSION: &str = "k8s.cni.cncf.io/v1";
-
-/// A new attachment's registration: its addresses and MAC as the interface has them (the
-/// IPv6 link-local address included), plus the CNI result's.
-fn read_attachment(n: &NewAttachment<'_>) -> Result<Registered, PrepareError> {
-    let addrs = interface::read(n.netns, n.ifname).map_err(|source| PrepareError::Interface {
-        ifname: n.ifname.to_owned(),
-        source,
-    })?;
-    let mut ips = n.ips.clone();
-    ips.extend(addrs.ips);
-    ips.sort();
-    ips.dedup();
-    let Some(mac) = addrs.mac.or(n.mac) else {
-        return Err(PrepareError::NoMac {
-            ifname: n.ifname.to_owned(),
-        });
-    };
-    let (namespace, name, _) = n.pod;
-    Ok(Registered {
-        local: LocalAttachment {
-            pod: ObjectKey::new(namespace, name),
-            interface: n.ifname.to_owned(),
-            network: n.network.clone(),
-            ips,
-            mac,
-        },
-        container: n.container.to_owned(),
-        status_ips: n.ips.clone(),
-        installed: None,
-        stale: false,
-        last_error: None,
-    })
 }
 
 /// The removal of an object a listing no longer has.
@@ -947,46 +468,5 @@ fn removal(kind: Kind, name: String) -> Option<Change> {
     })
 }
 
-/// Standalone: a pod's view is its file's (if any) plus its attachments on this node.
-fn local_pod_view(st: &State, pod: &ObjectKey) -> Option<PodView> {
-    let mut nets: Vec<PodNetwork> = st
-        .registered
-        .values()
-        .filter(|r| &r.local.pod == pod)
-        .map(|r| PodNetwork {
-            network: r.local.network.clone(),
-            interface: r.local.interface.clone(),
-            ips: r.status_ips.clone(),
-        })
-        .collect();
-    let file = st.pod_files.get(pod);
-    if file.is_none() && nets.is_empty() {
-        return None;
-    }
-    let mut view = file.cloned().unwrap_or_else(|| PodView {
-        key: pod.clone(),
-        ..PodView::default()
-    });
-    view.networks
-        .retain(|n| !nets.iter().any(|m| m.interface == n.interface));
-    view.networks.append(&mut nets);
-    view.networks.sort_by(|a, b| {
-        (&a.interface, &a.network, &a.ips).cmp(&(&b.interface, &b.network, &b.ips))
-    });
-    view.networks.dedup();
-    Some(view)
-}
-
-fn refresh_local_pod(st: &mut State, pod: &ObjectKey) -> Keys {
-    match local_pod_view(st, pod) {
-        Some(view) => st.snapshot.upsert_pod(view).affected,
-        None => st.snapshot.remove_pod(pod).affected,
-    }
-}
-
-fn link_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_unicast_link_local(),
-    }
-}
+/// The API version of NADs (Events name it).
+const NAD_API_VERSION: &str = "k8s.cni.cncf.io/v1";
