@@ -25,8 +25,32 @@ pub const WATCH_NAMESPACES: CodePath = CodePath {
     ],
 };
 
+/// The pod watch of [`crate::enforce::kube`]: pods of every namespace, whose labels, ports and
+/// network-status make them policy peers.
+pub const WATCH_ALL_PODS: CodePath = CodePath {
+    name: "multus_agent::enforce::kube pod watch",
+    requests: &[Access::core("pods", "list"), Access::core("pods", "watch")],
+};
+
+/// The MultiNetworkPolicy watch of [`crate::enforce::kube`].
+pub const WATCH_MNPS: CodePath = CodePath {
+    name: "multus_agent::enforce::kube MultiNetworkPolicy watch",
+    requests: &[
+        Access {
+            group: access::NAD_GROUP,
+            resource: "multi-networkpolicies",
+            verb: "list",
+        },
+        Access {
+            group: access::NAD_GROUP,
+            resource: "multi-networkpolicies",
+            verb: "watch",
+        },
+    ],
+};
+
 /// The agent's identity: the watches, the live reads of a pod or NAD its caches do not have
-/// yet, and the network-status writes.
+/// yet, the network-status writes, and the Events about invalid policies.
 pub const AGENT: Identity = Identity {
     namespace: "kube-system",
     service_account: "multus-agent",
@@ -38,5 +62,9 @@ pub const AGENT: Identity = Identity {
         access::GET_POD,
         access::GET_NAD,
         access::SET_NETWORK_STATUS,
+        WATCH_ALL_PODS,
+        WATCH_MNPS,
+        // InvalidPolicy Warnings (crate::enforce::report).
+        access::POST_EVENT,
     ],
 };

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::{
     dataplane::{
         AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane, DataplaneError,
-        InterfaceCounters,
+        InterfaceCounters, Policy,
     },
     metrics::AgentMetrics,
 };
@@ -49,6 +49,8 @@ pub struct Target<'a> {
     pub ifname: &'a str,
     /// Who it belongs to.
     pub owner: AttachmentOwner,
+    /// The policy in force from the first packet; `None`: count only.
+    pub policy: Option<&'a Policy>,
 }
 
 impl Attachments {
@@ -92,7 +94,7 @@ impl Attachments {
                 netns: target.netns,
                 ifname: target.ifname,
                 owner: target.owner.clone(),
-                policy: None,
+                policy: target.policy,
             });
             match result {
                 Ok(record) => {
@@ -172,6 +174,43 @@ impl Attachments {
             warn!(?containers, "detaching failed: {}", text.join("; "));
             Err(text.join("; "))
         }
+    }
+
+    /// Installs `policy` on attachment `id` in place (`None`: removes it; the attachment then
+    /// only counts), recording `source` (where it comes from) with it.
+    pub fn set_policy(
+        &self,
+        id: u32,
+        policy: Option<&Policy>,
+        source: Option<&str>,
+    ) -> Result<(), DataplaneError> {
+        let mut state = self.write();
+        let record = match policy {
+            Some(policy) => state.dataplane.set_policy_from(id, policy, source)?,
+            None => {
+                state.dataplane.clear_policy(id)?;
+                state.dataplane.attachment(id)?
+            }
+        };
+        state.records.insert(id, record);
+        Ok(())
+    }
+
+    /// Records where attachment `id`'s policy (given at attach time) comes from.
+    pub fn set_policy_source(&self, id: u32, source: Option<&str>) -> Result<(), DataplaneError> {
+        let mut state = self.write();
+        let record = state.dataplane.set_policy_source(id, source)?;
+        state.records.insert(id, record);
+        Ok(())
+    }
+
+    /// The container id of every attachment, by id.
+    pub fn owners(&self) -> BTreeMap<u32, String> {
+        self.read()
+            .records
+            .iter()
+            .map(|(id, r)| (*id, r.owner.container_id.clone()))
+            .collect()
     }
 
     /// Every attachment record.

@@ -58,6 +58,9 @@ pub struct StatusArgs {
     /// JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print the policy of attachment ID (where it comes from and its rules, as JSON).
+    #[arg(long, value_name = "ID")]
+    policy: Option<u32>,
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -116,7 +119,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     for e in &errors {
         eprintln!("warning: {e}");
     }
-    if args.json {
+    if let Some(id) = args.policy {
+        let Some(out) = status::policy_json(&rows, id) else {
+            anyhow::bail!("no attachment {id}");
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", status::table(&rows));

@@ -12,6 +12,7 @@ pub mod attachments;
 pub mod cni;
 pub mod config;
 pub mod dataplane;
+pub mod enforce;
 pub mod hooks;
 pub mod install;
 pub mod logging;

@@ -4,8 +4,9 @@
 //!
 //! Per attachment (labels `namespace`, `pod`, `interface`, `network_name`):
 //! `multus_interface_{receive,transmit}_{bytes,packets}_total`,
-//! `multus_policy_drop_{packets,bytes}_total` (plus `direction` and `reason`; a series appears
-//! with its first drop), and `pod_network_name_info` (always 0; OpenShift's name and labels, so
+//! `multus_policy_drop_{packets,bytes}_total` and `multus_policy_audit_{packets,bytes}_total`
+//! (plus `direction`, `reason` and `policy_source`; a series appears with its first drop), and
+//! `pod_network_name_info` (always 0; OpenShift's name and labels, so
 //! cAdvisor's `container_network_*` series join on `namespace`, `pod`, `interface`).
 use std::{
     fmt,
@@ -31,6 +32,7 @@ use prometheus_client::{
 use crate::{
     attachments::Attachments,
     dataplane::{AttachmentRecord, DirectionCounters, InterfaceCounters},
+    policy::PolicySource,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +62,11 @@ struct CacheLabels {
     cache: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn request_histogram() -> Histogram {
@@ -78,6 +85,9 @@ pub struct AgentMetrics {
     in_flight: Gauge,
     cache_synced: Family<CacheLabels, Gauge>,
     source_events: Family<CacheLabels, Counter>,
+    policy_errors: Family<KindLabels, Counter>,
+    policy_updates: Family<OperationLabels, Counter>,
+    policy_sync: Histogram,
 }
 
 impl Default for AgentMetrics {
@@ -92,6 +102,10 @@ impl Default for AgentMetrics {
             in_flight: Gauge::default(),
             cache_synced: Family::default(),
             source_events: Family::default(),
+            policy_errors: Family::default(),
+            policy_updates: Family::default(),
+            // 1 ms to about 16 s.
+            policy_sync: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
         }
     }
 }
@@ -169,6 +183,33 @@ impl AgentMetrics {
             .inc();
     }
 
+    /// Counts a policy problem: `nad` (an invalid annotation), `mnp` (an invalid
+    /// MultiNetworkPolicy), `compile` (an attachment whose policy cannot be compiled),
+    /// `install` (the dataplane refused an update).
+    pub fn policy_error(&self, kind: &str) {
+        self.policy_errors
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a policy update of an attachment (`set` or `clear`).
+    pub fn policy_update(&self, operation: &str, ok: bool) {
+        self.policy_updates
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+                result: result(ok),
+            })
+            .inc();
+    }
+
+    /// Records how long a batch of changes took from the first one seen to its policies
+    /// installed.
+    pub fn policy_synced_in(&self, took: Duration) {
+        self.policy_sync.observe(took.as_secs_f64());
+    }
+
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "multus_agent_attach_operations",
@@ -212,6 +253,23 @@ impl AgentMetrics {
             "multus_agent_source_events",
             "Changes seen by the agent's caches",
             self.source_events.clone(),
+        );
+        registry.register(
+            "multus_agent_policy_errors",
+            "Policy problems: invalid NAD annotations (nad) and MultiNetworkPolicies (mnp), \
+             attachments whose policy cannot be compiled (compile) or installed (install)",
+            self.policy_errors.clone(),
+        );
+        registry.register(
+            "multus_agent_policy_updates",
+            "Policy updates of attachments (set, clear), by result",
+            self.policy_updates.clone(),
+        );
+        registry.register_with_unit(
+            "multus_agent_policy_sync_duration",
+            "Time from a change to the affected attachments' policies installed",
+            Unit::Seconds,
+            self.policy_sync.clone(),
         );
     }
 }
@@ -269,6 +327,21 @@ const DROP_REASONS: [(usize, &str); 4] = [
 ];
 
 type Pick = fn(&DirectionCounters) -> u64;
+/// Packets and bytes of one drop reason.
+type Pick2 = fn(&DirectionCounters, usize) -> (u64, u64);
+
+/// The `policy_source` label: `nad`, `mnp` or `nad+mnp` for a compiled policy, `manual` for
+/// one installed by hand, `none` when the attachment has no policy (now; its drops are
+/// earlier policies').
+fn policy_source_label(r: &AttachmentRecord) -> &'static str {
+    match (&r.policy, &r.policy_source) {
+        (None, _) => "none",
+        (Some(_), Some(source)) => source
+            .parse::<PolicySource>()
+            .map_or("manual", |s| s.kind()),
+        (Some(_), None) => "manual",
+    }
+}
 
 fn interface_labels(r: &AttachmentRecord) -> [(&'static str, &str); 4] {
     [
@@ -337,36 +410,47 @@ fn encode_interfaces(
                     .encode(family.encode_family(&interface_labels(record))?)?;
             }
         }
-        for (unit, packets_not_bytes) in [(&packets, true), (&Unit::Bytes, false)] {
-            let mut family = encoder.encode_descriptor(
+        let drops: [(&str, &str, Pick2); 2] = [
+            (
                 "multus_policy_drop",
-                "Packets dropped on a secondary interface by its policy, by direction and reason",
-                Some(unit),
-                MetricType::Counter,
-            )?;
-            for (record, counters) in rows {
-                for (direction, dir) in
-                    [("ingress", &counters.ingress), ("egress", &counters.egress)]
-                {
-                    for (index, reason) in DROP_REASONS {
-                        let value = if packets_not_bytes {
-                            dir.drop_packets[index]
-                        } else {
-                            dir.drop_bytes[index]
-                        };
-                        if value == 0 {
-                            continue;
+                "Packets dropped on a secondary interface by its policy, by direction, reason and \
+                 policy source",
+                |c, i| (c.drop_packets[i], c.drop_bytes[i]),
+            ),
+            (
+                "multus_policy_audit",
+                "Packets an audit-mode policy would have dropped (and passed), by direction, \
+                 reason and policy source",
+                |c, i| (c.audit_packets[i], c.audit_bytes[i]),
+            ),
+        ];
+        for (name, help, pick) in drops {
+            for (unit, packets_not_bytes) in [(&packets, true), (&Unit::Bytes, false)] {
+                let mut family =
+                    encoder.encode_descriptor(name, help, Some(unit), MetricType::Counter)?;
+                for (record, counters) in rows {
+                    let source = policy_source_label(record);
+                    for (direction, dir) in
+                        [("ingress", &counters.ingress), ("egress", &counters.egress)]
+                    {
+                        for (index, reason) in DROP_REASONS {
+                            let (packets, bytes) = pick(dir, index);
+                            let value = if packets_not_bytes { packets } else { bytes };
+                            if value == 0 {
+                                continue;
+                            }
+                            let [ns, pod, iface, net] = interface_labels(record);
+                            let labels = [
+                                ns,
+                                pod,
+                                iface,
+                                net,
+                                ("direction", direction),
+                                ("reason", reason),
+                                ("policy_source", source),
+                            ];
+                            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
                         }
-                        let [ns, pod, iface, net] = interface_labels(record);
-                        let labels = [
-                            ns,
-                            pod,
-                            iface,
-                            net,
-                            ("direction", direction),
-                            ("reason", reason),
-                        ];
-                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
                     }
                 }
             }
@@ -427,7 +511,9 @@ mod tests {
         let record: AttachmentRecord = serde_json::from_value(serde_json::json!({
             "id": 7, "netns": "/var/run/netns/p", "ifname": "net1", "ifindex": 3,
             "netns_cookie": 9, "mode": "tcx",
-            "owner": {"namespace": "ns", "pod": "web", "network": "ns/macvlan", "container_id": "c"}
+            "owner": {"namespace": "ns", "pod": "web", "network": "ns/macvlan", "container_id": "c"},
+            "policy": {"ingress": {"default": "deny"}, "egress": {"default": "allow"}},
+            "policy_source": "nad:ns/macvlan+mnp:ns/web"
         }))
         .unwrap();
         let mut c = InterfaceCounters::default();
@@ -437,6 +523,8 @@ mod tests {
         c.egress.bytes = 392;
         c.egress.drop_packets[DROP_SPOOFED] = 3;
         c.egress.drop_bytes[DROP_SPOOFED] = 294;
+        c.ingress.audit_packets[DROP_DEFAULT_DENY] = 2;
+        c.ingress.audit_bytes[DROP_DEFAULT_DENY] = 196;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Fixed(vec![(record, c)])));
         let text = encode(&registry).unwrap();
@@ -447,10 +535,16 @@ mod tests {
             format!("multus_interface_transmit_bytes_total{{{labels}}} 392"),
             format!("multus_interface_transmit_packets_total{{{labels}}} 4"),
             format!(
-                "multus_policy_drop_packets_total{{{labels},direction=\"egress\",reason=\"spoofed\"}} 3"
+                "multus_policy_drop_packets_total{{{labels},direction=\"egress\",reason=\"spoofed\",policy_source=\"nad+mnp\"}} 3"
             ),
             format!(
-                "multus_policy_drop_bytes_total{{{labels},direction=\"egress\",reason=\"spoofed\"}} 294"
+                "multus_policy_drop_bytes_total{{{labels},direction=\"egress\",reason=\"spoofed\",policy_source=\"nad+mnp\"}} 294"
+            ),
+            format!(
+                "multus_policy_audit_packets_total{{{labels},direction=\"ingress\",reason=\"default_deny\",policy_source=\"nad+mnp\"}} 2"
+            ),
+            format!(
+                "multus_policy_audit_bytes_total{{{labels},direction=\"ingress\",reason=\"default_deny\",policy_source=\"nad+mnp\"}} 196"
             ),
             format!("pod_network_name_info{{{labels}}} 0"),
             "multus_agent_attached_interfaces 1".to_owned(),
@@ -460,6 +554,11 @@ mod tests {
         // Reasons without drops are not reported.
         assert_eq!(
             text.matches("multus_policy_drop_packets_total{").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("multus_policy_audit_packets_total{").count(),
             1,
             "{text}"
         );

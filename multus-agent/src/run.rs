@@ -13,7 +13,7 @@ use multus_kube::ClientSource;
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::{Semaphore, watch},
+    sync::{Semaphore, mpsc, watch},
 };
 use tracing::{info, warn};
 
@@ -22,11 +22,15 @@ use crate::{
     cni::CniHandler,
     config::{AgentConfig, SourceMode},
     dataplane::{AttachMode, Dataplane, PinLayout},
+    enforce::{self, Enforcer, Peers, report::KubeEvents},
     hooks::AgentHooks,
     metrics::{self, AgentMetrics, BuildInfo},
     reconcile,
     server::{self, Shared},
-    source::{self, AgentSource, kube::BlockingApi},
+    source::{
+        self,
+        kube::{BlockingApi, KubePods},
+    },
 };
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -102,23 +106,67 @@ async fn serve(
     metrics: AgentMetrics,
     found_at_start: BTreeSet<u32>,
 ) -> anyhow::Result<()> {
-    let source: AgentSource = match (&config.source, kube) {
+    let (policy_tx, policy_rx) = mpsc::channel(enforce::CHANGE_QUEUE);
+    let (source, enforcer) = match (&config.source, kube) {
         (SourceMode::Kubernetes { .. }, Some((client_source, api, node))) => {
             info!(%node, "Kubernetes mode: watching pods of this node, NADs and namespaces");
-            source::kube::start(&client_source, api, &node, config.pod_cache_wait, &metrics)
-                .await
-                .context("starting the watch caches")?
-                .0
+            let (source, caches, client) = source::kube::start(
+                &client_source,
+                Arc::clone(&api),
+                &node,
+                config.pod_cache_wait,
+                &metrics,
+                Some(&policy_tx),
+            )
+            .await
+            .context("starting the watch caches")?;
+            info!("policy: watching pods of every namespace and MultiNetworkPolicies");
+            enforce::kube::start(&client, &policy_tx, &metrics);
+            let events =
+                KubeEvents::start(Arc::clone(&api)).context("starting the Event poster")?;
+            let enforcer = Enforcer::new(
+                Arc::clone(&attachments),
+                metrics.clone(),
+                Peers::NetworkStatus,
+                Some(Arc::new(events)),
+                Some(Arc::new(KubePods::new(caches, api))),
+            );
+            (source, enforcer)
         }
         (SourceMode::Standalone { dir }, _) => {
             info!(dir = %dir.display(), "standalone mode: networks and pods from local files");
-            source::standalone::start(dir, &metrics)
-                .with_context(|| format!("watching {}", dir.display()))?
+            let source = source::standalone::start(dir, &metrics)
+                .with_context(|| format!("watching {}", dir.display()))?;
+            tokio::spawn(enforce::local::run(
+                dir.clone(),
+                source.changes.clone(),
+                policy_tx.clone(),
+            ));
+            let enforcer = Enforcer::new(
+                Arc::clone(&attachments),
+                metrics.clone(),
+                Peers::LocalAttachments,
+                None,
+                None,
+            );
+            (source, enforcer)
         }
         (SourceMode::Kubernetes { .. }, None) => bail!("Kubernetes mode without a client"),
     };
-    let engine = Engine::new(Arc::clone(&source.network))
-        .with_hooks(Arc::new(AgentHooks::new(Arc::clone(&attachments))));
+    drop(policy_tx);
+    let enforcer = Arc::new(enforcer);
+    {
+        // Reads every interface: off the async threads. Before any change is applied.
+        let (enforcer, records) = (Arc::clone(&enforcer), attachments.records());
+        tokio::task::spawn_blocking(move || enforcer.adopt(&records))
+            .await
+            .context("registering attachments for policy")?;
+    }
+    tokio::spawn(Arc::clone(&enforcer).run(policy_rx));
+    let engine = Engine::new(Arc::clone(&source.network)).with_hooks(Arc::new(AgentHooks::new(
+        Arc::clone(&attachments),
+        Some(Arc::clone(&enforcer)),
+    )));
     let handler = Arc::new(CniHandler::new(
         engine,
         Arc::clone(&config),
@@ -136,7 +184,7 @@ async fn serve(
         handler,
         requests: Arc::new(Semaphore::new(config.request_concurrency)),
         max_body: config.max_request_bytes,
-        synced: source.synced.clone(),
+        synced: all_true(source.synced.clone(), enforcer.synced()),
         stopping: Default::default(),
         registry,
         metrics: metrics.clone(),
@@ -175,6 +223,7 @@ async fn serve(
     }
     tokio::spawn(periodic_reconcile(
         Arc::clone(&attachments),
+        Arc::clone(&enforcer),
         metrics.clone(),
         config.reconcile_interval,
         stop.clone(),
@@ -196,8 +245,27 @@ async fn serve(
     Ok(())
 }
 
+/// A flag that is `true` while both `a` and `b` are (a flag whose sender is gone keeps its
+/// last value).
+fn all_true(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*a.borrow() && *b.borrow());
+    tokio::spawn(async move {
+        let (mut a_open, mut b_open) = (true, true);
+        while a_open || b_open {
+            tokio::select! {
+                r = a.changed(), if a_open => a_open = r.is_ok(),
+                r = b.changed(), if b_open => b_open = r.is_ok(),
+            }
+            let both = *a.borrow() && *b.borrow();
+            tx.send_if_modified(|v| std::mem::replace(v, both) != both);
+        }
+    });
+    rx
+}
+
 async fn periodic_reconcile(
     attachments: Arc<Attachments>,
+    enforcer: Arc<Enforcer>,
     metrics: AgentMetrics,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -214,6 +282,8 @@ async fn periodic_reconcile(
                 .unwrap_or_default();
         if !removed.is_empty() {
             info!(?removed, "removed attachments of interfaces that are gone");
+            let enforcer = Arc::clone(&enforcer);
+            let _ = tokio::task::spawn_blocking(move || enforcer.prune()).await;
         }
     }
 }

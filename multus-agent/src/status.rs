@@ -1,6 +1,9 @@
 //! `multus-agent status`: every attachment with its pod, network, interface, policy and
 //! counters. It reads the attachment records and the pinned counter map directly, so it works
 //! whether or not the agent runs and never changes anything (no program is loaded).
+//!
+//! The records hold the policy in force (the dataplane writes it with every update) and where
+//! it comes from (`nad:<ns>/<name>+mnp:<ns>/<name>,...`, written by the agent).
 use std::{fmt::Write as _, path::Path};
 
 use aya::maps::{Map, MapData, PerCpuArray};
@@ -9,6 +12,7 @@ use serde::Serialize;
 
 use crate::dataplane::{
     AttachMode, AttachmentRecord, DataplaneError, DirectionCounters, InterfaceCounters, PinLayout,
+    Policy,
 };
 
 /// One row of the status.
@@ -30,8 +34,11 @@ pub struct StatusRow {
     pub netns: String,
     /// TCX or clsact.
     pub mode: AttachMode,
-    /// The policy in force; `None`: all traffic passes and is counted.
+    /// Where the policy in force comes from (`nad:<ns>/<name>+mnp:<ns>/<name>,...`, or `manual`
+    /// for one set by hand); `None`: no policy, all traffic passes and is counted.
     pub policy: Option<String>,
+    /// The policy in force, as installed.
+    pub compiled_policy: Option<Policy>,
     /// Counters from the pinned map; `None` when they could not be read.
     pub counters: Option<InterfaceCounters>,
 }
@@ -53,7 +60,12 @@ pub fn read(layout: &PinLayout) -> Result<(Vec<StatusRow>, Vec<DataplaneError>),
             container_id: r.owner.container_id,
             netns: r.netns.display().to_string(),
             mode: r.mode,
-            policy: None,
+            policy: r.policy.as_ref().map(|_| {
+                r.policy_source
+                    .clone()
+                    .unwrap_or_else(|| "manual".to_owned())
+            }),
+            compiled_policy: r.policy,
         })
         .collect();
     let mut errors = errors;
@@ -96,15 +108,35 @@ fn add(sum: &mut DirectionCounters, c: &DirCounters) {
     for (total, v) in sum.drop_bytes.iter_mut().zip(c.drop_bytes) {
         *total += v;
     }
+    for (total, v) in sum.audit_packets.iter_mut().zip(c.audit_packets) {
+        *total += v;
+    }
+    for (total, v) in sum.audit_bytes.iter_mut().zip(c.audit_bytes) {
+        *total += v;
+    }
 }
 
-/// The rows as an aligned table.
+/// One attachment's policy as `status --policy ID` prints it: where it comes from and what it
+/// is (`null` for both: no policy).
+pub fn policy_json(rows: &[StatusRow], id: u32) -> Option<serde_json::Value> {
+    let row = rows.iter().find(|r| r.id == id)?;
+    Some(serde_json::json!({
+        "id": row.id,
+        "pod": format!("{}/{}", row.namespace, row.pod),
+        "interface": row.interface,
+        "network": row.network,
+        "source": row.policy,
+        "policy": row.compiled_policy,
+    }))
+}
+
+/// The rows as an aligned table (the policy's source last: it can be long).
 pub fn table(rows: &[StatusRow]) -> String {
     let mut out = String::new();
     let line = |out: &mut String, cells: [&str; 10]| {
         let _ = writeln!(
             out,
-            "{:<32} {:<28} {:<10} {:>5} {:<8} {:>10} {:>12} {:>10} {:>12} {:>8}",
+            "{:<32} {:<28} {:<10} {:>5} {:>10} {:>12} {:>10} {:>12} {:>8} {}",
             cells[0],
             cells[1],
             cells[2],
@@ -124,12 +156,12 @@ pub fn table(rows: &[StatusRow]) -> String {
             "NETWORK",
             "INTERFACE",
             "ID",
-            "POLICY",
             "RX PKTS",
             "RX BYTES",
             "TX PKTS",
             "TX BYTES",
             "DROPS",
+            "POLICY",
         ],
     );
     for r in rows {
@@ -165,12 +197,12 @@ pub fn table(rows: &[StatusRow]) -> String {
                 },
                 &r.interface,
                 &id,
-                r.policy.as_deref().unwrap_or("-"),
                 &rx_p,
                 &rx_b,
                 &tx_p,
                 &tx_b,
                 &drops,
+                r.policy.as_deref().unwrap_or("-"),
             ],
         );
     }

@@ -15,6 +15,7 @@ use super::{
     error::{DataplaneError, Result},
     map_err,
     policy::Policy,
+    record::AttachmentRecord,
     sys,
 };
 
@@ -27,11 +28,33 @@ impl Dataplane {
     /// Replaces attachment `id`'s policy in place, without reloading or re-attaching anything.
     /// An invalid policy changes nothing.
     pub fn set_policy(&mut self, id: u32, policy: &Policy) -> Result<()> {
+        self.set_policy_from(id, policy, None).map(drop)
+    }
+
+    /// [`Dataplane::set_policy`], recording where the policy comes from (`source`, free text
+    /// kept in the record for status and metrics). Returns the updated record.
+    pub fn set_policy_from(
+        &mut self,
+        id: u32,
+        policy: &Policy,
+        source: Option<&str>,
+    ) -> Result<AttachmentRecord> {
         let mut record = self.attachment(id)?;
         let compiled = compile::compile(policy).map_err(DataplaneError::Policy)?;
         self.install_policy(id, compiled)?;
         record.policy = Some(policy.clone());
-        record.save(&self.layout.record(id))
+        record.policy_source = source.map(str::to_owned);
+        record.save(&self.layout.record(id))?;
+        Ok(record)
+    }
+
+    /// Records where attachment `id`'s policy comes from, without touching the policy (for a
+    /// policy given at attach time). Returns the updated record.
+    pub fn set_policy_source(&mut self, id: u32, source: Option<&str>) -> Result<AttachmentRecord> {
+        let mut record = self.attachment(id)?;
+        record.policy_source = source.map(str::to_owned);
+        record.save(&self.layout.record(id))?;
+        Ok(record)
     }
 
     /// Removes attachment `id`'s policy: from the next packet on it only counts.
@@ -39,6 +62,7 @@ impl Dataplane {
         let mut record = self.attachment(id)?;
         self.remove_policy(id)?;
         record.policy = None;
+        record.policy_source = None;
         record.save(&self.layout.record(id))
     }
 

@@ -353,6 +353,7 @@ impl Dataplane {
             mode: self.mode,
             owner: req.owner.clone(),
             policy: req.policy.cloned(),
+            policy_source: None,
         };
         // Record first: whatever happens next, a restart knows this id exists and can clean it.
         record.save(&self.layout.record(id))?;

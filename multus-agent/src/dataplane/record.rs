@@ -51,6 +51,10 @@ pub struct AttachmentRecord {
     /// The policy in force; `None`: the attachment only counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// Where the policy comes from, as whoever installed it describes it (the agent:
+    /// `nad:<ns>/<name>+mnp:<ns>/<name>,...`); `None` for a policy given by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_source: Option<String>,
 }
 
 impl AttachmentRecord {

@@ -51,6 +51,39 @@ impl fmt::Display for PolicySource {
     }
 }
 
+impl std::str::FromStr for PolicySource {
+    type Err = InvalidPolicySource;
+
+    /// Reads what [`fmt::Display`] writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidPolicySource(s.to_owned());
+        let mut out = Self::default();
+        for part in s.split('+') {
+            let key = |k: &str| ObjectKey::parse(k).ok_or_else(invalid);
+            match part.split_once(':') {
+                Some(("nad", nad)) if out.nad.is_none() && out.policies.is_empty() => {
+                    out.nad = Some(key(nad)?);
+                }
+                Some(("mnp", list)) if out.policies.is_empty() => {
+                    out.policies = list.split(',').map(key).collect::<Result<_, _>>()?;
+                }
+                _ => return Err(invalid()),
+            }
+        }
+        if out.nad.is_none() && out.policies.is_empty() {
+            return Err(invalid());
+        }
+        Ok(out)
+    }
+}
+
+/// A policy source text that [`PolicySource`]'s display did not write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a policy source: {0:?} (expected nad:<ns>/<name>, mnp:<ns>/<name>,... or both joined by +)"
+)]
+pub struct InvalidPolicySource(pub String);
+
 /// A compiled policy and where it comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompiledPolicy {
@@ -128,4 +161,35 @@ pub fn compile_attachment(
             source,
         })?;
     Ok(Some(CompiledPolicy { policy, source }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_read_back_what_they_display() {
+        let both = PolicySource {
+            nad: Some(ObjectKey::new("infra", "storage")),
+            policies: vec![ObjectKey::new("prod", "web"), ObjectKey::new("prod", "db")],
+        };
+        let text = both.to_string();
+        assert_eq!(text, "nad:infra/storage+mnp:prod/web,prod/db");
+        assert_eq!(text.parse::<PolicySource>().unwrap(), both);
+        assert_eq!(both.kind(), "nad+mnp");
+        let nad: PolicySource = "nad:a/b".parse().unwrap();
+        assert_eq!(nad.kind(), "nad");
+        let mnp: PolicySource = "mnp:a/b".parse().unwrap();
+        assert_eq!(mnp.kind(), "mnp");
+        for bad in [
+            "",
+            "nad:",
+            "nad:a",
+            "x:a/b",
+            "mnp:a/b+nad:c/d",
+            "nad:a/b+nad:c/d",
+        ] {
+            assert!(bad.parse::<PolicySource>().is_err(), "{bad:?}");
+        }
+    }
 }

@@ -41,7 +41,7 @@ pub mod subnets;
 
 pub use self::{
     annotation::{NAD_POLICY_ANNOTATION, NadPolicy},
-    compile::{CompiledPolicy, PolicySource, compile, compile_attachment},
+    compile::{CompiledPolicy, InvalidPolicySource, PolicySource, compile, compile_attachment},
     error::{CompileError, FieldError, ObjectError},
     inputs::{
         AttachmentKey, LocalAttachment, NadView, NamedPort, NamespaceView, ObjectKey, PodNetwork,

@@ -214,7 +214,11 @@ impl Snapshot {
 
     /// Adds or replaces a NAD (and reads its policy annotation).
     pub fn upsert_nad(&mut self, nad: NadView) -> Update {
-        let entry = NadEntry::parse(nad);
+        self.upsert_nad_entry(NadEntry::parse(nad))
+    }
+
+    /// Adds or replaces an already read NAD.
+    pub fn upsert_nad_entry(&mut self, entry: NadEntry) -> Update {
         let invalid = entry.error().cloned();
         let key = entry.view.key.clone();
         let changed = self.nads.get(&key) != Some(&entry);

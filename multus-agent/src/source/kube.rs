@@ -5,10 +5,11 @@
 //! A pod the cache has not seen yet (the watch lags the kubelet) is waited for briefly, then
 //! read with one live GET, as Multus does; a NAD missing from the cache is read live too.
 use std::{
+    collections::VecDeque,
     fmt::Debug,
     hash::Hash,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -30,15 +31,22 @@ use multus_cni::{
     network::{NetworkAttachmentDefinition, NetworkSource, PodInfo, PodKey, SourceError},
 };
 use multus_kube::{
-    ApiOptions, ClientOptions, ClientSource, ErrorKind, KubeApi, build_client,
-    crd::NetworkAttachmentDefinition as NadResource,
+    ApiOptions, ClientOptions, ClientSource, ErrorKind, EventTarget, EventType, KubeApi,
+    PodInfo as PodInfoLive, build_client, crd::NetworkAttachmentDefinition as NadResource,
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::{AgentSource, PodPlacement, StatusWriter};
-use crate::metrics::AgentMetrics;
+use crate::{
+    enforce::{
+        Change, PodLookup,
+        change::{self, Translate},
+    },
+    metrics::AgentMetrics,
+    policy::PodView,
+};
 
 /// The annotation `kubectl apply` stores whole objects in: never read, often large.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -47,11 +55,21 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 ///
 /// [`KubeApi`] owns a tokio runtime, which must not be dropped on an async thread: dropping
 /// this hands it to a plain thread of its own.
-pub struct BlockingApi(Option<KubeApi>);
+pub struct BlockingApi {
+    api: Option<KubeApi>,
+    /// Pods read live lately: the ADD that read one asks for it again for policy.
+    recent: Mutex<VecDeque<(Instant, PodInfoLive)>>,
+}
+
+/// Live reads remembered, and for how long.
+const RECENT_PODS: usize = 16;
+const RECENT_POD_AGE: Duration = Duration::from_secs(30);
 
 impl Debug for BlockingApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("BlockingApi").field(&self.0).finish()
+        f.debug_struct("BlockingApi")
+            .field("api", &self.api)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,20 +82,79 @@ impl BlockingApi {
             retry_budget: Duration::from_secs(5),
             ..ApiOptions::default()
         };
-        KubeApi::new(source, opts).map(|api| Self(Some(api)))
+        KubeApi::new(source, opts).map(|api| Self {
+            api: Some(api),
+            recent: Mutex::default(),
+        })
     }
 
     fn api(&self) -> Result<&KubeApi, SourceError> {
-        self.0.as_ref().ok_or_else(|| SourceError::Unavailable {
+        self.api.as_ref().ok_or_else(|| SourceError::Unavailable {
             what: "the Kubernetes API".to_owned(),
             reason: "the client is shutting down".to_owned(),
         })
+    }
+
+    /// Reads a pod live (blocking); `None` when it does not exist.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfoLive>, SourceError> {
+        match self.api()?.get_pod(namespace, name) {
+            Ok(pod) => {
+                let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+                if recent.len() == RECENT_PODS {
+                    recent.pop_front();
+                }
+                recent.push_back((Instant::now(), pod.clone()));
+                Ok(Some(pod))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(source_error(format!("pod {namespace}/{name}"), &e)),
+        }
+    }
+
+    /// A pod read live in the last seconds (with `uid`, when given).
+    pub fn recent_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Option<PodInfoLive> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent
+            .iter()
+            .rev()
+            .find(|(at, p)| {
+                at.elapsed() < RECENT_POD_AGE
+                    && p.namespace == namespace
+                    && p.name == name
+                    && uid.is_none_or(|uid| p.uid == uid)
+            })
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Posts an Event named `name` (blocking; within the client's retry budget). `Ok(false)`:
+    /// an Event of that name exists already.
+    pub fn post_event(
+        &self,
+        target: &EventTarget,
+        name: &str,
+        event_type: EventType,
+        (reason, message): (&str, &str),
+    ) -> Result<bool, String> {
+        match self
+            .api()
+            .map_err(|e| e.to_string())?
+            .post_event_named(target, name, event_type, reason, message)
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
 impl Drop for BlockingApi {
     fn drop(&mut self) {
-        if let Some(api) = self.0.take() {
+        if let Some(api) = self.api.take() {
             // If the thread cannot start, leaking the client is better than a panic.
             if let Err(e) = std::thread::Builder::new().spawn(move || drop(api)) {
                 warn!("dropping the Kubernetes client: {e}");
@@ -123,6 +200,13 @@ struct Reporting {
     flags: Arc<Vec<Arc<AtomicBool>>>,
 }
 
+/// A cache's events forwarded to policy.
+type Forward<K> = Option<(mpsc::Sender<Change>, Translate<K>)>;
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per cache, each argument named there"
+)]
 fn spawn_cache<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -131,6 +215,7 @@ fn spawn_cache<K>(
     name: &'static str,
     synced: Arc<AtomicBool>,
     report: Reporting,
+    forward: Forward<K>,
 ) -> Cache<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -147,6 +232,10 @@ where
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
+            if let (Some((tx, translate)), Ok(event)) = (&forward, &event) {
+                // Policy gone (shutting down): the cache goes on without it.
+                let _ = tx.send(translate.event(event)).await;
+            }
             match event {
                 Ok(watcher::Event::InitDone) => {
                     if !flag.swap(true, Ordering::AcqRel) {
@@ -320,14 +409,10 @@ impl NetworkSource for KubeSource {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        match self.api.api()?.get_pod(ns, name) {
-            Ok(pod) => Ok(Some(PodInfo {
-                uid: Some(pod.uid),
-                annotations: pod.annotations,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(source_error(format!("pod {ns}/{name}"), &e)),
-        }
+        Ok(self.api.pod(ns, name)?.map(|pod| PodInfo {
+            uid: Some(pod.uid),
+            annotations: pod.annotations,
+        }))
     }
 
     fn network(
@@ -405,14 +490,19 @@ impl PodPlacement for KubeCaches {
     }
 }
 
+/// What [`start`] returns: the engine's source, the caches, and the client the watches use.
+pub type Started = (AgentSource, Arc<KubeCaches>, Client);
+
 /// Starts the watch caches (on the current tokio runtime) and returns the source over them.
+/// With `policy`, the NAD and namespace caches forward every event there too.
 pub async fn start(
     client_source: &ClientSource,
     api: Arc<BlockingApi>,
     node: &str,
     pod_wait: Duration,
     metrics: &AgentMetrics,
-) -> Result<(AgentSource, Arc<KubeCaches>), multus_kube::Error> {
+    policy: Option<&mpsc::Sender<Change>>,
+) -> Result<Started, multus_kube::Error> {
     // Watches stay open for minutes without a byte: the read timeout must outlast them.
     let options = ClientOptions {
         read_timeout: Duration::from_secs(330),
@@ -436,6 +526,7 @@ pub async fn start(
         "pods",
         Arc::clone(&flags[0]),
         report.clone(),
+        None,
     );
     let resource = ApiResource::erase::<NadResource>(&());
     let nads = spawn_cache(
@@ -446,15 +537,17 @@ pub async fn start(
         "nads",
         Arc::clone(&flags[1]),
         report.clone(),
+        policy.map(|tx| (tx.clone(), change::NADS)),
     );
     let namespaces = spawn_cache(
-        Api::<Namespace>::all(client),
+        Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
         (),
         trim_namespace,
         "namespaces",
         Arc::clone(&flags[2]),
         report,
+        policy.map(|tx| (tx.clone(), change::NAMESPACES)),
     );
     let caches = Arc::new(KubeCaches {
         pods,
@@ -475,7 +568,45 @@ pub async fn start(
         synced,
         changes,
     };
-    Ok((source, caches))
+    Ok((source, caches, client))
+}
+
+/// Finds an ADD's pod for policy: the node's pod cache (the same object the engine used), else
+/// one live GET.
+#[derive(Debug)]
+pub struct KubePods {
+    caches: Arc<KubeCaches>,
+    api: Arc<BlockingApi>,
+}
+
+impl KubePods {
+    /// Lookups over `caches`, falling back to `api`.
+    pub fn new(caches: Arc<KubeCaches>, api: Arc<BlockingApi>) -> Self {
+        Self { caches, api }
+    }
+}
+
+impl PodLookup for KubePods {
+    fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<PodView>, SourceError> {
+        if let Some(pod) = self.caches.pods.get(Some(namespace), name)
+            && uid.is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid))
+        {
+            return Ok(Some(PodView::from_pod_info(&PodInfoLive::from_pod(&pod))));
+        }
+        // The engine read it live a moment ago (the watch lags): no second request.
+        if let Some(pod) = self.api.recent_pod(namespace, name, uid) {
+            return Ok(Some(PodView::from_pod_info(&pod)));
+        }
+        Ok(self
+            .api
+            .pod(namespace, name)?
+            .map(|p| PodView::from_pod_info(&p)))
+    }
 }
 
 #[cfg(test)]

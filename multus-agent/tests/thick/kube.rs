@@ -1,75 +1,18 @@
 //! Kubernetes mode against a real API server: the agent watches pods of its node, NADs and
 //! namespaces, answers ADD from its caches and writes network-status back.
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use multus_testkit::{
-    inside::Relay,
-    kube::{FaultProxy, KubeCluster, KubeconfigAuth, TestNamespace, attributes, attrs},
-    unique_name,
-};
+use multus_testkit::kube::{attributes, attrs};
 use serde_json::{Value, json};
 
-use crate::support::{NETWORKS, Node, TestPod, tcx_programs};
-
-/// A node whose agent reaches the API server through a fault proxy (which records requests),
-/// relayed into the node's namespace.
-struct KubeNode {
-    cluster: &'static KubeCluster,
-    ns: TestNamespace,
-    name: String,
-    proxy: FaultProxy,
-    _relay: Relay,
-    kubeconfig: PathBuf,
-    // Dropped last: the namespaces go after the agent, which lives in the test's scope.
-    node: Node,
-}
+use crate::{
+    kube_node::KubeNode,
+    support::{NETWORKS, TestPod, tcx_programs},
+};
 
 impl KubeNode {
-    fn new(test: &str) -> Option<Self> {
-        let cluster = KubeCluster::get(test)?;
-        let node = Node::new();
-        let ns = cluster.namespace("agt");
-        let proxy = FaultProxy::start(cluster.addr());
-        let target: SocketAddr = proxy.url().trim_start_matches("http://").parse().unwrap();
-        let relay = Relay::start(&node.netns.path(), target).unwrap();
-        // The agent's own service account, bound by deploy/10-rbac.yaml to its ClusterRole.
-        let answer = cluster.admin().ok(
-            "POST",
-            "/api/v1/namespaces/kube-system/serviceaccounts/multus-agent/token",
-            Some(
-                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                         "spec": {"expirationSeconds": 3600}}),
-            ),
-        );
-        let token = answer["status"]["token"].as_str().unwrap().to_owned();
-        let kubeconfig = node.path("agent.kubeconfig");
-        cluster.write_kubeconfig(
-            &kubeconfig,
-            &format!("http://127.0.0.1:{}", relay.port()),
-            KubeconfigAuth::Token(&token),
-        );
-        Some(Self {
-            cluster,
-            ns,
-            name: unique_name("node-"),
-            proxy,
-            _relay: relay,
-            kubeconfig,
-            node,
-        })
-    }
-
     fn agent_config(&self) -> Value {
-        let mut config = self.node.agent_config();
-        let obj = config.as_object_mut().unwrap();
-        obj.remove("localSourceDir");
-        obj.insert("kubeconfig".into(), json!(self.kubeconfig));
-        obj.insert("nodeName".into(), json!(self.name));
-        config
+        self.kube_config(self.node.agent_config())
     }
 
     fn create_nad(&self, name: &str) {
@@ -141,9 +84,10 @@ fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn add_is_served_from_the_watch_caches_and_network_status_is_written() {
-    let Some(k) =
-        KubeNode::new("add_is_served_from_the_watch_caches_and_network_status_is_written")
-    else {
+    let Some(k) = KubeNode::new(
+        "add_is_served_from_the_watch_caches_and_network_status_is_written",
+        "agt",
+    ) else {
         return;
     };
     k.create_nad("macvlan-net");
@@ -218,7 +162,10 @@ fn add_is_served_from_the_watch_caches_and_network_status_is_written() {
 
 #[test]
 fn a_pod_missing_from_the_cache_is_waited_for_then_read_live() {
-    let Some(k) = KubeNode::new("a_pod_missing_from_the_cache_is_waited_for_then_read_live") else {
+    let Some(k) = KubeNode::new(
+        "a_pod_missing_from_the_cache_is_waited_for_then_read_live",
+        "agt",
+    ) else {
         return;
     };
     k.create_nad("macvlan-net");
@@ -244,7 +191,7 @@ fn a_pod_missing_from_the_cache_is_waited_for_then_read_live() {
 
 #[test]
 fn a_failed_status_write_never_fails_the_pod() {
-    let Some(k) = KubeNode::new("a_failed_status_write_never_fails_the_pod") else {
+    let Some(k) = KubeNode::new("a_failed_status_write_never_fails_the_pod", "agt") else {
         return;
     };
     k.create_nad("macvlan-net");
@@ -274,8 +221,10 @@ fn a_failed_status_write_never_fails_the_pod() {
 
 #[test]
 fn on_restart_attachments_of_pods_gone_from_the_node_are_removed() {
-    let Some(k) = KubeNode::new("on_restart_attachments_of_pods_gone_from_the_node_are_removed")
-    else {
+    let Some(k) = KubeNode::new(
+        "on_restart_attachments_of_pods_gone_from_the_node_are_removed",
+        "agt",
+    ) else {
         return;
     };
     k.create_nad("macvlan-net");
@@ -318,7 +267,10 @@ fn on_restart_attachments_of_pods_gone_from_the_node_are_removed() {
 /// ClusterRole is checked against (multus-agent/tests/manifests.rs).
 #[test]
 fn every_request_the_agent_makes_is_in_its_access_table() {
-    let Some(k) = KubeNode::new("every_request_the_agent_makes_is_in_its_access_table") else {
+    let Some(k) = KubeNode::new(
+        "every_request_the_agent_makes_is_in_its_access_table",
+        "agt",
+    ) else {
         return;
     };
     k.create_nad("macvlan-net");

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod kube;
+mod kube_node;
 mod standalone;
 mod support;

@@ -483,8 +483,15 @@ impl Node {
 
     /// Runs `multus-agent status --json` on this node's directories.
     pub fn status(&self) -> Value {
+        self.status_with(&["--json"])
+    }
+
+    /// Runs `multus-agent status ARGS` (which print JSON) on this node's directories.
+    pub fn status_with(&self, args: &[&str]) -> Value {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_multus-agent"))
-            .args(["status", "--json", "--bpffs-dir"])
+            .arg("status")
+            .args(args)
+            .arg("--bpffs-dir")
             .arg(self.bpffs.path())
             .arg("--state-dir")
             .arg(self.path("state"))

@@ -88,6 +88,18 @@ pub struct PodInfo {
     pub container_ports: Vec<ContainerPort>,
 }
 
+impl PodInfo {
+    /// The fields of a typed pod object (from a watch, or a file); a missing namespace is
+    /// `default`.
+    pub fn from_pod(pod: &Pod) -> Self {
+        pod_info(
+            pod,
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
 /// What the engine needs from a NetworkAttachmentDefinition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NadInfo {
@@ -294,12 +306,28 @@ impl KubeApi {
         reason: &str,
         message: &str,
     ) -> Result<(), Error> {
+        let now = Timestamp::now();
+        // Unique like client-go's recorder: object name plus a nanosecond stamp.
+        let name = format!("{}.{:x}", target.name, now.as_nanosecond());
+        self.post_event_named(target, &name, event_type, reason, message)
+    }
+
+    /// Posts an Event named `name`. Reporters that may all see the same problem (every node's
+    /// agent) give it the same name, so the server keeps one: a name that exists already is
+    /// an error of kind [`ErrorKind::Conflict`].
+    pub fn post_event_named(
+        &self,
+        target: &EventTarget,
+        name: &str,
+        event_type: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Error> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &target.namespace);
         let now = Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
-                // Unique like client-go's recorder: object name plus a nanosecond stamp.
-                name: Some(format!("{}.{:x}", target.name, now.as_nanosecond())),
+                name: Some(name.to_owned()),
                 namespace: Some(target.namespace.clone()),
                 ..ObjectMeta::default()
             },
