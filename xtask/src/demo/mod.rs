@@ -50,16 +50,6 @@ pub struct Binaries {
     pub cni: PathBuf,
 }
 
-/// How much of the demo runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Everything (`cargo xtask demo`).
-    Full,
-    /// Without the policy part: pods, interfaces, the ping and its counters, clean-up.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the demo's tests use it"))]
-    WithoutPolicy,
-}
-
 /// What the demo observed, for its test.
 #[derive(Debug)]
 pub struct Outcome {
@@ -84,13 +74,10 @@ pub fn run() -> anyhow::Result<()> {
         ])
         .run()?;
     let target = repo().join("target/debug");
-    run_with(
-        &Binaries {
-            agent: target.join("multus-agent"),
-            cni: target.join("multus-cni"),
-        },
-        Scope::Full,
-    )
+    run_with(&Binaries {
+        agent: target.join("multus-agent"),
+        cni: target.join("multus-cni"),
+    })
     .map(drop)
 }
 
@@ -100,7 +87,7 @@ fn repo() -> PathBuf {
 }
 
 /// The demo with these binaries.
-pub fn run_with(bins: &Binaries, scope: Scope) -> anyhow::Result<Outcome> {
+pub fn run_with(bins: &Binaries) -> anyhow::Result<Outcome> {
     for plugin in ["bridge", "macvlan", "host-local"] {
         let path = Path::new(PLUGIN_DIR).join(plugin);
         ensure!(
@@ -116,10 +103,7 @@ pub fn run_with(bins: &Binaries, scope: Scope) -> anyhow::Result<Outcome> {
     let pods = create_pods(&node, &runtime)?;
     let net1 = show_interfaces(bins, &node, &pods)?;
     ping_over_net1(&node, &pods, net1)?;
-    let metrics = match scope {
-        Scope::Full => deny_and_ping_again(bins, &node, &pods, net1, &mut nad)?,
-        Scope::WithoutPolicy => scrape(&node)?,
-    };
+    let metrics = deny_and_ping_again(bins, &node, &pods, net1, &mut nad)?;
     clean_up(node, pods, &runtime)?;
     step("the quickstart behaved as shown");
     Ok(Outcome { metrics })
@@ -501,35 +485,25 @@ mod tests {
         bins
     }
 
-    /// The whole demo, as `cargo xtask demo` runs it.
+    /// The whole demo, as `cargo xtask demo` runs it: the deny policy's drops show in the
+    /// metrics. Then every metric family the agent exported is in the metrics reference, and
+    /// every metric the Grafana dashboard queries is one the agent exported, or (a family with
+    /// no series during the demo, such as errors) one the reference documents. cAdvisor's own
+    /// series aside.
     #[test]
-    #[ignore = "the policy step needs standalone NAD-policy enforcement: the agent applying \
-                a changed NAD's multus-rs.io/policy to its running attachments"]
-    fn the_demo_runs_end_to_end() {
-        if !multus_testkit::require_root("the_demo_runs_end_to_end") {
+    fn the_demo_runs_end_to_end_and_the_dashboard_reads_real_series() {
+        if !multus_testkit::require_root(
+            "the_demo_runs_end_to_end_and_the_dashboard_reads_real_series",
+        ) {
             return;
         }
-        let outcome = run_with(&built_binaries(), Scope::Full).unwrap();
-        let drops = outcome.metrics.sum(
+        let outcome = run_with(&built_binaries()).unwrap();
+        let scrape = &outcome.metrics;
+        let drops = scrape.sum(
             "multus_policy_drop_packets_total",
             &[("pod", "samplepod-1"), ("network_name", NETWORK)],
         );
         assert!(drops >= f64::from(PINGS), "{drops}");
-    }
-
-    /// The demo up to the policy step, then its clean-up. Every metric family the agent
-    /// exported is in the metrics reference, and every metric the Grafana dashboard queries
-    /// is one the agent exported, or (a family with no series during the demo, such as
-    /// errors) one the reference documents. cAdvisor's own series aside.
-    #[test]
-    fn the_demo_runs_without_its_policy_step_and_the_dashboard_reads_real_series() {
-        if !multus_testkit::require_root(
-            "the_demo_runs_without_its_policy_step_and_the_dashboard_reads_real_series",
-        ) {
-            return;
-        }
-        let outcome = run_with(&built_binaries(), Scope::WithoutPolicy).unwrap();
-        let scrape = &outcome.metrics;
         let reference = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
         // A family's series are its name plus a suffix (`_total`, `_bucket`, `_info`).
         let documented = |name: &str| reference.contains(&format!("`{name}"));
