@@ -8,7 +8,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
-use multus_cni::Engine;
+use multus_cni::{Engine, config::DEFAULT_KUBELET_ROOT_DIR, kube::PodResourcesDevices};
 use multus_kube::ClientSource;
 use tokio::{
     net::TcpListener,
@@ -163,10 +163,16 @@ async fn serve(
             .context("registering attachments for policy")?;
     }
     tokio::spawn(Arc::clone(&enforcer).run(policy_rx));
-    let engine = Engine::new(Arc::clone(&source.network)).with_hooks(Arc::new(AgentHooks::new(
-        Arc::clone(&attachments),
-        Some(Arc::clone(&enforcer)),
-    )));
+    let mut engine = Engine::new(Arc::clone(&source.network)).with_hooks(Arc::new(
+        AgentHooks::new(Arc::clone(&attachments), Some(Arc::clone(&enforcer))),
+    ));
+    if matches!(config.source, SourceMode::Kubernetes { .. }) {
+        // Device IDs of resourceName networks, from kubelet on this node (as thin mode does).
+        engine = engine.with_devices(Arc::new(PodResourcesDevices::new(
+            &kubelet_root_dir(&config),
+            None,
+        )));
+    }
     let handler = Arc::new(CniHandler::new(
         engine,
         Arc::clone(&config),
@@ -301,4 +307,15 @@ async fn wait_for_signal() {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
     }
+}
+
+/// kubelet's root directory: the CNI configuration key `kubeletRootDir`, as the agent's
+/// configuration overrides it, else kubelet's default.
+fn kubelet_root_dir(config: &AgentConfig) -> std::path::PathBuf {
+    config
+        .cni_overrides
+        .get("kubeletRootDir")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(DEFAULT_KUBELET_ROOT_DIR)
+        .into()
 }

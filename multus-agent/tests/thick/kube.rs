@@ -16,6 +16,11 @@ impl KubeNode {
     }
 
     fn create_nad(&self, name: &str) {
+        self.create_nad_with(name, json!({}));
+    }
+
+    /// A macvlan NAD in the API with these annotations.
+    fn create_nad_with(&self, name: &str, annotations: Value) {
         let config = self.node.macvlan_nad("unused", name, "192.0.2.0/24");
         std::fs::remove_file(
             self.node
@@ -25,7 +30,8 @@ impl KubeNode {
         .unwrap();
         self.ns.create(json!({
             "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name}, "spec": {"config": config.to_string()},
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"config": config.to_string()},
         }));
     }
 
@@ -313,4 +319,59 @@ fn every_request_the_agent_makes_is_in_its_access_table() {
     ] {
         assert!(made.contains(&needed), "{needed:?} not made: {made:?}");
     }
+}
+
+/// Thick mode resolves device resources as thin mode does: a NAD naming a resource gets the
+/// device kubelet allocated to the pod (from its checkpoint here: no PodResources socket), and
+/// network-status reports it.
+#[test]
+fn device_ids_of_resource_networks_reach_network_status() {
+    const RESOURCE: &str = "example.com/sriov_vf";
+    let Some(k) = KubeNode::new(
+        "device_ids_of_resource_networks_reach_network_status",
+        "agt",
+    ) else {
+        return;
+    };
+    k.create_nad_with(
+        "macvlan-net",
+        json!({"k8s.v1.cni.cncf.io/resourceName": RESOURCE}),
+    );
+    let pod = k.create_pod("sriov", &k.name);
+    let kubelet = k.node.path("kubelet");
+    std::fs::create_dir_all(kubelet.join("device-plugins")).unwrap();
+    std::fs::write(
+        kubelet.join("device-plugins/kubelet_internal_checkpoint"),
+        json!({"Data": {"PodDeviceEntries": [
+            {"PodUID": pod.uid, "ContainerName": "app", "ResourceName": RESOURCE,
+             "DeviceIDs": {"0": ["0000:81:00.6"]}, "AllocResp": "CgA="},
+            {"PodUID": "another-pod", "ContainerName": "app", "ResourceName": RESOURCE,
+             "DeviceIDs": {"0": ["0000:81:00.1"]}, "AllocResp": "CgA="}],
+            "RegisteredDevices": {RESOURCE: ["0000:81:00.1", "0000:81:00.6"]}},
+         "Checksum": 1})
+        .to_string(),
+    )
+    .unwrap();
+    let mut config = k.agent_config();
+    config["kubeletRootDir"] = json!(kubelet);
+    let agent = k.node.start_agent(&config);
+
+    k.node.shim("ADD", &pod).ok();
+    let object = k.pod_object("sriov");
+    let status: Value = serde_json::from_str(
+        object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status[1]["interface"], "net1", "{status}");
+    assert_eq!(
+        status[1]["device-info"],
+        json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:81:00.6"}}),
+        "{status}\n{}",
+        agent.log_text()
+    );
+    k.node.shim("DEL", &pod).ok();
+    assert!(k.node.records().is_empty());
+    assert!(k.node.leases().is_empty());
 }
