@@ -17,7 +17,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use common::{Node, PLUGIN_DIR, Run, link_names, root};
+use common::{Node, PLUGIN_DIR, Run, assert_clean, link_names, root};
 use multus_testkit::Netns;
 use serde_json::{Map, Value, json};
 
@@ -329,27 +329,9 @@ fn spy_plugin() -> Value {
     json!({"type": "spy", "capabilities": {"ips": true}})
 }
 
-fn run(node: &Node, command: &str, p: &MultusPod, netns: &str, conf: &Value) -> Run {
-    node.run_with_args(command, &p.container, netns, &p.args, conf)
-}
-
-fn assert_clean(node: &Node, pod: Option<&Netns>) {
-    if let Some(pod) = pod {
-        assert_eq!(link_names(pod), vec!["lo"], "interfaces left in the pod");
-    }
-    assert_eq!(
-        node.leases(),
-        Vec::<String>::new(),
-        "host-local leases left"
-    );
-    assert_eq!(node.cache_files(), Vec::<String>::new(), "cache files left");
-}
-
-#[test]
-fn del_tears_down_what_multus_set_up() {
-    if !root("del_tears_down_what_multus_set_up") {
-        return;
-    }
+/// A node with the spy, and a pod Multus set up with the three delegates, the spy chained last
+/// on the conflist.
+fn spied_pod(name: &str) -> (Node, PathBuf, Netns, MultusPod) {
     let node = Node::new();
     let seen = install_spy(&node);
     let pod = Netns::new("cpd");
@@ -357,9 +339,22 @@ fn del_tears_down_what_multus_set_up() {
         &node,
         "c1",
         &pod,
-        "web",
+        name,
         &three_delegates(&node, Some(spy_plugin())),
     );
+    (node, seen, pod, p)
+}
+
+fn run(node: &Node, command: &str, p: &MultusPod, netns: &str, conf: &Value) -> Run {
+    node.run_with_args(command, &p.container, netns, &p.args, conf)
+}
+
+#[test]
+fn del_tears_down_what_multus_set_up() {
+    if !root("del_tears_down_what_multus_set_up") {
+        return;
+    }
+    let (node, seen, pod, p) = spied_pod("web");
     assert_eq!(link_names(&pod), vec!["data0", "eth0", "lo", "net1"]);
     assert_eq!(common::addrs(&pod, "data0"), vec!["198.51.100.77/24"]);
     assert_eq!(node.leases().len(), 3);
@@ -432,16 +427,7 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
     if !root("a_failing_delegate_keeps_the_cache_for_the_retry") {
         return;
     }
-    let node = Node::new();
-    let seen = install_spy(&node);
-    let pod = Netns::new("cpd");
-    let p = multus_add(
-        &node,
-        "c1",
-        &pod,
-        "flaky",
-        &three_delegates(&node, Some(spy_plugin())),
-    );
+    let (node, seen, pod, p) = spied_pod("flaky");
     let conf = multus_conf(&node, "1.0.0");
     let netns = pod.path().to_string_lossy().into_owned();
     std::fs::write(seen.join("fail-DEL"), "").unwrap();

@@ -14,6 +14,8 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::delegate::conf::merge_into_args_cni;
+
 /// One delegate record of Multus's scratch cache.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScratchDelegate {
@@ -200,31 +202,12 @@ fn merge_injected(raw: &mut Map<String, Value>, kept: &Map<String, Value>) {
             raw.insert(key.into(), v.clone());
         }
     }
-    let Some(kept_cni) = kept
+    if let Some(kept_cni) = kept
         .get("args")
         .and_then(|a| a.get("cni"))
         .and_then(Value::as_object)
-    else {
-        return;
-    };
-    let args = raw
-        .entry("args")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !args.is_object() {
-        *args = Value::Object(Map::new());
-    }
-    if let Some(args) = args.as_object_mut() {
-        let cni = args
-            .entry("cni")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !cni.is_object() {
-            *cni = Value::Object(Map::new());
-        }
-        if let Some(cni) = cni.as_object_mut() {
-            for (k, v) in kept_cni {
-                cni.insert(k.clone(), v.clone());
-            }
-        }
+    {
+        merge_into_args_cni(raw, kept_cni);
     }
 }
 
