@@ -137,7 +137,12 @@ pub(crate) fn convert(path: &Path, value: &Value, inv: &Invocation<'_>) -> Resul
         let result_file = libcni::path(inv.cni_dir, &conf_name, inv.container_id, &ifname);
         let cached = result_file
             .as_deref()
-            .and_then(|f| libcni::read(f).unwrap_or_else(ignored));
+            .and_then(|f| {
+                libcni::read(f).unwrap_or_else(|e| {
+                    warn!("ignoring libcni's cached result: {e}");
+                    None
+                })
+            });
         if let Some(file) = result_file {
             leftovers.push(file);
         }
@@ -192,11 +197,6 @@ pub(crate) fn convert(path: &Path, value: &Value, inv: &Invocation<'_>) -> Resul
         },
         leftovers,
     })
-}
-
-fn ignored<T>(e: Error) -> Option<T> {
-    warn!("ignoring libcni's cached result: {e}");
-    None
 }
 
 /// `config` with `cniVersion` set to `version` when it has none.
