@@ -135,14 +135,12 @@ pub(crate) fn convert(path: &Path, value: &Value, inv: &Invocation<'_>) -> Resul
             ifname.clone_into(&mut entry_ifname);
         }
         let result_file = libcni::path(inv.cni_dir, &conf_name, inv.container_id, &ifname);
-        let cached = result_file
-            .as_deref()
-            .and_then(|f| {
-                libcni::read(f).unwrap_or_else(|e| {
-                    warn!("ignoring libcni's cached result: {e}");
-                    None
-                })
-            });
+        let cached = result_file.as_deref().and_then(|f| {
+            libcni::read(f).unwrap_or_else(|e| {
+                warn!("ignoring libcni's cached result: {e}");
+                None
+            })
+        });
         if let Some(file) = result_file {
             leftovers.push(file);
         }
