@@ -189,8 +189,17 @@ impl CniHandler {
     /// CHECK's dataplane half: every secondary interface in the cache has its attachment.
     fn check_attached(&self, request: &Request, conf: &NetConf) -> Result<(), String> {
         let path = conf.cache_path(&request.container_id);
-        let Some(entry) = cache::load(&path).map_err(|e| e.to_string())? else {
-            return Ok(());
+        let entry = match cache::read(&path).map_err(|e| e.to_string())? {
+            None => return Ok(()),
+            Some(cache::Stored::Own(entry)) => entry,
+            // The engine's CHECK of its delegates passed; the agent never saw this ADD.
+            Some(cache::Stored::Multus(_)) => {
+                return Err(format!(
+                    "container {}: set up by Multus, its secondary interfaces have no eBPF \
+                     attachment (recreate the pod to police them)",
+                    request.container_id
+                ));
+            }
         };
         let records = self.attachments.records();
         let missing: Vec<String> = entry

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Node, addrs, link_names, root, routes};
+use common::{Node, addrs, assert_clean, link_names, root, routes};
 use multus_testkit::Netns;
 use serde_json::{Value, json};
 
@@ -23,18 +23,6 @@ fn three_network_pod(node: &Node, version: &str, name: &str) -> Netns {
     let pod = Netns::new("cpd");
     pod.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
     pod
-}
-
-fn assert_clean(node: &Node, pod: Option<&Netns>) {
-    if let Some(pod) = pod {
-        assert_eq!(link_names(pod), vec!["lo"], "interfaces left in the pod");
-    }
-    assert_eq!(
-        node.leases(),
-        Vec::<String>::new(),
-        "host-local leases left"
-    );
-    assert_eq!(node.cache_files(), Vec::<String>::new(), "cache files left");
 }
 
 #[test]

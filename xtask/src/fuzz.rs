@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz [target] [--seconds N]`: runs multus-cni's cargo-fuzz targets (config,
-//! annotation and result parsing), installing cargo-fuzz first when it is missing. Not part of
-//! `cargo xtask test`.
+//! annotation, result and Multus scratch-cache parsing), installing cargo-fuzz first when it is
+//! missing. Not part of `cargo xtask test`.
 use std::path::Path;
 
 use anyhow::bail;
@@ -11,12 +11,12 @@ use crate::{
 };
 
 /// The fuzz targets in multus-cni/fuzz.
-const TARGETS: &[&str] = &["config", "annotation", "result"];
+const TARGETS: &[&str] = &["config", "annotation", "result", "multus_cache"];
 
 /// Options of `cargo xtask fuzz`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// One target (config, annotation, result); all of them when left out.
+    /// One target (config, annotation, result, multus_cache); all of them when left out.
     target: Option<String>,
     /// How long to fuzz each target.
     #[arg(long, default_value_t = 60)]

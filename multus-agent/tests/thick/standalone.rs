@@ -487,3 +487,68 @@ fn an_oversized_request_is_refused_with_a_clear_error() {
     );
     assert_eq!(pod.links(), ["lo"]);
 }
+
+/// Rewrites the cache of `pod` (made by this engine) as Multus leaves it: its scratch cache
+/// (`Name` and the configuration in `Bytes` per delegate, cluster network first) and one libcni
+/// result file per delegate. The interfaces are the same, with no eBPF attachment.
+fn as_multus_cache(node: &Node, pod: &TestPod) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let cache = node.path("cache");
+    let results = cache.join("results");
+    let ours: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join(&pod.container)).unwrap()).unwrap();
+    let mut records = Vec::new();
+    for d in ours["delegates"].as_array().unwrap() {
+        let config = d["config"].as_str().unwrap();
+        records.push(serde_json::json!({"Name": d["network"], "Bytes": b64(config)}));
+        let name: serde_json::Value = serde_json::from_str(config).unwrap();
+        let name = name["name"].as_str().unwrap();
+        let ifname = d["ifname"].as_str().unwrap();
+        let cached = serde_json::json!({"kind": "cniCacheV1", "containerId": pod.container,
+            "config": b64(config), "ifName": ifname, "networkName": name,
+            "netns": pod.netns.path(), "result": d["result"]});
+        std::fs::write(
+            results.join(format!("{name}-{}-{ifname}", pod.container)),
+            cached.to_string(),
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(results.join(&pod.container)).unwrap();
+    std::fs::write(
+        cache.join(&pod.container),
+        serde_json::Value::Array(records).to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_pod_multus_set_up_is_checked_and_deleted_through_the_agent() {
+    if !require_root("a_pod_multus_set_up_is_checked_and_deleted_through_the_agent") {
+        return;
+    }
+    let node = macvlan_node();
+    let _agent = node.start_agent(&node.agent_config());
+    let pod = TestPod::new("pods", "old");
+    node.pod_file(&pod, "macvlan-net");
+    // Set up without the agent (thin mode), then left as Multus leaves a pod.
+    let mut thin = node.agent_config();
+    thin["cniVersion"] = "1.0.0".into();
+    thin["name"] = "multus-cni-network".into();
+    thin["type"] = "multus".into();
+    node.cni(&thin, "ADD", &pod).ok();
+    as_multus_cache(&node, &pod);
+    assert_eq!(pod.links(), ["eth0", "lo", "net1"]);
+    assert!(node.records().is_empty());
+
+    // The delegates' CHECK passes; the agent says the secondary is not policed.
+    let check = node.shim("CHECK", &pod);
+    assert_eq!(check.error_code(), 100, "{check:?}");
+    let msg = check.json()["msg"].as_str().unwrap().to_owned();
+    assert!(msg.contains("set up by Multus"), "{msg}");
+
+    node.shim("DEL", &pod).ok();
+    assert_eq!(pod.links(), ["lo"]);
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
+    assert!(node.cache_files().is_empty(), "{:?}", node.cache_files());
+}

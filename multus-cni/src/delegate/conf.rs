@@ -192,25 +192,7 @@ impl DelegateConf {
     /// Merges `args` into every plugin's `args.cni`; the given keys win (NPWG `cni-args`).
     pub fn merge_cni_args(&mut self, args: &Map<String, Value>) {
         for plugin in self.json_plugins_mut() {
-            let outer = plugin
-                .entry("args")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !outer.is_object() {
-                *outer = Value::Object(Map::new());
-            }
-            if let Some(outer) = outer.as_object_mut() {
-                let cni = outer
-                    .entry("cni")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !cni.is_object() {
-                    *cni = Value::Object(Map::new());
-                }
-                if let Some(cni) = cni.as_object_mut() {
-                    for (k, v) in args {
-                        cni.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+            merge_into_args_cni(plugin, args);
         }
     }
 
@@ -270,6 +252,31 @@ impl DelegateConf {
             conf.insert(k.clone(), v.clone());
         }
         Value::Object(conf).to_string().into_bytes()
+    }
+}
+
+/// Merges `args` into one plugin configuration's `args.cni` (made an object when it is not);
+/// the given keys win.
+pub(crate) fn merge_into_args_cni(plugin: &mut Map<String, Value>, args: &Map<String, Value>) {
+    let outer = plugin
+        .entry("args")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !outer.is_object() {
+        *outer = Value::Object(Map::new());
+    }
+    let Some(outer) = outer.as_object_mut() else {
+        return;
+    };
+    let cni = outer
+        .entry("cni")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !cni.is_object() {
+        *cni = Value::Object(Map::new());
+    }
+    if let Some(cni) = cni.as_object_mut() {
+        for (k, v) in args {
+            cni.insert(k.clone(), v.clone());
+        }
     }
 }
 

@@ -90,8 +90,8 @@ fn results_path(path: &Path) -> PathBuf {
         .join(name)
 }
 
-/// Reads the cache entry at `path`, with its results when they were recorded; `Ok(None)` when
-/// there is none.
+/// Reads this engine's cache entry at `path`, with its results when they were recorded;
+/// `Ok(None)` when there is none. A Multus entry is an error here: see [`read`].
 pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
     let Some(base) = load_file(path)? else {
         return Ok(None);
@@ -113,14 +113,51 @@ pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
     }
 }
 
-fn load_file(path: &Path) -> Result<Option<CacheEntry>> {
+/// What a cache file holds: this engine's entry, or the scratch cache of a pod Multus set up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// An entry of this engine.
+    Own(CacheEntry),
+    /// Multus's scratch cache (a JSON list of its delegate records), parsed as JSON; see
+    /// [`super::multus_cache`].
+    Multus(Value),
+}
+
+/// Reads the cache file at `path` in either format (with recorded results for this engine's);
+/// `Ok(None)` when there is none.
+pub fn read(path: &Path) -> Result<Option<Stored>> {
+    let Some(value) = read_json(path)? else {
+        return Ok(None);
+    };
+    if super::multus_cache::scratch::is_scratch(&value) {
+        return Ok(Some(Stored::Multus(value)));
+    }
+    Ok(load(path)?.map(Stored::Own))
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("reading the attachment cache", path, e)),
     };
-    let entry: CacheEntry = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::decode(format!("the attachment cache {}", path.display()), e))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::decode(format!("the attachment cache {}", path.display()), e))
+}
+
+fn load_file(path: &Path) -> Result<Option<CacheEntry>> {
+    let Some(value) = read_json(path)? else {
+        return Ok(None);
+    };
+    let what = || format!("the attachment cache {}", path.display());
+    if super::multus_cache::scratch::is_scratch(&value) {
+        return Err(Error::decode(
+            what(),
+            "written by Multus (read it with cache::read)",
+        ));
+    }
+    let entry: CacheEntry = serde_json::from_value(value).map_err(|e| Error::decode(what(), e))?;
     if entry.format != FORMAT {
         return Err(Error::decode(
             format!("the attachment cache {}", path.display()),
@@ -329,7 +366,13 @@ mod tests {
         let path = dir.path().join("c1");
         fs::write(&path, "{not json").unwrap();
         assert_eq!(load(&path).unwrap_err().code(), 6);
+        assert_eq!(read(&path).unwrap_err().code(), 6);
         fs::write(&path, r#"[{"conf": "multus's own format"}]"#).unwrap();
         assert_eq!(load(&path).unwrap_err().code(), 6);
+        assert!(matches!(read(&path).unwrap(), Some(Stored::Multus(_))));
+        store(&path, &entry()).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(Stored::Own(entry())));
+        remove(&path).unwrap();
+        assert_eq!(read(&path).unwrap(), None);
     }
 }

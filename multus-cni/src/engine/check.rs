@@ -1,8 +1,12 @@
-//! CHECK (every cached delegate, secondaries included) and STATUS (readiness and the cluster
+//! CHECK (every cached delegate, secondaries included, also of pods Multus set up) and STATUS (readiness and the cluster
 //! network).
 use serde_json::Map;
 
-use super::{Engine, cache, plan::cluster_network_conf};
+use super::{
+    Engine, cache,
+    multus_cache::{self, Invocation},
+    plan::cluster_network_conf,
+};
 use crate::{
     cni::{Command, Request, code},
     config::NetConf,
@@ -23,7 +27,8 @@ pub(super) fn check(engine: &Engine, request: &Request, conf: &NetConf) -> Resul
         container_id: request.container_id.clone(),
         path: path.clone(),
     };
-    let entry = cache::load(&path)?.ok_or_else(unknown)?;
+    let stored = cache::read(&path)?.ok_or_else(unknown)?;
+    let entry = multus_cache::resolve(&path, stored, &Invocation::request(request, conf))?.entry;
     if !entry.complete {
         return Err(unknown());
     }

@@ -1,5 +1,6 @@
-//! DEL and GC: tear down what the cache recorded, trying every delegate and reporting every
-//! error. Nothing here needs the pod, the NADs, the API server or the netns.
+//! DEL and GC: tear down what the cache recorded (this engine's entries, and those of pods
+//! Multus set up), trying every delegate and reporting every error. Nothing here needs the pod,
+//! the NADs, the API server or the netns.
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -9,6 +10,7 @@ use super::{
     Engine,
     cache::{self, CacheEntry},
     hooks::Attachment,
+    multus_cache::{self, Converted, Invocation},
     plan::cluster_network_conf,
 };
 use crate::{
@@ -21,25 +23,31 @@ use crate::{
 
 pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<()> {
     let path = conf.cache_path(&request.container_id);
-    let Some(entry) = cache::load(&path)? else {
+    let Some(stored) = cache::read(&path)? else {
         info!(container = %request.container_id, "DEL: nothing cached, nothing to do");
         return Ok(());
     };
+    let found = multus_cache::resolve(&path, stored, &Invocation::request(request, conf))?;
     let netns = request.netns.as_deref().filter(|p| p.exists());
-    del_entry(engine, conf, &path, entry, netns, &request.path)
+    del_entry(engine, conf, &path, found, netns, &request.path)
 }
 
 /// DELs one cache entry: the hook, then every delegate in reverse order. The file goes when all
 /// succeeded (or, with `retryDeleteOnError: false`, in any case); otherwise it keeps the
-/// delegates that still need DEL.
+/// delegates that still need DEL, in this engine's format. The entry's leftovers (libcni's
+/// files of a Multus entry) go once the cache file says what is left.
 fn del_entry(
     engine: &Engine,
     conf: &NetConf,
     path: &Path,
-    mut entry: CacheEntry,
+    found: Converted,
     netns: Option<&Path>,
     cni_path: &[std::path::PathBuf],
 ) -> Result<()> {
+    let Converted {
+        mut entry,
+        leftovers,
+    } = found;
     let mut errors = Vec::new();
     if let Err(e) = engine.hooks.on_del(&attachments(&entry, netns)) {
         errors.push(Error::Hook {
@@ -60,6 +68,11 @@ fn del_entry(
         cache::remove(path)?;
     } else {
         cache::store(path, &entry)?;
+    }
+    for file in &leftovers {
+        if let Err(e) = multus_cache::libcni::remove(file) {
+            warn!("DEL: {e}");
+        }
     }
     match errors.len() {
         0 => {
@@ -161,14 +174,19 @@ pub(super) fn gc(engine: &Engine, request: &Request, conf: &NetConf) -> Result<(
     }
     for id in cache::list(&conf.cni_dir)? {
         let path = conf.cni_dir.join(&id);
-        let entry = match cache::load(&path) {
-            Ok(Some(e)) => e,
+        let found = match cache::read(&path).and_then(|stored| {
+            stored
+                .map(|s| multus_cache::resolve(&path, s, &Invocation::gc(&id, conf)))
+                .transpose()
+        }) {
+            Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
+        let entry = &found.entry;
         let in_use = valid
             .iter()
             .any(|v| v.container_id == entry.container_id && v.ifname == entry.ifname);
@@ -177,7 +195,7 @@ pub(super) fn gc(engine: &Engine, request: &Request, conf: &NetConf) -> Result<(
         }
         info!(container = %entry.container_id, "GC: attachment no longer valid, deleting");
         let netns = entry.netns.clone().filter(|p| p.exists());
-        if let Err(e) = del_entry(engine, conf, &path, entry, netns.as_deref(), &request.path) {
+        if let Err(e) = del_entry(engine, conf, &path, found, netns.as_deref(), &request.path) {
             errors.push(e);
         }
     }

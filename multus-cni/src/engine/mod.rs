@@ -6,6 +6,7 @@ pub mod cache;
 mod check;
 mod del;
 mod hooks;
+pub mod multus_cache;
 pub mod netlink;
 mod plan;
 mod route;

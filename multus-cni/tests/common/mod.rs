@@ -292,6 +292,21 @@ impl Node {
     }
 }
 
+/// Asserts that nothing of a pod is left: no interface in `pod` but `lo`, no host-local lease,
+/// no cache file.
+#[track_caller]
+pub fn assert_clean(node: &Node, pod: Option<&Netns>) {
+    if let Some(pod) = pod {
+        assert_eq!(link_names(pod), vec!["lo"], "interfaces left in the pod");
+    }
+    assert_eq!(
+        node.leases(),
+        Vec::<String>::new(),
+        "host-local leases left"
+    );
+    assert_eq!(node.cache_files(), Vec::<String>::new(), "cache files left");
+}
+
 /// Link names in a namespace.
 pub fn link_names(ns: &Netns) -> Vec<String> {
     let out = ns.ip(&["-j", "link", "show"]);
