@@ -150,7 +150,7 @@ impl Dataplane {
                 continue;
             }
             for (_, _, dir) in HOOKS {
-                attach::unpin(&self.layout.link(id, dir))?;
+                attach::release(&self.layout.link(id, dir))?;
             }
             let dir = self.layout.link_dir(id);
             fs::remove_dir(&dir).map_err(|e| DataplaneError::io("removing", &dir, e))?;

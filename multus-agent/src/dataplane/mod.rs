@@ -314,86 +314,118 @@ impl Dataplane {
     /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero, with
     /// `req.policy` in force before the programs see the first packet.
     pub fn attach(&mut self, req: &AttachRequest<'_>) -> Result<AttachmentRecord> {
+        let mut records = self.attach_many(std::slice::from_ref(req))?;
+        // One record per request, in request order.
+        Ok(records.swap_remove(0))
+    }
+
+    /// Attaches the program pair to every requested interface, or to none: when anything fails,
+    /// whatever the call attached is detached again before the error returns. Records come back
+    /// in request order.
+    ///
+    /// The namespaces are entered and the links created concurrently, one thread per interface
+    /// and hook, so the kernel's waits of one batch overlap where the kernel allows it. Per
+    /// interface the order stays: record, policy, map entry and epoch bump, then the programs,
+    /// then their pins; so the very first packet is counted and policed.
+    pub fn attach_many(&mut self, reqs: &[AttachRequest<'_>]) -> Result<Vec<AttachmentRecord>> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
         // A bad policy fails before anything exists.
-        let compiled = req
-            .policy
-            .map(compile::compile)
-            .transpose()
+        let compiled = reqs
+            .iter()
+            .map(|req| req.policy.map(compile::compile).transpose())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(DataplaneError::Policy)?;
-        let (ifindex, netns_cookie) = netns::run_in(req.netns, || {
-            let ifindex = nix::net::if_::if_nametoindex(req.ifname).map_err(|_| {
-                DataplaneError::NoInterface {
+        let found = netns::run_each(reqs.iter().map(|req| (req.netns, || locate(req))));
+        let found = all_or_errors(found)?;
+        let mut seen = BTreeSet::new();
+        for (req, key) in reqs.iter().zip(&found) {
+            if let Ok(id) = self.attachments.get(key, 0) {
+                return Err(DataplaneError::AlreadyAttached {
                     ifname: req.ifname.to_owned(),
                     netns: req.netns.to_owned(),
-                }
-            })?;
-            let cookie = netns::current_cookie()
-                .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", req.netns, e))?;
-            Ok((ifindex, cookie))
-        })?;
-        let key = IfaceKey {
-            netns_cookie,
-            ifindex,
-            pad: 0,
-        };
-        if let Ok(id) = self.attachments.get(&key, 0) {
-            return Err(DataplaneError::AlreadyAttached {
-                ifname: req.ifname.to_owned(),
-                netns: req.netns.to_owned(),
-                id,
-            });
+                    id,
+                });
+            }
+            if !seen.insert((key.netns_cookie, key.ifindex)) {
+                return Err(DataplaneError::Duplicate {
+                    ifname: req.ifname.to_owned(),
+                    netns: req.netns.to_owned(),
+                });
+            }
         }
-        let id = self.allocate_id()?;
-        let record = AttachmentRecord {
-            id,
-            netns: req.netns.to_owned(),
-            ifname: req.ifname.to_owned(),
-            ifindex,
-            netns_cookie,
-            mode: self.mode,
-            owner: req.owner.clone(),
-            policy: req.policy.cloned(),
-        };
-        // Record first: whatever happens next, a restart knows this id exists and can clean it.
-        record.save(&self.layout.record(id))?;
-        if let Err(e) = self.install(&record, &key, compiled) {
+        let ids = self.allocate_ids(reqs.len())?;
+        let records: Vec<AttachmentRecord> = reqs
+            .iter()
+            .zip(&found)
+            .zip(ids)
+            .map(|((req, key), id)| AttachmentRecord {
+                id,
+                netns: req.netns.to_owned(),
+                ifname: req.ifname.to_owned(),
+                ifindex: key.ifindex,
+                netns_cookie: key.netns_cookie,
+                mode: self.mode,
+                owner: req.owner.clone(),
+                policy: req.policy.cloned(),
+            })
+            .collect();
+        if let Err(e) = self.install(&records, &found, compiled) {
             let mut errors = vec![e];
-            errors.extend(self.teardown(&record));
+            for record in &records {
+                errors.extend(self.teardown(record));
+            }
             return Err(flatten(errors));
         }
-        Ok(record)
+        Ok(records)
     }
 
     fn install(
         &mut self,
-        record: &AttachmentRecord,
-        key: &IfaceKey,
-        policy: Option<compile::Compiled>,
+        records: &[AttachmentRecord],
+        keys: &[IfaceKey],
+        policies: Vec<Option<compile::Compiled>>,
     ) -> Result<()> {
-        self.reset_counters(record.id)?;
-        // The policy and the map entry go in before the programs, so the very first packet is
+        // Records first: whatever happens next, a restart knows these ids exist and can clean
+        // them.
+        for record in records {
+            record.save(&self.layout.record(record.id))?;
+        }
+        // The policies and map entries go in before the programs, so the very first packet is
         // counted and policed.
-        if let Some(policy) = policy {
-            self.install_policy(record.id, policy)?;
+        for ((record, key), policy) in records.iter().zip(keys).zip(policies) {
+            self.reset_counters(record.id)?;
+            if let Some(policy) = policy {
+                self.install_policy(record.id, policy)?;
+            }
+            self.attachments
+                .insert(key, &record.id, 0)
+                .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
         }
-        self.attachments
-            .insert(key, &record.id, 0)
-            .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
-        // Before the first packet: a cached address of a freed device may be this device's now.
+        // Before the first packet: a cached address of a freed device may be one of these now.
         self.bump_epoch()?;
-        let dir = self.layout.link_dir(record.id);
-        if record.mode == AttachMode::Tcx {
-            fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
+        if self.mode == AttachMode::Tcx {
+            for record in records {
+                let dir = self.layout.link_dir(record.id);
+                fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
+            }
         }
-        let (ebpf, layout) = (&mut self.ebpf, &self.layout);
-        netns::run_in(&record.netns, || {
-            let target = attach::Target {
+        let targets: Vec<attach::Target<'_>> = records
+            .iter()
+            .map(|record| attach::Target {
                 netns: &record.netns,
                 ifname: &record.ifname,
                 ifindex: record.ifindex,
-            };
-            attach::attach_pair(ebpf, layout, record.id, record.mode, &target)
-        })
+                id: record.id,
+            })
+            .collect();
+        let errors = attach::attach_all(&mut self.ebpf, &self.layout, self.mode, &targets)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(flatten(errors))
+        }
     }
 
     /// Detaches attachment `id` and removes its pins, map entries and record. Keeps going past
@@ -562,7 +594,8 @@ impl Dataplane {
         Ok(())
     }
 
-    fn allocate_id(&self) -> Result<u32> {
+    /// `n` distinct ids that neither the attachment map nor a record uses, lowest first.
+    fn allocate_ids(&self, n: usize) -> Result<Vec<u32>> {
         let mut used = BTreeSet::new();
         for entry in &self.attachments {
             let (_, id) = entry.map_err(|e| map_err(maps::ATTACHMENTS, e))?;
@@ -580,9 +613,14 @@ impl Dataplane {
                 }
             }
         }
-        (1..MAX_ATTACHMENTS)
-            .find(|id| !used.contains(id))
-            .ok_or(DataplaneError::IdsExhausted(MAX_ATTACHMENTS))
+        let ids: Vec<u32> = (1..MAX_ATTACHMENTS)
+            .filter(|id| !used.contains(id))
+            .take(n)
+            .collect();
+        if ids.len() < n {
+            return Err(DataplaneError::IdsExhausted(MAX_ATTACHMENTS));
+        }
+        Ok(ids)
     }
 }
 
@@ -629,6 +667,39 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<TcxProgram>> {
         }
         Ok(programs)
     })
+}
+
+/// The node-wide identity of `req`'s interface; runs inside `req.netns`.
+fn locate(req: &AttachRequest<'_>) -> Result<IfaceKey> {
+    let ifindex =
+        nix::net::if_::if_nametoindex(req.ifname).map_err(|_| DataplaneError::NoInterface {
+            ifname: req.ifname.to_owned(),
+            netns: req.netns.to_owned(),
+        })?;
+    let netns_cookie = netns::current_cookie()
+        .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", req.netns, e))?;
+    Ok(IfaceKey {
+        netns_cookie,
+        ifindex,
+        pad: 0,
+    })
+}
+
+/// Every value, or every error.
+fn all_or_errors<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut values = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(v) => values.push(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(flatten(errors))
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
