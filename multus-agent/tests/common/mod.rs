@@ -170,6 +170,8 @@ impl FullHook {
 }
 
 /// The two `bpf(2)` calls [`FullHook`] needs, for a program that only returns TC_ACT_UNSPEC.
+/// Written apart from the dataplane's own syscall code on purpose: the test's sabotage must not
+/// share a bug with what it tests.
 mod raw_bpf {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
