@@ -345,3 +345,33 @@ fn each_interface_of_a_batch_gets_its_own_policy_from_the_first_packet() {
     }
     assert_nothing_left(&dataplane, &dirs, &ifaces, AttachMode::Tcx);
 }
+
+#[test]
+fn a_failure_before_the_programs_rolls_back_cleanly_in_both_modes() {
+    if !require_root("a_failure_before_the_programs_rolls_back_cleanly_in_both_modes") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let ifaces = [
+        Iface::new(&net.pods[0].netns, &net.pods[0].ifname),
+        Iface::new(&net.pods[1].netns, &net.pods[1].ifname),
+    ];
+    for mode in [AttachMode::Tcx, AttachMode::Clsact] {
+        let dirs = Dirs::new();
+        let mut dataplane = dirs.load(mode);
+        // The record directory turns into a file: the batch cannot record its attachments.
+        let records = dirs.layout().records();
+        std::fs::remove_dir_all(&records).unwrap();
+        std::fs::write(&records, "not a directory").unwrap();
+        let requests: Vec<_> = ifaces.iter().map(|i| i.request(None)).collect();
+
+        let err = dataplane.attach_many(&requests).unwrap_err();
+        assert!(
+            matches!(err, DataplaneError::Io { .. }),
+            "only the cause is reported, the rollback went cleanly: {err:?}"
+        );
+        std::fs::remove_file(&records).unwrap();
+        std::fs::create_dir(&records).unwrap();
+        assert_nothing_left(&dataplane, &dirs, &ifaces, mode);
+    }
+}

@@ -477,7 +477,8 @@ impl Dataplane {
             pad: 0,
         };
         match self.attachments.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if is_absent(&e) => {}
             Err(e) => errors.push(map_err(maps::ATTACHMENTS, e)),
         }
         if let Err(e) = self.bump_epoch() {
@@ -503,7 +504,12 @@ impl Dataplane {
             let path = self.layout.record(record.id);
             match fs::remove_file(&path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Never written (a batch rolled back), or its directory is not one: no record.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
                 Err(e) => errors.push(DataplaneError::io("removing", &path, e)),
             }
         }
@@ -587,7 +593,8 @@ impl Dataplane {
         }
         for dev in stale {
             match self.devices.remove(&dev) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(e) if is_absent(&e) => {}
                 Err(e) => return Err(map_err(maps::DEVICES, e)),
             }
         }
@@ -710,6 +717,16 @@ where
         .take_map(name)
         .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(|e| map_err(name, e))
+}
+
+/// Whether a map operation failed only because the key is not there: aya reports a lookup's miss
+/// as `KeyNotFound`, a delete's as the syscall's ENOENT.
+pub(crate) fn is_absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.kind() == io::ErrorKind::NotFound,
+        _ => false,
+    }
 }
 
 fn map_err(name: &'static str, e: aya::maps::MapError) -> DataplaneError {
