@@ -83,44 +83,42 @@ impl Attachments {
         self.mode
     }
 
-    /// Attaches every target, or none: on the first failure the ones already attached are
-    /// detached again and the error is returned.
+    /// Attaches every target, or none: on a failure the dataplane detaches what the call
+    /// attached and the error is returned. The targets are attached concurrently (see
+    /// [`Dataplane::attach_many`]).
     pub fn attach_all(&self, targets: &[Target<'_>]) -> Result<Vec<AttachmentRecord>, String> {
-        let mut state = self.write();
-        let mut done: Vec<AttachmentRecord> = Vec::new();
-        for target in targets {
-            let started = Instant::now();
-            let result = state.dataplane.attach(&AttachRequest {
+        let requests: Vec<AttachRequest<'_>> = targets
+            .iter()
+            .map(|target| AttachRequest {
                 netns: target.netns,
                 ifname: target.ifname,
                 owner: target.owner.clone(),
                 policy: target.policy,
-            });
-            match result {
-                Ok(record) => {
-                    self.metrics.attach_took(started.elapsed());
+            })
+            .collect();
+        let mut state = self.write();
+        let started = Instant::now();
+        match state.dataplane.attach_many(&requests) {
+            Ok(records) => {
+                self.metrics.attach_took(started.elapsed());
+                for record in &records {
                     self.metrics.attach_op("attach", true);
                     state.records.insert(record.id, record.clone());
-                    done.push(record);
                 }
-                Err(e) => {
-                    self.metrics.attach_op("attach", false);
-                    let mut message = format!(
-                        "attaching the dataplane to {} in {}: {e}",
-                        target.ifname,
-                        target.netns.display()
-                    );
-                    for record in done.iter().rev() {
-                        if let Err(e) = self.detach_locked(&mut state, record.id) {
-                            message
-                                .push_str(&format!("; rolling back attachment {}: {e}", record.id));
-                        }
-                    }
-                    return Err(message);
-                }
+                Ok(records)
+            }
+            Err(e) => {
+                self.metrics.attach_op("attach", false);
+                let names: Vec<String> = targets
+                    .iter()
+                    .map(|t| format!("{} in {}", t.ifname, t.netns.display()))
+                    .collect();
+                Err(format!(
+                    "attaching the dataplane to {}: {e}",
+                    names.join(", ")
+                ))
             }
         }
-        Ok(done)
     }
 
     fn detach_locked(&self, state: &mut State, id: u32) -> Result<(), DataplaneError> {

@@ -125,7 +125,7 @@ impl AgentMetrics {
             .inc();
     }
 
-    /// Records how long attaching one interface took.
+    /// Records how long attaching the interfaces of one ADD took.
     pub fn attach_took(&self, took: Duration) {
         self.attach_duration.observe(took.as_secs_f64());
     }
@@ -229,8 +229,8 @@ impl AgentMetrics {
         );
         registry.register_with_unit(
             "multus_agent_attach_duration",
-            "Time to attach the dataplane to one interface (enter the netns, map entry, TCX links, \
-             pins, record)",
+            "Time to attach the dataplane to the secondary interfaces of one ADD, all at once \
+             (enter the netns, records, map entries, TCX links, pins)",
             Unit::Seconds,
             self.attach_duration.clone(),
         );

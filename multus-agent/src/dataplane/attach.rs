@@ -1,11 +1,17 @@
-//! Attaching and detaching the program pair on one interface. Every function here runs on a
-//! thread that is already inside the interface's network namespace (see [`super::netns`]).
-use std::{fs, io, path::Path};
+//! Attaching and detaching the program pair. Attaching works on a whole batch of interfaces at
+//! once, one thread per interface and hook inside the interface's network namespace; detaching
+//! runs on a thread that is already inside the namespace (see [`super::netns`]).
+use std::{
+    fs, io,
+    os::fd::{AsFd as _, BorrowedFd},
+    path::Path,
+    sync::{Mutex, PoisonError},
+};
 
 use aya::{
     Ebpf,
     programs::{
-        LinkOrder, SchedClassifier, TcAttach, TcAttachType,
+        SchedClassifier, TcAttach, TcAttachType,
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions},
     },
@@ -15,7 +21,9 @@ use multus_common::programs;
 use super::{
     AttachMode,
     error::{DataplaneError, Result},
+    netns,
     pins::PinLayout,
+    sys,
 };
 
 /// The two hooks, with their program and pin names.
@@ -24,11 +32,12 @@ pub(crate) const HOOKS: [(TcAttachType, &str, &str); 2] = [
     (TcAttachType::Egress, programs::EGRESS, "egress"),
 ];
 
-/// What the attach functions need to name the interface in errors.
+/// One interface of a batch, resolved: where it is and the attachment id it gets.
 pub(crate) struct Target<'a> {
     pub netns: &'a Path,
     pub ifname: &'a str,
     pub ifindex: u32,
+    pub id: u32,
 }
 
 pub(crate) fn program<'a>(
@@ -45,81 +54,117 @@ pub(crate) fn program<'a>(
     })
 }
 
-/// Attaches both programs. TCX links are pinned under the attachment's link directory; netlink
-/// (clsact) filters stay in the kernel by themselves. On failure, what was attached is removed.
-pub(crate) fn attach_pair(
-    ebpf: &mut Ebpf,
-    layout: &PinLayout,
-    id: u32,
-    mode: AttachMode,
-    target: &Target<'_>,
-) -> Result<()> {
-    if mode == AttachMode::Clsact {
-        // EEXIST when the qdisc is there already; a real failure shows up in the attach below.
-        let _ = tc::qdisc_add_clsact(target.ifindex);
-    }
-    for (done, (hook, name, dir)) in HOOKS.iter().enumerate() {
-        if let Err(e) = attach_one(ebpf, layout, id, mode, target, *hook, name, dir) {
-            for (hook, name, dir) in &HOOKS[..done] {
-                let _ = detach_one(layout, id, mode, target.ifindex, *hook, name, dir);
-            }
-            return Err(e);
-        }
-    }
-    Ok(())
+/// The descriptor of a loaded program, shareable between threads.
+fn program_fd<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<BorrowedFd<'a>> {
+    let prog = ebpf.program(name).ok_or(DataplaneError::Program {
+        name,
+        source: Box::new(aya::programs::ProgramError::NotLoaded),
+    })?;
+    let fd = prog.fd().map_err(|e| DataplaneError::Program {
+        name,
+        source: Box::new(e),
+    })?;
+    Ok(fd.as_fd())
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "internal helper called from one place"
-)]
-fn attach_one(
-    ebpf: &mut Ebpf,
-    layout: &PinLayout,
-    id: u32,
+fn attach_err(
+    program: &'static str,
     mode: AttachMode,
     target: &Target<'_>,
-    hook: TcAttachType,
-    name: &'static str,
-    dir: &str,
-) -> Result<()> {
-    let attach_err = |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
-        program: name,
+    source: Box<dyn std::error::Error + Send + Sync>,
+) -> DataplaneError {
+    DataplaneError::Attach {
+        program,
         mode,
         ifname: target.ifname.to_owned(),
         netns: target.netns.to_owned(),
         source,
-    };
-    let prog = program(ebpf, name)?;
-    let how = match mode {
-        AttachMode::Tcx => TcAttach::Tcx {
-            attach_type: hook,
-            order: LinkOrder::default(),
-        },
-        AttachMode::Clsact => TcAttach::Netlink {
-            parent: hook.into(),
-            options: NlOptions::default(),
-        },
-    };
-    let link_id = prog
-        .attach(target.ifindex, how)
-        .map_err(|e| attach_err(Box::new(e)))?;
-    let link = prog
-        .take_link(link_id)
-        .map_err(|e| attach_err(Box::new(e)))?;
-    match mode {
-        AttachMode::Tcx => {
-            let path = layout.link(id, dir);
-            let fd_link: FdLink = link.try_into().map_err(|e| attach_err(Box::new(e)))?;
-            // Closing our fd after pinning does not detach: the pin holds the link.
-            fd_link.pin(&path).map_err(|e| DataplaneError::Pin {
-                path,
-                source: Box::new(e),
-            })?;
-        }
-        // Dropping a netlink link would remove the filter: leave it to the kernel, detach by name.
-        AttachMode::Clsact => std::mem::forget(link),
     }
+}
+
+/// Attaches both programs to every target, all hooks at once. TCX links are pinned under each
+/// attachment's link directory (which must exist); netlink (clsact) filters stay in the kernel by
+/// themselves. Returns the failures, one per hook that failed; hooks that succeeded stay
+/// attached (the caller rolls the batch back as a whole).
+pub(crate) fn attach_all(
+    ebpf: &mut Ebpf,
+    layout: &PinLayout,
+    mode: AttachMode,
+    targets: &[Target<'_>],
+) -> Result<Vec<DataplaneError>> {
+    let results = match mode {
+        AttachMode::Tcx => {
+            let ebpf = &*ebpf;
+            let fds = [
+                program_fd(ebpf, programs::INGRESS)?,
+                program_fd(ebpf, programs::EGRESS)?,
+            ];
+            netns::run_each(targets.iter().flat_map(|target| {
+                HOOKS.iter().zip(fds).map(move |((hook, name, dir), prog)| {
+                    let job = move || attach_tcx(layout, target, *hook, name, dir, prog);
+                    (target.netns, job)
+                })
+            }))
+        }
+        AttachMode::Clsact => {
+            // aya's netlink attach takes `&mut`: the filters go in one at a time (the kernel
+            // serialises them under RTNL anyway), the rest of each job runs in parallel.
+            let ebpf = Mutex::new(ebpf);
+            let ebpf = &ebpf;
+            netns::run_each(targets.iter().flat_map(|target| {
+                HOOKS.iter().map(move |(hook, name, _)| {
+                    let job = move || attach_clsact(ebpf, target, *hook, name);
+                    (target.netns, job)
+                })
+            }))
+        }
+    };
+    Ok(results.into_iter().filter_map(Result::err).collect())
+}
+
+/// One TCX hook: create the link, pin it. A link that cannot be pinned is detached again when
+/// its only descriptor closes.
+fn attach_tcx(
+    layout: &PinLayout,
+    target: &Target<'_>,
+    hook: TcAttachType,
+    name: &'static str,
+    dir: &str,
+    prog: BorrowedFd<'_>,
+) -> Result<()> {
+    let ingress = hook == TcAttachType::Ingress;
+    let link = sys::tcx_link_create(prog, target.ifindex, ingress)
+        .map_err(|e| attach_err(name, AttachMode::Tcx, target, Box::new(e)))?;
+    let path = layout.link(target.id, dir);
+    sys::obj_pin(link.as_fd(), &path).map_err(|e| DataplaneError::Pin {
+        path,
+        source: Box::new(e),
+    })?;
+    // Closing our descriptor does not detach: the pin holds the link.
+    Ok(())
+}
+
+/// One clsact hook: the qdisc (shared by both hooks), then a direct-action filter.
+fn attach_clsact(
+    ebpf: &Mutex<&mut Ebpf>,
+    target: &Target<'_>,
+    hook: TcAttachType,
+    name: &'static str,
+) -> Result<()> {
+    // EEXIST when the qdisc is there already (the other hook's job may just have added it); a
+    // real failure shows up in the attach below.
+    let _ = tc::qdisc_add_clsact(target.ifindex);
+    let mut ebpf = ebpf.lock().unwrap_or_else(PoisonError::into_inner);
+    let prog = program(&mut ebpf, name)?;
+    let how = TcAttach::Netlink {
+        parent: hook.into(),
+        options: NlOptions::default(),
+    };
+    let err = |e| attach_err(name, AttachMode::Clsact, target, Box::new(e));
+    let link_id = prog.attach(target.ifindex, how).map_err(err)?;
+    let link = prog.take_link(link_id).map_err(err)?;
+    // Dropping a netlink link would remove the filter: leave it to the kernel, detach by name.
+    std::mem::forget(link);
     Ok(())
 }
 
@@ -148,7 +193,7 @@ fn detach_one(
     dir: &str,
 ) -> Result<()> {
     match mode {
-        AttachMode::Tcx => unpin(&layout.link(id, dir)),
+        AttachMode::Tcx => release(&layout.link(id, dir)),
         AttachMode::Clsact => match tc::qdisc_detach_program(ifindex, hook.into(), name) {
             Ok(()) => Ok(()),
             Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -163,13 +208,25 @@ fn detach_one(
     }
 }
 
-/// Removes a link pin; the kernel detaches the link once nothing holds it. Missing is fine.
-pub(crate) fn unpin(path: &Path) -> Result<()> {
+/// Removes a link pin and detaches the link before returning. Missing is fine.
+///
+/// Removing the pin alone would leave the release to a kernel worker, which then holds RTNL
+/// through an RCU grace period per TCX link while every netlink user on the node (the next
+/// pod's delegates and attaches) waits behind it. Holding a descriptor across the unlink makes
+/// ours the last reference, and closing it releases the link in this thread.
+pub(crate) fn release(path: &Path) -> Result<()> {
+    let link = match sys::obj_get(path) {
+        Ok(link) => link,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(DataplaneError::io("opening link pin", path, e)),
+    };
     match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DataplaneError::io("unpinning", path, e)),
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DataplaneError::io("unpinning", path, e)),
     }
+    drop(link);
+    Ok(())
 }
 
 /// Swaps the freshly loaded program into an existing pinned TCX link (atomic: no packet sees a

@@ -13,7 +13,7 @@ use super::{
     Dataplane,
     compile::{self, Compiled},
     error::{DataplaneError, Result},
-    map_err,
+    is_absent, map_err,
     policy::Policy,
     record::AttachmentRecord,
     sys,
@@ -135,7 +135,8 @@ impl Dataplane {
         for key in self.flow_keys(id)? {
             match self.flows.remove(&key) {
                 // Evicted in between: fine.
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(e) if is_absent(&e) => {}
                 Err(e) => return Err(map_err(maps::FLOWS, e)),
             }
         }

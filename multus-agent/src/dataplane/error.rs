@@ -105,6 +105,14 @@ pub enum DataplaneError {
         /// The existing attachment's id.
         id: u32,
     },
+    /// One batch names the same interface twice.
+    #[error("interface {ifname} in {netns} is named twice in one attach")]
+    Duplicate {
+        /// The interface name.
+        ifname: String,
+        /// The namespace file.
+        netns: PathBuf,
+    },
     /// A policy that cannot be compiled.
     #[error("invalid policy: {0}")]
     Policy(#[source] super::policy::PolicyError),

@@ -12,7 +12,7 @@ use super::{
     AttachMode, Dataplane,
     attach::{self, HOOKS},
     error::{DataplaneError, Result},
-    map_err, netns,
+    is_absent, map_err, netns,
     record::AttachmentRecord,
     sys,
 };
@@ -112,7 +112,8 @@ impl Dataplane {
         }
         for key in stale {
             match self.attachments.remove(&key) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(e) if is_absent(&e) => {}
                 Err(e) => return Err(map_err(multus_common::maps::ATTACHMENTS, e)),
             }
         }
@@ -150,7 +151,7 @@ impl Dataplane {
                 continue;
             }
             for (_, _, dir) in HOOKS {
-                attach::unpin(&self.layout.link(id, dir))?;
+                attach::release(&self.layout.link(id, dir))?;
             }
             let dir = self.layout.link_dir(id);
             fs::remove_dir(&dir).map_err(|e| DataplaneError::io("removing", &dir, e))?;

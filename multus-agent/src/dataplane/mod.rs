@@ -314,87 +314,119 @@ impl Dataplane {
     /// Attaches the program pair to `req.ifname` inside `req.netns`, counting from zero, with
     /// `req.policy` in force before the programs see the first packet.
     pub fn attach(&mut self, req: &AttachRequest<'_>) -> Result<AttachmentRecord> {
+        let mut records = self.attach_many(std::slice::from_ref(req))?;
+        // One record per request, in request order.
+        Ok(records.swap_remove(0))
+    }
+
+    /// Attaches the program pair to every requested interface, or to none: when anything fails,
+    /// whatever the call attached is detached again before the error returns. Records come back
+    /// in request order.
+    ///
+    /// The namespaces are entered and the links created concurrently, one thread per interface
+    /// and hook, so the kernel's waits of one batch overlap where the kernel allows it. Per
+    /// interface the order stays: record, policy, map entry and epoch bump, then the programs,
+    /// then their pins; so the very first packet is counted and policed.
+    pub fn attach_many(&mut self, reqs: &[AttachRequest<'_>]) -> Result<Vec<AttachmentRecord>> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
         // A bad policy fails before anything exists.
-        let compiled = req
-            .policy
-            .map(compile::compile)
-            .transpose()
+        let compiled = reqs
+            .iter()
+            .map(|req| req.policy.map(compile::compile).transpose())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(DataplaneError::Policy)?;
-        let (ifindex, netns_cookie) = netns::run_in(req.netns, || {
-            let ifindex = nix::net::if_::if_nametoindex(req.ifname).map_err(|_| {
-                DataplaneError::NoInterface {
+        let found = netns::run_each(reqs.iter().map(|req| (req.netns, || locate(req))));
+        let found = all_or_errors(found)?;
+        let mut seen = BTreeSet::new();
+        for (req, key) in reqs.iter().zip(&found) {
+            if let Ok(id) = self.attachments.get(key, 0) {
+                return Err(DataplaneError::AlreadyAttached {
                     ifname: req.ifname.to_owned(),
                     netns: req.netns.to_owned(),
-                }
-            })?;
-            let cookie = netns::current_cookie()
-                .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", req.netns, e))?;
-            Ok((ifindex, cookie))
-        })?;
-        let key = IfaceKey {
-            netns_cookie,
-            ifindex,
-            pad: 0,
-        };
-        if let Ok(id) = self.attachments.get(&key, 0) {
-            return Err(DataplaneError::AlreadyAttached {
-                ifname: req.ifname.to_owned(),
-                netns: req.netns.to_owned(),
-                id,
-            });
+                    id,
+                });
+            }
+            if !seen.insert((key.netns_cookie, key.ifindex)) {
+                return Err(DataplaneError::Duplicate {
+                    ifname: req.ifname.to_owned(),
+                    netns: req.netns.to_owned(),
+                });
+            }
         }
-        let id = self.allocate_id()?;
-        let record = AttachmentRecord {
-            id,
-            netns: req.netns.to_owned(),
-            ifname: req.ifname.to_owned(),
-            ifindex,
-            netns_cookie,
-            mode: self.mode,
-            owner: req.owner.clone(),
-            policy: req.policy.cloned(),
-            policy_source: None,
-        };
-        // Record first: whatever happens next, a restart knows this id exists and can clean it.
-        record.save(&self.layout.record(id))?;
-        if let Err(e) = self.install(&record, &key, compiled) {
+        let ids = self.allocate_ids(reqs.len())?;
+        let records: Vec<AttachmentRecord> = reqs
+            .iter()
+            .zip(&found)
+            .zip(ids)
+            .map(|((req, key), id)| AttachmentRecord {
+                id,
+                netns: req.netns.to_owned(),
+                ifname: req.ifname.to_owned(),
+                ifindex: key.ifindex,
+                netns_cookie: key.netns_cookie,
+                mode: self.mode,
+                owner: req.owner.clone(),
+                policy: req.policy.cloned(),
+                policy_source: None,
+            })
+            .collect();
+        if let Err(e) = self.install(&records, &found, compiled) {
             let mut errors = vec![e];
-            errors.extend(self.teardown(&record));
+            for record in &records {
+                errors.extend(self.teardown(record));
+            }
             return Err(flatten(errors));
         }
-        Ok(record)
+        Ok(records)
     }
 
     fn install(
         &mut self,
-        record: &AttachmentRecord,
-        key: &IfaceKey,
-        policy: Option<compile::Compiled>,
+        records: &[AttachmentRecord],
+        keys: &[IfaceKey],
+        policies: Vec<Option<compile::Compiled>>,
     ) -> Result<()> {
-        self.reset_counters(record.id)?;
-        // The policy and the map entry go in before the programs, so the very first packet is
+        // Records first: whatever happens next, a restart knows these ids exist and can clean
+        // them.
+        for record in records {
+            record.save(&self.layout.record(record.id))?;
+        }
+        // The policies and map entries go in before the programs, so the very first packet is
         // counted and policed.
-        if let Some(policy) = policy {
-            self.install_policy(record.id, policy)?;
+        for ((record, key), policy) in records.iter().zip(keys).zip(policies) {
+            self.reset_counters(record.id)?;
+            if let Some(policy) = policy {
+                self.install_policy(record.id, policy)?;
+            }
+            self.attachments
+                .insert(key, &record.id, 0)
+                .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
         }
-        self.attachments
-            .insert(key, &record.id, 0)
-            .map_err(|e| map_err(maps::ATTACHMENTS, e))?;
-        // Before the first packet: a cached address of a freed device may be this device's now.
+        // Before the first packet: a cached address of a freed device may be one of these now.
         self.bump_epoch()?;
-        let dir = self.layout.link_dir(record.id);
-        if record.mode == AttachMode::Tcx {
-            fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
+        if self.mode == AttachMode::Tcx {
+            for record in records {
+                let dir = self.layout.link_dir(record.id);
+                fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
+            }
         }
-        let (ebpf, layout) = (&mut self.ebpf, &self.layout);
-        netns::run_in(&record.netns, || {
-            let target = attach::Target {
+        let targets: Vec<attach::Target<'_>> = records
+            .iter()
+            .map(|record| attach::Target {
                 netns: &record.netns,
                 ifname: &record.ifname,
                 ifindex: record.ifindex,
-            };
-            attach::attach_pair(ebpf, layout, record.id, record.mode, &target)
-        })
+                id: record.id,
+            })
+            .collect();
+        let errors = attach::attach_all(&mut self.ebpf, &self.layout, self.mode, &targets)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(flatten(errors))
+        }
     }
 
     /// Detaches attachment `id` and removes its pins, map entries and record. Keeps going past
@@ -446,7 +478,8 @@ impl Dataplane {
             pad: 0,
         };
         match self.attachments.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if is_absent(&e) => {}
             Err(e) => errors.push(map_err(maps::ATTACHMENTS, e)),
         }
         if let Err(e) = self.bump_epoch() {
@@ -472,7 +505,12 @@ impl Dataplane {
             let path = self.layout.record(record.id);
             match fs::remove_file(&path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Never written (a batch rolled back), or its directory is not one: no record.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
                 Err(e) => errors.push(DataplaneError::io("removing", &path, e)),
             }
         }
@@ -556,14 +594,16 @@ impl Dataplane {
         }
         for dev in stale {
             match self.devices.remove(&dev) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(e) if is_absent(&e) => {}
                 Err(e) => return Err(map_err(maps::DEVICES, e)),
             }
         }
         Ok(())
     }
 
-    fn allocate_id(&self) -> Result<u32> {
+    /// `n` distinct ids that neither the attachment map nor a record uses, lowest first.
+    fn allocate_ids(&self, n: usize) -> Result<Vec<u32>> {
         let mut used = BTreeSet::new();
         for entry in &self.attachments {
             let (_, id) = entry.map_err(|e| map_err(maps::ATTACHMENTS, e))?;
@@ -581,9 +621,14 @@ impl Dataplane {
                 }
             }
         }
-        (1..MAX_ATTACHMENTS)
-            .find(|id| !used.contains(id))
-            .ok_or(DataplaneError::IdsExhausted(MAX_ATTACHMENTS))
+        let ids: Vec<u32> = (1..MAX_ATTACHMENTS)
+            .filter(|id| !used.contains(id))
+            .take(n)
+            .collect();
+        if ids.len() < n {
+            return Err(DataplaneError::IdsExhausted(MAX_ATTACHMENTS));
+        }
+        Ok(ids)
     }
 }
 
@@ -632,6 +677,39 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<TcxProgram>> {
     })
 }
 
+/// The node-wide identity of `req`'s interface; runs inside `req.netns`.
+fn locate(req: &AttachRequest<'_>) -> Result<IfaceKey> {
+    let ifindex =
+        nix::net::if_::if_nametoindex(req.ifname).map_err(|_| DataplaneError::NoInterface {
+            ifname: req.ifname.to_owned(),
+            netns: req.netns.to_owned(),
+        })?;
+    let netns_cookie = netns::current_cookie()
+        .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", req.netns, e))?;
+    Ok(IfaceKey {
+        netns_cookie,
+        ifindex,
+        pad: 0,
+    })
+}
+
+/// Every value, or every error.
+fn all_or_errors<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let mut values = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(v) => values.push(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(flatten(errors))
+    }
+}
+
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
@@ -640,6 +718,16 @@ where
         .take_map(name)
         .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(|e| map_err(name, e))
+}
+
+/// Whether a map operation failed only because the key is not there: aya reports a lookup's miss
+/// as `KeyNotFound`, a delete's as the syscall's ENOENT.
+pub(crate) fn is_absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.kind() == io::ErrorKind::NotFound,
+        _ => false,
+    }
 }
 
 fn map_err(name: &'static str, e: aya::maps::MapError) -> DataplaneError {

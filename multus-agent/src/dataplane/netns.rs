@@ -1,9 +1,9 @@
-//! Running code inside another network namespace.
+//! Running code inside other network namespaces.
 //!
-//! `setns(CLONE_NEWNET)` changes only the calling thread, so the work runs on a dedicated scoped
-//! thread that enters the namespace and then ends: no thread of the agent is ever left in a pod's
+//! `setns(CLONE_NEWNET)` changes only the calling thread, so the work runs on dedicated scoped
+//! threads that enter the namespace and then end: no thread of the agent is ever left in a pod's
 //! namespace, and nothing async is involved.
-use std::{fs::File, os::fd::AsFd as _, path::Path};
+use std::{fs::File, os::fd::AsFd as _, path::Path, thread};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -16,24 +16,64 @@ where
     F: FnOnce() -> Result<T> + Send,
     T: Send,
 {
-    let file = File::open(netns).map_err(|source| DataplaneError::Netns {
-        path: netns.to_owned(),
-        source,
-    })?;
-    std::thread::scope(|scope| {
-        let worker = scope.spawn(|| {
-            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                DataplaneError::Netns {
-                    path: netns.to_owned(),
-                    source: errno.into(),
-                }
-            })?;
-            f()
-        });
+    // Opened here so a missing namespace fails before a thread exists.
+    let file = open(netns)?;
+    thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .spawn_scoped(scope, || {
+                enter(&file, netns)?;
+                f()
+            })
+            .map_err(|e| DataplaneError::io("starting a thread for", netns, e))?;
         match worker.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    })
+}
+
+/// Runs every job at once, each on its own thread inside its namespace, and returns their
+/// results in job order. Used where the kernel makes each job wait (TCX link creation), so the
+/// waits of one batch overlap wherever the kernel lets them.
+pub fn run_each<'a, T, F>(jobs: impl IntoIterator<Item = (&'a Path, F)>) -> Vec<Result<T>>
+where
+    F: FnOnce() -> Result<T> + Send,
+    T: Send,
+{
+    thread::scope(|scope| {
+        let started: Vec<Result<_>> = jobs
+            .into_iter()
+            .map(|(netns, f)| {
+                let file = open(netns)?;
+                thread::Builder::new()
+                    .spawn_scoped(scope, move || {
+                        enter(&file, netns)?;
+                        f()
+                    })
+                    .map_err(|e| DataplaneError::io("starting a thread for", netns, e))
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|worker| match worker?.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+fn open(netns: &Path) -> Result<File> {
+    File::open(netns).map_err(|source| DataplaneError::Netns {
+        path: netns.to_owned(),
+        source,
+    })
+}
+
+fn enter(file: &File, netns: &Path) -> Result<()> {
+    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| DataplaneError::Netns {
+        path: netns.to_owned(),
+        source: errno.into(),
     })
 }
 

@@ -58,7 +58,13 @@ pub struct AttachmentRecord {
 }
 
 impl AttachmentRecord {
-    /// Writes the record atomically (temp file, fsync, rename), so a crash never leaves half a file.
+    /// Writes the record atomically (temp file, rename), so a crash of the agent never leaves half
+    /// a file.
+    ///
+    /// No fsync: a record describes kernel state (pins in bpffs, map entries) that does not
+    /// survive a reboot either, so the page cache is as durable as it needs to be; the state
+    /// directory belongs on tmpfs anyway. The engine's cache, which DEL needs after a reboot, is
+    /// another matter and is fsync'd.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|source| DataplaneError::Record {
             path: path.to_owned(),
@@ -104,9 +110,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let mut tmp = tempfile_in(dir, path)?;
     tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    fs::rename(&tmp.0, path)?;
-    fs::File::open(dir)?.sync_all()
+    fs::rename(&tmp.0, path)
 }
 
 fn tempfile_in(dir: &Path, path: &Path) -> io::Result<(PathBuf, fs::File)> {

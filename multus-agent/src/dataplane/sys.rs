@@ -1,5 +1,7 @@
-//! The few `bpf(2)` commands aya does not expose: deleting an element of an array of maps, and
-//! asking a pinned TCX link which interface it still hangs on.
+//! The few `bpf(2)` commands aya does not expose, or exposes only behind `&mut`: deleting an
+//! element of an array of maps, asking a pinned TCX link which interface it still hangs on, and
+//! creating and pinning TCX links from any thread (aya's `SchedClassifier::attach` takes
+//! `&mut self`, which would serialise the attaches of one batch).
 use std::{
     ffi::CString,
     io,
@@ -11,8 +13,14 @@ use std::{
 };
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// `enum bpf_attach_type` values of the two TCX hooks.
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
 
 /// `union bpf_attr` for the map element commands.
 #[repr(C)]
@@ -25,15 +33,29 @@ struct MapElemAttr {
     flags: u64,
 }
 
-/// `union bpf_attr` for `BPF_OBJ_GET`.
+/// `union bpf_attr` for `BPF_OBJ_GET` and `BPF_OBJ_PIN`.
 #[repr(C)]
 #[derive(Default)]
-struct ObjGetAttr {
+struct ObjAttr {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
     path_fd: i32,
     pad: u32,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` with its TCX member (`relative_fd` 0 and no flags:
+/// append after the programs already on the hook, as aya's default order does).
+#[repr(C)]
+#[derive(Default)]
+struct TcxLinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    relative_fd: u32,
+    pad: u32,
+    expected_revision: u64,
 }
 
 /// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
@@ -86,17 +108,57 @@ pub fn delete_array_of_maps_elem(map: BorrowedFd<'_>, index: u32) -> io::Result<
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
 }
 
-/// The interface a pinned TCX link is attached to; 0 once the interface is gone (defunct link).
-pub fn tcx_link_ifindex(pin: &Path) -> io::Result<u32> {
-    let path = CString::new(pin.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut attr = ObjGetAttr {
+/// A bpffs path as the kernel wants it.
+fn c_path(pin: &Path) -> io::Result<CString> {
+    CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Opens the BPF object pinned at `pin` (`BPF_OBJ_GET`).
+pub fn obj_get(pin: &Path) -> io::Result<OwnedFd> {
+    let path = c_path(pin)?;
+    let mut attr = ObjAttr {
         pathname: path.as_ptr() as u64,
-        ..ObjGetAttr::default()
+        ..ObjAttr::default()
     };
     let fd = bpf(BPF_OBJ_GET, &mut attr)?;
     // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pins the BPF object `fd` at `pin` (`BPF_OBJ_PIN`); the pin holds its own reference.
+pub fn obj_pin(fd: BorrowedFd<'_>, pin: &Path) -> io::Result<()> {
+    let path = c_path(pin)?;
+    let mut attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        ..ObjAttr::default()
+    };
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// Attaches program `prog` to the TCX hook of interface `ifindex` in the calling thread's network
+/// namespace and returns the new link (`BPF_LINK_CREATE`). Closing the last descriptor of an
+/// unpinned link detaches it.
+pub fn tcx_link_create(prog: BorrowedFd<'_>, ifindex: u32, ingress: bool) -> io::Result<OwnedFd> {
+    let mut attr = TcxLinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: if ingress {
+            BPF_TCX_INGRESS
+        } else {
+            BPF_TCX_EGRESS
+        },
+        ..TcxLinkCreateAttr::default()
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: BPF_LINK_CREATE returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The interface a pinned TCX link is attached to; 0 once the interface is gone (defunct link).
+pub fn tcx_link_ifindex(pin: &Path) -> io::Result<u32> {
+    let fd = obj_get(pin)?;
     let mut info = LinkInfo::default();
     let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,

@@ -140,3 +140,108 @@ pub fn tc_programs(pod: &Pod) -> String {
 pub fn connects(pod: &Pod, addr: SocketAddr) -> bool {
     traffic::tcp_connect(&pod.netns, addr, Duration::from_secs(1)).is_ok()
 }
+
+/// One TCX hook of an interface filled up to the kernel's limit of programs per hook (63) with
+/// trivial programs of its own, so the next attach there fails with ERANGE: a real kernel
+/// failure in the middle of a batch. Dropping it detaches them.
+pub struct FullHook {
+    _links: Vec<std::os::fd::OwnedFd>,
+}
+
+impl FullHook {
+    pub fn new(pod: &Pod, ingress: bool) -> Self {
+        let links = dataplane::netns::run_in(&pod.netns.path(), || {
+            let ifindex = nix::net::if_::if_nametoindex(pod.ifname.as_str()).unwrap();
+            let mut links = Vec::new();
+            // Each its own program: the kernel refuses one program twice on a hook.
+            loop {
+                match raw_bpf::tcx_link(&raw_bpf::load_pass_program(), ifindex, ingress) {
+                    Ok(link) => links.push(link),
+                    Err(e) if e.raw_os_error() == Some(libc::ERANGE) => break,
+                    Err(e) => panic!("filling the hook: {e}"),
+                }
+                assert!(links.len() <= 1024, "the hook never filled up");
+            }
+            Ok(links)
+        })
+        .unwrap();
+        Self { _links: links }
+    }
+}
+
+/// The two `bpf(2)` calls [`FullHook`] needs, for a program that only returns TC_ACT_UNSPEC.
+/// Written apart from the dataplane's own syscall code on purpose: the test's sabotage must not
+/// share a bug with what it tests.
+mod raw_bpf {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const BPF_TCX_INGRESS: u32 = 46;
+    const BPF_TCX_EGRESS: u32 = 47;
+
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+    }
+
+    #[repr(C)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+    }
+
+    fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
+        // SAFETY: `attr` is a valid `bpf_attr` prefix for `cmd` and lives for the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                std::ptr::from_mut(attr),
+                size_of::<T>() as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    pub fn load_pass_program() -> OwnedFd {
+        // r0 = -1 (TC_ACT_UNSPEC); exit
+        let insns: [u64; 2] = [
+            u64::from_le_bytes([0xb7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
+        ];
+        let license = c"GPL";
+        let mut attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_SCHED_CLS,
+            insn_cnt: 2,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+        };
+        bpf(BPF_PROG_LOAD, &mut attr).expect("loading a test program")
+    }
+
+    /// Fails with ERANGE once the hook is full.
+    pub fn tcx_link(prog: &OwnedFd, ifindex: u32, ingress: bool) -> std::io::Result<OwnedFd> {
+        let mut attr = LinkCreate {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: if ingress {
+                BPF_TCX_INGRESS
+            } else {
+                BPF_TCX_EGRESS
+            },
+            flags: 0,
+        };
+        bpf(BPF_LINK_CREATE, &mut attr)
+    }
+}
