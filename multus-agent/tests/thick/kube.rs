@@ -16,11 +16,11 @@ impl KubeNode {
     }
 
     fn create_nad(&self, name: &str) {
-        self.create_nad_with(name, json!({}));
+        self.create_nad_with(name, &json!({}));
     }
 
     /// A macvlan NAD in the API with these annotations.
-    fn create_nad_with(&self, name: &str, annotations: Value) {
+    fn create_nad_with(&self, name: &str, annotations: &Value) {
         let config = self.node.macvlan_nad("unused", name, "192.0.2.0/24");
         std::fs::remove_file(
             self.node
@@ -335,7 +335,7 @@ fn device_ids_of_resource_networks_reach_network_status() {
     };
     k.create_nad_with(
         "macvlan-net",
-        json!({"k8s.v1.cni.cncf.io/resourceName": RESOURCE}),
+        &json!({"k8s.v1.cni.cncf.io/resourceName": RESOURCE}),
     );
     let pod = k.create_pod("sriov", &k.name);
     let kubelet = k.node.path("kubelet");
