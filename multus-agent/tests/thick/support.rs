@@ -210,6 +210,10 @@ pub struct Node {
 impl Node {
     pub fn new() -> Self {
         let netns = Netns::new("and");
+        // Only the pods' frames may cross the parent: its own IPv6 chatter (neighbour
+        // advertisements, MLD reports) reaches every macvlan and spoils exact counts.
+        netns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        netns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
         netns.ip(&[
             "link", "add", "vpar", "type", "veth", "peer", "name", "vpeer",
         ]);
