@@ -331,6 +331,20 @@ fn watch_follows_the_primary_keeps_the_config_without_it_and_on_sigterm() {
     );
 }
 
+/// Spawns a binary this process has just written. Another test thread forking meanwhile holds
+/// the written file's descriptor until its exec, and exec then fails with ETXTBSY for a moment.
+fn spawn_fresh_copy(cmd: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{cmd:?} stayed busy (ETXTBSY) for a second");
+}
+
 /// Kills and reaps a process on drop.
 struct Running(std::process::Child);
 
@@ -347,7 +361,7 @@ fn binary_is_replaced_while_the_old_one_runs() {
     host.write_primary("10-flannel.conflist", FLANNEL);
     let target = host.bin.join("multus");
     fs::copy("/bin/sleep", &target).unwrap();
-    let mut old = Running(Command::new(&target).arg("600").spawn().unwrap());
+    let mut old = Running(spawn_fresh_copy(Command::new(&target).arg("600")));
     // The old binary is busy: writing it in place, as a naive copy would, fails.
     let in_place = fs::OpenOptions::new().write(true).open(&target);
     assert_eq!(

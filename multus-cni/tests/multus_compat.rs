@@ -9,12 +9,7 @@
 
 mod common;
 
-use std::{
-    io::Write as _,
-    os::unix::fs::PermissionsExt as _,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command};
 
 use base64::Engine as _;
 use common::{Node, PLUGIN_DIR, Run, assert_clean, link_names, root};
@@ -102,25 +97,10 @@ fn run_plugin(node: &Node, plugin: &str, env: &[(&str, &str)], stdin: &[u8]) -> 
         .unwrap_or_else(|| panic!("no plugin {plugin}"));
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", node.netns.name()]).arg(binary);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CNI_") {
-            cmd.env_remove(k);
-        }
-    }
     let path = format!("{}:{PLUGIN_DIR}", node.path("bin").display());
-    cmd.envs(env.iter().copied())
-        .env("CNI_PATH", path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut env = env.to_vec();
+    env.push(("CNI_PATH", &path));
+    Run::invoke(cmd, &env, stdin)
 }
 
 /// `CNI_ARGS` pairs as Multus builds them for a delegate's ADD: its five pairs, the runtime's

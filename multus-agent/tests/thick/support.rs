@@ -7,7 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Stdio},
@@ -39,40 +38,7 @@ pub fn multus_cni_binary() -> PathBuf {
 }
 
 /// What a CNI invocation returned.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit status.
-    pub code: i32,
-    /// stdout.
-    pub stdout: String,
-    /// stderr.
-    pub stderr: String,
-}
-
-impl Run {
-    /// stdout as JSON.
-    #[track_caller]
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    /// Asserts success.
-    #[track_caller]
-    pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "CNI call failed: {self:?}");
-        self
-    }
-
-    /// The error code of a failed call.
-    #[track_caller]
-    pub fn error_code(&self) -> u64 {
-        assert_ne!(self.code, 0, "expected a failure: {self:?}");
-        self.json()["code"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no code: {self:?}"))
-    }
-}
+pub use multus_testkit::CniRun as Run;
 
 /// A pod: its network namespace (IPv6 off, so nothing but the test's traffic flows), name,
 /// uid and container id.
@@ -355,28 +321,8 @@ impl Node {
 
     /// Runs the real `multus-cni` with `conf` on stdin and exactly `env`.
     pub fn cni_raw(&self, conf: &Value, env: &[(&str, &str)]) -> Run {
-        let mut cmd = inside::command(&self.netns.path(), multus_cni_binary()).unwrap();
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CNI_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(conf.to_string().as_bytes()).unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let cmd = inside::command(&self.netns.path(), multus_cni_binary()).unwrap();
+        Run::invoke(cmd, env, conf.to_string().as_bytes())
     }
 
     /// A macvlan NAD on `vpar` over `subnet`, as a local file.

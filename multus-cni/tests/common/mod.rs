@@ -5,9 +5,8 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use multus_testkit::Netns;
@@ -17,31 +16,7 @@ use serde_json::{Value, json};
 pub const PLUGIN_DIR: &str = "/usr/lib/cni";
 
 /// What a run of the binary returned.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit status.
-    pub code: i32,
-    /// stdout, parsed when it is JSON.
-    pub stdout: String,
-    /// stderr.
-    pub stderr: String,
-}
-
-impl Run {
-    /// stdout as JSON.
-    #[track_caller]
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    /// Asserts success.
-    #[track_caller]
-    pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "multus-cni failed: {self:?}");
-        self
-    }
-}
+pub use multus_testkit::CniRun as Run;
 
 /// The node: its namespace, a veth pair for macvlan (`vpar`), and the directories.
 pub struct Node {
@@ -188,25 +163,7 @@ impl Node {
             self.netns.name(),
             env!("CARGO_BIN_EXE_multus-cni"),
         ]);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CNI_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(config).unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::invoke(cmd, env, config)
     }
 
     /// Runs `command` for a pod (`K8S_POD_NAMESPACE=pods`, `K8S_POD_NAME=name`).

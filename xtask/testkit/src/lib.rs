@@ -1,11 +1,12 @@
 //! Support for the project's root tests and benches: a loud root check, uniquely named network
-//! namespaces and links that remove themselves on drop, bpffs directories, and a two-pod macvlan
-//! topology on documentation addresses.
+//! namespaces and links that remove themselves on drop, bpffs directories, a two-pod macvlan
+//! topology on documentation addresses, and CNI invocations run like a runtime runs them.
 //!
 //! Everything is built from `ip` and friends on purpose: the tests check the product's netlink and
 //! eBPF code against the system's own tools.
 pub mod cache;
 pub mod cmd;
+pub mod cni_run;
 pub mod enter;
 pub mod inside;
 #[cfg(feature = "kube")]
@@ -17,6 +18,7 @@ pub mod topology;
 pub mod traffic;
 
 pub use cmd::{CmdError, run, run_ok};
+pub use cni_run::CniRun;
 pub use netns::{BpffsDir, Netns, unique_name};
 pub use root::require_root;
 pub use tap::{Frame, PacketTap};
