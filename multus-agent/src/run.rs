@@ -8,7 +8,11 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
-use multus_cni::{Engine, config::DEFAULT_KUBELET_ROOT_DIR, kube::PodResourcesDevices};
+use multus_cni::{
+    Engine,
+    config::{DEFAULT_DEVICE_INFO_DIR, DEFAULT_KUBELET_ROOT_DIR},
+    kube::PodResourcesDevices,
+};
 use multus_kube::ClientSource;
 use tokio::{
     net::TcpListener,
@@ -169,7 +173,8 @@ async fn serve(
     if matches!(config.source, SourceMode::Kubernetes { .. }) {
         // Device IDs of resourceName networks, from kubelet on this node (as thin mode does).
         engine = engine.with_devices(Arc::new(PodResourcesDevices::new(
-            &kubelet_root_dir(&config),
+            &cni_dir_key(&config, "kubeletRootDir", DEFAULT_KUBELET_ROOT_DIR),
+            &cni_dir_key(&config, "deviceInfoDir", DEFAULT_DEVICE_INFO_DIR),
             None,
         )));
     }
@@ -309,13 +314,13 @@ async fn wait_for_signal() {
     }
 }
 
-/// kubelet's root directory: the CNI configuration key `kubeletRootDir`, as the agent's
-/// configuration overrides it, else kubelet's default.
-fn kubelet_root_dir(config: &AgentConfig) -> std::path::PathBuf {
+/// A directory named by a CNI configuration key (`kubeletRootDir`, `deviceInfoDir`), as the
+/// agent's configuration overrides it, else its default.
+fn cni_dir_key(config: &AgentConfig, key: &str, default: &str) -> std::path::PathBuf {
     config
         .cni_overrides
-        .get("kubeletRootDir")
+        .get(key)
         .and_then(serde_json::Value::as_str)
-        .unwrap_or(DEFAULT_KUBELET_ROOT_DIR)
+        .unwrap_or(default)
         .into()
 }

@@ -352,7 +352,8 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
     // The engine's, with Multus's defaults unless the configuration overrides them: the DEL
     // cache is also read by the shim when the agent is down, delegates run by path.
     use multus_cni::config::{
-        DEFAULT_BIN_DIR, DEFAULT_CNI_DIR, DEFAULT_CONF_DIR, DEFAULT_KUBELET_ROOT_DIR,
+        DEFAULT_BIN_DIR, DEFAULT_CNI_DIR, DEFAULT_CONF_DIR, DEFAULT_DEVICE_INFO_DIR,
+        DEFAULT_KUBELET_ROOT_DIR,
     };
     let cni_dir = cni_path(&config, "cniDir", DEFAULT_CNI_DIR);
     host_path_same(spec, agent, &cni_dir, true, "cniDir");
@@ -384,6 +385,22 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
             .unwrap();
         host_path_same(spec, agent, &kubelet.join(rel), false, default);
     }
+    // Device information: read from the device plugins, written for the delegates.
+    let device_info = cni_path(&config, "deviceInfoDir", DEFAULT_DEVICE_INFO_DIR);
+    host_path_same(
+        spec,
+        agent,
+        &device_info.join("dp"),
+        false,
+        "deviceInfoDir/dp",
+    );
+    host_path_same(
+        spec,
+        agent,
+        &device_info.join("cni"),
+        true,
+        "deviceInfoDir/cni",
+    );
     // Pods' namespaces appear after the agent started: mounts must propagate into it.
     let netns = mounted(spec, agent, Path::new("/var/run/netns/any"));
     assert_eq!(netns.host.as_deref(), Some(Path::new("/var/run/netns/any")));

@@ -25,6 +25,8 @@ pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
 /// Default `kubeletRootDir`.
 pub const DEFAULT_KUBELET_ROOT_DIR: &str = "/var/lib/kubelet";
+/// Default `deviceInfoDir`: the NPWG Device Information spec's directory.
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 /// Default `apiTimeoutSeconds`.
 pub const DEFAULT_API_TIMEOUT_SECONDS: u64 = 20;
 /// The GC key listing the attachments the runtime still knows.
@@ -143,6 +145,9 @@ pub struct NetConf {
     /// `kubeletRootDir` (this project's key): kubelet's `--root-dir`, where its PodResources
     /// socket and device-plugin checkpoint live.
     pub kubelet_root_dir: PathBuf,
+    /// `deviceInfoDir` (this project's key): the device information directory, with the device
+    /// plugins' files in `dp/` and those made for delegates in `cni/`.
+    pub device_info_dir: PathBuf,
     /// `apiTimeoutSeconds` (this project's key): the longest one Kubernetes API lookup may take,
     /// retries included.
     pub api_timeout_seconds: u64,
@@ -362,6 +367,9 @@ impl NetConf {
             kubelet_root_dir: k
                 .non_empty_string("kubeletRootDir")?
                 .map_or_else(|| PathBuf::from(DEFAULT_KUBELET_ROOT_DIR), PathBuf::from),
+            device_info_dir: k
+                .non_empty_string("deviceInfoDir")?
+                .map_or_else(|| PathBuf::from(DEFAULT_DEVICE_INFO_DIR), PathBuf::from),
             api_timeout_seconds: k
                 .u64("apiTimeoutSeconds")?
                 .unwrap_or(DEFAULT_API_TIMEOUT_SECONDS),
@@ -377,6 +385,7 @@ impl NetConf {
             ("confDir", &self.conf_dir),
             ("cniDir", &self.cni_dir),
             ("kubeletRootDir", &self.kubelet_root_dir),
+            ("deviceInfoDir", &self.device_info_dir),
         ] {
             if !path.is_absolute() {
                 return Err(Error::config(key, "must be an absolute path"));
@@ -516,6 +525,10 @@ mod tests {
         assert!(c.retry_delete_on_error);
         assert_eq!(c.log_options, LogOptions::default());
         assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/lib/kubelet"));
+        assert_eq!(
+            c.device_info_dir,
+            PathBuf::from("/var/run/k8s.cni.cncf.io/devinfo")
+        );
         assert_eq!(c.api_timeout_seconds, 20);
         assert!(c.added_interface_events);
     }
@@ -533,6 +546,7 @@ mod tests {
             "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": []},
             "retryDeleteOnError": false, "localSourceDir": "/loc",
             "kubeletRootDir": "/var/snap/k8s/kubelet", "apiTimeoutSeconds": 3,
+            "deviceInfoDir": "/run/devinfo",
             "addedInterfaceEvents": false,
             "cni.dev/valid-attachments": [{"containerID": "c", "ifname": "eth0"}]
         }))
@@ -549,6 +563,7 @@ mod tests {
         assert_eq!(c.capabilities.get("portMappings"), Some(&true));
         assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/snap/k8s/kubelet"));
         assert_eq!(c.api_timeout_seconds, 3);
+        assert_eq!(c.device_info_dir, PathBuf::from("/run/devinfo"));
         assert!(!c.added_interface_events);
     }
 
@@ -568,6 +583,7 @@ mod tests {
             ("apiTimeoutSeconds", json!("5"), "apiTimeoutSeconds"),
             ("apiTimeoutSeconds", json!(0), "apiTimeoutSeconds"),
             ("kubeletRootDir", json!("var/lib/kubelet"), "kubeletRootDir"),
+            ("deviceInfoDir", json!("run/devinfo"), "deviceInfoDir"),
         ];
         for (key, value, named) in cases {
             let mut v = base.clone();

@@ -173,6 +173,7 @@ impl DeviceProvider for OneDevice {
                 (r.resource_name == "example.com/nic").then(|| Device {
                     device_id: "0000:00:1f.6".into(),
                     device_info: Some(json!({"type": "pci", "version": "1.1.0"})),
+                    published: false,
                 })
             })
             .collect())

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use super::{
     AddOutput, Engine,
     cache::{self, CacheEntry, CachedDelegate, CachedPod},
+    devinfo,
     hooks::Attachment,
     netlink::RouteSocket,
     plan::{Planned, plan},
@@ -52,7 +53,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             format!("K8S_POD_UID is {want} but the pod's uid is {have}"),
         ));
     }
-    let planned = plan(engine, request, conf, pod.as_ref(), info.as_ref())?;
+    let mut planned = plan(engine, request, conf, pod.as_ref(), info.as_ref())?;
     let dirs = conf.plugin_dirs(&request.path);
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     for p in &planned {
@@ -111,6 +112,8 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     }
 
     let mut results: Vec<CniResult> = Vec::with_capacity(planned.len());
+    // What delegates leave in their device-information files, for network-status.
+    let mut reported = vec![None; planned.len()];
     for (i, p) in planned.iter().enumerate() {
         let target = Target {
             container_id: &request.container_id,
@@ -118,10 +121,18 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             ifname: &p.ifname,
             cni_args: &cni_args,
         };
+        let file = devinfo::owned(&p.runtime_config, &request.container_id, &p.ifname);
+        if let (Some(file), true, Some(info)) = (&file, p.published, &p.device_info) {
+            // Best effort, as in Multus: the delegate can do without it.
+            if let Err(e) = devinfo::write(file, info) {
+                warn!(network = %p.network, "{e}");
+            }
+        }
         let added = invoker.add(&p.network, &p.conf, &p.runtime_config, target);
         match added {
             Ok((value, parsed)) => {
                 info!(network = %p.network, ifname = %p.ifname, "attached");
+                reported[i] = file.as_deref().and_then(devinfo::read);
                 entry.delegates[i].result = Some(value);
                 results.push(parsed);
             }
@@ -133,6 +144,11 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
         }
     }
 
+    for (p, info) in planned.iter_mut().zip(reported) {
+        if info.is_some() {
+            p.device_info = info;
+        }
+    }
     let finished = finish(
         engine,
         request,

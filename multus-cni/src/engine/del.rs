@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::{
     Engine,
     cache::{self, CacheEntry},
+    devinfo,
     hooks::Attachment,
     multus_cache::{self, Converted, Invocation},
     plan::cluster_network_conf,
@@ -115,7 +116,15 @@ pub(super) fn del_delegates(
             target,
             d.result.as_ref(),
         ) {
-            Ok(()) => info!(network = %d.network, ifname = %d.ifname, "detached"),
+            Ok(()) => {
+                info!(network = %d.network, ifname = %d.ifname, "detached");
+                if let Some(file) =
+                    devinfo::owned(&d.runtime_config, &entry.container_id, &d.ifname)
+                    && let Err(e) = devinfo::remove(&file)
+                {
+                    warn!("DEL: {e}");
+                }
+            }
             Err(e) => {
                 warn!(network = %d.network, "DEL failed: {e}");
                 errors.push(e);

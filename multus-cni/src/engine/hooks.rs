@@ -140,6 +140,9 @@ pub struct Device {
     pub device_id: String,
     /// Device information for network-status `device-info`.
     pub device_info: Option<Value>,
+    /// `device_info` is the device plugin's own: it is copied to the delegate's
+    /// `CNIDeviceInfoFile` before its ADD, as Multus does.
+    pub published: bool,
 }
 
 /// Resolves device resources to devices for one ADD.

@@ -5,6 +5,7 @@ mod add;
 pub mod cache;
 mod check;
 mod del;
+pub mod devinfo;
 mod hooks;
 pub mod multus_cache;
 pub mod netlink;

@@ -10,7 +10,7 @@ use std::{
 use serde_json::{Map, Value};
 
 use super::{
-    Engine,
+    Engine, devinfo,
     hooks::{Device, DeviceRequest},
 };
 use crate::{
@@ -43,6 +43,9 @@ pub struct Planned {
     resource_name: Option<String>,
     /// Device information for network-status.
     pub device_info: Option<Value>,
+    /// `device_info` is what the device plugin published: copied to the delegate's
+    /// `CNIDeviceInfoFile` before its ADD.
+    pub published: bool,
 }
 
 /// A network before interface naming.
@@ -134,6 +137,21 @@ pub(super) fn plan(
     check_ifnames(&planned)?;
     check_default_routes(&planned)?;
     assign_devices(engine, pod, &mut planned)?;
+    // Every delegate with a device gets its device-information file, as Multus names it.
+    for p in &mut planned {
+        if p.runtime_config.contains_key("deviceID") {
+            let file = devinfo::path(
+                &conf.device_info_dir,
+                &p.network,
+                &request.container_id,
+                &p.ifname,
+            );
+            p.runtime_config.insert(
+                devinfo::KEY.into(),
+                Value::String(file.to_string_lossy().into_owned()),
+            );
+        }
+    }
     Ok(planned)
 }
 
@@ -164,6 +182,7 @@ fn make(
         default_route: sel.and_then(|s| s.default_route.clone()),
         resource_name: r.resource_name,
         device_info: None,
+        published: false,
     }
 }
 
@@ -409,6 +428,7 @@ fn assign_devices(engine: &Engine, pod: Option<&PodKey>, planned: &mut [Planned]
         if let Some(Device {
             device_id,
             device_info,
+            published,
         }) = device
         {
             let p = &mut planned[i];
@@ -417,6 +437,7 @@ fn assign_devices(engine: &Engine, pod: Option<&PodKey>, planned: &mut [Planned]
             p.runtime_config
                 .insert("deviceID".into(), Value::String(device_id));
             p.device_info = device_info;
+            p.published = published;
         }
     }
     Ok(())

@@ -18,8 +18,9 @@ use crate::{
     network::{PodKey, SourceError},
 };
 
-/// Where device plugins publish device information (NPWG Device Information spec).
-pub const DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/dp";
+/// Where device plugins publish device information, below `deviceInfoDir` (NPWG Device
+/// Information spec).
+pub const DEVICE_PLUGIN_SUBDIR: &str = "dp";
 /// The Device Information spec version of the entries made here.
 const DEVICE_INFO_VERSION: &str = "1.1.0";
 
@@ -33,24 +34,23 @@ pub struct PodResourcesDevices {
 
 impl PodResourcesDevices {
     /// Devices from kubelet below `kubelet_root_dir` (its `--root-dir`): the socket
-    /// `pod-resources/kubelet.sock`, else the checkpoint `device-plugins/kubelet_internal_checkpoint`.
+    /// `pod-resources/kubelet.sock`, else the checkpoint `device-plugins/kubelet_internal_checkpoint`;
+    /// device information from the device plugins' files in `<device_info_dir>/dp`.
     /// With `cluster`, a pod UID missing from `CNI_ARGS` is taken from the pod read at lookup.
-    pub fn new(kubelet_root_dir: &Path, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(
+        kubelet_root_dir: &Path,
+        device_info_dir: &Path,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
             config: PodResourcesConfig {
                 socket: kubelet_root_dir.join("pod-resources/kubelet.sock"),
                 checkpoint: kubelet_root_dir.join("device-plugins/kubelet_internal_checkpoint"),
                 timeout: Duration::from_secs(10),
             },
-            device_info_dir: PathBuf::from(DEVICE_INFO_DIR),
+            device_info_dir: device_info_dir.join(DEVICE_PLUGIN_SUBDIR),
             cluster,
         }
-    }
-
-    /// Reads device-plugin device information from `dir` instead of [`DEVICE_INFO_DIR`].
-    pub fn with_device_info_dir(mut self, dir: PathBuf) -> Self {
-        self.device_info_dir = dir;
-        self
     }
 }
 
@@ -122,20 +122,23 @@ pub fn assign(
                 return None;
             };
             *index += 1;
+            let published = published_info(device_info_dir, &r.resource_name, id);
             Some(Device {
                 device_id: id.clone(),
-                device_info: device_info(device_info_dir, &r.resource_name, id),
+                published: published.is_some(),
+                device_info: published.or_else(|| pci_info(id)),
             })
         })
         .collect()
 }
 
-/// The device information of `device_id`: the file the device plugin wrote
-/// (`<dir>/<resource with / as ->-<id>-device.json`), else, for a PCI address, a `pci` entry.
-pub fn device_info(dir: &Path, resource: &str, device_id: &str) -> Option<Value> {
+/// The device information the device plugin wrote for `device_id`
+/// (`<dir>/<resource>-<id>-device.json`, `/` in either turned into `-`).
+pub fn published_info(dir: &Path, resource: &str, device_id: &str) -> Option<Value> {
     let file = dir.join(format!(
-        "{}-{device_id}-device.json",
-        resource.replace('/', "-")
+        "{}-{}-device.json",
+        resource.replace('/', "-"),
+        device_id.replace('/', "-")
     ));
     match std::fs::read(&file) {
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
@@ -149,6 +152,11 @@ pub fn device_info(dir: &Path, resource: &str, device_id: &str) -> Option<Value>
             warn!(file = %file.display(), error = %e, "device information unreadable; ignored");
         }
     }
+    None
+}
+
+/// For a PCI address without published information, a `pci` entry naming it.
+fn pci_info(device_id: &str) -> Option<Value> {
     is_pci_address(device_id).then(|| {
         json!({"type": "pci", "version": DEVICE_INFO_VERSION, "pci": {"pci-address": device_id}})
     })
@@ -239,6 +247,8 @@ mod tests {
             json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.3"}})
         );
         assert_eq!(info(1), None);
+        let published: Vec<bool> = got.iter().flatten().map(|d| d.published).collect();
+        assert_eq!(published, [true, false, false]);
     }
 
     #[test]

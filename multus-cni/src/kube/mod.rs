@@ -30,6 +30,7 @@ pub fn thin_engine(conf: &NetConf) -> Option<Engine> {
         Engine::new(Arc::new(KubeSource::new(Arc::clone(&cluster))))
             .with_devices(Arc::new(PodResourcesDevices::new(
                 &conf.kubelet_root_dir,
+                &conf.device_info_dir,
                 Some(Arc::clone(&cluster)),
             )))
             .with_publisher(Arc::new(publisher)),

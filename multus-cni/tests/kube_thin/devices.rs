@@ -1,6 +1,7 @@
 //! Device IDs for NADs with `k8s.v1.cni.cncf.io/resourceName`: from a PodResources gRPC server
 //! on a unix socket (a stand-in for kubelet), else kubelet's checkpoint file, into the delegate's
-//! configuration and the network-status `device-info`.
+//! configuration and the network-status `device-info`; the device plugin's device information
+//! handed to the delegate in its `CNIDeviceInfoFile`.
 use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
 
 use multus_kube::podresources::{
@@ -143,5 +144,118 @@ fn without_the_socket_devices_come_from_the_checkpoint() {
     k.run("ADD", "c-chk", &pod, &conf).ok();
     assert_device(&k, &pod, "net1", "0000:81:00.6");
     k.run("DEL", "c-chk", &pod, &conf).ok();
+    k.assert_clean(&pod);
+}
+
+/// A delegate `recdevinfo` in the node's bin directory: on ADD it keeps a copy of its
+/// `CNIDeviceInfoFile` as it found it, then adds a field to the file (as a plugin that reports
+/// device details would), then runs the real macvlan plugin.
+fn device_info_plugin(k: &Kube) {
+    let path = k.node.path("bin").join("recdevinfo");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nin=$(cat)\n\
+             f=$(printf '%s' \"$in\" | jq -r '.runtimeConfig.CNIDeviceInfoFile // empty')\n\
+             printf '%s' \"$f\" > \"{dir}/devinfo-path-$CNI_COMMAND-$CNI_IFNAME\"\n\
+             if [ \"$CNI_COMMAND\" = ADD ] && [ -f \"$f\" ]; then\n\
+               cp \"$f\" \"{dir}/devinfo-found-$CNI_IFNAME.json\"\n\
+               jq -c '. + {{\"rewritten-by\": \"delegate\"}}' \"$f\" > \"$f.new\" && mv \"$f.new\" \"$f\"\n\
+             fi\n\
+             printf '%s' \"$in\" | exec {PLUGIN_DIR}/macvlan\n",
+            dir = k.node.dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn published_device_information_reaches_the_delegate_and_goes_on_del() {
+    let Some(k) = Kube::new("published_device_information_reaches_the_delegate_and_goes_on_del")
+    else {
+        return;
+    };
+    device_info_plugin(&k);
+    let ns = k.cluster.namespace("kdinfo");
+    create_nad(
+        &ns,
+        "sriov-net",
+        &json!({"cniVersion": "1.0.0", "type": "recdevinfo", "master": "vpar", "mode": "bridge",
+                "capabilities": {"deviceID": true, "CNIDeviceInfoFile": true},
+                "ipam": k.node.ipam("192.0.2.0/24", None)}),
+        &json!({"k8s.v1.cni.cncf.io/resourceName": RESOURCE}),
+    );
+    // The device plugin published information for one of the pod's two devices.
+    let published = json!({"type": "pci", "version": "1.1.0",
+                           "pci": {"pci-address": "0000:03:00.2", "pf-pci-address": "0000:03:00.0"}});
+    let dp = k.node.path("devinfo/dp");
+    std::fs::create_dir_all(&dp).unwrap();
+    std::fs::write(
+        dp.join("example.com-sriov_nic-0000:03:00.2-device.json"),
+        published.to_string(),
+    )
+    .unwrap();
+    let pod = k.pod(&ns, "sriov", &json!({NETWORKS: "sriov-net,sriov-net"}));
+    let socket_dir = k.node.path("kubelet/pod-resources");
+    std::fs::create_dir_all(&socket_dir).unwrap();
+    let answer = ListPodResourcesResponse {
+        pod_resources: vec![PodResources {
+            name: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            containers: vec![ContainerResources {
+                name: "app".into(),
+                devices: vec![devices(RESOURCE, &["0000:03:00.2", "0000:03:00.4"])],
+                cpu_ids: vec![],
+            }],
+        }],
+    };
+    let _kubelet = FakeKubelet::start(&socket_dir.join("kubelet.sock"), answer).unwrap();
+    let conf = k.conf();
+    k.run("ADD", "c-info", &pod, &conf).ok();
+
+    // Each delegate was told its file, named as Multus names it.
+    let cni_dir = k.node.path("devinfo/cni");
+    let file = |ifname: &str| cni_dir.join(format!("{}-sriov-net-c-info_{ifname}", pod.namespace));
+    let told = |command: &str, ifname: &str| {
+        std::fs::read_to_string(k.node.path(&format!("devinfo-path-{command}-{ifname}"))).unwrap()
+    };
+    assert_eq!(told("ADD", "net1"), file("net1").to_str().unwrap());
+    assert_eq!(told("ADD", "net2"), file("net2").to_str().unwrap());
+    // The published information was in the file when the delegate started; the other device
+    // had none to copy.
+    let found: Value = serde_json::from_str(
+        &std::fs::read_to_string(k.node.path("devinfo-found-net1.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(found, published);
+    assert!(!k.node.path("devinfo-found-net2.json").exists());
+    // network-status shows what the delegate left in the file, else the PCI address.
+    let status: Value = serde_json::from_str(&k.status(&pod).unwrap()).unwrap();
+    let info = |ifname: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["interface"] == ifname)
+            .unwrap_or_else(|| panic!("no status for {ifname}: {status}"))["device-info"]
+            .clone()
+    };
+    let mut rewritten = published.clone();
+    rewritten["rewritten-by"] = json!("delegate");
+    assert_eq!(info("net1"), rewritten, "{status}");
+    assert_eq!(
+        info("net2"),
+        json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.4"}})
+    );
+
+    // DEL tells the delegates the same files and removes them afterwards.
+    k.run("DEL", "c-info", &pod, &conf).ok();
+    assert_eq!(told("DEL", "net1"), file("net1").to_str().unwrap());
+    let left: Vec<_> = std::fs::read_dir(&cni_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "device information left: {left:?}");
     k.assert_clean(&pod);
 }

@@ -69,7 +69,8 @@ impl Kube {
     }
 
     /// The multus configuration: the bridge cluster network inline, the restricted multus
-    /// user's kubeconfig, a 3 s API budget, kubelet's files under the node directory.
+    /// user's kubeconfig, a 3 s API budget, kubelet's files and the device information under
+    /// the node directory.
     fn conf(&self) -> Value {
         let kubeconfig =
             self.kubeconfig("multus", KubeconfigAuth::Token(self.cluster.multus_token()));
@@ -82,6 +83,7 @@ impl Kube {
             "cniDir": self.node.path("cache"),
             "binDir": format!("{}:{PLUGIN_DIR}", self.node.path("bin").display()),
             "kubeletRootDir": self.node.path("kubelet"),
+            "deviceInfoDir": self.node.path("devinfo"),
             "apiTimeoutSeconds": 3,
             "logLevel": "debug",
             "logToStderr": true,

@@ -27,7 +27,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use tracing::warn;
 
-use super::cache::{self, CacheEntry, CachedDelegate, CachedPod, Stored};
+use super::{
+    cache::{self, CacheEntry, CachedDelegate, CachedPod, Stored},
+    devinfo,
+};
 use crate::{
     cni::{CniResult, CniVersion, Request, args::CniArgs},
     config::NetConf,
@@ -157,7 +160,7 @@ pub(crate) fn convert(path: &Path, value: &Value, inv: &Invocation<'_>) -> Resul
             Some(c) => c.capability_args.clone(),
             None => multus_runtime_config(index == 0, record, inv, &ifname),
         };
-        if let Some(file) = device_info_file(&runtime_config, inv.container_id, &ifname) {
+        if let Some(file) = devinfo::owned(&runtime_config, inv.container_id, &ifname) {
             leftovers.push(file);
         }
         delegates.push(CachedDelegate {
@@ -290,21 +293,6 @@ fn multus_runtime_config(
         );
     }
     rc
-}
-
-/// The device-info file in `runtime_config`, when it is one Multus made for this attachment
-/// (named `*-<containerID>_<ifname>`): Multus removes it on DEL.
-fn device_info_file(
-    runtime_config: &Map<String, Value>,
-    container_id: &str,
-    ifname: &str,
-) -> Option<PathBuf> {
-    let file = PathBuf::from(runtime_config.get("CNIDeviceInfoFile")?.as_str()?);
-    let suffix = format!("-{container_id}_{ifname}");
-    file.file_name()?
-        .to_str()?
-        .ends_with(&suffix)
-        .then_some(file)
 }
 
 /// Multus's first five `CNI_ARGS` pairs, from the request's Kubernetes keys.

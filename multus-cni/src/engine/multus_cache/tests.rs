@@ -285,16 +285,3 @@ fn a_bad_scratch_file_is_a_decode_error() {
         "{err}"
     );
 }
-
-#[test]
-fn device_info_files_only_for_this_attachment() {
-    let rc = json!({"CNIDeviceInfoFile": "/run/devinfo/cni/ns-net-c1_net1"});
-    let rc = rc.as_object().unwrap();
-    assert_eq!(
-        device_info_file(rc, "c1", "net1"),
-        Some(PathBuf::from("/run/devinfo/cni/ns-net-c1_net1"))
-    );
-    assert_eq!(device_info_file(rc, "c2", "net1"), None);
-    assert_eq!(device_info_file(rc, "c1", "net2"), None);
-    assert_eq!(device_info_file(&Map::new(), "c1", "net1"), None);
-}
