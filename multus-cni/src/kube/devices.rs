@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::Cluster;
 use crate::{
-    engine::{Device, DeviceProvider, DeviceRequest},
+    engine::{Device, DeviceProvider, DeviceRequest, devinfo},
     network::{PodKey, SourceError},
 };
 
@@ -135,24 +135,11 @@ pub fn assign(
 /// The device information the device plugin wrote for `device_id`
 /// (`<dir>/<resource>-<id>-device.json`, `/` in either turned into `-`).
 pub fn published_info(dir: &Path, resource: &str, device_id: &str) -> Option<Value> {
-    let file = dir.join(format!(
+    devinfo::read(&dir.join(format!(
         "{}-{}-device.json",
         resource.replace('/', "-"),
         device_id.replace('/', "-")
-    ));
-    match std::fs::read(&file) {
-        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(info) if info.is_object() => return Some(info),
-            Ok(_) | Err(_) => {
-                warn!(file = %file.display(), "device information is not a JSON object; ignored");
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            warn!(file = %file.display(), error = %e, "device information unreadable; ignored");
-        }
-    }
-    None
+    )))
 }
 
 /// For a PCI address without published information, a `pci` entry naming it.
