@@ -2,6 +2,12 @@
 use multus_cni::cli;
 
 fn main() {
+    // One malloc arena: the few short-lived threads of a CNI call would each map and tear down
+    // an arena of their own.
+    // SAFETY: mallopt only sets a malloc tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let code = cli::run(
         |key| std::env::var(key).ok(),
         std::io::stdin().lock(),
