@@ -9,7 +9,7 @@ use std::{fs, time::Duration};
 
 use install_support::{Host, Install, ProjectedVolume, until};
 use multus_kube::{ApiOptions, ClientOptions, ClientSource, KubeApi};
-use multus_testkit::kube::{KubeCluster, Rest, TestNamespace};
+use multus_testkit::kube::KubeCluster;
 use serde_json::json;
 
 fn api(kubeconfig: &std::path::Path) -> KubeApi {
@@ -25,27 +25,6 @@ fn api(kubeconfig: &std::path::Path) -> KubeApi {
         conflict_attempts: 3,
     };
     KubeApi::new(&ClientSource::Kubeconfig(kubeconfig.to_owned()), opts).unwrap()
-}
-
-/// A ServiceAccount with deploy/10-rbac.yaml's ClusterRole in `ns`, a pod to read, and a token
-/// bound to a new Secret `secret` (deleting the Secret revokes the token).
-fn bound_token(ns: &TestNamespace, secret: &str) -> String {
-    let s = ns.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}}));
-    let uid = s["metadata"]["uid"].as_str().unwrap();
-    ns.service_account_token("multus", Some((secret, uid)))
-}
-
-fn revoke(cluster: &KubeCluster, ns: &TestNamespace, secret: &str, token: &str) {
-    cluster.admin().ok(
-        "DELETE",
-        &format!("/api/v1/namespaces/{}/secrets/{secret}", ns.name()),
-        None,
-    );
-    let rest = Rest::new(cluster.addr(), token);
-    let path = format!("/api/v1/namespaces/{}/pods/p", ns.name());
-    until("the old token to be revoked", || {
-        matches!(rest.request("GET", &path, None), Ok((401, _))).then_some(())
-    });
 }
 
 #[test]
@@ -75,7 +54,7 @@ fn generated_kubeconfig_works_and_survives_token_rotation() {
     );
     let ca = fs::read(cluster.ca_file()).unwrap();
     let mut volume = ProjectedVolume::new(&host.sa);
-    let t1 = bound_token(&ns, "s1");
+    let t1 = ns.revocable_token("multus", "s1");
     volume.install(&t1, &ca);
 
     let kubeconfig = host.conf.join("multus.d/multus.kubeconfig");
@@ -105,13 +84,13 @@ fn generated_kubeconfig_works_and_survives_token_rotation() {
     assert!(!pod.uid.is_empty());
 
     // Rotation: kubelet projects a new token, the old one is revoked.
-    let t2 = bound_token(&ns, "s2");
+    let t2 = ns.revocable_token("multus", "s2");
     volume.install(&t2, &ca);
     let token_copy = host.conf.join("multus.d/multus.token");
     until("the install to copy the new token", || {
         (fs::read(&token_copy).ok()? == t2.as_bytes()).then_some(())
     });
-    revoke(cluster, &ns, "s1", &t1);
+    ns.revoke("s1", &t1);
     let pod = client.get_pod(ns.name(), "p");
     assert!(pod.is_ok(), "the long-lived client lost access: {pod:?}");
     let pod = api(&kubeconfig).get_pod(ns.name(), "p");

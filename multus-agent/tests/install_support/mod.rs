@@ -19,21 +19,7 @@ use nix::{
     unistd::Pid,
 };
 
-/// Upper bound for anything the tests wait for (never a performance assertion).
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Polls `f` until it gives `Some`, failing the test after [`PATIENCE`].
-#[track_caller]
-pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use multus_testkit::{PATIENCE, until};
 
 /// The directories of one fake node, removed with the temp dir.
 pub struct Host {

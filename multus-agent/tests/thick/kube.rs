@@ -2,7 +2,11 @@
 //! namespaces, answers ADD from its caches and writes network-status back.
 use std::time::{Duration, Instant};
 
-use multus_testkit::kube::{attributes, attrs};
+use multus_kube::podresources::testing::write_checkpoint;
+use multus_testkit::{
+    kube::{attributes, attrs},
+    until,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -74,17 +78,6 @@ impl KubeNode {
             })
             .map(|r| format!("{} {}", r.method, r.path.replace(&pod_path, "POD")))
             .collect()
-    }
-}
-
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -339,17 +332,12 @@ fn device_ids_of_resource_networks_reach_network_status() {
     );
     let pod = k.create_pod("sriov", &k.name);
     let kubelet = k.node.path("kubelet");
-    std::fs::create_dir_all(kubelet.join("device-plugins")).unwrap();
-    std::fs::write(
-        kubelet.join("device-plugins/kubelet_internal_checkpoint"),
-        json!({"Data": {"PodDeviceEntries": [
-            {"PodUID": pod.uid, "ContainerName": "app", "ResourceName": RESOURCE,
-             "DeviceIDs": {"0": ["0000:81:00.6"]}, "AllocResp": "CgA="},
-            {"PodUID": "another-pod", "ContainerName": "app", "ResourceName": RESOURCE,
-             "DeviceIDs": {"0": ["0000:81:00.1"]}, "AllocResp": "CgA="}],
-            "RegisteredDevices": {RESOURCE: ["0000:81:00.1", "0000:81:00.6"]}},
-         "Checksum": 1})
-        .to_string(),
+    write_checkpoint(
+        &kubelet,
+        &[
+            (&pod.uid, RESOURCE, &["0000:81:00.6"]),
+            ("another-pod", RESOURCE, &["0000:81:00.1"]),
+        ],
     )
     .unwrap();
     let mut config = k.agent_config();

@@ -2,11 +2,11 @@
 //! on a unix socket (a stand-in for kubelet), else kubelet's checkpoint file, into the delegate's
 //! configuration and the network-status `device-info`; the device plugin's device information
 //! handed to the delegate in its `CNIDeviceInfoFile`.
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf};
+use std::os::unix::fs::PermissionsExt as _;
 
 use multus_kube::podresources::{
     proto::{ContainerResources, ListPodResourcesResponse, PodResources},
-    testing::{FakeKubelet, devices},
+    testing::{FakeKubelet, devices, write_checkpoint},
 };
 use serde_json::{Value, json};
 
@@ -127,18 +127,12 @@ fn without_the_socket_devices_come_from_the_checkpoint() {
     device_nad(&k, &ns);
     let conf = k.conf();
     let pod = k.pod(&ns, "sriov", &json!({NETWORKS: "sriov-net"}));
-    let dir: PathBuf = k.node.path("kubelet/device-plugins");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("kubelet_internal_checkpoint"),
-        json!({"Data": {"PodDeviceEntries": [
-            {"PodUID": pod.uid, "ContainerName": "app", "ResourceName": RESOURCE,
-             "DeviceIDs": {"0": ["0000:81:00.6"]}, "AllocResp": "CgA="},
-            {"PodUID": "another-pod", "ContainerName": "app", "ResourceName": RESOURCE,
-             "DeviceIDs": {"0": ["0000:81:00.1"]}, "AllocResp": "CgA="}],
-            "RegisteredDevices": {RESOURCE: ["0000:81:00.1", "0000:81:00.6"]}},
-         "Checksum": 1})
-        .to_string(),
+    write_checkpoint(
+        &k.node.path("kubelet"),
+        &[
+            (&pod.uid, RESOURCE, &["0000:81:00.6"]),
+            ("another-pod", RESOURCE, &["0000:81:00.1"]),
+        ],
     )
     .unwrap();
     k.run("ADD", "c-chk", &pod, &conf).ok();

@@ -16,6 +16,7 @@ pub mod root;
 pub mod tap;
 pub mod topology;
 pub mod traffic;
+pub mod wait;
 
 pub use cmd::{CmdError, run, run_ok};
 pub use cni_run::CniRun;
@@ -23,3 +24,4 @@ pub use netns::{BpffsDir, Netns, unique_name};
 pub use root::require_root;
 pub use tap::{Frame, PacketTap};
 pub use topology::{MacvlanPods, Pod};
+pub use wait::{PATIENCE, until};

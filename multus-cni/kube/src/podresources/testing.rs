@@ -154,3 +154,34 @@ pub fn devices(resource: &str, ids: &[&str]) -> ContainerDevices {
         topology: None,
     }
 }
+
+/// Writes kubelet's device-plugin checkpoint, `device-plugins/kubelet_internal_checkpoint` below
+/// `kubelet_root_dir`, as kubelet does: one entry of container `app` per
+/// `(pod UID, resource, device IDs)`, and every device registered under its resource.
+pub fn write_checkpoint(
+    kubelet_root_dir: &Path,
+    entries: &[(&str, &str, &[&str])],
+) -> std::io::Result<()> {
+    let mut registered: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    let pod_entries: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(uid, resource, ids)| {
+            registered.entry(resource).or_default().extend(ids.iter());
+            serde_json::json!({"PodUID": uid, "ContainerName": "app", "ResourceName": resource,
+                               "DeviceIDs": {"0": ids}, "AllocResp": "CgA="})
+        })
+        .collect();
+    for ids in registered.values_mut() {
+        ids.sort_unstable();
+    }
+    let dir = kubelet_root_dir.join("device-plugins");
+    std::fs::create_dir_all(&dir)?;
+    let checkpoint = serde_json::json!({
+        "Data": {"PodDeviceEntries": pod_entries, "RegisteredDevices": registered},
+        "Checksum": 1,
+    });
+    std::fs::write(
+        dir.join("kubelet_internal_checkpoint"),
+        checkpoint.to_string(),
+    )
+}

@@ -4,41 +4,20 @@
 use std::path::Path;
 
 use multus_kube::{ClientSource, ErrorKind, KubeApi};
-use multus_testkit::kube::{KubeCluster, KubeconfigAuth, Rest, TestNamespace, until};
+use multus_testkit::kube::{KubeconfigAuth, TestNamespace, until};
 use serde_json::json;
 
 use super::{cluster, create_pod, facade, test_options};
 
-/// A ServiceAccount bound to deploy/10-rbac.yaml's ClusterRole in the namespace, a pod to read,
-/// and two Secrets to bind tokens to. Returns the secrets' (name, uid).
-fn prepare(ns: &TestNamespace) -> [(String, String); 2] {
+/// A ServiceAccount `rot` bound to deploy/10-rbac.yaml's ClusterRole in the namespace, and a pod
+/// to read.
+fn prepare(ns: &TestNamespace) {
     create_pod(ns, "p", &json!({}));
     ns.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "rot"}}));
     ns.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                      "metadata": {"name": "rot"},
                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "multus"},
                      "subjects": [{"kind": "ServiceAccount", "name": "rot", "namespace": ns.name()}]}));
-    ["s1", "s2"].map(|name| {
-        let secret =
-            ns.create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}));
-        (
-            name.to_owned(),
-            secret["metadata"]["uid"].as_str().unwrap().to_owned(),
-        )
-    })
-}
-
-fn revoke(cluster: &KubeCluster, ns: &TestNamespace, secret: &str, token: &str) {
-    cluster.admin().ok(
-        "DELETE",
-        &format!("/api/v1/namespaces/{}/secrets/{secret}", ns.name()),
-        None,
-    );
-    let rest = Rest::new(cluster.addr(), token);
-    let path = format!("/api/v1/namespaces/{}/pods/p", ns.name());
-    until("the token to be revoked", || {
-        matches!(rest.request("GET", &path, None), Ok((401, _))).then_some(())
-    });
 }
 
 /// A plain kube-rs client from the same kubeconfig, for comparison: kube-rs re-reads a
@@ -79,14 +58,13 @@ impl PlainKubeRs {
 /// the same client keeps working; token 2 revoked: a clear Unauthorized. With `plain`, a plain
 /// kube-rs client from that kubeconfig is shown to keep the revoked token instead.
 fn rotation(
-    cluster: &'static KubeCluster,
     ns: &TestNamespace,
     install: impl Fn(&str),
     api: impl FnOnce() -> KubeApi,
     plain: Option<&Path>,
 ) {
-    let [s1, s2] = prepare(ns);
-    let t1 = ns.service_account_token("rot", Some((&s1.0, &s1.1)));
+    prepare(ns);
+    let t1 = ns.revocable_token("rot", "s1");
     install(&t1);
     let api = api();
     until("the new account to be usable", || {
@@ -101,9 +79,9 @@ fn rotation(
         );
     }
 
-    let t2 = ns.service_account_token("rot", Some((&s2.0, &s2.1)));
+    let t2 = ns.revocable_token("rot", "s2");
     install(&t2);
-    revoke(cluster, ns, &s1.0, &t1);
+    ns.revoke("s1", &t1);
     if let Some(plain) = &plain {
         assert_eq!(
             plain.get_pod_status(ns.name()),
@@ -117,7 +95,7 @@ fn rotation(
         "the client did not pick up the rotated token: {pod:?}"
     );
 
-    revoke(cluster, ns, &s2.0, &t2);
+    ns.revoke("s2", &t2);
     let err = api.get_pod(ns.name(), "p").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
     assert!(err.to_string().contains("Unauthorized"), "{err}");
@@ -145,7 +123,6 @@ fn kubeconfig_token_file_follows_rotation() {
         KubeconfigAuth::TokenFile(&token),
     );
     rotation(
-        cluster,
         &ns,
         |t| replace_file(&token, t),
         || facade(&kubeconfig),
@@ -196,7 +173,6 @@ fn service_account_dir_follows_projected_rotation() {
         dir: dir.path().to_owned(),
     };
     rotation(
-        cluster,
         &ns,
         |t| install_projected(dir.path(), &generation, cluster.ca_file(), ns.name(), t),
         || KubeApi::new(&source, test_options()).unwrap(),

@@ -196,6 +196,30 @@ impl TestNamespace {
 }
 
 impl TestNamespace {
+    /// A token for ServiceAccount `sa` bound to a new Secret `secret`: [`Self::revoke`] ends it.
+    #[track_caller]
+    pub fn revocable_token(&self, sa: &str, secret: &str) -> String {
+        let object = self
+            .create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}}));
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no uid in {object}"));
+        self.service_account_token(sa, Some((secret, uid)))
+    }
+
+    /// Deletes Secret `secret`, which revokes the tokens bound to it, and waits until the API
+    /// server refuses `token` (its token cache keeps accepting it for up to 10 s).
+    #[track_caller]
+    pub fn revoke(&self, secret: &str, token: &str) {
+        let path = format!("/api/v1/namespaces/{}/secrets/{secret}", self.name);
+        self.cluster.admin.ok("DELETE", &path, None);
+        let rest = Rest::new(self.cluster.addr(), token);
+        let pods = format!("/api/v1/namespaces/{}/pods", self.name);
+        crate::until("the token to be revoked", || {
+            matches!(rest.request("GET", &pods, None), Ok((401, _))).then_some(())
+        });
+    }
+
     /// A ServiceAccount `sa` of this namespace, bound (RoleBinding) to a new ClusterRole with
     /// `rules`; returns a token for it.
     #[track_caller]

@@ -12,8 +12,8 @@ pub use cluster::{
     KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established, read_yaml_documents,
 };
 pub use proxy::{FaultProxy, Recorded, Stall};
-pub use rbac::{
-    Attributes, allows, attributes, attrs, checked_attributes, cluster_role_rules, until,
-};
+pub use rbac::{Attributes, allows, attributes, attrs, checked_attributes, cluster_role_rules};
 pub use relay::TcpRelay;
 pub use rest::{Rest, collection_path};
+
+pub use crate::wait::until;

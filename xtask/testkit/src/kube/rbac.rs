@@ -1,9 +1,6 @@
 //! RBAC as the API server sees a request, to check a client against deploy/10-rbac.yaml's
-//! ClusterRole, and a poll for the server's caches to catch up with writes.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+//! ClusterRole.
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -83,19 +80,4 @@ pub fn checked_attributes(requests: &[Recorded], rules: &[Value], token: &str) -
 /// `(group, resource, verb)` as owned strings.
 pub fn attrs(group: &str, resource: &str, verb: &str) -> Attributes {
     (group.to_owned(), resource.to_owned(), verb.to_owned())
-}
-
-/// Polls `f` every 100 ms until it gives a value; fails the test after 30 s. The API server's
-/// caches lag behind writes: RBAC and accounts by milliseconds, token authentication by up to
-/// 10 s (it caches successful token reviews that long, so a revocation takes as long).
-#[track_caller]
-pub fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
