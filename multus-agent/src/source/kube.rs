@@ -28,6 +28,7 @@ use kube::{
 };
 use multus_cni::{
     NetworkStatus,
+    kube::convert,
     network::{NetworkAttachmentDefinition, NetworkSource, PodInfo, PodKey, SourceError},
 };
 use multus_kube::{
@@ -358,25 +359,15 @@ struct KubeSource {
     pod_wait: Duration,
 }
 
-fn is_static(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| {
-        a.contains_key("kubernetes.io/config.mirror")
-            || a.get("kubernetes.io/config.source")
-                .is_some_and(|s| s != "api")
-    })
-}
-
+/// As thin mode maps API errors ([`convert::source_error`]), except that a refused token is
+/// "try again later": the agent's projected token is rotated by kubelet and heals by itself.
 fn source_error(what: String, e: &multus_kube::Error) -> SourceError {
     match e.kind() {
-        // A token being rotated heals by itself: let the runtime retry.
-        ErrorKind::Unavailable | ErrorKind::Unauthorized => SourceError::Unavailable {
+        ErrorKind::Unauthorized => SourceError::Unavailable {
             what,
             reason: e.to_string(),
         },
-        _ => SourceError::Invalid {
-            what,
-            reason: e.to_string(),
-        },
+        _ => convert::source_error(what, e),
     }
 }
 
@@ -392,16 +383,14 @@ impl NetworkSource for KubeSource {
             };
         loop {
             if let Some(pod) = self.caches.pods.get(Some(ns), name) {
+                let info = convert::pod_object(&pod);
                 let same = key
                     .uid
                     .as_deref()
-                    .is_none_or(|uid| pod.metadata.uid.as_deref() == Some(uid));
+                    .is_none_or(|uid| info.uid.as_deref() == Some(uid));
                 // A recreated pod of the same name: wait for the cache to catch up.
-                if same || is_static(&pod) {
-                    return Ok(Some(PodInfo {
-                        uid: pod.metadata.uid.clone(),
-                        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
-                    }));
+                if same || info.is_static() {
+                    return Ok(Some(info));
                 }
             }
             if Instant::now() >= deadline {
@@ -409,10 +398,7 @@ impl NetworkSource for KubeSource {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(self.api.pod(ns, name)?.map(|pod| PodInfo {
-            uid: Some(pod.uid),
-            annotations: pod.annotations,
-        }))
+        Ok(self.api.pod(ns, name)?.as_ref().map(convert::pod_info))
     }
 
     fn network(
@@ -441,12 +427,7 @@ impl NetworkSource for KubeSource {
         }
         // Not in the cache: not synced yet, or created a moment ago. One live look.
         match self.api.api()?.get_nad(namespace, name) {
-            Ok(nad) => Ok(Some(NetworkAttachmentDefinition {
-                namespace: nad.namespace,
-                name: nad.name,
-                annotations: nad.annotations,
-                config: nad.config.unwrap_or_default(),
-            })),
+            Ok(nad) => Ok(Some(convert::nad_info(&nad))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(source_error(what(), &e)),
         }
@@ -463,15 +444,12 @@ struct KubeStatus {
 impl StatusWriter for KubeStatus {
     fn publish(&self, pod: &PodKey, status: &[NetworkStatus]) {
         let object = format!("{}/{}", pod.namespace, pod.name);
-        let result = serde_json::to_string(status)
-            .map_err(|e| e.to_string())
-            .and_then(|json| {
-                self.api
-                    .api()
-                    .map_err(|e| e.to_string())?
-                    .set_network_status(&pod.namespace, &pod.name, pod.uid.as_deref(), &json)
-                    .map_err(|e| e.to_string())
-            });
+        // The same text as thin mode writes (indented like Multus).
+        let json = convert::network_status_json(status);
+        let result = self.api.api().map_err(|e| e.to_string()).and_then(|api| {
+            api.set_network_status(&pod.namespace, &pod.name, pod.uid.as_deref(), &json)
+                .map_err(|e| e.to_string())
+        });
         match result {
             Ok(()) => self.metrics.status_write(true),
             Err(e) => {

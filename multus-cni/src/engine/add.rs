@@ -18,7 +18,7 @@ use crate::{
     config::NetConf,
     delegate::{Invoker, Target},
     error::{Error, Result},
-    network::{PodInfo, PodKey},
+    network::PodKey,
 };
 
 pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<AddOutput> {
@@ -46,7 +46,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     if let (Some(key), Some(info)) = (&pod, &info)
         && let (Some(want), Some(have)) = (&key.uid, &info.uid)
         && want != have
-        && !is_static_pod(info)
+        && !info.is_static()
     {
         return Err(Error::network(
             format!("pod {}/{}", key.namespace, key.name),
@@ -112,9 +112,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     }
 
     let mut results: Vec<CniResult> = Vec::with_capacity(planned.len());
-    // What delegates leave in their device-information files, for network-status.
-    let mut reported = vec![None; planned.len()];
-    for (i, p) in planned.iter().enumerate() {
+    for (i, p) in planned.iter_mut().enumerate() {
         let target = Target {
             container_id: &request.container_id,
             netns: Some(netns),
@@ -132,7 +130,10 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
         match added {
             Ok((value, parsed)) => {
                 info!(network = %p.network, ifname = %p.ifname, "attached");
-                reported[i] = file.as_deref().and_then(devinfo::read);
+                // What the delegate left in its device-information file is what it reports.
+                if let Some(info) = file.as_deref().and_then(devinfo::read) {
+                    p.device_info = Some(info);
+                }
                 entry.delegates[i].result = Some(value);
                 results.push(parsed);
             }
@@ -144,11 +145,6 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
         }
     }
 
-    for (p, info) in planned.iter_mut().zip(reported) {
-        if info.is_some() {
-            p.device_info = info;
-        }
-    }
     let finished = finish(
         engine,
         request,
@@ -180,16 +176,18 @@ fn finish(
     cache_path: &Path,
     pod: Option<&PodKey>,
 ) -> Result<AddOutput> {
-    route::apply(netns, planned, results)?;
-    for (d, r) in entry.delegates.iter_mut().zip(results.iter()) {
-        let version = d
-            .result
-            .as_ref()
-            .and_then(|v| v.get("cniVersion"))
-            .and_then(|v| v.as_str())
-            .and_then(CniVersion::parse);
-        if let Some(version) = version {
-            d.result = Some(r.to_value(version));
+    // The cached results stay the plugins' own bytes unless default-route edited them.
+    if route::apply(netns, planned, results)? {
+        for (d, r) in entry.delegates.iter_mut().zip(results.iter()) {
+            let version = d
+                .result
+                .as_ref()
+                .and_then(|v| v.get("cniVersion"))
+                .and_then(|v| v.as_str())
+                .and_then(CniVersion::parse);
+            if let Some(version) = version {
+                d.result = Some(r.to_value(version));
+            }
         }
     }
     let output = output(request, conf, netns, planned, results, pod);
@@ -204,15 +202,6 @@ fn finish(
     entry.complete = true;
     cache::store_results(cache_path, entry)?;
     Ok(output)
-}
-
-/// A static pod's API object is a mirror with a uid of its own (kubelet's is in `CNI_ARGS`).
-fn is_static_pod(info: &PodInfo) -> bool {
-    info.annotations.contains_key("kubernetes.io/config.mirror")
-        || info
-            .annotations
-            .get("kubernetes.io/config.source")
-            .is_some_and(|s| s != "api")
 }
 
 fn pod_key(request: &Request) -> Option<PodKey> {

@@ -12,17 +12,18 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Applies the one `default-route` request of `planned`, if any.
-pub(super) fn apply(netns: &Path, planned: &[Planned], results: &mut [CniResult]) -> Result<()> {
+/// Applies the one `default-route` request of `planned`, if any. Returns whether `results`
+/// were edited.
+pub(super) fn apply(netns: &Path, planned: &[Planned], results: &mut [CniResult]) -> Result<bool> {
     let Some((owner, gateways)) = planned
         .iter()
         .enumerate()
         .find_map(|(i, p)| p.default_route.as_ref().map(|g| (i, g)))
     else {
-        return Ok(());
+        return Ok(false);
     };
     if gateways.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut sock = RouteSocket::open(netns)?;
     let ifname = &planned[owner].ifname;
@@ -52,7 +53,7 @@ pub(super) fn apply(netns: &Path, planned: &[Planned], results: &mut [CniResult]
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn default_route(gw: IpAddr) -> Route {

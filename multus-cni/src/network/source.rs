@@ -30,6 +30,18 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl PodInfo {
+    /// A static pod: its API object is a mirror with a uid of its own (kubelet's is the one in
+    /// `CNI_ARGS`).
+    pub fn is_static(&self) -> bool {
+        self.annotations.contains_key("kubernetes.io/config.mirror")
+            || self
+                .annotations
+                .get("kubernetes.io/config.source")
+                .is_some_and(|s| s != "api")
+    }
+}
+
 /// A lookup that failed. Not-found is not an error: lookups return `None`.
 #[derive(Debug, Error)]
 pub enum SourceError {

@@ -39,10 +39,6 @@ use crate::{
 };
 pub use scratch::ScratchDelegate;
 
-/// Where Multus keeps the device information of a device-plugin network
-/// (`<dir>/<network>-<containerID>_<ifname>`, `/` in the network name replaced by `-`).
-pub const DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo/cni";
-
 /// The request a Multus entry is torn down for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Invocation<'a> {
@@ -286,10 +282,12 @@ fn multus_runtime_config(
         _ => true,
     });
     if rc.contains_key("deviceID") {
-        let file = format!("{}-{}_{ifname}", record.name, inv.container_id).replace('/', "-");
+        // Multus always used the default directory.
+        let dir = Path::new(crate::config::DEFAULT_DEVICE_INFO_DIR);
+        let file = devinfo::path(dir, &record.name, inv.container_id, ifname);
         rc.insert(
-            "CNIDeviceInfoFile".into(),
-            Value::String(format!("{DEVICE_INFO_DIR}/{file}")),
+            devinfo::KEY.into(),
+            Value::String(file.to_string_lossy().into_owned()),
         );
     }
     rc
