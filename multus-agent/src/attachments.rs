@@ -211,6 +211,11 @@ impl Attachments {
             .collect()
     }
 
+    /// Whether `record`'s interface and links still stand (see [`Dataplane::is_alive`]).
+    pub fn is_alive(&self, record: &AttachmentRecord) -> Result<bool, DataplaneError> {
+        self.read().dataplane.is_alive(record)
+    }
+
     /// Every attachment record.
     pub fn records(&self) -> Vec<AttachmentRecord> {
         self.read().records.values().cloned().collect()

@@ -244,17 +244,13 @@ impl AgentConfig {
                 .parse()
                 .map_err(|_| key_err("metricsAddress", format!("{a:?} is not an IP address")))?,
         };
-        let attach_mode = match k.string("attachMode")?.as_deref() {
-            None => None,
-            Some("tcx") => Some(AttachMode::Tcx),
-            Some("clsact") => Some(AttachMode::Clsact),
-            Some(other) => {
-                return Err(key_err(
-                    "attachMode",
-                    format!("{other:?} is not tcx or clsact"),
-                ));
-            }
-        };
+        let attach_mode = k
+            .string("attachMode")?
+            .map(|m| {
+                m.parse::<AttachMode>()
+                    .map_err(|e| key_err("attachMode", e))
+            })
+            .transpose()?;
         let log_json = match k.string("logFormat")?.as_deref() {
             None | Some("text") => false,
             Some("json") => true,

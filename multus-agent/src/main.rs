@@ -24,7 +24,7 @@ struct DataplaneArgs {
     #[arg(long, default_value = "/run/multus/dataplane")]
     state_dir: PathBuf,
     /// Attach with TCX or clsact (default: TCX where the kernel has it).
-    #[arg(long, value_parser = parse_mode)]
+    #[arg(long, value_parser = str::parse::<AttachMode>)]
     mode: Option<AttachMode>,
 }
 
@@ -106,14 +106,6 @@ enum Command {
     /// Node install: copy multus-cni into the host's CNI bin directory, write the kubeconfig and
     /// 00-multus.conf(list) from the primary CNI configuration; with --watch, keep them current.
     Install(Box<multus_agent::install::cli::InstallArgs>),
-}
-
-fn parse_mode(s: &str) -> Result<AttachMode, String> {
-    match s {
-        "tcx" => Ok(AttachMode::Tcx),
-        "clsact" => Ok(AttachMode::Clsact),
-        other => Err(format!("unknown attach mode {other:?} (tcx or clsact)")),
-    }
 }
 
 fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {

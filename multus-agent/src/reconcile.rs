@@ -1,41 +1,14 @@
 //! Removing attachments nobody will DEL: those whose network namespace or interface is gone
 //! (checked at start and periodically), and, once the pod cache synced, those found at start
 //! whose pod is no longer on this node.
-use std::{collections::BTreeSet, io};
+use std::collections::BTreeSet;
 
 use tracing::{info, warn};
 
 use crate::{
-    attachments::Attachments,
-    dataplane::{AttachmentRecord, DataplaneError, netns},
-    metrics::AgentMetrics,
+    attachments::Attachments, dataplane::AttachmentRecord, metrics::AgentMetrics,
     source::PodPlacement,
 };
-
-/// Whether the interface of `record` still exists as recorded: the namespace file opens, it is
-/// the same namespace (cookie), and the interface has the recorded index.
-pub fn interface_alive(record: &AttachmentRecord) -> Result<bool, DataplaneError> {
-    let seen = netns::run_in(&record.netns, || {
-        let cookie = netns::current_cookie().map_err(|e| DataplaneError::Io {
-            op: "reading SO_NETNS_COOKIE in",
-            path: record.netns.clone(),
-            source: e,
-        })?;
-        Ok((
-            cookie,
-            nix::net::if_::if_nametoindex(record.ifname.as_str()).ok(),
-        ))
-    });
-    match seen {
-        Ok((cookie, ifindex)) => {
-            Ok(cookie == record.netns_cookie && ifindex == Some(record.ifindex))
-        }
-        Err(DataplaneError::Netns { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
-}
 
 /// Detaches `record` if it is still the attachment under its id (not replaced meanwhile).
 fn detach_exact(attachments: &Attachments, record: &AttachmentRecord) -> bool {
@@ -50,7 +23,7 @@ fn detach_exact(attachments: &Attachments, record: &AttachmentRecord) -> bool {
 pub fn dead_interfaces(attachments: &Attachments, metrics: &AgentMetrics) -> Vec<u32> {
     let mut removed = Vec::new();
     for record in attachments.records() {
-        match interface_alive(&record) {
+        match attachments.is_alive(&record) {
             Ok(true) => {}
             Ok(false) => {
                 if detach_exact(attachments, &record) {

@@ -69,11 +69,15 @@ impl Dataplane {
         report
     }
 
-    fn is_alive(&self, record: &AttachmentRecord) -> Result<bool> {
+    /// Whether `record` still stands as recorded: its namespace file opens to the same
+    /// namespace (cookie), its interface name has the recorded index, and (TCX) both link pins
+    /// still hold a live link on that index.
+    pub fn is_alive(&self, record: &AttachmentRecord) -> Result<bool> {
         let probe = netns::run_in(&record.netns, || {
             let cookie = netns::current_cookie()
                 .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", &record.netns, e))?;
-            let present = nix::net::if_::if_indextoname(record.ifindex).is_ok();
+            let present = nix::net::if_::if_nametoindex(record.ifname.as_str())
+                .is_ok_and(|index| index == record.ifindex);
             Ok((cookie, present))
         });
         match probe {

@@ -64,6 +64,18 @@ impl AttachMode {
     }
 }
 
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tcx" => Ok(Self::Tcx),
+            "clsact" => Ok(Self::Clsact),
+            other => Err(format!("{other:?} is not tcx or clsact")),
+        }
+    }
+}
+
 impl fmt::Display for AttachMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -271,11 +283,6 @@ impl Dataplane {
         };
         let adoption = dataplane.adopt();
         Ok((dataplane, adoption))
-    }
-
-    /// The pin layout in use.
-    pub fn layout(&self) -> &PinLayout {
-        &self.layout
     }
 
     /// The attach mode used for new attachments.

@@ -334,23 +334,6 @@ impl Debug for KubeCaches {
     }
 }
 
-impl KubeCaches {
-    /// Every namespace in the cache (for namespace selectors).
-    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
-        self.namespaces.store.state()
-    }
-
-    /// Every pod of this node in the cache.
-    pub fn pods(&self) -> Vec<Arc<Pod>> {
-        self.pods.store.state()
-    }
-
-    /// Every NAD in the cache.
-    pub fn nads(&self) -> Vec<Arc<DynamicObject>> {
-        self.nads.store.state()
-    }
-}
-
 /// The engine's source in Kubernetes mode.
 #[derive(Debug)]
 struct KubeSource {
