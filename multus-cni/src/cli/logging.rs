@@ -60,19 +60,23 @@ fn level(l: LogLevel) -> LevelFilter {
 
 /// Installs the process-wide logger for `conf`. Later calls do nothing.
 pub fn init(conf: &NetConf) {
+    let level = level(conf.log_level);
+    // Nothing is logged at `panic`: no file to open (and rotate) on every call.
     let file = conf
         .log_file
         .as_deref()
+        .filter(|_| level != LevelFilter::OFF)
         .and_then(|p| open_rotated(p, &conf.log_options));
     let sink = Sink {
         stderr: conf.log_to_stderr,
         file: file.map(Mutex::new),
     };
-    install(sink, level(conf.log_level));
-    if let Some(unknown) = &conf.unknown_log_level {
-        tracing::warn!(
-            "logLevel {unknown:?} is not one of debug, verbose, error, panic; using panic"
-        );
+    install(sink, level);
+    // The fallback level logs nothing, so this one line goes to stderr directly.
+    if let Some(unknown) = &conf.unknown_log_level
+        && conf.log_to_stderr
+    {
+        eprintln!("logLevel {unknown:?} is not one of debug, verbose, error, panic; using panic");
     }
 }
 

@@ -121,8 +121,10 @@ impl Engine {
             Command::Version => Ok(Some(version_reply().to_string())),
             Command::Add => self.add(request, conf).map(|out| {
                 // Where no publisher writes it to the pod, the log is where a user finds it.
-                let status = serde_json::to_string(&out.network_status).unwrap_or_default();
-                info!(network_status = %status, "network-status");
+                if tracing::enabled!(tracing::Level::INFO) {
+                    let status = serde_json::to_string(&out.network_status).unwrap_or_default();
+                    info!(network_status = %status, "network-status");
+                }
                 Some(out.result.to_string())
             }),
             Command::Del => self.del(request, conf).map(|()| None),
