@@ -51,6 +51,8 @@ pub struct Target<'a> {
     pub owner: AttachmentOwner,
     /// The policy in force from the first packet; `None`: count only.
     pub policy: Option<&'a Policy>,
+    /// Where that policy comes from.
+    pub policy_source: Option<String>,
 }
 
 impl Attachments {
@@ -94,6 +96,7 @@ impl Attachments {
                 ifname: target.ifname,
                 owner: target.owner.clone(),
                 policy: target.policy,
+                policy_source: target.policy_source.as_deref(),
             })
             .collect();
         let mut state = self.write();
@@ -190,14 +193,6 @@ impl Attachments {
                 state.dataplane.attachment(id)?
             }
         };
-        state.records.insert(id, record);
-        Ok(())
-    }
-
-    /// Records where attachment `id`'s policy (given at attach time) comes from.
-    pub fn set_policy_source(&self, id: u32, source: Option<&str>) -> Result<(), DataplaneError> {
-        let mut state = self.write();
-        let record = state.dataplane.set_policy_source(id, source)?;
         state.records.insert(id, record);
         Ok(())
     }

@@ -112,6 +112,7 @@ impl Hooks for AgentHooks {
                     ifname: &a.ifname,
                     owner: owner(a),
                     policy: prepared.as_ref().and_then(|p| p.policy(i)),
+                    policy_source: prepared.as_ref().and_then(|p| p.policy_source(i)),
                 })
             })
             .collect();

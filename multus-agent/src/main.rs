@@ -143,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                 ifname: &interface,
                 owner: Default::default(),
                 policy: policy.as_ref(),
+                policy_source: None,
             })?;
             println!(
                 "attached {} in {} as {} ({})",

@@ -45,6 +45,7 @@ impl<'a> Iface<'a> {
                 ..AttachmentOwner::default()
             },
             policy,
+            policy_source: None,
         }
     }
 

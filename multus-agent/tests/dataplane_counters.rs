@@ -99,6 +99,7 @@ fn same_ifindex_in_two_namespaces_counts_separately() {
         ifname: &a.ifname,
         owner: Default::default(),
         policy: None,
+        policy_source: None,
     });
     assert!(again.is_err(), "attaching twice must fail");
     dataplane.detach(id_a).unwrap();
@@ -143,6 +144,7 @@ fn attach_to_a_missing_interface_leaves_nothing() {
             ifname: "nosuch0",
             owner: Default::default(),
             policy: None,
+            policy_source: None,
         })
         .unwrap_err();
     assert!(err.to_string().contains("nosuch0"), "{err}");
@@ -152,6 +154,7 @@ fn attach_to_a_missing_interface_leaves_nothing() {
             ifname: "net1",
             owner: Default::default(),
             policy: None,
+            policy_source: None,
         })
         .unwrap_err();
     assert!(err.to_string().contains("multus-no-such-netns"), "{err}");

@@ -18,7 +18,9 @@ use common::Dirs;
 use multus_agent::{
     attachments::{Attachments, Target},
     dataplane::{Action, AttachMode, AttachmentOwner, AttachmentRecord},
-    enforce::{Change, Enforcer, Kind, NewAttachment, Peers, PrepareError, change::NadObject},
+    enforce::{
+        Change, Enforcer, Kind, NewAttachment, Peers, PrepareError, Prepared, change::NadObject,
+    },
     metrics::{self, AgentMetrics, BuildInfo},
     policy::{NAD_POLICY_ANNOTATION, NadView, NamespaceView},
 };
@@ -128,11 +130,8 @@ impl Node {
         }
     }
 
-    fn attach(
-        &self,
-        new: &NewAttachment<'_>,
-        policy: Option<&multus_agent::dataplane::Policy>,
-    ) -> Vec<AttachmentRecord> {
+    /// Attaches `new` with the policy `prepared` has for it, as the agent's ADD hook does.
+    fn attach(&self, new: &NewAttachment<'_>, prepared: &Prepared) -> Vec<AttachmentRecord> {
         let target = Target {
             netns: new.netns,
             ifname: new.ifname,
@@ -142,7 +141,8 @@ impl Node {
                 network: new.network.to_string(),
                 container_id: new.container.into(),
             },
-            policy,
+            policy: prepared.policy(0),
+            policy_source: prepared.policy_source(0),
         };
         self.attachments.attach_all(&[target]).unwrap()
     }
@@ -207,7 +207,7 @@ fn the_enforcer_keeps_the_last_valid_policy_skips_no_ops_and_follows_relistings(
         .enforcer
         .prepare(&[Some(a.clone())], Duration::from_secs(1))
         .unwrap();
-    let records = node.attach(&a, prepared.policy(0));
+    let records = node.attach(&a, &prepared);
     node.enforcer.commit(prepared, &records);
     let id = records[0].id;
     let record = node.record(id);
@@ -235,7 +235,7 @@ fn the_enforcer_keeps_the_last_valid_policy_skips_no_ops_and_follows_relistings(
         .enforcer
         .prepare(&[Some(b.clone())], Duration::from_secs(1))
         .unwrap();
-    let records_b = node.attach(&b, prepared.policy(0));
+    let records_b = node.attach(&b, &prepared);
     assert_eq!(deny_port(&records_b[0]), Some(9090));
     node.apply(vec![nad(BLUE, Some(&deny(7070)))]);
     node.enforcer.commit(prepared, &records_b);

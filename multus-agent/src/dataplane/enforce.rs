@@ -48,15 +48,6 @@ impl Dataplane {
         Ok(record)
     }
 
-    /// Records where attachment `id`'s policy comes from, without touching the policy (for a
-    /// policy given at attach time). Returns the updated record.
-    pub fn set_policy_source(&mut self, id: u32, source: Option<&str>) -> Result<AttachmentRecord> {
-        let mut record = self.attachment(id)?;
-        record.policy_source = source.map(str::to_owned);
-        record.save(&self.layout.record(id))?;
-        Ok(record)
-    }
-
     /// Removes attachment `id`'s policy: from the next packet on it only counts.
     pub fn clear_policy(&mut self, id: u32) -> Result<()> {
         let mut record = self.attachment(id)?;

@@ -196,6 +196,8 @@ pub struct AttachRequest<'a> {
     pub owner: AttachmentOwner,
     /// The policy to enforce from the very first packet; `None`: only count.
     pub policy: Option<&'a Policy>,
+    /// Where that policy comes from (kept in the record for status and metrics).
+    pub policy_source: Option<&'a str>,
 }
 
 /// The loaded programs and their maps.
@@ -376,7 +378,7 @@ impl Dataplane {
                 mode: self.mode,
                 owner: req.owner.clone(),
                 policy: req.policy.cloned(),
-                policy_source: None,
+                policy_source: req.policy_source.map(str::to_owned),
             })
             .collect();
         if let Err(e) = self.install(&records, &found, compiled) {

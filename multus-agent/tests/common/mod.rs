@@ -83,6 +83,7 @@ impl Fixture {
                 ifname: &pod.ifname,
                 owner: Default::default(),
                 policy: Some(policy),
+                policy_source: None,
             })
             .expect_err("attach must fail")
     }
@@ -111,6 +112,7 @@ pub fn attach(dataplane: &mut Dataplane, pod: &Pod, policy: Option<&Policy>) -> 
             ifname: &pod.ifname,
             owner: Default::default(),
             policy,
+            policy_source: None,
         })
         .expect("attach")
         .id

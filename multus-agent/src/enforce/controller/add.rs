@@ -9,7 +9,6 @@ use std::{
 };
 
 use multus_cni::network::SourceError;
-use tracing::warn;
 
 use super::{
     Enforcer, Keys, Peers, SYNC_POLL,
@@ -105,6 +104,12 @@ impl Prepared {
             .compiled
             .as_ref()
             .map(|c| &c.policy)
+    }
+
+    /// Where target `i`'s policy comes from, when it has one.
+    pub fn policy_source(&self, i: usize) -> Option<String> {
+        let compiled = self.entries.get(i)?.as_ref()?.compiled.as_ref()?;
+        Some(compiled.source.to_string())
     }
 }
 
@@ -258,12 +263,6 @@ impl Enforcer {
             let slot = Slot::Attached(record.id);
             if st.registered.contains_key(&slot) {
                 affected.extend(self.unregister(&mut st, slot));
-            }
-            if let Some(Some(compiled)) = &reg.installed {
-                let source = compiled.source.to_string();
-                if let Err(e) = self.attachments.set_policy_source(record.id, Some(&source)) {
-                    warn!(id = record.id, "recording the policy's source: {e}");
-                }
             }
             let stale = reg.stale;
             st.registered.insert(
