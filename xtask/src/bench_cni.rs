@@ -6,7 +6,6 @@
 //! plugins directly, as a runtime without multus would.
 use std::{
     io::Write as _,
-    os::fd::AsFd as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -79,17 +78,8 @@ pub(crate) fn in_node(
     f: impl FnOnce() -> anyhow::Result<()> + Send,
 ) -> anyhow::Result<()> {
     let node_path = setup.node.path();
-    std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<()> {
-            let file = std::fs::File::open(&node_path)
-                .with_context(|| format!("opening {}", node_path.display()))?;
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("entering the node namespace")?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+    multus_testkit::inside::run_in(&node_path, f)
+        .with_context(|| format!("entering {}", node_path.display()))?
 }
 
 pub(crate) fn prepare(binary: PathBuf) -> anyhow::Result<Setup> {

@@ -240,13 +240,7 @@ pub fn agent_config(node: &Node) -> Value {
 
 /// The rules of the agent's ClusterRole in deploy/10-rbac.yaml.
 pub fn agent_role_rules() -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/10-rbac.yaml");
-    let docs = multus_testkit::kube::read_yaml_documents(&path).unwrap();
-    let role = docs
-        .iter()
-        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "multus-agent")
-        .unwrap_or_else(|| panic!("no multus-agent ClusterRole in {}", path.display()));
-    role["rules"].as_array().cloned().unwrap_or_default()
+    multus_testkit::kube::cluster_role_rules("multus-agent")
 }
 
 /// The one `InvalidPolicy` Event about `name`, once it is there.

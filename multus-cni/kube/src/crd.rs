@@ -11,8 +11,6 @@ use kube::{CustomResource, CustomResourceExt as _, core::crd::merge_crds};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The API group of both resources.
-pub const GROUP: &str = "k8s.cni.cncf.io";
 /// NAD annotation naming the device-plugin resource whose device IDs the delegate gets.
 pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
 /// MultiNetworkPolicy annotation listing the networks (`[ns/]nad`, comma separated) it applies to.

@@ -87,6 +87,9 @@ pub enum Error {
     Devices {
         /// What was attempted.
         op: &'static str,
+        /// `Unavailable` when kubelet's socket exists but does not answer (kubelet busy or
+        /// restarting), `Other` for a missing source or an unreadable checkpoint.
+        kind: ErrorKind,
         /// The socket or file.
         path: PathBuf,
         /// Why.
@@ -110,7 +113,7 @@ impl Error {
     /// The classification the engine maps to a CNI error code.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Api { kind, .. } => *kind,
+            Self::Api { kind, .. } | Self::Devices { kind, .. } => *kind,
             _ => ErrorKind::Other,
         }
     }

@@ -84,7 +84,7 @@ impl DeviceProvider for PodResourcesDevices {
         let map = pod_devices(&self.config, pod_ref).map_err(|e| {
             let what = format!("devices of pod {}/{}", pod.namespace, pod.name);
             // A socket that exists but fails is kubelet being busy or restarting.
-            if self.config.socket.exists() {
+            if e.kind().is_try_again_later() {
                 SourceError::Unavailable {
                     what,
                     reason: e.to_string(),

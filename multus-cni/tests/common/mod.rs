@@ -310,16 +310,7 @@ pub fn routes(ns: &Netns) -> Vec<String> {
 
 /// Runs `f` on a thread inside the node namespace (children it spawns start there too).
 pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
-    use std::os::fd::AsFd as _;
-    let file = std::fs::File::open(ns).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    })
+    multus_testkit::inside::run_in(ns, f).unwrap()
 }
 
 /// Whether root tests run (see multus_testkit::require_root).

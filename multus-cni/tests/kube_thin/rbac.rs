@@ -1,10 +1,9 @@
 //! The binary with exactly deploy/10-rbac.yaml's ClusterRole: everything works, every request
 //! is covered by a rule, and without each rule the binary fails (or, for the writes that must
 //! not fail a pod, logs) clearly.
-use std::path::Path;
 
 use multus_testkit::kube::{
-    KubeconfigAuth, Rest, attrs, checked_attributes, cluster_role_rules as rules_in, until,
+    KubeconfigAuth, Rest, attrs, checked_attributes, cluster_role_rules as rules_of, until,
 };
 use serde_json::{Value, json};
 
@@ -12,7 +11,7 @@ use super::{Kube, NETWORKS, create_nad, failure};
 use crate::common::link_names;
 
 fn cluster_role_rules() -> Vec<Value> {
-    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/10-rbac.yaml"))
+    rules_of("multus")
 }
 
 #[test]

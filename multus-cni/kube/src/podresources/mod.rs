@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tonic::transport::Endpoint;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -180,6 +180,7 @@ pub fn pod_devices(config: &PodResourcesConfig, pod: PodRef<'_>) -> Result<Devic
     }
     Err(Error::Devices {
         op: "find device allocations",
+        kind: ErrorKind::Other,
         path: config.socket.clone(),
         message: format!(
             "neither the PodResources socket nor the checkpoint {} exists",
@@ -195,6 +196,7 @@ pub async fn list(
 ) -> Result<proto::ListPodResourcesResponse, Error> {
     let err = |message: String| Error::Devices {
         op: "PodResources List",
+        kind: ErrorKind::Unavailable,
         path: socket.to_owned(),
         message,
     };
@@ -295,6 +297,7 @@ pub fn devices_from_checkpoint(
 ) -> Result<BTreeMap<String, Vec<String>>, Error> {
     let err = |message: String| Error::Devices {
         op: "read device-plugin checkpoint",
+        kind: ErrorKind::Other,
         path: path.to_owned(),
         message,
     };

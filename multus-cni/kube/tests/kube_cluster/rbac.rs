@@ -1,17 +1,16 @@
 //! deploy/10-rbac.yaml's ClusterRole against the facade: exactly enough, and each rule needed.
-use std::path::Path;
 
 use multus_kube::{Error, ErrorKind, EventTarget, EventType, KubeApi};
 use multus_testkit::kube::{
     FaultProxy, KubeconfigAuth, MULTUS_USER, Rest, attrs, checked_attributes,
-    cluster_role_rules as rules_in, until,
+    cluster_role_rules as rules_of, until,
 };
 use serde_json::{Value, json};
 
 use super::{cluster, create_nad, create_pod, facade, facade_via_proxy};
 
 fn cluster_role_rules() -> Vec<Value> {
-    rules_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/10-rbac.yaml"))
+    rules_of("multus")
 }
 
 /// Every call the thin binary makes, on `pod`/`nad` in `ns`.

@@ -5,7 +5,6 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    os::fd::AsRawFd as _,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
@@ -168,21 +167,11 @@ impl Drop for FaultProxy {
 /// A listening socket on a free 127.0.0.1 port of the namespace at `netns`: bound from a
 /// short-lived thread that enters it (a socket stays in the namespace it was made in).
 pub(super) fn bind_in_netns(netns: &Path) -> std::io::Result<std::net::TcpListener> {
-    let file = std::fs::File::open(netns)?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns(2) on a descriptor this function owns; it only changes this
-            // thread's network namespace, and the thread ends right after.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the binding thread panicked")))
-    })
+    crate::inside::run_in(netns, || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    })?
 }
 
 async fn serve(

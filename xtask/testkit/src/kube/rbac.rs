@@ -1,6 +1,5 @@
 //! RBAC as the API server sees a request, to check a client against deploy/10-rbac.yaml's
 //! ClusterRole.
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -9,14 +8,16 @@ use super::{cluster::read_yaml_documents, proxy::Recorded};
 /// `(API group, resource[/subresource], verb)` of one request.
 pub type Attributes = (String, String, String);
 
-/// The rules of the ClusterRole in the RBAC manifest at `path`.
+/// The rules of ClusterRole `name` in deploy/10-rbac.yaml (it holds the binary's `multus` and
+/// the agent's `multus-agent`).
 #[track_caller]
-pub fn cluster_role_rules(path: &Path) -> Vec<Value> {
-    let docs = read_yaml_documents(path).unwrap_or_else(|e| panic!("{e}"));
+pub fn cluster_role_rules(name: &str) -> Vec<Value> {
+    let path = super::cluster::repo_root().join("deploy/10-rbac.yaml");
+    let docs = read_yaml_documents(&path).unwrap_or_else(|e| panic!("{e}"));
     let role = docs
         .iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .unwrap_or_else(|| panic!("no ClusterRole in {}", path.display()));
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no ClusterRole {name} in {}", path.display()));
     role["rules"].as_array().cloned().unwrap_or_default()
 }
 
