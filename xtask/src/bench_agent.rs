@@ -215,7 +215,7 @@ fn prepare(attach_mode: Option<String>) -> anyhow::Result<Setup> {
         node.ip(&["link", "set", peer, "up"]);
     }
     let pid = std::process::id();
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
+    let bin = crate::shell::target_dir("release");
     let setup = Setup {
         attach_mode,
         node,

@@ -68,7 +68,7 @@ pub(crate) fn release_binary() -> anyhow::Result<PathBuf> {
     Cmd::new("cargo")
         .args(["build", "--release", "--package", "multus-cni"])
         .run()?;
-    Ok(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/multus-cni"))
+    Ok(crate::shell::target_dir("release").join("multus-cni"))
 }
 
 /// Runs `f` on a thread inside the node namespace: the processes it starts (the binary, or the

@@ -37,12 +37,9 @@ impl Stage {
     }
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn stages() -> Vec<Stage> {
-    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let text =
+        std::fs::read_to_string(crate::shell::repo_root().join("deploy/Dockerfile")).unwrap();
     let mut lines = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -97,7 +94,7 @@ fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = std::process::Command::new(cargo)
         .args(["metadata", "--no-deps", "--format-version", "1"])
-        .current_dir(repo())
+        .current_dir(crate::shell::repo_root())
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -119,7 +116,8 @@ fn the_image_builds_what_the_daemon_set_runs() {
         .and_then(|(_, tag)| tag.split('-').next())
         .unwrap();
     assert_eq!(image_version, TOOLCHAIN, "{}", build.from);
-    let toolchain = std::fs::read_to_string(repo().join("rust-toolchain.toml")).unwrap();
+    let toolchain =
+        std::fs::read_to_string(crate::shell::repo_root().join("rust-toolchain.toml")).unwrap();
     assert!(toolchain.contains(&format!("channel = \"{TOOLCHAIN}\"")));
     let runs: Vec<&str> = build.all("RUN").collect();
     assert!(
@@ -142,7 +140,10 @@ fn the_image_builds_what_the_daemon_set_runs() {
     for args in build.all("COPY") {
         let (_, sources, _) = copy_parts(args);
         for source in sources {
-            assert!(repo().join(source).exists(), "COPY {source}: no such path");
+            assert!(
+                crate::shell::repo_root().join(source).exists(),
+                "COPY {source}: no such path"
+            );
             copied.push(PathBuf::from(source));
         }
     }
@@ -189,7 +190,10 @@ fn the_image_builds_what_the_daemon_set_runs() {
         let (options, sources, dest) = copy_parts(args);
         if !options.contains(&"--from=build") {
             for source in sources {
-                assert!(repo().join(source).exists(), "COPY {source}: no such path");
+                assert!(
+                    crate::shell::repo_root().join(source).exists(),
+                    "COPY {source}: no such path"
+                );
             }
             continue;
         }
@@ -221,7 +225,7 @@ fn the_image_builds_what_the_daemon_set_runs() {
     .to_owned();
     assert!(installed.contains(&agent), "{agent:?} not in {installed:?}");
     assert!(installed.contains(&agent.with_file_name("multus-cni")));
-    let daemon_set = repo().join("deploy/30-daemonset.yaml");
+    let daemon_set = crate::shell::repo_root().join("deploy/30-daemonset.yaml");
     let docs = multus_testkit::kube::read_yaml_documents(&daemon_set).unwrap();
     let spec = &docs[0]["spec"]["template"]["spec"];
     for list in ["initContainers", "containers"] {
@@ -237,6 +241,8 @@ fn the_image_builds_what_the_daemon_set_runs() {
     }
 
     // The build context leaves the build output out.
-    let ignore = std::fs::read_to_string(repo().join("deploy/Dockerfile.dockerignore")).unwrap();
+    let ignore =
+        std::fs::read_to_string(crate::shell::repo_root().join("deploy/Dockerfile.dockerignore"))
+            .unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target"));
 }

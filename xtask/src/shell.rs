@@ -87,11 +87,27 @@ pub fn is_root() -> bool {
         .is_some_and(|u| u.trim() == "0")
 }
 
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_owned()
+}
+
+/// Where cargo puts what it builds for `profile` (`debug`, `release`): below `CARGO_TARGET_DIR`
+/// when it is set (relative to the repository root, as cargo reads it there), else `target/`.
+pub fn target_dir(profile: &str) -> std::path::PathBuf {
+    let root = repo_root();
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d))
+        .join(profile)
+}
+
 /// Builds the `multus-agent` binary (debug profile, shared with the tests) and returns its path.
 pub fn build_agent() -> anyhow::Result<std::path::PathBuf> {
     step("building multus-agent");
     Cmd::new("cargo")
         .args(["build", "--package", "multus-agent"])
         .run()?;
-    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/multus-agent"))
+    Ok(target_dir("debug").join("multus-agent"))
 }

@@ -73,17 +73,12 @@ pub fn run() -> anyhow::Result<()> {
             "multus-cni",
         ])
         .run()?;
-    let target = repo().join("target/debug");
+    let target = crate::shell::target_dir("debug");
     run_with(&Binaries {
         agent: target.join("multus-agent"),
         cni: target.join("multus-cni"),
     })
     .map(drop)
-}
-
-fn repo() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).to_owned()
 }
 
 /// The demo with these binaries.
@@ -184,7 +179,7 @@ fn apply_nad(node: &Node) -> anyhow::Result<Value> {
     step(&format!(
         "kubectl apply -f deploy/examples/{NAD}.yaml: into the agent's local source directory"
     ));
-    let example = repo().join(format!("deploy/examples/{NAD}.yaml"));
+    let example = crate::shell::repo_root().join(format!("deploy/examples/{NAD}.yaml"));
     let nad = files::example_nad(&example, &node.ipam_data_dir())?;
     files::write_atomically(&nad_file(node), &nad)?;
     show(nad["spec"]["config"].as_str().unwrap_or_default());
@@ -205,7 +200,7 @@ fn create_pods(node: &Node, runtime: &Runtime) -> anyhow::Result<[Sandbox; 2]> {
         Sandbox::new("default", "samplepod-1"),
         Sandbox::new("default", "samplepod-2"),
     ];
-    let example = repo().join("deploy/examples/samplepod.yaml");
+    let example = crate::shell::repo_root().join("deploy/examples/samplepod.yaml");
     for pod in &pods {
         let doc = files::example_pod(&example, &pod.namespace, &pod.name, &pod.uid)?;
         let file = node.path("local.d").join(format!("pod-{}.json", pod.name));
@@ -504,7 +499,8 @@ mod tests {
             &[("pod", "samplepod-1"), ("network_name", NETWORK)],
         );
         assert!(drops >= f64::from(PINGS), "{drops}");
-        let reference = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
+        let reference =
+            std::fs::read_to_string(crate::shell::repo_root().join("docs/metrics.md")).unwrap();
         // A family's series are its name plus a suffix (`_total`, `_bucket`, `_info`).
         let documented = |name: &str| reference.contains(&format!("`{name}"));
         for family in &scrape.families {
@@ -513,7 +509,7 @@ mod tests {
                 "docs/metrics.md does not document {family}"
             );
         }
-        let path = repo().join("deploy/grafana/multus-dashboard.json");
+        let path = crate::shell::repo_root().join("deploy/grafana/multus-dashboard.json");
         let dashboard: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         let names = dashboard_metrics(&dashboard);
         assert!(names.len() >= 8, "{names:?}");
