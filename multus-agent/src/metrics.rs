@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use multus_common::{DROP_DEFAULT_DENY, DROP_MALFORMED, DROP_POLICY_DENY, DROP_SPOOFED};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
@@ -31,7 +30,7 @@ use prometheus_client::{
 
 use crate::{
     attachments::Attachments,
-    dataplane::{AttachmentRecord, DirectionCounters, InterfaceCounters},
+    dataplane::{AttachmentRecord, DirectionCounters, DropReason, InterfaceCounters},
     policy::PolicySource,
 };
 
@@ -318,17 +317,9 @@ struct InterfaceCollector {
     attachments: Arc<Attachments>,
 }
 
-/// Names of the drop reasons, in counter order.
-const DROP_REASONS: [(usize, &str); 4] = [
-    (DROP_POLICY_DENY, "policy_deny"),
-    (DROP_DEFAULT_DENY, "default_deny"),
-    (DROP_SPOOFED, "spoofed"),
-    (DROP_MALFORMED, "malformed"),
-];
-
 type Pick = fn(&DirectionCounters) -> u64;
 /// Packets and bytes of one drop reason.
-type Pick2 = fn(&DirectionCounters, usize) -> (u64, u64);
+type Pick2 = fn(&DirectionCounters, DropReason) -> (u64, u64);
 
 /// The `policy_source` label: `nad`, `mnp` or `nad+mnp` for a compiled policy, `manual` for
 /// one installed by hand, `none` when the attachment has no policy (now; its drops are
@@ -415,26 +406,27 @@ fn encode_interfaces(
                 "multus_policy_drop",
                 "Packets dropped on a secondary interface by its policy, by direction, reason and \
                  policy source",
-                |c, i| (c.drop_packets[i], c.drop_bytes[i]),
+                DirectionCounters::drops,
             ),
             (
                 "multus_policy_audit",
                 "Packets an audit-mode policy would have dropped (and passed), by direction, \
                  reason and policy source",
-                |c, i| (c.audit_packets[i], c.audit_bytes[i]),
+                DirectionCounters::audited,
             ),
         ];
+        // Parsed once per record, not once per family and unit.
+        let sources: Vec<&str> = rows.iter().map(|(r, _)| policy_source_label(r)).collect();
         for (name, help, pick) in drops {
             for (unit, packets_not_bytes) in [(&packets, true), (&Unit::Bytes, false)] {
                 let mut family =
                     encoder.encode_descriptor(name, help, Some(unit), MetricType::Counter)?;
-                for (record, counters) in rows {
-                    let source = policy_source_label(record);
+                for ((record, counters), &source) in rows.iter().zip(&sources) {
                     for (direction, dir) in
                         [("ingress", &counters.ingress), ("egress", &counters.egress)]
                     {
-                        for (index, reason) in DROP_REASONS {
-                            let (packets, bytes) = pick(dir, index);
+                        for reason in DropReason::ALL {
+                            let (packets, bytes) = pick(dir, reason);
                             let value = if packets_not_bytes { packets } else { bytes };
                             if value == 0 {
                                 continue;
@@ -446,7 +438,7 @@ fn encode_interfaces(
                                 iface,
                                 net,
                                 ("direction", direction),
-                                ("reason", reason),
+                                ("reason", reason.label()),
                                 ("policy_source", source),
                             ];
                             ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
@@ -494,6 +486,8 @@ pub fn kernel_release() -> String {
 
 #[cfg(test)]
 mod tests {
+    use multus_common::{DROP_DEFAULT_DENY, DROP_SPOOFED};
+
     use super::*;
 
     #[derive(Debug)]
