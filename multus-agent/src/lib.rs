@@ -23,3 +23,4 @@ pub mod run;
 pub mod server;
 pub mod source;
 pub mod status;
+pub mod uninstall;

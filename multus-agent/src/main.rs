@@ -106,6 +106,9 @@ enum Command {
     /// Node install: copy multus-cni into the host's CNI bin directory, write the kubeconfig and
     /// 00-multus.conf(list) from the primary CNI configuration; with --watch, keep them current.
     Install(Box<multus_agent::install::cli::InstallArgs>),
+    /// Take multus off this node and leave it working: remove 00-multus.conf(list), the shim
+    /// and the kubeconfig the install wrote, detach every attachment and remove the pins.
+    Uninstall(Box<multus_agent::uninstall::UninstallArgs>),
 }
 
 fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
@@ -128,6 +131,7 @@ fn read_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Install(args) => multus_agent::install::cli::run(&args)?,
+        Command::Uninstall(args) => multus_agent::uninstall::run_cli(&args)?,
         Command::Run(args) => cli::run(&args)?,
         Command::Status(args) => cli::status(&args)?,
         Command::Attach {

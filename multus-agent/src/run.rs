@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use multus_cni::{
     Engine,
     config::{DEFAULT_DEVICE_INFO_DIR, DEFAULT_KUBELET_ROOT_DIR},
+    delegate::ChrootExec,
     kube::PodResourcesDevices,
 };
 use multus_kube::ClientSource;
@@ -39,6 +40,9 @@ use crate::{
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    if let Some(root) = &config.chroot_dir {
+        check_chroot_dir(root)?;
+    }
     // Before touching the dataplane: a second agent must not swap programs under the first.
     server::ensure_no_other_agent(&config.socket_dir)?;
     let metrics = AgentMetrics::default();
@@ -101,6 +105,20 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     // A request stuck in a delegate must not keep the process alive past its grace period.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// A missing chrootDir (the hostPath mount forgotten) would fail every ADD: fail at start.
+fn check_chroot_dir(root: &std::path::Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(root).with_context(|| {
+        format!(
+            "chrootDir {}: the node's / must be mounted there",
+            root.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        bail!("chrootDir {} is not a directory", root.display());
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -170,6 +188,11 @@ async fn serve(
     let mut engine = Engine::new(Arc::clone(&source.network)).with_hooks(Arc::new(
         AgentHooks::new(Arc::clone(&attachments), Some(Arc::clone(&enforcer))),
     ));
+    if let Some(root) = &config.chroot_dir {
+        // Delegates on the node's filesystem: their configurations name the node's paths.
+        info!(chroot_dir = %root.display(), "delegates run with their root at chrootDir");
+        engine = engine.with_exec(Arc::new(ChrootExec::new(root)));
+    }
     if matches!(config.source, SourceMode::Kubernetes { .. }) {
         // Device IDs of resourceName networks, from kubelet on this node (as thin mode does).
         engine = engine.with_devices(Arc::new(PodResourcesDevices::new(
