@@ -34,10 +34,15 @@ const WELL_KNOWN: [&str; 8] = [
     "/var/lib/cni/sriov",
 ];
 
-/// A delegate that reports which of [`WELL_KNOWN`] (and its `CNI_NETNS`, and the node's
-/// iptables) it sees, as the search domains of its result: sockets must be sockets.
+/// A delegate that logs every command it gets into a file of the node (failing where that
+/// directory is missing), and on ADD reports which of [`WELL_KNOWN`] (and its `CNI_NETNS`, and
+/// the node's iptables) it sees, as the search domains of its result: sockets must be sockets.
 const PROBE: &str = r#"#!/bin/sh
 cat >/dev/null
+if ! echo "$CNI_COMMAND" >>/var/lib/calico/probe.log; then
+  printf '{"cniVersion":"1.1.0","code":999,"msg":"no /var/lib/calico here"}'
+  exit 1
+fi
 [ "$CNI_COMMAND" = ADD ] || exit 0
 seen=""
 for p in /etc/cni/net.d/calico-kubeconfig /var/lib/calico/nodename /run/flannel/subnet.env \
@@ -48,7 +53,7 @@ done
 for p in /var/run/cilium/cilium.sock /run/cni/dhcp.sock; do
   [ -S "$p" ] && seen="$seen\"$p\","
 done
-printf '{"cniVersion":"1.0.0","dns":{"search":[%s"end"]}}' "$seen"
+printf '{"cniVersion":"1.1.0","dns":{"search":[%s"end"]}}' "$seen"
 "#;
 
 /// The node's root directory, with what only the node has.
@@ -265,11 +270,12 @@ fn with_chroot_dir_delegates_see_the_node_and_without_it_they_fail_naming_the_pa
     assert!(leases(&r.inside(&r.data_dir())).is_empty());
 
     // The popular primaries' paths, seen by a delegate on the node's root.
-    let probe = shim_conf(
+    let mut probe = shim_conf(
         &node,
         &r.bin_dir(),
-        json!({"cniVersion": "1.0.0", "name": "cluster", "type": "probe"}),
+        json!({"cniVersion": "1.1.0", "name": "cluster", "type": "probe"}),
     );
+    probe["cniVersion"] = "1.1.0".into();
     let add = node.cni(&probe, "ADD", &probe_pod);
     assert_eq!(add.code, 0, "{add:?}\n{}", agent.log_text());
     let seen: Vec<String> = add.json()["dns"]["search"]
@@ -286,7 +292,23 @@ fn with_chroot_dir_delegates_see_the_node_and_without_it_they_fail_naming_the_pa
     seen_sorted.sort();
     want_sorted.sort();
     assert_eq!(seen_sorted, want_sorted, "the delegate saw {seen:?}");
+    // STATUS and GC (no container), CHECK and DEL run there too.
+    let status = node.cni_raw(&probe, &[("CNI_COMMAND", "STATUS")]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let check = node.cni(&probe, "CHECK", &probe_pod);
+    assert_eq!(check.code, 0, "{check:?}");
+    let mut gc = probe.clone();
+    gc["cni.dev/valid-attachments"] =
+        json!([{"containerID": probe_pod.container, "ifname": "eth0"}]);
+    let gc = node.cni_raw(&gc, &[("CNI_COMMAND", "GC"), ("CNI_PATH", PLUGIN_DIR)]);
+    assert_eq!(gc.code, 0, "{gc:?}");
     assert_eq!(node.cni(&probe, "DEL", &probe_pod).code, 0);
+    let log = std::fs::read_to_string(r.inside(Path::new("/var/lib/calico/probe.log"))).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["ADD", "STATUS", "CHECK", "GC", "DEL"],
+        "every command ran on the node's root"
+    );
     assert!(agent.terminate(), "{}", agent.log_text());
     drop(agent);
 

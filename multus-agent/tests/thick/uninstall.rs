@@ -129,11 +129,43 @@ fn run_primary(node: &Node, dirs: &CniDirs, file: &str, command: &str, pod: &Tes
     )
 }
 
+/// The programs on `pod`'s `net1`: TCX links, or tc filters on the clsact hooks.
+fn programs(pod: &TestPod, mode: &str) -> Vec<String> {
+    if mode == "tcx" {
+        return tcx_programs(&pod.netns.path(), "net1");
+    }
+    let mut out = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let text = pod
+            .netns
+            .exec("tc", &["filter", "show", "dev", "net1", hook])
+            .unwrap();
+        out.extend(
+            text.lines()
+                .filter(|l| l.contains(" name multus_"))
+                .map(str::to_owned),
+        );
+    }
+    out
+}
+
 #[test]
 fn uninstall_leaves_the_primary_alone_working_and_nothing_of_multus() {
     if !require_root("uninstall_leaves_the_primary_alone_working_and_nothing_of_multus") {
         return;
     }
+    uninstall_scenario("tcx");
+}
+
+#[test]
+fn uninstall_removes_the_clsact_filters_of_pods_that_outlive_the_agent() {
+    if !require_root("uninstall_removes_the_clsact_filters_of_pods_that_outlive_the_agent") {
+        return;
+    }
+    uninstall_scenario("clsact");
+}
+
+fn uninstall_scenario(mode: &str) {
     let node = Node::new();
     node.macvlan_nad("pods", "macvlan-net", "192.0.2.0/24");
     let dirs = CniDirs::new(&node);
@@ -165,15 +197,14 @@ fn uninstall_leaves_the_primary_alone_working_and_nothing_of_multus() {
 
     // A pod with a secondary network through the agent; the agent then goes away (the
     // DaemonSet deleted) and the pod outlives it, still policed by the pinned programs.
-    let mut agent = node.start_agent(&node.agent_config());
+    let mut config = node.agent_config();
+    config["attachMode"] = mode.into();
+    let mut agent = node.start_agent(&config);
     let pod = TestPod::new("pods", "survivor");
     node.pod_file(&pod, "macvlan-net");
     node.shim("ADD", &pod).ok();
     assert!(agent.terminate(), "{}", agent.log_text());
-    assert_eq!(
-        tcx_programs(&pod.netns.path(), "net1"),
-        ["multus_ingress", "multus_egress"]
-    );
+    assert_eq!(programs(&pod, mode).len(), 2, "{:?}", programs(&pod, mode));
     assert_eq!(node.records().len(), 1);
 
     let out = multus_agent(&node, &["uninstall", "--thick"], &dirs);
@@ -198,7 +229,11 @@ fn uninstall_leaves_the_primary_alone_working_and_nothing_of_multus() {
         node.bpffs.entries()
     );
     assert!(node.records().is_empty());
-    assert!(tcx_programs(&pod.netns.path(), "net1").is_empty());
+    assert!(
+        programs(&pod, mode).is_empty(),
+        "{:?}",
+        programs(&pod, mode)
+    );
 
     // A new pod: the runtime's first configuration is the primary's, and it works alone.
     let first = dirs.configs().remove(0);
