@@ -495,3 +495,62 @@ fn only_ethernet_interfaces_are_attached() {
     // The macvlan next to it is fine.
     fx.attach(pod, None);
 }
+
+#[test]
+fn a_closed_connection_lets_nothing_in_once_its_grace_period_is_over() {
+    if !require_root("a_closed_connection_lets_nothing_in_once_its_grace_period_is_over") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let policy = Policy {
+        ingress: DirectionPolicy::deny_by_default(Vec::new()),
+        ..Policy::default()
+    };
+    let id = fx.attach(a, Some(&policy));
+    let server = TcpServer::start(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 8080));
+    let open = |bytes: usize| {
+        let mut conn =
+            traffic::tcp_connect(&a.netns, server.addr(), Duration::from_secs(2)).unwrap();
+        conn.write_all(&vec![7u8; bytes]).unwrap();
+        conn
+    };
+    // One connection run to its end (FIN both ways), one left open and idle.
+    let mut closed = open(1000);
+    let closed_port = closed.local_addr().unwrap().port();
+    closed.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    closed.read_to_end(&mut rest).unwrap();
+    drop(closed);
+    let idle = open(10);
+    let idle_port = idle.local_addr().unwrap().port();
+    // b's side of either connection, sent by hand.
+    let from_b = |port: u16| {
+        frames::tcp4(
+            (mac(b), mac(a)),
+            (b.ip4, a.ip4),
+            (8080, port),
+            0x10,
+        )
+    };
+    let drops = |fx: &Fixture| fx.counters(id).ingress.drops(DropReason::DefaultDeny).0;
+    let send = |port: u16| {
+        traffic::send_frame(&b.netns, &b.ifname, &from_b(port)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let before = drops(&fx);
+    send(closed_port);
+    assert_eq!(drops(&fx), before, "late segments of a closing connection pass");
+    std::thread::sleep(Duration::from_secs(11));
+    send(idle_port);
+    assert_eq!(drops(&fx), before, "an idle open connection lives on");
+    send(closed_port);
+    assert_eq!(
+        drops(&fx),
+        before + 1,
+        "a closed connection's ports let b in after its grace period: {:?}",
+        fx.counters(id)
+    );
+    drop(idle);
+}

@@ -9,7 +9,10 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use multus_common::{
     DIR_EGRESS, DIR_INGRESS, FlowKey, FlowValue,
-    policy::{FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_DATAGRAM_NS, FLOW_TIMEOUT_STREAM_NS},
+    policy::{
+        FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_CLOSED_NS, FLOW_TIMEOUT_DATAGRAM_NS,
+        FLOW_TIMEOUT_STREAM_NS,
+    },
 };
 
 use crate::{
@@ -30,7 +33,9 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if recently_confirmed(s, generation, now) {
+    let ends = s.pkt.ends_flow();
+    let opens = s.pkt.opens_flow();
+    if !ends && !opens && recently_confirmed(s, generation, now) {
         return;
     }
     match FLOWS.get_ptr_mut(&s.flow) {
@@ -40,12 +45,22 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
             if now.wrapping_sub((*flow).last_seen_ns) > FLOW_REFRESH_NS {
                 (*flow).last_seen_ns = now;
             }
+            if ends {
+                (*flow).closing = 1;
+            } else if opens {
+                // The ports are used again by a new connection.
+                (*flow).closing = 0;
+            }
         },
+        // A FIN or RST opens nothing.
+        _ if ends => return,
         _ => {
             let value = FlowValue {
                 last_seen_ns: now,
                 generation,
-                origin: direction,
+                origin: direction as u8,
+                closing: 0,
+                pad: 0,
             };
             // A full table evicts its least recently used flow; nothing to do on error.
             let _ = FLOWS.insert(&s.flow, &value, 0);
@@ -73,29 +88,31 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Re
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if recently_confirmed(s, generation, now) {
+    let ends = s.pkt.ends_flow();
+    if !ends && recently_confirmed(s, generation, now) {
         return Reply::Yes;
     }
     let Some(flow) = FLOWS.get_ptr_mut(&s.flow) else {
         return Reply::No;
     };
-    let timeout = match s.pkt.proto {
-        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
-        _ => FLOW_TIMEOUT_DATAGRAM_NS,
-    };
     // SAFETY: a map value pointer from the lookup above (see `record`).
     unsafe {
         let idle = now.wrapping_sub((*flow).last_seen_ns);
-        if idle > timeout {
+        if idle > timeout(s.pkt.proto, (*flow).closing) {
+            // Dead: make room at once rather than when the LRU gets to it.
+            let _ = FLOWS.remove(&s.flow);
             return Reply::No;
         }
         if (*flow).generation != generation {
             return Reply::Recheck {
-                origin: (*flow).origin,
+                origin: u32::from((*flow).origin),
             };
         }
         if idle > FLOW_REFRESH_NS {
             (*flow).last_seen_ns = now;
+        }
+        if ends {
+            (*flow).closing = 1;
         }
     }
     confirm(s, generation, now);
@@ -151,21 +168,27 @@ pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generati
     };
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let timeout = match q.proto {
-        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
-        _ => FLOW_TIMEOUT_DATAGRAM_NS,
-    };
     // SAFETY: a map value pointer from the lookup above.
     unsafe {
-        if now.wrapping_sub((*entry).last_seen_ns) > timeout {
+        if now.wrapping_sub((*entry).last_seen_ns) > timeout(q.proto, (*entry).closing) {
             Reply::No
         } else if (*entry).generation == generation {
             Reply::Yes
         } else {
             Reply::Recheck {
-                origin: (*entry).origin,
+                origin: u32::from((*entry).origin),
             }
         }
+    }
+}
+
+/// How long a flow of `proto` lives idle.
+#[inline(always)]
+fn timeout(proto: u8, closing: u8) -> u64 {
+    match proto {
+        _ if closing != 0 => FLOW_TIMEOUT_CLOSED_NS,
+        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
+        _ => FLOW_TIMEOUT_DATAGRAM_NS,
     }
 }
 

@@ -31,6 +31,10 @@ pub const ND_ROUTER_ADVERT: u8 = 134;
 pub const ND_NEIGHBOUR_SOLICIT: u8 = 135;
 pub const ND_NEIGHBOUR_ADVERT: u8 = 136;
 pub const ND_REDIRECT: u8 = 137;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 /// ICMP (IPv4) redirect.
 pub const ICMP_REDIRECT: u8 = 5;
 /// Where an ICMP error's header may start for its quote to be read.
@@ -86,6 +90,8 @@ pub struct Packet {
     pub nd_lladdr_kind: u8,
     /// Neighbour discovery: options were left unread (more than the walk covers).
     pub nd_unread: bool,
+    /// TCP flags (FIN, SYN, RST, ...).
+    pub tcp_flags: u8,
     /// Offset of the layer-4 header from the start of the frame.
     pub l4_off: u16,
 }
@@ -136,6 +142,18 @@ impl Packet {
                 IPPROTO_ICMPV6 => matches!(self.icmp_type, 1..=4),
                 _ => false,
             }
+    }
+
+    /// A TCP segment that ends its connection (FIN or RST).
+    #[inline(always)]
+    pub fn ends_flow(&self) -> bool {
+        self.proto == IPPROTO_TCP && self.has_l4 && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+
+    /// A TCP segment that opens a connection (SYN without ACK).
+    #[inline(always)]
+    pub fn opens_flow(&self) -> bool {
+        self.proto == IPPROTO_TCP && self.has_l4 && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
     /// IPv6 neighbour discovery and multicast listener discovery, which pass unless a rule says
@@ -332,7 +350,14 @@ fn is_ext_header(next: u8) -> bool {
 fn parse_l4(at: &Linear, off: usize, end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
     pkt.l4_off = off as u16;
     match pkt.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        IPPROTO_TCP => {
+            let tcp: &[u8; 14] = at.get(off)?;
+            pkt.sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+            pkt.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+            pkt.tcp_flags = tcp[13];
+            pkt.has_l4 = true;
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
             let ports: &[u8; 4] = at.get(off)?;
             pkt.sport = u16::from_be_bytes([ports[0], ports[1]]);
             pkt.dport = u16::from_be_bytes([ports[2], ports[3]]);

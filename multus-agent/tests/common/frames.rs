@@ -136,3 +136,32 @@ pub fn link_local(netns: &multus_testkit::Netns, ifname: &str) -> Ipv6Addr {
         .find_map(|w| w.split('/').next()?.parse::<Ipv6Addr>().ok())
         .unwrap_or_else(|| panic!("no link-local address on {ifname}: {out}"))
 }
+
+/// An IPv4 TCP segment without payload carrying `flags` (checksums left zero: only the
+/// dataplane's verdict is looked at).
+pub fn tcp4(
+    macs: ([u8; 6], [u8; 6]),
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    (sport, dport): (u16, u16),
+    flags: u8,
+) -> Vec<u8> {
+    let mut f = ethernet(macs.1, macs.0, 0x0800);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = fold(sum16(&ip));
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    f.extend_from_slice(&t);
+    f
+}

@@ -224,7 +224,11 @@ pub struct FlowValue {
     /// checked against the policy now in force before it lets a reply through.
     pub generation: u32,
     /// The direction (`DIR_*`) of the packet that opened the flow.
-    pub origin: u32,
+    pub origin: u8,
+    /// A TCP FIN or RST went by: the flow ends after [`FLOW_TIMEOUT_CLOSED_NS`] idle.
+    pub closing: u8,
+    /// Explicit padding; always zero.
+    pub pad: u16,
 }
 
 /// A fragmented datagram in flight, from the point of view of one attachment and direction: its
@@ -264,6 +268,10 @@ pub struct FragValue {
 
 /// Idle time after which a TCP or SCTP flow no longer lets replies through.
 pub const FLOW_TIMEOUT_STREAM_NS: u64 = 3_600 * 1_000_000_000;
+/// Idle time after which a TCP flow that saw a FIN or RST no longer lets packets through (long
+/// enough for the last ACKs and retransmitted FINs; a closed connection's ports cannot be used
+/// to get in for an hour).
+pub const FLOW_TIMEOUT_CLOSED_NS: u64 = 10 * 1_000_000_000;
 /// Idle time after which a UDP or ICMP flow no longer lets replies through.
 pub const FLOW_TIMEOUT_DATAGRAM_NS: u64 = 120 * 1_000_000_000;
 /// A flow's timestamp is refreshed at most this often (saves writes to a shared cache line).
