@@ -125,7 +125,17 @@ fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
 fn read_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing policy {}", path.display()))
+    // Strict: a field this form does not have (say the NAD annotation's `deny` or `antiSpoof`)
+    // is an error naming it and where it is, never a policy quietly left open.
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        anyhow::anyhow!(
+            "parsing policy {}: at {at}: {}",
+            path.display(),
+            e.into_inner()
+        )
+    })
 }
 
 fn main() -> anyhow::Result<()> {

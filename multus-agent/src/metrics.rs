@@ -5,7 +5,8 @@
 //! Per attachment (labels `namespace`, `pod`, `interface`, `network_name`):
 //! `multus_interface_{receive,transmit}_{bytes,packets}_total`,
 //! `multus_policy_drop_{packets,bytes}_total` and `multus_policy_audit_{packets,bytes}_total`
-//! (plus `direction`, `reason` and `policy_source`; a series appears with its first drop), and
+//! (plus `direction`, `reason` and `policy_source`; every reason's series is there at zero while
+//! the interface has a policy, audit series while it is in audit mode), and
 //! `pod_network_name_info` (always 0; OpenShift's name and labels, so
 //! cAdvisor's `container_network_*` series join on `namespace`, `pod`, `interface`).
 use std::{
@@ -401,34 +402,44 @@ fn encode_interfaces(
                     .encode(family.encode_family(&interface_labels(record))?)?;
             }
         }
-        let drops: [(&str, &str, Pick2); 2] = [
+        // The last field: an audit family (zero series only under an audit-mode policy).
+        let drops: [(&str, &str, Pick2, bool); 2] = [
             (
                 "multus_policy_drop",
                 "Packets dropped on a secondary interface by its policy, by direction, reason and \
                  policy source",
                 DirectionCounters::drops,
+                false,
             ),
             (
                 "multus_policy_audit",
                 "Packets an audit-mode policy would have dropped (and passed), by direction, \
                  reason and policy source",
                 DirectionCounters::audited,
+                true,
             ),
         ];
         // Parsed once per record, not once per family and unit.
         let sources: Vec<&str> = rows.iter().map(|(r, _)| policy_source_label(r)).collect();
-        for (name, help, pick) in drops {
+        for (name, help, pick, audit) in drops {
             for (unit, packets_not_bytes) in [(&packets, true), (&Unit::Bytes, false)] {
                 let mut family =
                     encoder.encode_descriptor(name, help, Some(unit), MetricType::Counter)?;
                 for ((record, counters), &source) in rows.iter().zip(&sources) {
+                    // Under a policy every reason is there from the start, at zero, so the
+                    // first drop is an increase; without one, only what earlier policies
+                    // left.
+                    let zeros = record
+                        .policy
+                        .as_ref()
+                        .is_some_and(|p| !audit || p.audit);
                     for (direction, dir) in
                         [("ingress", &counters.ingress), ("egress", &counters.egress)]
                     {
                         for reason in DropReason::ALL {
                             let (packets, bytes) = pick(dir, reason);
                             let value = if packets_not_bytes { packets } else { bytes };
-                            if value == 0 {
+                            if value == 0 && !zeros {
                                 continue;
                             }
                             let [ns, pod, iface, net] = interface_labels(record);
@@ -545,12 +556,18 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
         }
-        // Reasons without drops are not reported.
+        // Under a policy every drop reason is reported from the start, at zero (two
+        // directions); audit series only with their counts, the policy not being in audit mode.
+        let reasons = DropReason::ALL.len();
         assert_eq!(
             text.matches("multus_policy_drop_packets_total{").count(),
-            1,
+            2 * reasons,
             "{text}"
         );
+        assert!(text.lines().any(|l| l
+            == format!(
+                "multus_policy_drop_packets_total{{{labels},direction=\"ingress\",reason=\"header_chain\",policy_source=\"nad+mnp\"}} 0"
+            )));
         assert_eq!(
             text.matches("multus_policy_audit_packets_total{").count(),
             1,
