@@ -2,6 +2,7 @@
 //! Debian's plugins as delegates, real eBPF programs, in namespaces the tests create.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod faults;
 mod kube;
 mod kube_node;
 mod standalone;
