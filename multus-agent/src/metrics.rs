@@ -88,6 +88,7 @@ pub struct AgentMetrics {
     policy_errors: Family<KindLabels, Counter>,
     policy_updates: Family<OperationLabels, Counter>,
     policy_sync: Histogram,
+    abandoned_deletes: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -106,6 +107,7 @@ impl Default for AgentMetrics {
             policy_updates: Family::default(),
             // 1 ms to about 16 s.
             policy_sync: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            abandoned_deletes: Counter::default(),
         }
     }
 }
@@ -210,6 +212,16 @@ impl AgentMetrics {
         self.policy_sync.observe(took.as_secs_f64());
     }
 
+    /// Counts a cache entry whose DEL was given up after `retryDeleteAttempts` failures.
+    pub fn abandoned_delete(&self) {
+        self.abandoned_deletes.inc();
+    }
+
+    /// How many DELs were given up so far.
+    pub fn abandoned_deletes(&self) -> u64 {
+        self.abandoned_deletes.get()
+    }
+
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "multus_agent_attach_operations",
@@ -264,6 +276,12 @@ impl AgentMetrics {
             "multus_agent_policy_updates",
             "Policy updates of attachments (set, clear), by result",
             self.policy_updates.clone(),
+        );
+        registry.register(
+            "multus_agent_abandoned_deletes",
+            "Pods whose network DEL failed retryDeleteAttempts times and was given up (what \
+             they held may have leaked; the log names it)",
+            self.abandoned_deletes.clone(),
         );
         registry.register_with_unit(
             "multus_agent_policy_sync_duration",

@@ -441,6 +441,18 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
         install.daemon_socket_dir, config.socket_dir,
         "the shim must dial where the agent listens"
     );
+    // The shim's DEL with the agent down needs the agent's directories: the installer reads
+    // the agent's own configuration file.
+    let agent_file = install
+        .agent_config
+        .clone()
+        .expect("install --agent-config FILE");
+    assert_eq!(
+        Some(agent_file.to_string_lossy().as_ref()),
+        flag_value(agent.command.as_deref().unwrap_or_default(), "--config"),
+        "the installer reads the file the agent runs with"
+    );
+    let _ = mounted(spec, init, &agent_file);
     let init_bin = mounted(spec, init, &install.cni_bin_dir);
     assert!(init_bin.writable);
     assert_eq!(

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod chroot;
+mod faults;
 mod kube;
 mod kube_node;
 mod standalone;
