@@ -531,7 +531,15 @@ fn shipped_install_flags(name: &str) -> Vec<String> {
         .collect();
     assert!(command[0].ends_with("/multus-agent"), "{command:?}");
     assert_eq!(command[1], "install", "{command:?}");
-    command[2..].to_vec()
+    // The agent's configuration is a ConfigMap in the pod; here, the file it is made from.
+    let mut flags = command[2..].to_vec();
+    if let Some(i) = flags.iter().position(|f| f == "--agent-config") {
+        flags[i + 1] = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/config/agent-config.json")
+            .display()
+            .to_string();
+    }
+    flags
 }
 
 /// The multus configuration a runtime would load now (the first file by name), once it names

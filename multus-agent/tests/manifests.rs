@@ -488,6 +488,11 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
         mounted(spec, watcher, &watch.cni_conf_dir),
         mounted(spec, init, &install.cni_conf_dir)
     );
+    assert_eq!(watch.agent_config, install.agent_config);
+    // The ConfigMap's file is the repository's deploy/config/agent-config.json.
+    let (mut install, mut watch) = (install.clone(), watch);
+    install.agent_config = Some(repo().join("deploy/config/agent-config.json"));
+    watch.agent_config = install.agent_config.clone();
     let (a, b) = (
         install.to_options(|_| None).unwrap(),
         watch.to_options(|_| None).unwrap(),
