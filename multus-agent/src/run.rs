@@ -167,9 +167,12 @@ async fn serve(
             .context("registering attachments for policy")?;
     }
     tokio::spawn(Arc::clone(&enforcer).run(policy_rx));
-    let mut engine = Engine::new(Arc::clone(&source.network)).with_hooks(Arc::new(
-        AgentHooks::new(Arc::clone(&attachments), Some(Arc::clone(&enforcer))),
-    ));
+    let mut engine = Engine::new(Arc::clone(&source.network))
+        .with_hooks(Arc::new(AgentHooks::new(
+            Arc::clone(&attachments),
+            Some(Arc::clone(&enforcer)),
+        )))
+        .with_publisher(Arc::clone(&source.publisher));
     if matches!(config.source, SourceMode::Kubernetes { .. }) {
         // Device IDs of resourceName networks, from kubelet on this node (as thin mode does).
         engine = engine.with_devices(Arc::new(PodResourcesDevices::new(
@@ -181,7 +184,6 @@ async fn serve(
     let handler = Arc::new(CniHandler::new(
         engine,
         Arc::clone(&config),
-        Arc::clone(&source.status),
         Arc::clone(&attachments),
         metrics.clone(),
     ));

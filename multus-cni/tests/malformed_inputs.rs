@@ -205,17 +205,20 @@ fn cases() -> Vec<Case> {
             .networks_json(json!([{"name": "macvlan-net", "ips": ["192.0.2.300/24"]}])),
         case("JSON bad mac", 7, "is not a MAC address")
             .networks_json(json!([{"name": "macvlan-net", "mac": "02:00:00"}])),
+        // Refused only with requireCapabilities (by default they go as legacy CNI_ARGS).
         case(
             "ips without the capability",
             7,
             "declares the capability \"ips\"",
         )
+        .conf(|c, _| c["requireCapabilities"] = json!(true))
         .networks_json(json!([{"name": "macvlan-net", "ips": ["192.0.2.5/24"]}])),
         case(
             "mac without the capability",
             7,
             "declares the capability \"mac\"",
         )
+        .conf(|c, _| c["requireCapabilities"] = json!(true))
         .networks_json(json!([{"name": "macvlan-net", "mac": "02:00:00:00:00:05"}])),
         case(
             "two default routes",

@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command};
+use std::{path::PathBuf, process::Command};
 
 use base64::Engine as _;
-use common::{Node, PLUGIN_DIR, Run, assert_clean, link_names, root};
+use common::{Node, PLUGIN_DIR, Run, assert_clean, install_spy, link_names, root, spy_saw};
 use multus_testkit::Netns;
 use serde_json::{Map, Value, json};
 
@@ -53,38 +53,6 @@ fn multus_conf(node: &Node, version: &str) -> Value {
     let mut conf = node.multus_conf(version);
     conf["binDir"] = json!(node.path("bin"));
     conf
-}
-
-/// A chained plugin that records every stdin and `CNI_ARGS` it gets under `<node>/spy/`, passes
-/// its prevResult on for ADD, and fails DEL (code 111) while `<node>/spy/fail-DEL` exists.
-fn install_spy(node: &Node) -> PathBuf {
-    let bin = node.path("bin");
-    let seen = node.path("spy");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&seen).unwrap();
-    let script = format!(
-        "#!/bin/sh\nd={seen}\nn=$(ls $d | grep -c \"^$CNI_COMMAND-.*[.]stdin$\")\n\
-         cat > $d/$CNI_COMMAND-$n.stdin\nprintf '%s' \"$CNI_ARGS\" > $d/$CNI_COMMAND-$n.args\n\
-         printf '%s' \"$CNI_IFNAME\" > $d/$CNI_COMMAND-$n.ifname\n\
-         if [ -e $d/fail-$CNI_COMMAND ]; then\n\
-         echo '{{\"cniVersion\":\"1.0.0\",\"code\":111,\"msg\":\"spy told to fail\"}}'; exit 1; fi\n\
-         if [ \"$CNI_COMMAND\" = ADD ]; then jq -c .prevResult $d/ADD-$n.stdin; fi\n",
-        seen = seen.display()
-    );
-    let path = bin.join("spy");
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    seen
-}
-
-/// What the spy saw for its `n`th run of `command`: stdin and `CNI_ARGS`, and `CNI_IFNAME`.
-fn spy_saw(seen: &std::path::Path, command: &str, n: usize) -> (Value, String, String) {
-    let read = |ext: &str| std::fs::read_to_string(seen.join(format!("{command}-{n}.{ext}")));
-    (
-        serde_json::from_str(&read("stdin").unwrap()).unwrap(),
-        read("args").unwrap(),
-        read("ifname").unwrap(),
-    )
 }
 
 /// Runs one plugin binary in the node namespace like libcni does.

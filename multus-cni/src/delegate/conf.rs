@@ -59,7 +59,10 @@ impl DelegateConf {
             context: format!("network {origin}"),
             version: version.clone(),
         })?;
-        let kind = if json.contains_key("plugins") {
+        // As libcni and Multus decide: a `type` makes it a single plugin, `plugins` beside it
+        // notwithstanding.
+        let has_type = matches!(json.get("type"), Some(Value::String(t)) if !t.is_empty());
+        let kind = if !has_type && json.contains_key("plugins") {
             ConfKind::List
         } else {
             ConfKind::Single
@@ -184,6 +187,17 @@ impl DelegateConf {
         })
     }
 
+    /// Whether a conflist turns `key` (`disableCheck`, `disableGC`) on: `true`, or the strings
+    /// `"true"`/`"false"` in any case, as libcni reads them. A single plugin has no such keys.
+    pub fn list_disables(&self, key: &str) -> bool {
+        self.kind == ConfKind::List
+            && match self.json.get(key) {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+                _ => false,
+            }
+    }
+
     /// Whether any plugin declares `cap`.
     pub fn has_capability(&self, cap: &str) -> bool {
         (0..self.plugin_count()).any(|i| self.plugin_has_capability(i, cap))
@@ -285,6 +299,41 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn disable_check_and_gc_on_lists_only() {
+        let list = |extra: Value| {
+            let mut v = json!({"cniVersion": "1.1.0", "name": "n", "plugins": [{"type": "a"}]});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            DelegateConf::from_value(v, None, "t").unwrap()
+        };
+        assert!(list(json!({"disableCheck": true})).list_disables("disableCheck"));
+        assert!(list(json!({"disableGC": "True"})).list_disables("disableGC"));
+        assert!(!list(json!({"disableGC": "false"})).list_disables("disableGC"));
+        assert!(!list(json!({})).list_disables("disableCheck"));
+        let single = DelegateConf::from_value(
+            json!({"cniVersion": "1.1.0", "name": "n", "type": "a", "disableCheck": true}),
+            None,
+            "t",
+        )
+        .unwrap();
+        assert!(!single.list_disables("disableCheck"));
+    }
+
+    #[test]
+    fn a_type_beside_plugins_is_a_single_plugin() {
+        let c = DelegateConf::from_value(
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "macvlan",
+                   "plugins": [{"type": "bridge"}, {"type": "tuning"}]}),
+            None,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.kind(), ConfKind::Single);
+        assert_eq!(c.plugin_types(), ["macvlan"]);
+    }
 
     #[test]
     fn single_and_list() {

@@ -123,7 +123,8 @@ impl<'a> Invoker<'a> {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// CHECK through the chain with the cached ADD result.
+    /// CHECK through the chain with the cached ADD result; nothing for a conflist with
+    /// `disableCheck` (as libcni).
     pub fn check(
         &self,
         network: &str,
@@ -132,6 +133,10 @@ impl<'a> Invoker<'a> {
         target: Target<'_>,
         prev_result: &Value,
     ) -> Result<()> {
+        if conf.list_disables("disableCheck") {
+            debug!(network, "disableCheck: CHECK skipped");
+            return Ok(());
+        }
         for (i, ty) in conf.plugin_types().iter().enumerate() {
             let stdin = conf.plugin_stdin(i, runtime_config, Some(prev_result), &Map::new());
             self.run_one(network, ty, Command::Check, Some(target), &stdin)?;
@@ -140,7 +145,7 @@ impl<'a> Invoker<'a> {
     }
 
     /// STATUS (without `extra`) or GC (with `cni.dev/valid-attachments` in `extra`) on every
-    /// plugin of the chain.
+    /// plugin of the chain; no GC for a conflist with `disableGC` (as libcni).
     pub fn status_or_gc(
         &self,
         network: &str,
@@ -148,6 +153,10 @@ impl<'a> Invoker<'a> {
         command: Command,
         extra: &Map<String, Value>,
     ) -> Result<()> {
+        if command == Command::Gc && conf.list_disables("disableGC") {
+            debug!(network, "disableGC: GC skipped");
+            return Ok(());
+        }
         for (i, ty) in conf.plugin_types().iter().enumerate() {
             let stdin = conf.plugin_stdin(i, &Map::new(), None, extra);
             self.run_one(network, ty, command, None, &stdin)?;

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::AddOutput;
 use crate::{
     cni::{CniResult, Request},
+    config::NetConf,
     error::Error,
     network::{PodKey, SourceError},
 };
@@ -101,18 +102,26 @@ pub struct NoHooks;
 
 impl Hooks for NoHooks {}
 
-/// Tells the world how an ADD ended: the Kubernetes front ends write the network-status
-/// annotation and post Events. Unlike [`Hooks`], it cannot fail the ADD: it runs after the
-/// outcome is settled (the cache complete, or everything rolled back) and before ADD answers.
+/// Tells the world how an ADD ended: the Kubernetes front ends (thin mode and the agent alike,
+/// through `kube::KubePublisher`) write the network-status annotation and post Events. Unlike
+/// [`Hooks`], it cannot fail the ADD: it runs after the outcome is settled (the cache complete,
+/// or everything rolled back) and before ADD answers.
 pub trait Publisher: Send + Sync {
-    /// ADD succeeded with `output`.
-    fn added(&self, request: &Request, output: &AddOutput) {
-        let _ = (request, output);
+    /// ADD succeeded with `output`, under configuration `conf`.
+    fn added(&self, request: &Request, conf: &NetConf, output: &AddOutput) {
+        let _ = (request, conf, output);
     }
 
     /// ADD failed with `error`; nothing of it is left.
     fn add_failed(&self, request: &Request, error: &Error) {
         let _ = (request, error);
+    }
+
+    /// Posts a Warning Event on `pod` with `reason` (a CamelCase word) and `message`: for what
+    /// the engine finds outside ADD (a DEL or GC that leaves something behind, ...). Best
+    /// effort; never blocks the request longer than the API's bounds.
+    fn warning(&self, pod: &PodKey, reason: &'static str, message: &str) {
+        let _ = (pod, reason, message);
     }
 }
 
