@@ -505,7 +505,7 @@ pub fn valid_hw_addr(s: &str) -> bool {
         _ => return false,
     };
     let stride = group + 1;
-    if (b.len() + 1) % stride != 0 {
+    if !(b.len() + 1).is_multiple_of(stride) {
         return false;
     }
     let groups = (b.len() + 1) / stride;

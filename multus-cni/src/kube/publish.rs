@@ -32,7 +32,7 @@ pub trait PodApi: Send + Sync {
 
 impl PodApi for Cluster {
     fn api(&self) -> Option<&KubeApi> {
-        Cluster::api(self)
+        Self::api(self)
             .inspect_err(|e| debug!("no Kubernetes client: {e}"))
             .ok()
     }
