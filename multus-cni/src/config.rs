@@ -649,7 +649,7 @@ mod tests {
             7
         );
         assert_eq!(
-            parse(json!({"cniVersion": "0.2.0", "name": "m", "clusterNetwork": "x"}))
+            parse(json!({"cniVersion": "0.2.1", "name": "m", "clusterNetwork": "x"}))
                 .unwrap_err()
                 .code(),
             1

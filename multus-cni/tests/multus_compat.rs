@@ -493,3 +493,34 @@ fn del_uses_the_raw_conflist_of_multus_4_2_caches() {
     run(&node, "DEL", &p, &pod.path().to_string_lossy(), &conf).ok();
     assert_clean(&node, Some(&pod));
 }
+
+/// A Multus-era cache holding a 0.2.0 delegate (results with `ip4`, no interfaces): DEL runs
+/// its plugins and releases the address, as Multus's libcni would.
+#[test]
+fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
+    if !root("del_of_a_multus_pod_with_a_0_2_0_delegate") {
+        return;
+    }
+    let node = Node::new();
+    let pod = Netns::new("cpd");
+    let mut cluster = node.cluster_conf("0.4.0");
+    cluster["name"] = json!("cbr0");
+    let old = json!({"cniVersion": "0.2.0", "name": "old-net", "type": "macvlan",
+        "master": "vpar", "mode": "bridge", "ipam": node.ipam("192.0.2.0/24", None)});
+    let p = multus_add(
+        &node,
+        "c1",
+        &pod,
+        "old",
+        &[
+            Delegate::new("cbr0", cluster),
+            Delegate::new("pods/old-net", old),
+        ],
+    );
+    assert!(p.results[1]["ip4"]["ip"].is_string(), "{}", p.results[1]);
+    assert_eq!(node.leases().len(), 2);
+    let conf = multus_conf(&node, "1.0.0");
+    let netns = pod.path().to_string_lossy().into_owned();
+    run(&node, "DEL", &p, &netns, &conf).ok();
+    assert_clean(&node, Some(&pod));
+}

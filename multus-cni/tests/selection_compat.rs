@@ -392,3 +392,59 @@ fn a_cluster_network_file_chains_its_subdirectory_plugins() {
         assert_clean(&node, Some(&pod));
     }
 }
+
+/// Versions as lenient as libcni: a NAD without `cniVersion` (the plugin assumes 0.1.0), a NAD
+/// of 0.2.0 (an `ip4` result), and a conflist whose `cniVersions` lists a newer one than its
+/// `cniVersion` (the highest supported wins) all attach, and go on DEL.
+#[test]
+fn old_and_unversioned_delegates_attach() {
+    if !root("old_and_unversioned_delegates_attach") {
+        return;
+    }
+    let node = Node::new();
+    let seen = install_spy(&node);
+    let macvlan = |subnet: &str| {
+        json!({"type": "macvlan", "master": "vpar", "mode": "bridge",
+               "ipam": node.ipam(subnet, None)})
+    };
+    node.nad("pods", "bare-net", &macvlan("192.0.2.0/24"));
+    let mut old = macvlan("198.51.100.0/24");
+    old["cniVersion"] = json!("0.2.0");
+    node.nad("pods", "old-net", &old);
+    node.nad(
+        "pods",
+        "multi-net",
+        &json!({"cniVersion": "0.3.1", "cniVersions": ["0.3.1", "1.0.0", "9.9.9"],
+                "name": "multi-net",
+                "plugins": [macvlan("203.0.113.0/24"), {"type": "spy"}]}),
+    );
+    node.pod(
+        "pods",
+        "old",
+        "u-old",
+        &json!({NETWORKS: "bare-net,old-net,multi-net"}),
+    );
+    let pod = Netns::new("cpd");
+    let mut conf = conf(&node);
+    // The cluster network on a subnet of its own: the three NADs take the others.
+    conf["delegates"][0]["ipam"] = node.ipam("192.0.2.0/24", None);
+    conf["delegates"][0]["ipam"]["ranges"][0][0]["rangeStart"] = json!("192.0.2.201");
+    conf["delegates"][0]["ipam"]["ranges"][0][0]["rangeEnd"] = json!("192.0.2.250");
+    conf["delegates"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("isDefaultGateway");
+    conf["delegates"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("isGateway");
+    let add = node.run("ADD", "c1", Some(&pod), "old", &conf);
+    assert_eq!(add.code, 0, "{add:?}");
+    assert!(addrs(&pod, "net1")[0].starts_with("192.0.2."));
+    assert!(addrs(&pod, "net2")[0].starts_with("198.51.100."));
+    assert!(addrs(&pod, "net3")[0].starts_with("203.0.113."));
+    let (stdin, _, _) = spy_saw(&seen, "ADD", 0);
+    assert_eq!(stdin["cniVersion"], "1.0.0", "{stdin}");
+    node.run("DEL", "c1", Some(&pod), "old", &conf).ok();
+    assert_clean(&node, Some(&pod));
+}

@@ -328,7 +328,9 @@ fn version_and_stdout_holds_only_the_reply() {
         .ok();
     assert_eq!(
         v.json()["supportedVersions"],
-        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        json!([
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+        ])
     );
     // Debug logging is on in multus_conf: it must all go to stderr.
     let pod = three_network_pod(&node, "1.0.0", "quiet");

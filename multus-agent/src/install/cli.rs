@@ -339,7 +339,7 @@ mod tests {
         );
         let err = options(&["--multus-log-level", "loud"], &[]).unwrap_err();
         assert!(err.to_string().contains("--multus-log-level"), "{err}");
-        let err = options(&["--cni-version", "0.2.0"], &[]).unwrap_err();
+        let err = options(&["--cni-version", "0.2.1"], &[]).unwrap_err();
         assert!(err.to_string().contains("--cni-version"), "{err}");
         let err = options(&["--poll-interval", "0"], &[]).unwrap_err();
         assert!(err.to_string().contains("--poll-interval"), "{err}");

@@ -90,8 +90,9 @@ impl<'a> Invoker<'a> {
                 command: "ADD",
                 source: e.into(),
             })?;
-            let parsed =
-                CniResult::from_value(value.clone()).map_err(|source| Error::PluginOutput {
+            // A result without cniVersion is in the configuration's version (as libcni reads it).
+            let parsed = CniResult::from_value_as(value.clone(), Some(conf.cni_version()))
+                .map_err(|source| Error::PluginOutput {
                     network: network.to_owned(),
                     plugin: ty.clone(),
                     command: "ADD",
