@@ -119,7 +119,8 @@ pub trait Publisher: Send + Sync {
 
     /// Posts a Warning Event on `pod` with `reason` (a CamelCase word) and `message`: for what
     /// the engine finds outside ADD (a DEL or GC that leaves something behind, ...). Best
-    /// effort; never blocks the request longer than the API's bounds.
+    /// effort; never blocks the request longer than the API's bounds. Blocking: call it from
+    /// the request's thread (as the engine runs), never from inside an async task.
     fn warning(&self, pod: &PodKey, reason: &'static str, message: &str) {
         let _ = (pod, reason, message);
     }
