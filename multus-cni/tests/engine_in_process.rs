@@ -221,8 +221,7 @@ fn requested_ips_reach_only_capable_plugins_and_devices_resolve() {
         Some(json!({"type": "pci", "version": "1.1.0"}))
     );
     // The cache holds the exact bytes handed to the delegate, device id and cni-args included.
-    let cache: Value =
-        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     let cached: Value =
         serde_json::from_str(cache["delegates"][1]["config"].as_str().unwrap()).unwrap();
     assert_eq!(cached["plugins"][0]["deviceID"], "0000:00:1f.6");

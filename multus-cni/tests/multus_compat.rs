@@ -394,8 +394,7 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
     assert_eq!(link_names(&pod), vec!["lo"]);
     assert!(node.leases().is_empty());
     assert_eq!(node.cache_files(), vec!["c1"]);
-    let cache: Value =
-        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     assert_eq!(cache["format"], "multus-rs/v1");
     let left = cache["delegates"].as_array().unwrap();
     assert_eq!(left.len(), 1, "{cache}");
@@ -522,5 +521,62 @@ fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
     let conf = multus_conf(&node, "1.0.0");
     let netns = pod.path().to_string_lossy().into_owned();
     run(&node, "DEL", &p, &netns, &conf).ok();
+    assert_clean(&node, Some(&pod));
+}
+
+/// The way back: a pod set up here, then torn down from what Multus reads alone. The cache file
+/// is Multus's list of delegate records (this engine's entry rides in the first one, under a key
+/// Go's decoder ignores); with that entry and this engine's results file removed, as Multus
+/// would see the node after a rollback, DEL runs Multus's teardown from the records: every
+/// interface and every lease goes.
+#[test]
+fn a_pod_set_up_here_is_torn_down_from_multus_records_alone() {
+    if !root("a_pod_set_up_here_is_torn_down_from_multus_records_alone") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    node.bridge_nad("1.0.0");
+    node.pod(
+        "pods",
+        "back",
+        "uid-back",
+        &json!({"k8s.v1.cni.cncf.io/networks":
+                json!([{"name": "macvlan-net"}, {"name": "bridge-net", "interface": "data0"}])
+                    .to_string()}),
+    );
+    let pod = Netns::new("cpd");
+    let conf = node.multus_conf("1.0.0");
+    node.run("ADD", "c1", Some(&pod), "back", &conf).ok();
+    assert_eq!(link_names(&pod), vec!["data0", "eth0", "lo", "net1"]);
+    assert_eq!(node.leases().len(), 3);
+
+    let path = node.path("cache").join("c1");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let records = file
+        .as_array_mut()
+        .expect("the cache is Multus's list of records");
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[1]["Name"], "pods/macvlan-net");
+    assert_eq!(records[2]["ifnameRequest"], "data0");
+    assert!(
+        records[0]
+            .as_object_mut()
+            .unwrap()
+            .remove("multusRsEntry")
+            .is_some()
+    );
+    std::fs::write(&path, file.to_string()).unwrap();
+    std::fs::remove_file(node.path("cache").join("results").join("c1")).unwrap();
+
+    let netns = pod.path().to_string_lossy().into_owned();
+    node.run_with_args(
+        "DEL",
+        "c1",
+        &netns,
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=pods;K8S_POD_NAME=back",
+        &conf,
+    )
+    .ok();
     assert_clean(&node, Some(&pod));
 }

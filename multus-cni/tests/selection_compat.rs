@@ -77,8 +77,7 @@ fn annotation_device_id_is_a_capability_arg_only() {
     assert_eq!(capable["runtimeConfig"]["deviceID"], id, "{capable}");
     assert!(capable.get("deviceID").is_none(), "{capable}");
     assert!(capable.get("pciBusID").is_none(), "{capable}");
-    let cache = std::fs::read_to_string(node.path("cache").join("c1")).unwrap();
-    let cache: Value = serde_json::from_str(&cache).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     let config: Value =
         serde_json::from_str(cache["delegates"][1]["config"].as_str().unwrap()).unwrap();
     for plugin in config["plugins"].as_array().unwrap() {

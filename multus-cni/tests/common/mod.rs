@@ -353,3 +353,12 @@ pub fn spy_saw(seen: &Path, command: &str, n: usize) -> (Value, String, String) 
         read("ifname").unwrap(),
     )
 }
+
+/// This engine's cache entry of `container` (embedded in the first record of the file, which is
+/// in Multus's format).
+pub fn own_cache_entry(node: &Node, container: &str) -> Value {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(node.path("cache").join(container)).unwrap())
+            .unwrap();
+    file[0]["multusRsEntry"].clone()
+}
