@@ -15,7 +15,7 @@ use multus_cni::{
     NetConf,
     cni::Request,
     engine::{AddOutput, Publisher},
-    network::{LocalFiles, NetworkSource},
+    network::{LocalFiles, NetworkSource, PodKey},
 };
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::{
@@ -30,7 +30,8 @@ use crate::metrics::AgentMetrics;
 /// Changes closer together than this are handled as one.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Logs network-status: without a cluster there is no pod object to write it to.
+/// Logs network-status and the Warnings: without a cluster there is no pod object to write
+/// them to.
 #[derive(Debug)]
 struct LogStatus;
 
@@ -44,6 +45,10 @@ impl Publisher for LogStatus {
         for warning in &output.warnings {
             warn!(pod = %format!("{namespace}/{name}"), "{warning}");
         }
+    }
+
+    fn warning(&self, pod: &PodKey, reason: &'static str, message: &str) {
+        warn!(pod = %format!("{}/{}", pod.namespace, pod.name), reason, "{message}");
     }
 }
 
