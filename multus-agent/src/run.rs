@@ -12,7 +12,6 @@ use multus_cni::{
     Engine,
     config::{DEFAULT_CNI_DIR, DEFAULT_DEVICE_INFO_DIR, DEFAULT_KUBELET_ROOT_DIR},
     delegate::ChrootExec,
-    engine::NoPublisher,
     kube::PodResourcesDevices,
 };
 use multus_kube::ClientSource;
@@ -201,10 +200,11 @@ async fn serve(
             Arc::clone(&attachments),
             Some(Arc::clone(&enforcer)),
         )))
-        // Thick-mode Events hook: the Kubernetes Events publisher goes in place of NoPublisher.
+        // Thick-mode Events through the same publisher as thin mode, wrapped to count what the
+        // agent exports (abandoned DELs).
         .with_publisher(Arc::new(AgentPublisher::new(
             metrics.clone(),
-            Arc::new(NoPublisher),
+            Arc::clone(&source.publisher),
         )));
     if let Some(root) = &config.chroot_dir {
         // Delegates on the node's filesystem: their configurations name the node's paths.
@@ -222,7 +222,6 @@ async fn serve(
     let handler = Arc::new(CniHandler::new(
         engine,
         Arc::clone(&config),
-        Arc::clone(&source.status),
         Arc::clone(&attachments),
         metrics.clone(),
     ));

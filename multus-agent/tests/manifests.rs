@@ -1024,3 +1024,35 @@ fn the_api_server_accepts_the_manifests_and_the_examples() {
         }
     }
 }
+
+/// The names Multus's own manifests give its cluster objects (ServiceAccount, ClusterRole and
+/// ClusterRoleBinding `multus`, the DaemonSets `kube-multus-ds*`, the ConfigMaps
+/// `multus-cni-config` and `multus-daemon-config`). `kubectl apply -f deploy/` on a cluster still
+/// running Multus must not touch one of them: Multus's role cut to `get` stops its informers,
+/// and deleting Multus's objects afterwards would delete these.
+#[test]
+fn no_object_takes_a_name_multus_uses() {
+    let taken = |kind: &str, name: &str| match kind {
+        "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" => name == "multus",
+        "DaemonSet" => name.starts_with("kube-multus-ds"),
+        "ConfigMap" => matches!(name, "multus-cni-config" | "multus-daemon-config"),
+        _ => false,
+    };
+    let docs = deploy_docs();
+    assert!(
+        docs.iter().any(|d| d.kind() == "ClusterRole"),
+        "no ClusterRole read"
+    );
+    for doc in &docs {
+        assert!(
+            !taken(doc.kind(), doc.name()),
+            "{}: {} {} has the name of Multus's own",
+            doc.file,
+            doc.kind(),
+            doc.name()
+        );
+    }
+    // The thin binary's identity is the one deploy/ binds.
+    assert_ne!(CNI_BINARY.service_account, "multus");
+    assert_ne!(CNI_BINARY.cluster_role, "multus");
+}
