@@ -60,6 +60,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
         Command::Fuzz(args) => fuzz::run(&args),
     };
-    shell::step(&format!("done in {:.0?}", started.elapsed()));
+    shell::step(&shell::outcome(result.is_ok(), started.elapsed()));
     result
 }

@@ -4,5 +4,6 @@
 
 mod kube;
 mod kube_node;
+mod listeners;
 mod standalone;
 mod support;

@@ -257,11 +257,17 @@ impl Node {
 
     /// Starts the agent with `config` in the node namespace and waits until it is ready.
     pub fn start_agent(&self, config: &Value) -> Agent {
+        self.start_agent_in(&self.netns.path(), config, METRICS.parse().unwrap())
+    }
+
+    /// Starts the agent with `config` in `netns` and waits until `ready` (an address in that
+    /// namespace) answers `/readyz`.
+    pub fn start_agent_in(&self, netns: &Path, config: &Value, ready: SocketAddr) -> Agent {
         let file = self.path("agent.json");
         std::fs::write(&file, config.to_string()).unwrap();
         let log_path = self.path(&format!("agent-{}.log", unique_name("")));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = inside::command(&self.netns.path(), env!("CARGO_BIN_EXE_multus-agent"))
+        let child = inside::command(netns, env!("CARGO_BIN_EXE_multus-agent"))
             .unwrap()
             .args(["run", "--config"])
             .arg(&file)
@@ -275,7 +281,8 @@ impl Node {
         let mut agent = Agent {
             child: Some(child),
             log: log_path,
-            netns: self.netns.path(),
+            netns: netns.to_owned(),
+            ready,
         };
         agent.wait_ready();
         agent
@@ -458,6 +465,7 @@ pub struct Agent {
     child: Option<Child>,
     pub log: PathBuf,
     netns: PathBuf,
+    ready: SocketAddr,
 }
 
 impl Agent {
@@ -467,7 +475,7 @@ impl Agent {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr: SocketAddr = METRICS.parse().unwrap();
+        let addr = self.ready;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
