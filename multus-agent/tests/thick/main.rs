@@ -5,5 +5,6 @@
 mod kube;
 mod kube_node;
 mod listeners;
+mod logfile;
 mod standalone;
 mod support;
