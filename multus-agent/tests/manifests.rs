@@ -880,8 +880,45 @@ fn kustomization(dir: &Path) -> Value {
     serde_yaml::from_str(&text).unwrap()
 }
 
-/// `kubectl kustomize DIR` as JSON documents; `None` (said loudly) without kubectl.
+/// Whether kubectl's kustomize is v4 or newer (directories in `resources`, as the overlay
+/// uses): from `kustomizeVersion` (kubectl 1.24+), else kubectl 1.21+ (which embeds v4).
+/// `Err` says why not.
+fn kubectl_kustomize_usable() -> Result<(), String> {
+    let out = std::process::Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .map_err(|e| format!("kubectl cannot run ({e})"))?;
+    let v: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("kubectl version: {e}"))?;
+    let number = |s: &str| -> u32 {
+        s.trim_start_matches('v')
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    match v["kustomizeVersion"].as_str() {
+        Some(k) if number(k) >= 4 => Ok(()),
+        Some(k) => Err(format!("kubectl's kustomize {k} is older than v4")),
+        None => {
+            let minor = number(v["clientVersion"]["minor"].as_str().unwrap_or(""));
+            if minor >= 21 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "kubectl 1.{minor} embeds kustomize v2, older than v4"
+                ))
+            }
+        }
+    }
+}
+
+/// `kubectl kustomize DIR` as JSON documents; `None` (said loudly) without a usable kubectl.
 fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    if let Err(why) = kubectl_kustomize_usable() {
+        eprintln!("SKIPPED rendering {}: {why}", dir.display());
+        return None;
+    }
     let out = match std::process::Command::new("kubectl")
         .arg("kustomize")
         .arg(dir)

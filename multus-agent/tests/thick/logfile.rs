@@ -22,8 +22,16 @@ fn log_file_gets_the_log_and_stderr_stays_quiet() {
     assert!(agent.terminate(), "the agent did not stop cleanly");
 
     let log = std::fs::read_to_string(&file).unwrap();
-    for line in ["dataplane loaded", "serving CNI requests", "SIGTERM: shutting down"] {
-        assert!(log.contains(line), "no {line:?} in {}:\n{log}", file.display());
+    for line in [
+        "dataplane loaded",
+        "serving CNI requests",
+        "SIGTERM: shutting down",
+    ] {
+        assert!(
+            log.contains(line),
+            "no {line:?} in {}:\n{log}",
+            file.display()
+        );
     }
     let old = std::fs::read(file.with_extension("log.1")).unwrap();
     assert_eq!(old.len(), 1024 * 1024, "the full file became agent.log.1");
