@@ -1307,3 +1307,53 @@ fn every_dashboard_query_names_metrics_the_agent_exports() {
         assert!(selected.contains(wanted), "no panel reads {wanted}");
     }
 }
+
+/// The real kubectl against the test API server (server-side dry run): `apply -f deploy/`
+/// (which must skip `deploy/Kustomization`) and `apply -k deploy/` name the same objects, and
+/// the example overlay applies.
+#[test]
+fn kubectl_applies_deploy_with_f_and_with_k_and_the_overlay() {
+    let Some(cluster) =
+        KubeCluster::get("kubectl_applies_deploy_with_f_and_with_k_and_the_overlay")
+    else {
+        return;
+    };
+    if let Err(why) = kubectl_kustomize_usable() {
+        eprintln!("SKIPPED kubectl_applies_deploy_with_f_and_with_k_and_the_overlay: {why}");
+        return;
+    }
+    let apply = |args: &[&str]| -> BTreeSet<String> {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(cluster.admin_kubeconfig())
+            .args(["apply", "--dry-run=server", "-o", "name"])
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let with_f = apply(&["-f", "deploy/"]);
+    let with_k = apply(&["-k", "deploy/"]);
+    assert_eq!(with_f, with_k);
+    assert_eq!(with_f.len(), deploy_docs().len(), "{with_f:?}");
+    assert!(with_f.contains("daemonset.apps/multus-agent"), "{with_f:?}");
+    // The overlay's namespace, made for real: a dry-run Namespace holds nothing.
+    let overlay = kustomization(&repo().join("overlays/example"));
+    let namespace = overlay["namespace"].as_str().unwrap();
+    let _ = cluster.admin().create(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+    }));
+    let with_overlay = apply(&["-k", "overlays/example/"]);
+    assert_eq!(with_overlay.len(), with_k.len() + 1, "{with_overlay:?}");
+    assert!(with_overlay.contains(&format!("namespace/{namespace}")));
+}
