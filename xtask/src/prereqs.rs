@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "bpftool",
     "jq",
+    // The build records the commit for --version (`unknown` without git).
+    "git",
 ];
 
 /// Makes sure everything is in place.
