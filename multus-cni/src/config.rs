@@ -90,6 +90,21 @@ impl Default for LogOptions {
     }
 }
 
+impl LogOptions {
+    /// Reads a `logOptions` object; a missing key keeps its default, a wrong type is an error
+    /// naming `logOptions.<key>`.
+    pub fn from_object(o: &Map<String, Value>) -> Result<Self> {
+        let lk = Keys { obj: o };
+        let d = Self::default();
+        Ok(Self {
+            max_age: prefixed(lk.u64("maxAge"), "logOptions")?.unwrap_or(d.max_age),
+            max_size: prefixed(lk.u64("maxSize"), "logOptions")?.unwrap_or(d.max_size),
+            max_backups: prefixed(lk.u64("maxBackups"), "logOptions")?.unwrap_or(d.max_backups),
+            compress: prefixed(lk.bool("compress"), "logOptions")?.unwrap_or(d.compress),
+        })
+    }
+}
+
 /// One attachment the runtime still uses (GC's `cni.dev/valid-attachments`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ValidAttachment {
@@ -314,17 +329,7 @@ impl NetConf {
         };
         let log_options = match k.object("logOptions")? {
             None => LogOptions::default(),
-            Some(o) => {
-                let lk = Keys { obj: o };
-                let d = LogOptions::default();
-                LogOptions {
-                    max_age: prefixed(lk.u64("maxAge"), "logOptions")?.unwrap_or(d.max_age),
-                    max_size: prefixed(lk.u64("maxSize"), "logOptions")?.unwrap_or(d.max_size),
-                    max_backups: prefixed(lk.u64("maxBackups"), "logOptions")?
-                        .unwrap_or(d.max_backups),
-                    compress: prefixed(lk.bool("compress"), "logOptions")?.unwrap_or(d.compress),
-                }
-            }
+            Some(o) => LogOptions::from_object(o)?,
         };
         let capabilities = match k.object("capabilities")? {
             None => BTreeMap::new(),

@@ -65,6 +65,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Stress(args) => prereqs::ensure().and_then(|()| stress::run(&args)),
     };
-    shell::step(&format!("done in {:.0?}", started.elapsed()));
+    shell::step(&shell::outcome(result.is_ok(), started.elapsed()));
     result
 }

@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "bpftool",
     "jq",
+    // The build records the commit for --version (`unknown` without git).
+    "git",
 ];
 
 /// Makes sure everything is in place.
@@ -37,6 +39,7 @@ pub fn ensure() -> anyhow::Result<()> {
     if ensure_debian_packages(PACKAGES)? {
         done.push("Debian packages".to_owned());
     }
+    ensure_kubectl(&mut done)?;
     ensure_components(&mut done)?;
     ensure_bpf_linker(&mut done)?;
     ensure_bpffs(&mut done)?;
@@ -83,6 +86,20 @@ pub fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<bool> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()?;
     Ok(true)
+}
+
+/// kubectl renders and applies the manifests in tests (`kubectl kustomize`, `apply -k`): any
+/// kubectl on PATH does, else Debian's kubernetes-client (1.20, whose kustomize is v2: the base
+/// and the example overlay are written for it and for current kustomize alike).
+fn ensure_kubectl(done: &mut Vec<String>) -> anyhow::Result<()> {
+    let present = Cmd::new("kubectl")
+        .args(["version", "--client"])
+        .probe()
+        .is_some();
+    if !present && ensure_debian_packages(&["kubernetes-client"])? {
+        done.push("kubectl (kubernetes-client)".to_owned());
+    }
+    Ok(())
 }
 
 fn ensure_components(done: &mut Vec<String>) -> anyhow::Result<()> {
