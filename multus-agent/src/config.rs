@@ -351,9 +351,7 @@ impl AgentConfig {
             cni_overrides: Map::new(),
         };
         // Multus daemon keys that mean nothing here, accepted so a Multus file still loads.
-        for ignored in ["enablePprof"] {
-            k.take(ignored);
-        }
+        k.take("enablePprof");
         for key in RUNTIME_KEYS {
             k.take(key);
         }

@@ -263,7 +263,12 @@ impl Node {
     /// Like [`Node::start_agent`], with the agent's command line run by `wrapper` (a program
     /// and its arguments, the agent's command line appended).
     pub fn start_agent_wrapped(&self, config: &Value, wrapper: &[&str]) -> Agent {
-        self.start_agent_in(&self.netns.path(), config, METRICS.parse().unwrap(), wrapper)
+        self.start_agent_in(
+            &self.netns.path(),
+            config,
+            METRICS.parse().unwrap(),
+            wrapper,
+        )
     }
 
     /// Starts the agent with `config` in `netns`, its command line run by `wrapper` (empty: none),

@@ -145,8 +145,8 @@ fn embedded(value: &Value) -> Option<&Value> {
 /// What a cache file holds: this engine's entry, or the scratch cache of a pod Multus set up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stored {
-    /// An entry of this engine.
-    Own(CacheEntry),
+    /// An entry of this engine (boxed: it is most of the enum's size).
+    Own(Box<CacheEntry>),
     /// Multus's scratch cache (a JSON list of its delegate records), parsed as JSON; see
     /// [`super::multus_cache`].
     Multus(Value),
@@ -161,7 +161,7 @@ pub fn read(path: &Path) -> Result<Option<Stored>> {
     if embedded(&value).is_none() && super::multus_cache::scratch::is_scratch(&value) {
         return Ok(Some(Stored::Multus(value)));
     }
-    Ok(load(path)?.map(Stored::Own))
+    Ok(load(path)?.map(|e| Stored::Own(Box::new(e))))
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
@@ -475,7 +475,7 @@ mod tests {
         assert_eq!(load(&path).unwrap_err().code(), 6);
         assert!(matches!(read(&path).unwrap(), Some(Stored::Multus(_))));
         store(&path, &entry()).unwrap();
-        assert_eq!(read(&path).unwrap(), Some(Stored::Own(entry())));
+        assert_eq!(read(&path).unwrap(), Some(Stored::Own(Box::new(entry()))));
         remove(&path).unwrap();
         assert_eq!(read(&path).unwrap(), None);
     }
@@ -513,10 +513,13 @@ mod tests {
         );
         assert_eq!(value[0]["Conf"]["type"], "bridge");
         // And this engine reads its own entry back.
-        assert_eq!(read(&path).unwrap(), Some(Stored::Own(two.clone())));
+        assert_eq!(
+            read(&path).unwrap(),
+            Some(Stored::Own(Box::new(two.clone())))
+        );
         assert_eq!(load(&path).unwrap(), Some(two.clone()));
         // An entry of the earlier format (a JSON object) is still read.
         fs::write(&path, serde_json::to_vec(&two).unwrap()).unwrap();
-        assert_eq!(read(&path).unwrap(), Some(Stored::Own(two)));
+        assert_eq!(read(&path).unwrap(), Some(Stored::Own(Box::new(two))));
     }
 }
