@@ -613,7 +613,7 @@ mod tests {
         assert!(!c.require_capabilities);
         // An empty globalNamespaces is unset (Multus keeps `default` then).
         let empty = parse(json!({
-            "cniVersion": "0.3.1", "name": "m", "clusterNetwork": "cbr0",
+            "cniVersion": "0.3.1", "name": "m", "type": "multus", "clusterNetwork": "cbr0",
             "globalNamespaces": ""
         }))
         .unwrap();

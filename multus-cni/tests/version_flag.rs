@@ -71,7 +71,7 @@ fn the_cni_version_command_still_answers_with_the_spec_reply() {
         reply,
         json!({
             "cniVersion": "1.1.0",
-            "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+            "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
         })
     );
 }
