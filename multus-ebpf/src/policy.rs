@@ -103,6 +103,7 @@ pub fn decide(
         VERDICT_ALLOW => None,
         VERDICT_DENY => Some(DROP_POLICY_DENY),
         _ if s.pkt.is_nd(direction == DIR_EGRESS) => return Verdict::Pass,
+        _ if s.pkt.is_dhcp_client(direction == DIR_EGRESS) => return Verdict::Pass,
         _ if meta.default == VERDICT_ALLOW => None,
         _ => Some(DROP_DEFAULT_DENY),
     };
