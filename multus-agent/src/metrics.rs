@@ -429,10 +429,7 @@ fn encode_interfaces(
                     // Under a policy every reason is there from the start, at zero, so the
                     // first drop is an increase; without one, only what earlier policies
                     // left.
-                    let zeros = record
-                        .policy
-                        .as_ref()
-                        .is_some_and(|p| !audit || p.audit);
+                    let zeros = record.policy.as_ref().is_some_and(|p| !audit || p.audit);
                     for (direction, dir) in
                         [("ingress", &counters.ingress), ("egress", &counters.egress)]
                     {

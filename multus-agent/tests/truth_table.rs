@@ -71,7 +71,10 @@ struct Member {
 
 impl Member {
     fn labels(&self) -> BTreeMap<String, String> {
-        labels(&[("pod", self.name), ("pod-ns", &format!("{}-{}", self.ns, self.name))])
+        labels(&[
+            ("pod", self.name),
+            ("pod-ns", &format!("{}-{}", self.ns, self.name)),
+        ])
     }
 
     fn ip(&self, v6: bool) -> IpAddr {
@@ -250,6 +253,7 @@ type Probe = (Proto, u16, bool);
 
 type Case = (&'static str, &'static [(&'static str, &'static str)]);
 
+#[rustfmt::skip]
 const CASES: &[Case] = &[
     ("no policy: everything passes", &[]),
     ("deny all ingress in y", &[("y", "{podSelector: {}, policyTypes: [Ingress]}")]),
@@ -453,7 +457,12 @@ fn the_dataplane_follows_the_networkpolicy_model() {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            snapshot.upsert_pod(pod(&m.id(), &pod_labels, &ports, &[(NETWORK, ips.as_slice())]));
+            snapshot.upsert_pod(pod(
+                &m.id(),
+                &pod_labels,
+                &ports,
+                &[(NETWORK, ips.as_slice())],
+            ));
         }
         let mut model = Vec::new();
         for (i, (ns, spec)) in specs.iter().enumerate() {
