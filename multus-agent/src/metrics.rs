@@ -596,7 +596,10 @@ mod tests {
         // No policy: nothing to count, no series.
         let text = scrape(record(serde_json::Value::Null));
         assert_eq!(text.matches("multus_policy_drop_packets_total{").count(), 0);
-        assert_eq!(text.matches("multus_policy_audit_packets_total{").count(), 0);
+        assert_eq!(
+            text.matches("multus_policy_audit_packets_total{").count(),
+            0
+        );
         // Audit mode: the audit series at zero, and the drop series (nothing is dropped, but a
         // switch to enforcing then starts from zero too).
         let text = scrape(record(serde_json::json!({"audit": true})));
