@@ -43,8 +43,8 @@ const NETWORK_CONFIG: &str = r#"{"cniVersion":"1.0.0","name":"net","type":"macvl
 /// resolve per protocol.
 const NAMED_PORTS: [(&str, &str, u16); 2] = [("serve-80", "TCP", 80), ("serve-81", "UDP", 81)];
 
-/// Probe protocols (SCTP is left for later: it needs the kernel's sctp module in the test
-/// machine).
+/// Probe protocols (SCTP is left for later: the development machine's kernel has no SCTP
+/// sockets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Proto {
     Tcp,
