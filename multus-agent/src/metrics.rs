@@ -725,4 +725,43 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn zero_series_follow_the_policy_in_force() {
+        let record = |policy: serde_json::Value| -> AttachmentRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": 3, "netns": "/var/run/netns/p", "ifname": "net1", "ifindex": 3,
+                "netns_cookie": 9, "mode": "tcx",
+                "owner": {"namespace": "ns", "pod": "p", "network": "ns/n", "container_id": "c"},
+                "policy": policy
+            }))
+            .unwrap()
+        };
+        let scrape = |r: AttachmentRecord| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(Fixed(vec![(r, InterfaceCounters::default())])));
+            encode(&registry).unwrap()
+        };
+        let reasons = DropReason::ALL.len();
+        // No policy: nothing to count, no series.
+        let text = scrape(record(serde_json::Value::Null));
+        assert_eq!(text.matches("multus_policy_drop_packets_total{").count(), 0);
+        assert_eq!(
+            text.matches("multus_policy_audit_packets_total{").count(),
+            0
+        );
+        // Audit mode: the audit series at zero, and the drop series (nothing is dropped, but a
+        // switch to enforcing then starts from zero too).
+        let text = scrape(record(serde_json::json!({"audit": true})));
+        assert_eq!(
+            text.matches("multus_policy_audit_packets_total{").count(),
+            2 * reasons,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("multus_policy_drop_bytes_total{").count(),
+            2 * reasons,
+            "{text}"
+        );
+    }
 }

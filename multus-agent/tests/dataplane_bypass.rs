@@ -579,3 +579,70 @@ fn a_closed_connection_lets_nothing_in_once_its_grace_period_is_over() {
     );
     drop(idle);
 }
+
+#[test]
+fn dhcp_client_messages_pass_a_default_deny_and_nothing_like_them_does() {
+    if !require_root("dhcp_client_messages_pass_a_default_deny_and_nothing_like_them_does") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let closed = Policy {
+        ingress: DirectionPolicy::deny_by_default(Vec::new()),
+        egress: DirectionPolicy::deny_by_default(Vec::new()),
+        ..Policy::default()
+    };
+    let id = fx.attach(a, Some(&closed));
+    let udp = |from: &Pod, to: &Pod, (src, dst): (Ipv4Addr, Ipv4Addr), ports: (u16, u16)| {
+        traffic::Udp4 {
+            src_mac: mac(from),
+            dst_mac: if dst == Ipv4Addr::BROADCAST {
+                [0xff; 6]
+            } else {
+                mac(to)
+            },
+            src,
+            dst,
+            sport: ports.0,
+            dport: ports.1,
+        }
+        .frame(b"dhcp")
+    };
+    // The client's discover (from 0.0.0.0 to everyone) and its unicast renewal leave.
+    let discover = udp(a, b, (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST), (68, 67));
+    assert!(arrives(a, b, &discover), "DHCP discover");
+    assert!(
+        arrives(a, b, &udp(a, b, (a.ip4, b.ip4), (68, 67))),
+        "DHCP renewal"
+    );
+    assert_eq!(fx.counters(id).egress.dropped(), 0);
+    // Other ports, and a pod answering as a server, do not.
+    assert!(!arrives(a, b, &udp(a, b, (a.ip4, b.ip4), (68, 69))));
+    assert!(!arrives(a, b, &udp(a, b, (a.ip4, b.ip4), (67, 68))));
+    assert_eq!(fx.counters(id).egress.drops(DropReason::DefaultDeny).0, 2);
+
+    // The server's answers come in; lookalikes do not.
+    let deliver = |frame: Vec<u8>| {
+        let before = fx.counters(id).ingress.dropped();
+        traffic::send_frame(&b.netns, &b.ifname, &frame).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        fx.counters(id).ingress.dropped() == before
+    };
+    assert!(
+        deliver(udp(b, a, (b.ip4, Ipv4Addr::BROADCAST), (67, 68))),
+        "DHCP offer"
+    );
+    assert!(deliver(udp(b, a, (b.ip4, a.ip4), (67, 68))), "DHCP ack");
+    assert!(!deliver(udp(b, a, (b.ip4, a.ip4), (67, 69))));
+    assert!(!deliver(udp(b, a, (b.ip4, a.ip4), (66, 68))));
+    // A rule still decides when it names them.
+    let no_dhcp = Policy {
+        egress: DirectionPolicy::deny_by_default(vec![
+            Rule::deny().ports(Protocol::Udp, PortRange::single(67)),
+        ]),
+        ..closed
+    };
+    fx.dataplane.set_policy(id, &no_dhcp).unwrap();
+    assert!(!arrives(a, b, &discover));
+}
