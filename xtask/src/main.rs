@@ -9,11 +9,12 @@ mod bench_kube;
 mod bench_policy;
 mod demo;
 mod fuzz;
-#[cfg(test)]
 mod image;
 mod manifests;
+mod oci;
 mod prereqs;
 mod shell;
+mod static_build;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Bench(bench::Args),
     /// Fuzz multus-cni's parsers with cargo-fuzz (installed when missing).
     Fuzz(fuzz::Args),
+    /// Write the agent image as an OCI archive (static binaries; no container engine, no network).
+    Image(image::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Image(args) => prereqs::ensure().and_then(|()| image::run(&args)),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

@@ -28,6 +28,12 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "bpftool",
     "jq",
+    // Static binaries: musl-gcc for the crates with C parts; `file` to check the result.
+    "musl-tools",
+    "file",
+    // The image test imports the image into a containerd of its own and runs it with runc.
+    "containerd",
+    "runc",
 ];
 
 /// Makes sure everything is in place.
@@ -38,6 +44,7 @@ pub fn ensure() -> anyhow::Result<()> {
         done.push("Debian packages".to_owned());
     }
     ensure_components(&mut done)?;
+    ensure_musl_target(&mut done)?;
     ensure_bpf_linker(&mut done)?;
     ensure_bpffs(&mut done)?;
     if done.is_empty() {
@@ -101,6 +108,24 @@ fn ensure_components(done: &mut Vec<String>) -> anyhow::Result<()> {
             done.push(component.to_owned());
         }
     }
+    Ok(())
+}
+
+/// The musl target of the static builds, for the pinned toolchain.
+fn ensure_musl_target(done: &mut Vec<String>) -> anyhow::Result<()> {
+    let target = crate::static_build::MUSL_TARGET;
+    let installed = Cmd::new("rustup")
+        .args(["target", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .probe()
+        .context("rustup is needed (https://rustup.rs)")?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    note(&format!("adding target {target} to toolchain {TOOLCHAIN}"));
+    Cmd::new("rustup")
+        .args(["target", "add", target, "--toolchain", TOOLCHAIN])
+        .run()?;
+    done.push(target.to_owned());
     Ok(())
 }
 
