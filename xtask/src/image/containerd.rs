@@ -5,10 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::{VERSION, built};
@@ -75,34 +74,82 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
-    /// Runs `ctr` against this containerd in the k8s.io namespace (the kubelet's).
+    /// Runs `ctr` against this containerd in the k8s.io namespace (the kubelet's); gives up
+    /// after two minutes (a hang would otherwise block the suite).
     fn ctr(&self, args: &[&str]) -> Result<String, String> {
-        self.ctr_with_stdin(args, b"")
-    }
-
-    fn ctr_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<String, String> {
+        let dir = self.dir.path();
+        let (out, err) = (dir.join("ctr.out"), dir.join("ctr.err"));
         let mut child = Command::new("ctr")
             .arg("--address")
             .arg(&self.socket)
             .args(["--namespace", "k8s.io"])
             .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .map_err(|e| format!("running ctr: {e}"))?;
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("ctr {args:?} did not finish in 120 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+        if status.success() {
+            Ok(stdout)
         } else {
             Err(format!(
-                "ctr {args:?}: {}\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                "ctr {args:?}: {status}\n{stdout}{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
             ))
         }
+    }
+
+    /// Runs `command` in a container of `reference`; returns what it printed. Its output goes
+    /// to a file (`--log-uri`): then the process gets no stdin, whose end ctr never passes on.
+    fn run(&self, reference: &str, id: &str, env: &[&str], command: &[&str]) -> String {
+        let log = self.dir.path().join(format!("{id}.log"));
+        let uri = format!("file://{}", log.display());
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--snapshotter",
+            "native",
+            "--net-host",
+            "--log-uri",
+            &uri,
+        ];
+        for e in env {
+            args.extend(["--env", e]);
+        }
+        args.extend([reference, id]);
+        args.extend(command);
+        if let Err(e) = self.ctr(&args) {
+            panic!("{e}\ncontainerd log:\n{}", self.log());
+        }
+        std::fs::read_to_string(&log).unwrap()
+    }
+
+    /// The shims this containerd started (their command line names its socket).
+    fn shims(&self) -> Vec<i32> {
+        let socket = self.socket.to_string_lossy().into_owned();
+        processes()
+            .into_iter()
+            .filter(|&(pid, _)| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("containerd-shim") && c.split('\0').any(|a| a == socket)
+                })
+            })
+            .map(|(pid, _)| pid)
+            .collect()
     }
 
     /// Mount points below this containerd's directory (a task's rootfs, left by a failure).
@@ -116,8 +163,42 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
     }
 }
 
+/// Every process: pid and parent pid.
+fn processes() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces; the parent pid is the second field after it.
+        let ppid = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // A container left by a failed test: its processes, then its shim.
+        for shim in self.shims() {
+            for (pid, _) in processes().into_iter().filter(|&(_, ppid)| ppid == shim) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(shim),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -179,25 +260,15 @@ fn image_imports_into_containerd_and_runs() {
         .unwrap();
     assert!(check.contains("complete"), "{check}");
 
-    // The static shim answers VERSION in a container with nothing but the image's files.
+    // The static binaries run in a container holding nothing but the image's files: the shim
+    // answers VERSION, the agent (the entrypoint) its help.
     let id = format!("multus-image-test-{}", std::process::id());
-    let out = containerd
-        .ctr_with_stdin(
-            &[
-                "run",
-                "--rm",
-                "--snapshotter",
-                "native",
-                "--net-host",
-                "--env",
-                "CNI_COMMAND=VERSION",
-                &reference,
-                &id,
-                "/usr/bin/multus-cni",
-            ],
-            br#"{"cniVersion":"1.0.0"}"#,
-        )
-        .unwrap_or_else(|e| panic!("{e}\ncontainerd log:\n{}", containerd.log()));
+    let out = containerd.run(
+        &reference,
+        &id,
+        &["CNI_COMMAND=VERSION"],
+        &["/usr/bin/multus-cni"],
+    );
     let version: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(
         version["supportedVersions"]
@@ -207,19 +278,11 @@ fn image_imports_into_containerd_and_runs() {
             .any(|v| v == "1.0.0"),
         "{out}"
     );
-    // And the agent, its entrypoint, starts there too.
-    let out = containerd
-        .ctr(&[
-            "run",
-            "--rm",
-            "--snapshotter",
-            "native",
-            "--net-host",
-            &reference,
-            &format!("{id}-agent"),
-            "/usr/bin/multus-agent",
-            "--help",
-        ])
-        .unwrap();
+    let out = containerd.run(
+        &reference,
+        &format!("{id}-agent"),
+        &[],
+        &["/usr/bin/multus-agent", "--help"],
+    );
     assert!(out.contains("install"), "{out}");
 }
