@@ -354,6 +354,7 @@ fn octal(field: &mut [u8], value: u64) -> anyhow::Result<()> {
 /// Reading archives back, for tests.
 #[cfg(test)]
 pub mod read {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
     use std::collections::BTreeMap;
 
     use serde_json::Value;

@@ -156,6 +156,7 @@ pub fn reference() -> anyhow::Result<String> {
 
 /// The archive the tests share: the static binaries built once, written to the default output.
 #[cfg(test)]
+#[allow(clippy::expect_used, reason = "tests")]
 fn built() -> &'static (PathBuf, Written) {
     static BUILT: std::sync::OnceLock<(PathBuf, Written)> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
@@ -195,6 +196,13 @@ mod tests {
                 assert!(linkage.position_dependent, "{bin}: {linkage}");
             }
         }
+        // The agent's build script embedded the eBPF object in the musl build too: an ELF of
+        // machine EM_BPF (247) inside the agent's bytes.
+        let agent = std::fs::read(bin_dir.join("multus-agent")).unwrap();
+        let embedded = agent.windows(20).skip(1).any(|w| {
+            w.starts_with(b"\x7fELF\x02\x01") && u16::from_le_bytes([w[18], w[19]]) == 247
+        });
+        assert!(embedded, "no eBPF object in the static multus-agent");
         let layout = oci::read::layout(&written.path);
         let files = layout.files();
         let listed: Vec<&str> = files.keys().map(String::as_str).collect();
