@@ -31,9 +31,11 @@ const PACKAGES: &[&str] = &[
     // Static binaries: musl-gcc for the crates with C parts; `file` to check the result.
     "musl-tools",
     "file",
-    // The image test imports the image into a containerd of its own and runs it with runc.
+    // The image tests import the image into a containerd of their own (and run it with runc),
+    // and load it with podman.
     "containerd",
     "runc",
+    "podman",
 ];
 
 /// Makes sure everything is in place.

@@ -16,6 +16,8 @@ use crate::{
 mod containerd;
 #[cfg(test)]
 mod dockerfile;
+#[cfg(test)]
+mod podman;
 
 /// The packages whose binaries the image holds.
 pub const PACKAGES: &[&str] = &["multus-agent", "multus-cni"];
