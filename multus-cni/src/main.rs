@@ -11,7 +11,8 @@ fn main() {
         return;
     }
     // One malloc arena: the few short-lived threads of a CNI call would each map and tear down
-    // an arena of their own.
+    // an arena of their own. (glibc only: musl's malloc has no arenas.)
+    #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets a malloc tunable; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);

@@ -9,12 +9,13 @@ mod bench_kube;
 mod bench_policy;
 mod demo;
 mod fuzz;
-#[cfg(test)]
 mod image;
 mod manifests;
+mod oci;
 mod prereqs;
 mod shell;
 mod stress;
+mod static_build;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Command {
     /// A node's bad day: ADD/DEL cycles with the agent's RSS, bursts, kill -9 of the agent,
     /// the agent down, malformed inputs; nothing may be left (standalone and Kubernetes mode).
     Stress(stress::Args),
+    /// Write the agent image as an OCI archive (static binaries; no container engine, no network).
+    Image(image::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Stress(args) => prereqs::ensure().and_then(|()| stress::run(&args)),
+        Command::Image(args) => prereqs::ensure().and_then(|()| image::run(&args)),
     };
     shell::step(&shell::outcome(result.is_ok(), started.elapsed()));
     result

@@ -30,6 +30,14 @@ const PACKAGES: &[&str] = &[
     "jq",
     // The build records the commit for --version (`unknown` without git).
     "git",
+    // Static binaries: musl-gcc for the crates with C parts; `file` to check the result.
+    "musl-tools",
+    "file",
+    // The image tests import the image into a containerd of their own (and run it with runc),
+    // and load it with podman.
+    "containerd",
+    "runc",
+    "podman",
 ];
 
 /// Makes sure everything is in place.
@@ -41,6 +49,7 @@ pub fn ensure() -> anyhow::Result<()> {
     }
     ensure_kubectl(&mut done)?;
     ensure_components(&mut done)?;
+    ensure_musl_target(&mut done)?;
     ensure_bpf_linker(&mut done)?;
     ensure_bpffs(&mut done)?;
     if done.is_empty() {
@@ -118,6 +127,24 @@ fn ensure_components(done: &mut Vec<String>) -> anyhow::Result<()> {
             done.push(component.to_owned());
         }
     }
+    Ok(())
+}
+
+/// The musl target of the static builds, for the pinned toolchain.
+fn ensure_musl_target(done: &mut Vec<String>) -> anyhow::Result<()> {
+    let target = crate::static_build::MUSL_TARGET;
+    let installed = Cmd::new("rustup")
+        .args(["target", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .probe()
+        .context("rustup is needed (https://rustup.rs)")?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    note(&format!("adding target {target} to toolchain {TOOLCHAIN}"));
+    Cmd::new("rustup")
+        .args(["target", "add", target, "--toolchain", TOOLCHAIN])
+        .run()?;
+    done.push(target.to_owned());
     Ok(())
 }
 
