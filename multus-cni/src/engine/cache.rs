@@ -131,6 +131,10 @@ pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
 
 /// What a cache file holds: this engine's entry, or the scratch cache of a pod Multus set up.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per DEL, read and consumed at once: a box would buy nothing"
+)]
 pub enum Stored {
     /// An entry of this engine.
     Own(CacheEntry),

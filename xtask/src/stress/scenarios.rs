@@ -442,10 +442,10 @@ fn malformed_table() -> Vec<Bad> {
         }),
         bad("type of another plugin", 7, |c| c["type"] = json!("bridge")),
         bad("daemonSocketDir a number", 7, |c| {
-            c["daemonSocketDir"] = json!(5)
+            c["daemonSocketDir"] = json!(5);
         }),
         bad("bpffsDir relative", 7, |c| {
-            c["bpffsDir"] = json!("sys/fs/bpf")
+            c["bpffsDir"] = json!("sys/fs/bpf");
         }),
         bad("cniVersion 0.2.0", 1, |c| c["cniVersion"] = json!("0.2.0")),
         bad("no name", 7, |c| {
