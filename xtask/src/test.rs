@@ -59,5 +59,16 @@ pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
     if let Some(filter) = &args.filter {
         test = test.args(["--", filter.as_str()]);
     }
-    test.run()
+    test.run()?;
+    if args.filter.is_some() {
+        return Ok(());
+    }
+    // The full run (`cargo xtask stress`, 1000 cycles) takes longer than the suite should.
+    step("stress, short: 100 cycles, one kill -9 round, both modes, debug binaries");
+    crate::stress::run(&crate::stress::Args {
+        cycles: 100,
+        mode: "both".to_owned(),
+        kill_rounds: 1,
+        debug: true,
+    })
 }

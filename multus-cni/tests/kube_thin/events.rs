@@ -91,3 +91,56 @@ fn the_publishers_warning_hook_posts_on_the_pod() {
         )]
     );
 }
+
+#[test]
+fn a_del_given_up_posts_a_warning_on_the_pod() {
+    let Some(k) = Kube::new("a_del_given_up_posts_a_warning_on_the_pod") else {
+        return;
+    };
+    let ns = k.cluster.namespace("kgu");
+    // A macvlan on a parent of its own, removed under the running pod: macvlan's DEL then
+    // fails for good ("Link not found").
+    let master = multus_testkit::unique_name("vm");
+    k.node.netns.ip(&[
+        "link",
+        "add",
+        &master,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{master}p"),
+    ]);
+    k.node.netns.ip(&["link", "set", &master, "up"]);
+    let mut config = k.macvlan();
+    config["master"] = json!(master);
+    create_nad(&ns, "fragile", &config, &json!({}));
+    let mut conf = k.conf();
+    conf["retryDeleteAttempts"] = json!(1);
+    conf["retryDeleteSeconds"] = json!(0);
+    let pod = k.pod(&ns, "doomed", &json!({NETWORKS: "fragile"}));
+    k.run("ADD", "c-doomed", &pod, &conf).ok();
+    k.node.netns.ip(&["link", "del", &master]);
+    // One attempt allowed: the first failed DEL gives the entry up and succeeds.
+    k.run("DEL", "c-doomed", &pod, &conf).ok();
+    assert!(
+        k.node.cache_files().is_empty(),
+        "{:?}",
+        k.node.cache_files()
+    );
+    let warnings: Vec<_> = k
+        .events(&pod)
+        .into_iter()
+        .filter(|(t, _, _)| t == "Warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let (_, reason, message) = &warnings[0];
+    assert_eq!(reason, "FailedNetworkTeardown");
+    let network = format!("{}/fragile", ns.name());
+    assert!(
+        message.contains(&format!(
+            "may have leaked: net1 of {network} (macvlan) with 192.0.2."
+        )),
+        "{message}"
+    );
+}
