@@ -231,3 +231,41 @@ impl<'a> Invoker<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::delegate::{ChrootExec, ProcessExec};
+
+    #[test]
+    fn a_missing_plugin_names_the_directories_and_the_root_they_were_searched_below() {
+        let root = tempfile::tempdir().unwrap();
+        let conf = DelegateConf::from_value(
+            json!({"cniVersion": "1.0.0", "type": "calico"}),
+            Some("k8s-pod-network"),
+            "clusterNetwork",
+        )
+        .unwrap();
+        let dirs = vec![PathBuf::from("/opt/cni/bin")];
+        let chroot = ChrootExec::new(root.path());
+        let err = Invoker::new(&chroot, &dirs)
+            .check_plugins("k8s-pod-network", &conf)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"calico\"")
+                && err.contains(&format!(
+                    "/opt/cni/bin below chrootDir {}",
+                    root.path().display()
+                )),
+            "{err}"
+        );
+        let err = Invoker::new(&ProcessExec, &dirs)
+            .check_plugins("k8s-pod-network", &conf)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("not found in /opt/cni/bin"), "{err}");
+    }
+}
