@@ -60,11 +60,9 @@ fn bounded_conf(node: &Node, version: &str) -> Value {
 fn cached_networks(node: &Node, container: &str) -> Vec<String> {
     // Read through the engine's reader: the file is Multus's list with this engine's entry in it.
     match multus_cni::engine::cache::read(&node.path("cache").join(container)).unwrap() {
-        Some(multus_cni::engine::cache::Stored::Own(entry)) => entry
-            .delegates
-            .iter()
-            .map(|d| d.network.clone())
-            .collect(),
+        Some(multus_cni::engine::cache::Stored::Own(entry)) => {
+            entry.delegates.iter().map(|d| d.network.clone()).collect()
+        }
         Some(other) => panic!("not this engine's entry: {other:?}"),
         None => Vec::new(),
     }

@@ -14,8 +14,8 @@ mod manifests;
 mod oci;
 mod prereqs;
 mod shell;
-mod stress;
 mod static_build;
+mod stress;
 mod test;
 
 use clap::{Parser, Subcommand};

@@ -144,10 +144,6 @@ fn embedded(value: &Value) -> Option<&Value> {
 
 /// What a cache file holds: this engine's entry, or the scratch cache of a pod Multus set up.
 #[derive(Debug, Clone, PartialEq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one value per DEL, read and consumed at once: a box would buy nothing"
-)]
 pub enum Stored {
     /// An entry of this engine (boxed: it is most of the enum's size).
     Own(Box<CacheEntry>),
