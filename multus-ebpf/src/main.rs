@@ -8,6 +8,8 @@
 #[cfg(target_arch = "bpf")]
 mod device;
 #[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
 mod flows;
 #[cfg(target_arch = "bpf")]
 mod fragments;
@@ -30,6 +32,7 @@ mod programs {
 
     use crate::{
         device::attachment_id,
+        events,
         maps::{COUNTERS, POLICIES, SCRATCH},
         policy::{self, Verdict},
     };
@@ -88,6 +91,7 @@ mod programs {
             Verdict::Drop { reason, audit } => {
                 // SAFETY: as above.
                 unsafe { count_drop(&mut *counters, reason, len, audit) };
+                events::report(ctx, &scratch.pkt, id, direction, reason, audit, len as u32);
                 if audit { TC_ACT_UNSPEC } else { TC_ACT_SHOT }
             }
         }

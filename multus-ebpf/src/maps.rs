@@ -3,11 +3,12 @@
 use aya_ebpf::{
     btf_maps::{ArrayOfMaps, LpmTrie},
     macros::{btf_map, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use multus_common::{
-    DIRECTIONS, DeviceEntry, DirCounters, FlowKey, FlowValue, FragKey, FragValue, IfaceKey,
-    MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
+    DIRECTIONS, DeviceEntry, DirCounters, EVENT_RING_BYTES, EventBucket, EventConfig, EventStats,
+    FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS,
+    MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
 };
 
 use crate::packet::Packet;
@@ -44,6 +45,22 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS,
 /// Datagrams in flight in fragments: the first fragment's layer-4 fields (see `fragments`).
 #[map(name = "MULTUS_FRAGS")]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
+
+/// Drop events for the agent (see `events`).
+#[map(name = "MULTUS_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENT_RING_BYTES, 0);
+
+/// The rate limit of drop events, written by the agent.
+#[map(name = "MULTUS_EVENT_CFG")]
+pub static EVENT_CONFIG: Array<EventConfig> = Array::pinned(1, 0);
+
+/// Token bucket of each attachment's drop events.
+#[map(name = "MULTUS_EVENT_BKT")]
+pub static EVENT_BUCKETS: Array<EventBucket> = Array::pinned(MAX_ATTACHMENTS, 0);
+
+/// Emitted, suppressed and lost drop events per attachment, one slot per CPU.
+#[map(name = "MULTUS_EVENT_STATS")]
+pub static EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::pinned(MAX_ATTACHMENTS, 0);
 
 /// The device the previous packet on this CPU and direction came from: consecutive packets of
 /// one interface skip even the device cache lookup.

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod compile;
 pub mod error;
+pub mod events;
 pub mod netns;
 pub mod pins;
 pub mod policy;
@@ -21,12 +22,12 @@ use std::{collections::BTreeSet, fmt, fs, io, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues, RingBuf},
     util::KernelVersion,
 };
 use multus_common::{
-    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DeviceEntry, DirCounters, FlowKey, FlowValue, IfaceKey,
-    MAX_ATTACHMENTS, counter_index, globals, maps,
+    DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DeviceEntry, DirCounters, EventBucket, EventConfig,
+    EventStats, FlowKey, FlowValue, IfaceKey, MAX_ATTACHMENTS, counter_index, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +216,11 @@ pub struct Dataplane {
     flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     devices: BpfHashMap<MapData, u64, DeviceEntry>,
     epoch: Array<MapData, u32>,
+    event_config: Array<MapData, EventConfig>,
+    event_buckets: Array<MapData, EventBucket>,
+    event_stats: PerCpuArray<MapData, EventStats>,
+    /// The drop event ring, until [`Dataplane::take_event_reader`] hands it out.
+    events: Option<RingBuf<MapData>>,
     layout: PinLayout,
     mode: AttachMode,
     nr_cpus: usize,
@@ -273,6 +279,14 @@ impl Dataplane {
         let flows = take_map(&mut ebpf, maps::FLOWS)?;
         let devices = take_map(&mut ebpf, maps::DEVICES)?;
         let epoch = take_map(&mut ebpf, maps::EPOCH)?;
+        let mut event_config: Array<MapData, EventConfig> =
+            take_map(&mut ebpf, maps::EVENT_CONFIG)?;
+        let event_buckets = take_map(&mut ebpf, maps::EVENT_BUCKETS)?;
+        let event_stats = take_map(&mut ebpf, maps::EVENT_STATS)?;
+        let events = take_map(&mut ebpf, maps::EVENTS)?;
+        event_config
+            .set(0, &events::EventLimit::default().to_config(), 0)
+            .map_err(|e| map_err(maps::EVENT_CONFIG, e))?;
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(op, e)| DataplaneError::io(op, "/sys/devices/system/cpu/possible", e))?
             .get() as usize;
@@ -284,6 +298,10 @@ impl Dataplane {
             flows,
             devices,
             epoch,
+            event_config,
+            event_buckets,
+            event_stats,
+            events: Some(events),
             layout,
             mode,
             nr_cpus,
@@ -578,7 +596,45 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// Sets the per-attachment rate limit of drop events (rate 0: no events).
+    pub fn set_event_limit(&mut self, limit: events::EventLimit) -> Result<()> {
+        self.event_config
+            .set(0, &limit.to_config(), 0)
+            .map_err(|e| map_err(maps::EVENT_CONFIG, e))
+    }
+
+    /// The drop event ring's reader; `None` once taken (there is one reader per ring).
+    pub fn take_event_reader(&mut self) -> Option<events::EventReader> {
+        self.events.take().map(events::EventReader::new)
+    }
+
+    /// Drop events of attachment `id` emitted, suppressed by the rate limit, and lost.
+    pub fn event_counts(&self, id: u32) -> Result<events::EventCounts> {
+        if id == 0 || id >= MAX_ATTACHMENTS {
+            return Err(DataplaneError::UnknownAttachment(id));
+        }
+        let values = self
+            .event_stats
+            .get(&id, 0)
+            .map_err(|e| map_err(maps::EVENT_STATS, e))?;
+        let mut out = events::EventCounts::default();
+        for cpu in values.iter() {
+            out.emitted += cpu.emitted;
+            out.suppressed += cpu.suppressed;
+            out.lost += cpu.lost;
+        }
+        Ok(out)
+    }
+
     fn reset_counters(&mut self, id: u32) -> Result<()> {
+        let zeros = PerCpuValues::try_from(vec![EventStats::default(); self.nr_cpus])
+            .map_err(|e| DataplaneError::io("sizing per-CPU values for", maps::EVENT_STATS, e))?;
+        self.event_stats
+            .set(id, zeros, 0)
+            .map_err(|e| map_err(maps::EVENT_STATS, e))?;
+        self.event_buckets
+            .set(id, &EventBucket::default(), 0)
+            .map_err(|e| map_err(maps::EVENT_BUCKETS, e))?;
         for direction in [DIR_INGRESS, DIR_EGRESS] {
             let zeros = PerCpuValues::try_from(vec![DirCounters::default(); self.nr_cpus])
                 .map_err(|e| DataplaneError::io("sizing per-CPU values for", maps::COUNTERS, e))?;

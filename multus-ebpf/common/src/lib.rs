@@ -63,6 +63,14 @@ pub mod maps {
     pub const EPOCH: &str = "MULTUS_EPOCH";
     /// LRU map: a fragmented datagram to its first fragment's layer-4 fields.
     pub const FRAGMENTS: &str = "MULTUS_FRAGS";
+    /// Ring buffer of [`super::DropEvent`]s.
+    pub const EVENTS: &str = "MULTUS_EVENTS";
+    /// One-element array: the [`super::EventConfig`] (rate limit of drop events).
+    pub const EVENT_CONFIG: &str = "MULTUS_EVENT_CFG";
+    /// Per-attachment token bucket state ([`super::EventBucket`]).
+    pub const EVENT_BUCKETS: &str = "MULTUS_EVENT_BKT";
+    /// Per-CPU, per-attachment event counters ([`super::EventStats`]).
+    pub const EVENT_STATS: &str = "MULTUS_EVENT_STATS";
 }
 
 /// Names of the read-only globals the loader sets from the kernel's BTF.
@@ -126,6 +134,90 @@ pub struct DeviceEntry {
     pub epoch: u32,
 }
 
+/// Size of the drop event ring buffer in bytes (a power of two multiple of the page size).
+pub const EVENT_RING_BYTES: u32 = 1 << 20;
+
+/// `DropEvent::flags`: the packet passed (an audit-mode policy would have dropped it).
+pub const EVENT_AUDIT: u8 = 1;
+/// `DropEvent::flags`: the layer-4 fields (ports, ICMP type and code) were read.
+pub const EVENT_HAS_L4: u8 = 2;
+/// `DropEvent::l3`: an IP packet (see `family`).
+pub const EVENT_L3_IP: u8 = 2;
+/// `DropEvent::l3`: an ARP frame (addresses are the sender and target protocol addresses).
+pub const EVENT_L3_ARP: u8 = 1;
+
+/// One dropped (or audit would-be dropped) packet, as the programs report it through the
+/// [`maps::EVENTS`] ring buffer. Emitted only on the drop path, after the verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_ns` at the drop (monotonic, boot-relative).
+    pub time_ns: u64,
+    /// The attachment id.
+    pub attach_id: u32,
+    /// `skb->len`.
+    pub len: u32,
+    /// `DIR_INGRESS` or `DIR_EGRESS`.
+    pub direction: u8,
+    /// A `DROP_*` reason.
+    pub reason: u8,
+    /// `EVENT_*` flags.
+    pub flags: u8,
+    /// 0 other, `EVENT_L3_ARP`, `EVENT_L3_IP`.
+    pub l3: u8,
+    /// `policy::FAMILY_V4` or `policy::FAMILY_V6`.
+    pub family: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    /// ICMP or ICMPv6 type.
+    pub icmp_type: u8,
+    /// ICMP or ICMPv6 code.
+    pub icmp_code: u8,
+    /// Source and destination port (host order).
+    pub sport: u16,
+    pub dport: u16,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+    /// Source and destination address; IPv4 in the first four bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The frame's source MAC (anti-spoofing drops name it).
+    pub src_mac: [u8; 6],
+    /// Explicit padding; always zero.
+    pub pad2: [u8; 2],
+}
+
+/// The rate limit of drop events, per attachment (a token bucket kept as a theoretical arrival
+/// time, GCRA: one word of state, no division in the kernel). Zero `interval_ns` turns events off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventConfig {
+    /// Nanoseconds per token: `1e9 / rate`.
+    pub interval_ns: u64,
+    /// How far ahead of now the bucket may run: `burst * interval_ns`.
+    pub burst_ns: u64,
+}
+
+/// Token bucket state of one attachment (both directions share it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBucket {
+    /// The theoretical arrival time of the next event.
+    pub tat_ns: u64,
+}
+
+/// Event counters of one attachment (one copy per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventStats {
+    /// Events written to the ring.
+    pub emitted: u64,
+    /// Events the rate limit held back.
+    pub suppressed: u64,
+    /// Events lost because the ring was full.
+    pub lost: u64,
+}
+
 /// Index into the counters array of an attachment's direction.
 #[inline(always)]
 pub const fn counter_index(attach_id: u32, direction: u32) -> u32 {
@@ -152,4 +244,12 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     // SAFETY: plain `#[repr(C)]` data with explicit padding.
     unsafe impl aya::Pod for super::FragValue {}
+    // SAFETY: plain `#[repr(C)]` data with explicit padding.
+    unsafe impl aya::Pod for super::DropEvent {}
+    // SAFETY: plain `#[repr(C)]` data of u64 fields.
+    unsafe impl aya::Pod for super::EventConfig {}
+    // SAFETY: plain `#[repr(C)]` data of u64 fields.
+    unsafe impl aya::Pod for super::EventBucket {}
+    // SAFETY: plain `#[repr(C)]` data of u64 fields.
+    unsafe impl aya::Pod for super::EventStats {}
 }

@@ -1,0 +1,392 @@
+//! Drop events: the programs' ring buffer, drained and resolved into records naming the pod,
+//! the packet and the rule that dropped it.
+//!
+//! The compiled policy carries no rule id (it would cost trie space and a store on every
+//! lookup); the rule is resolved here instead, from the event's reason, direction, peer,
+//! protocol and port, against the policy the attachment record holds: the same policy the
+//! programs were given.
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{MapData, RingBuf};
+use multus_common::{
+    DIR_EGRESS, DROP_DEFAULT_DENY, DROP_HEADER_CHAIN, DROP_MALFORMED, DROP_POLICY_DENY,
+    DROP_SPOOFED, DropEvent, EVENT_AUDIT, EVENT_HAS_L4, EVENT_L3_ARP, EVENT_L3_IP,
+    policy::FAMILY_V6,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Action, AttachmentRecord, DirectionPolicy, DropReason, Policy, Protocol};
+
+/// Default number of events the agent keeps.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// Default rate limit: events per second and attachment.
+pub const DEFAULT_RATE: u32 = 100;
+/// Default burst: events an attachment may emit at once.
+pub const DEFAULT_BURST: u32 = 200;
+
+/// The per-attachment rate limit of drop events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLimit {
+    /// Events per second (0 turns events off).
+    pub rate: u32,
+    /// Events at once.
+    pub burst: u32,
+}
+
+impl Default for EventLimit {
+    fn default() -> Self {
+        Self {
+            rate: DEFAULT_RATE,
+            burst: DEFAULT_BURST,
+        }
+    }
+}
+
+impl EventLimit {
+    /// The map form.
+    pub fn to_config(self) -> multus_common::EventConfig {
+        if self.rate == 0 {
+            return multus_common::EventConfig::default();
+        }
+        let interval_ns = 1_000_000_000 / u64::from(self.rate);
+        multus_common::EventConfig {
+            interval_ns: interval_ns.max(1),
+            burst_ns: interval_ns.max(1) * u64::from(self.burst.max(1)),
+        }
+    }
+}
+
+/// Event counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// Written to the ring.
+    pub emitted: u64,
+    /// Held back by the rate limit.
+    pub suppressed: u64,
+    /// Lost: the ring was full.
+    pub lost: u64,
+}
+
+/// One drop, resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropRecord {
+    /// Wall-clock time of the drop, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The attachment id.
+    pub attachment: u32,
+    /// Pod namespace (empty when the attachment is unknown).
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Network (the NetworkAttachmentDefinition, `namespace/name`).
+    pub network: String,
+    /// Interface name inside the pod.
+    pub interface: String,
+    /// `ingress` (to the pod) or `egress` (from it).
+    pub direction: String,
+    /// Why, as in the drop counters' `reason` label.
+    pub reason: String,
+    /// Whether the packet passed (audit mode).
+    pub audit: bool,
+    /// `tcp`, `udp`, `icmp`, `arp`, ... or the protocol number.
+    pub protocol: String,
+    /// Source address (absent for non-IP frames).
+    pub src: Option<IpAddr>,
+    /// Destination address.
+    pub dst: Option<IpAddr>,
+    /// Source port (TCP, UDP, SCTP).
+    pub sport: Option<u16>,
+    /// Destination port.
+    pub dport: Option<u16>,
+    /// ICMP type and code.
+    pub icmp: Option<(u8, u8)>,
+    /// Frame length in bytes.
+    pub len: u32,
+    /// The rule that decided, as the user wrote it, best effort.
+    pub rule: String,
+}
+
+/// Resolves `ev` against its attachment's record (`None`: the attachment is gone).
+pub fn resolve(ev: &DropEvent, record: Option<&AttachmentRecord>, boot: SystemTime) -> DropRecord {
+    let direction = if ev.direction as u32 == DIR_EGRESS {
+        "egress"
+    } else {
+        "ingress"
+    };
+    let reason = reason_of(ev.reason).map_or("unknown", DropReason::label);
+    let v6 = ev.family == FAMILY_V6;
+    let ip = |b: [u8; 16]| -> IpAddr {
+        if v6 && ev.l3 == EVENT_L3_IP {
+            IpAddr::V6(Ipv6Addr::from(b))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        }
+    };
+    let (src, dst) = match ev.l3 {
+        EVENT_L3_IP | EVENT_L3_ARP => (Some(ip(ev.src)), Some(ip(ev.dst))),
+        _ => (None, None),
+    };
+    let has_l4 = ev.flags & EVENT_HAS_L4 != 0 && ev.l3 == EVENT_L3_IP;
+    let ported = matches!(ev.proto, 6 | 17 | 132);
+    let icmpish = matches!(ev.proto, 1 | 58);
+    let protocol = match (ev.l3, ev.proto) {
+        (EVENT_L3_ARP, _) => "arp".to_owned(),
+        (EVENT_L3_IP, 6) => "tcp".to_owned(),
+        (EVENT_L3_IP, 17) => "udp".to_owned(),
+        (EVENT_L3_IP, 132) => "sctp".to_owned(),
+        (EVENT_L3_IP, 1) => "icmp".to_owned(),
+        (EVENT_L3_IP, 58) => "icmpv6".to_owned(),
+        (EVENT_L3_IP, n) => n.to_string(),
+        _ => "other".to_owned(),
+    };
+    let time = boot + Duration::from_nanos(ev.time_ns);
+    let time_ms = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut out = DropRecord {
+        time_ms,
+        attachment: ev.attach_id,
+        namespace: String::new(),
+        pod: String::new(),
+        network: String::new(),
+        interface: String::new(),
+        direction: direction.to_owned(),
+        reason: reason.to_owned(),
+        audit: ev.flags & EVENT_AUDIT != 0,
+        protocol,
+        src,
+        dst,
+        sport: (has_l4 && ported).then_some(ev.sport),
+        dport: (has_l4 && ported).then_some(ev.dport),
+        icmp: (has_l4 && icmpish).then_some((ev.icmp_type, ev.icmp_code)),
+        len: ev.len,
+        rule: String::new(),
+    };
+    let Some(record) = record else {
+        out.rule = "attachment gone".to_owned();
+        return out;
+    };
+    out.namespace.clone_from(&record.owner.namespace);
+    out.pod.clone_from(&record.owner.pod);
+    out.network.clone_from(&record.owner.network);
+    out.interface.clone_from(&record.ifname);
+    out.rule = rule_text(ev, &out, record);
+    out
+}
+
+fn reason_of(reason: u8) -> Option<DropReason> {
+    DropReason::ALL
+        .into_iter()
+        .find(|r| r.index() == usize::from(reason))
+}
+
+/// The rule behind a drop, in the words of the policy's source.
+fn rule_text(ev: &DropEvent, rec: &DropRecord, record: &AttachmentRecord) -> String {
+    let source = record.policy_source.as_deref().unwrap_or("policy");
+    let dir = rec.direction.as_str();
+    match usize::from(ev.reason) {
+        DROP_SPOOFED => {
+            let own_mac = record
+                .policy
+                .as_ref()
+                .and_then(|p| p.anti_spoof.as_ref())
+                .map(|a| a.mac.0);
+            match (own_mac, rec.src) {
+                (Some(mac), _) if mac != ev.src_mac => format!(
+                    "antiSpoof: source MAC {} is not the interface's",
+                    super::MacAddr(ev.src_mac)
+                ),
+                (_, Some(src)) => format!("antiSpoof: source {src} is not the interface's"),
+                _ => "antiSpoof".to_owned(),
+            }
+        }
+        DROP_POLICY_DENY => {
+            let found = record
+                .policy
+                .as_ref()
+                .and_then(|p| deny_rule(direction_policy(p, dir), rec));
+            match found {
+                Some(i) => format!("{source}: {dir}.rules[{i}] (deny)"),
+                None => format!("{source}: a deny rule ({dir})"),
+            }
+        }
+        DROP_DEFAULT_DENY => format!("{source}: default deny ({dir})"),
+        DROP_MALFORMED => "malformed: headers cut short".to_owned(),
+        DROP_HEADER_CHAIN => "IPv6 extension header chain too long".to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+fn direction_policy<'a>(p: &'a Policy, dir: &str) -> &'a DirectionPolicy {
+    if dir == "egress" {
+        &p.egress
+    } else {
+        &p.ingress
+    }
+}
+
+/// The index of the first deny rule matching the dropped packet: deny beats allow, so any
+/// matching deny rule decided; the first is the one to name.
+fn deny_rule(p: &DirectionPolicy, rec: &DropRecord) -> Option<usize> {
+    let peer = if rec.direction == "egress" {
+        rec.dst
+    } else {
+        rec.src
+    }?;
+    p.rules.iter().position(|rule| {
+        rule.action == Action::Deny
+            && (rule.peers.is_empty()
+                || rule.peers.iter().any(|peer_match| {
+                    peer_match.cidr.contains(&peer)
+                        && !peer_match.except.iter().any(|e| e.contains(&peer))
+                }))
+            && (rule.ports.is_empty()
+                || rule.ports.iter().any(|m| {
+                    let proto_ok = match m.protocol {
+                        Protocol::Any => rec.protocol != "arp",
+                        Protocol::Arp => rec.protocol == "arp",
+                        other => other
+                            .number()
+                            .is_some_and(|n| rec.protocol == protocol_name(n)),
+                    };
+                    proto_ok
+                        && m.ports
+                            .is_none_or(|r| rec.dport.is_some_and(|d| r.start <= d && d <= r.end))
+                }))
+    })
+}
+
+fn protocol_name(n: u8) -> &'static str {
+    match n {
+        6 => "tcp",
+        17 => "udp",
+        132 => "sctp",
+        1 => "icmp",
+        58 => "icmpv6",
+        _ => "",
+    }
+}
+
+/// Reads raw events off the programs' ring buffer.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventReader").finish_non_exhaustive()
+    }
+}
+
+impl EventReader {
+    pub(super) fn new(ring: RingBuf<MapData>) -> Self {
+        Self { ring }
+    }
+
+    /// Every event in the ring now, oldest first.
+    pub fn drain(&mut self) -> Vec<DropEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if item.len() >= size_of::<DropEvent>() {
+                // SAFETY: the programs write whole `DropEvent`s; read unaligned from the ring.
+                out.push(unsafe { item.as_ptr().cast::<DropEvent>().read_unaligned() });
+            }
+        }
+        out
+    }
+
+    /// Waits up to `timeout` for the ring to have data (`poll(2)` on the map's descriptor).
+    pub fn wait(&self, timeout: Duration) -> std::io::Result<bool> {
+        let mut fds = [libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        Ok(n > 0)
+    }
+}
+
+/// The last drops, bounded: the oldest go first.
+#[derive(Debug)]
+pub struct EventLog {
+    capacity: usize,
+    records: Mutex<VecDeque<DropRecord>>,
+}
+
+impl EventLog {
+    /// A log of at most `capacity` records.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            records: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Adds `record`, dropping the oldest when full.
+    pub fn push(&self, record: DropRecord) {
+        let mut records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if records.len() == self.capacity {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+
+    /// The records `keep` selects, oldest first, at most the last `last`.
+    pub fn select(
+        &self,
+        keep: impl Fn(&DropRecord) -> bool,
+        last: Option<usize>,
+    ) -> Vec<DropRecord> {
+        let records = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<DropRecord> = records.iter().filter(|r| keep(r)).cloned().collect();
+        if let Some(n) = last
+            && out.len() > n
+        {
+            out.drain(..out.len() - n);
+        }
+        out
+    }
+}
+
+/// The wall-clock time of boot (`bpf_ktime_get_ns` counts from it, without suspend).
+pub fn boot_time() -> SystemTime {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let since_boot = if rc == 0 {
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    } else {
+        Duration::ZERO
+    };
+    SystemTime::now()
+        .checked_sub(since_boot)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}

@@ -1,0 +1,293 @@
+//! Root tests of drop events: real programs on macvlan interfaces of test namespaces, real
+//! packets, the ring buffer drained and resolved into records naming pod, 5-tuple and rule.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use common::Dirs;
+use ipnet::IpNet;
+use multus_agent::dataplane::{
+    AntiSpoof, AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane,
+    DirectionPolicy, DropReason, Policy, PortRange, Protocol, Rule,
+    events::{self, DropRecord, EventLimit, EventReader},
+};
+use multus_testkit::{MacvlanPods, Pod, require_root, traffic};
+
+const SOURCE: &str = "NetworkAttachmentDefinition infra/storage";
+
+struct Events {
+    dataplane: Dataplane,
+    reader: EventReader,
+    _dirs: Dirs,
+}
+
+impl Events {
+    fn new() -> Self {
+        let dirs = Dirs::new();
+        let mut dataplane = dirs.load(AttachMode::Tcx);
+        let reader = dataplane.take_event_reader().expect("a reader");
+        assert!(dataplane.take_event_reader().is_none(), "one reader only");
+        Self {
+            dataplane,
+            reader,
+            _dirs: dirs,
+        }
+    }
+
+    fn attach(&mut self, pod: &Pod, name: &str, policy: &Policy) -> AttachmentRecord {
+        let netns = pod.netns.path();
+        self.dataplane
+            .attach(&AttachRequest {
+                netns: &netns,
+                ifname: &pod.ifname,
+                owner: AttachmentOwner {
+                    namespace: "infra".to_owned(),
+                    pod: name.to_owned(),
+                    network: "infra/storage".to_owned(),
+                    container_id: "c0ffee".to_owned(),
+                },
+                policy: Some(policy),
+                policy_source: Some(SOURCE),
+            })
+            .expect("attach")
+    }
+
+    /// Every event in the ring after a short settle, resolved against `record`.
+    fn records(&mut self, record: &AttachmentRecord) -> Vec<DropRecord> {
+        let boot = events::boot_time();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            self.reader.wait(Duration::from_millis(50)).unwrap();
+            for ev in self.reader.drain() {
+                assert_eq!(ev.attach_id, record.id, "an event of another attachment");
+                out.push(events::resolve(&ev, Some(record), boot));
+            }
+        }
+        out
+    }
+}
+
+fn v4(pod: &Pod) -> IpAddr {
+    IpAddr::V4(pod.ip4)
+}
+
+fn host(ip: Ipv4Addr) -> IpNet {
+    IpNet::new(IpAddr::V4(ip), 32).unwrap()
+}
+
+fn send_udp(from: &Pod, src: IpAddr, to: SocketAddr, n: usize) -> u16 {
+    let source = traffic::udp_socket(&from.netns, SocketAddr::new(src, 0));
+    for _ in 0..n {
+        // A drop on egress may come back as ENOBUFS; the events are what is checked.
+        let _ = source.send_to(b"x", to);
+    }
+    source.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_deny_rule_drop_names_pod_five_tuple_and_rule() {
+    if !require_root("a_deny_rule_drop_names_pod_five_tuple_and_rule") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut ev = Events::new();
+    let policy = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![
+            Rule::allow()
+                .peer(host(b.ip4))
+                .ports(Protocol::Tcp, PortRange::single(80)),
+            Rule::deny()
+                .peer(host(b.ip4))
+                .ports(Protocol::Udp, PortRange::new(9000, 9999)),
+        ]),
+        ..Policy::default()
+    };
+    let record = ev.attach(a, "client", &policy);
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    let sport = send_udp(a, v4(a), sink.local_addr().unwrap(), 3);
+    assert_eq!(traffic::udp_count(&sink, Duration::from_millis(200)), 0);
+
+    let records = ev.records(&record);
+    assert_eq!(records.len(), 3, "{records:#?}");
+    for r in &records {
+        assert_eq!(
+            (r.namespace.as_str(), r.pod.as_str(), r.network.as_str()),
+            ("infra", "client", "infra/storage")
+        );
+        assert_eq!(r.interface, a.ifname);
+        assert_eq!(r.direction, "egress");
+        assert_eq!(r.reason, DropReason::PolicyDeny.label());
+        assert!(!r.audit);
+        assert_eq!(r.protocol, "udp");
+        assert_eq!((r.src, r.dst), (Some(v4(a)), Some(v4(b))));
+        assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
+        assert_eq!(r.len, 14 + 20 + 8 + 1);
+        assert_eq!(r.rule, format!("{SOURCE}: egress.rules[1] (deny)"));
+    }
+    let counts = ev.dataplane.event_counts(record.id).unwrap();
+    assert_eq!((counts.emitted, counts.suppressed, counts.lost), (3, 0, 0));
+
+    // A default deny names the direction's default; ping (ICMP echo, type 8 code 0).
+    ev.dataplane
+        .set_policy_from(
+            record.id,
+            &Policy {
+                ingress: DirectionPolicy::deny_by_default(Vec::new()),
+                ..Policy::default()
+            },
+            Some("MultiNetworkPolicy infra/db-policy"),
+        )
+        .unwrap();
+    let record = ev.dataplane.attachment(record.id).unwrap();
+    assert_eq!(b.ping(v4(a), 1), 0);
+    let records = ev.records(&record);
+    assert!(!records.is_empty());
+    for r in &records {
+        assert_eq!(r.direction, "ingress");
+        assert_eq!(r.reason, DropReason::DefaultDeny.label());
+        assert_eq!((r.src, r.dst), (Some(v4(b)), Some(v4(a))));
+        assert_eq!(r.protocol, "icmp");
+        assert_eq!(r.icmp, Some((8, 0)));
+        assert_eq!(
+            r.rule,
+            "MultiNetworkPolicy infra/db-policy: default deny (ingress)"
+        );
+    }
+}
+
+#[test]
+fn an_anti_spoof_drop_names_the_forged_source() {
+    if !require_root("an_anti_spoof_drop_names_the_forged_source") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut ev = Events::new();
+    let policy = Policy {
+        anti_spoof: Some(AntiSpoof {
+            mac: a.mac.parse().unwrap(),
+            ips: vec![v4(a)],
+            router: false,
+        }),
+        ..Policy::default()
+    };
+    let record = ev.attach(a, "forger", &policy);
+    a.netns
+        .ip(&["addr", "add", "192.0.2.99/24", "dev", &a.ifname]);
+    let spoofed = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    let sport = send_udp(a, spoofed, sink.local_addr().unwrap(), 2);
+    assert_eq!(traffic::udp_count(&sink, Duration::from_millis(200)), 0);
+
+    let records: Vec<_> = ev
+        .records(&record)
+        .into_iter()
+        .filter(|r| r.protocol == "udp")
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for r in &records {
+        assert_eq!((r.pod.as_str(), r.direction.as_str()), ("forger", "egress"));
+        assert_eq!(r.reason, DropReason::Spoofed.label());
+        assert_eq!((r.src, r.dst), (Some(spoofed), Some(v4(b))));
+        assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
+        assert_eq!(
+            r.rule,
+            "antiSpoof: source 192.0.2.99 is not the interface's"
+        );
+    }
+}
+
+#[test]
+fn audit_mode_reports_would_be_drops_as_audit_events() {
+    if !require_root("audit_mode_reports_would_be_drops_as_audit_events") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut ev = Events::new();
+    let policy = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![Rule::deny().peer(host(b.ip4))]),
+        audit: true,
+        ..Policy::default()
+    };
+    let record = ev.attach(a, "auditee", &policy);
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 7000));
+    send_udp(a, v4(a), sink.local_addr().unwrap(), 2);
+    assert_eq!(traffic::udp_count(&sink, Duration::from_millis(200)), 2);
+    let records: Vec<_> = ev
+        .records(&record)
+        .into_iter()
+        .filter(|r| r.protocol == "udp")
+        .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert!(records.iter().all(|r| r.audit && r.dport == Some(7000)));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.rule == format!("{SOURCE}: egress.rules[0] (deny)"))
+    );
+}
+
+#[test]
+fn a_flood_emits_at_most_burst_plus_rate_and_counts_the_rest() {
+    if !require_root("a_flood_emits_at_most_burst_plus_rate_and_counts_the_rest") {
+        return;
+    }
+    const RATE: u32 = 50;
+    const BURST: u32 = 20;
+    const SENT: usize = 20_000;
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut ev = Events::new();
+    ev.dataplane
+        .set_event_limit(EventLimit {
+            rate: RATE,
+            burst: BURST,
+        })
+        .unwrap();
+    let policy = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![Rule::deny().peer(host(b.ip4))]),
+        ..Policy::default()
+    };
+    let record = ev.attach(a, "flooder", &policy);
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    let started = Instant::now();
+    send_udp(a, v4(a), sink.local_addr().unwrap(), SENT);
+    let elapsed = started.elapsed();
+    let records = ev.records(&record);
+    let counts = ev.dataplane.event_counts(record.id).unwrap();
+    let drops = ev.dataplane.counters(record.id).unwrap().egress.dropped();
+    assert!(drops >= SENT as u64, "{drops}");
+    // The bucket starts full (BURST) and refills at RATE per second; CPUs racing for the same
+    // token may each take it, at most once per CPU and refill.
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    let allowed = f64::from(BURST) + f64::from(RATE) * elapsed.as_secs_f64() + cpus;
+    assert!(
+        (records.len() as f64) <= allowed,
+        "{} events in {elapsed:?}, allowed {allowed}",
+        records.len()
+    );
+    assert!(records.len() as u32 >= BURST, "{}", records.len());
+    assert_eq!(counts.emitted, records.len() as u64);
+    assert_eq!(counts.lost, 0);
+    assert_eq!(counts.emitted + counts.suppressed, drops, "{counts:?}");
+    println!(
+        "flood: {drops} drops in {elapsed:?}: {} events, {} suppressed",
+        counts.emitted, counts.suppressed
+    );
+
+    // Rate zero: no events at all, nothing counted as suppressed.
+    ev.dataplane
+        .set_event_limit(EventLimit { rate: 0, burst: 0 })
+        .unwrap();
+    send_udp(a, v4(a), sink.local_addr().unwrap(), 10);
+    assert!(ev.records(&record).is_empty());
+    assert_eq!(ev.dataplane.event_counts(record.id).unwrap(), counts);
+}
