@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use multus_agent::{
     config::{AgentConfig, SourceMode},
     dataplane::PinLayout,
-    logging, run, status,
+    logging, observe, run, status,
 };
 
 /// Flags of `multus-agent run`; each overrides the configuration file's key.
@@ -88,6 +88,50 @@ pub struct StatusArgs {
     policy: Option<u32>,
 }
 
+/// Flags of `multus-agent observe`.
+#[derive(clap::Args)]
+pub struct ObserveArgs {
+    /// Read `socketDir` from this configuration file.
+    #[arg(long, env = "MULTUS_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// `socketDir`: where the running agent listens.
+    #[arg(long)]
+    socket_dir: Option<PathBuf>,
+    /// Only drops of pods in this namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Only this pod's drops (`NAME`, or `NAMESPACE/NAME`).
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only drops on this network (the NAD's `NAME`, or `NAMESPACE/NAME`).
+    #[arg(long)]
+    network: Option<String>,
+    /// Only `ingress` (to the pod) or `egress` (from it).
+    #[arg(long, value_parser = ["ingress", "egress"])]
+    direction: Option<String>,
+    /// Only this reason: policy_deny, default_deny, spoofed, malformed, header_chain.
+    #[arg(long, value_parser = ["policy_deny", "default_deny", "spoofed", "malformed", "header_chain"])]
+    reason: Option<String>,
+    /// Only the last N matching drops.
+    #[arg(long, value_name = "N")]
+    last: Option<usize>,
+    /// Keep printing new drops as they come (every second) until interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// `table` or `json` (JSON lines).
+    #[arg(long, short = 'o', value_enum, default_value_t = ObserveOutput::Table)]
+    output: ObserveOutput,
+}
+
+/// How `observe` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObserveOutput {
+    /// An aligned table, one line per drop.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
 /// How `status` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -164,6 +208,55 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         },
     );
     run::run(config)
+}
+
+/// `multus-agent observe`.
+pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
+    let config = load(args.config.as_ref())?;
+    let socket_dir = args.socket_dir.as_ref().unwrap_or(&config.socket_dir);
+    let (namespace, pod) = match args.pod.as_deref().and_then(|p| p.split_once('/')) {
+        Some((ns, name)) => (Some(ns.to_owned()), Some(name.to_owned())),
+        None => (args.namespace.clone(), args.pod.clone()),
+    };
+    let mut filter = observe::Filter {
+        namespace,
+        pod,
+        network: args.network.clone(),
+        direction: args.direction.clone(),
+        reason: args.reason.clone(),
+        last: args.last,
+        after: None,
+    };
+    let mut header = true;
+    loop {
+        let records = observe::fetch(socket_dir, &filter)?;
+        match args.output {
+            ObserveOutput::Json => {
+                for r in &records {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            }
+            ObserveOutput::Table => {
+                let table = observe::table(&records);
+                let body = if header {
+                    table.as_str()
+                } else {
+                    table.split_once('\n').map_or("", |(_, rows)| rows)
+                };
+                print!("{body}");
+            }
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        header = false;
+        if let Some(r) = records.last() {
+            filter.after = Some(r.seq);
+        }
+        filter.last = None;
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `multus-agent status`.

@@ -90,6 +90,12 @@ pub struct AgentConfig {
     pub request_concurrency: usize,
     /// `maxRequestBytes`: the largest request body (the runtime's stdin) accepted.
     pub max_request_bytes: usize,
+    /// `dropEventBuffer`: drop events the agent keeps for `multus-agent observe`.
+    pub drop_event_buffer: usize,
+    /// `dropEventRate`: drop events per second and attachment (0: none).
+    pub drop_event_rate: u32,
+    /// `dropEventBurst`: drop events an attachment may emit at once.
+    pub drop_event_burst: u32,
     /// `nodeName` (or `MULTUS_NODE_NAME`): this node, for the pod watch.
     pub node_name: Option<String>,
     /// Kubernetes or standalone.
@@ -140,6 +146,9 @@ impl Default for AgentConfig {
             connection_limit: 256,
             request_concurrency: 4,
             max_request_bytes: 1024 * 1024,
+            drop_event_buffer: crate::dataplane::events::DEFAULT_CAPACITY,
+            drop_event_rate: crate::dataplane::events::DEFAULT_RATE,
+            drop_event_burst: crate::dataplane::events::DEFAULT_BURST,
             node_name: None,
             source: SourceMode::Standalone {
                 dir: PathBuf::from(DEFAULT_LOCAL_SOURCE_DIR),
@@ -326,6 +335,15 @@ impl AgentConfig {
             max_request_bytes: k
                 .positive("maxRequestBytes", 64 * 1024 * 1024)?
                 .map_or(d.max_request_bytes, |n| n as usize),
+            drop_event_buffer: k
+                .positive("dropEventBuffer", 1 << 20)?
+                .map_or(d.drop_event_buffer, |n| n as usize),
+            drop_event_rate: k
+                .uint("dropEventRate", 1_000_000)?
+                .map_or(d.drop_event_rate, |n| n as u32),
+            drop_event_burst: k
+                .positive("dropEventBurst", 1_000_000)?
+                .map_or(d.drop_event_burst, |n| n as u32),
             node_name: k.string("nodeName")?,
             source,
             pod_cache_wait: k

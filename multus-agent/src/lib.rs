@@ -18,6 +18,7 @@ pub mod install;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod publish;
 pub mod reconcile;

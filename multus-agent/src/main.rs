@@ -40,6 +40,8 @@ enum Command {
     Run(cli::RunArgs),
     /// List attachments with their pod, network, interface, policy and counters.
     Status(cli::StatusArgs),
+    /// Show the last dropped packets of the running agent: pod, packet, reason and rule.
+    Observe(cli::ObserveArgs),
     /// Attach the TC programs to an interface inside a network namespace.
     Attach {
         #[command(flatten)]
@@ -150,6 +152,7 @@ fn main() -> anyhow::Result<()> {
         Command::Uninstall(args) => multus_agent::uninstall::run_cli(&args)?,
         Command::Run(args) => cli::run(&args)?,
         Command::Status(args) => cli::status(&args)?,
+        Command::Observe(args) => cli::observe(&args)?,
         Command::Attach {
             dataplane,
             netns,

@@ -90,6 +90,9 @@ pub struct AgentMetrics {
     policy_updates: Family<OperationLabels, Counter>,
     policy_sync: Histogram,
     abandoned_deletes: Counter,
+    drop_events: Counter,
+    drop_events_suppressed: Counter,
+    drop_events_lost: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -110,6 +113,9 @@ impl Default for AgentMetrics {
             // 1 ms to about 16 s.
             policy_sync: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             abandoned_deletes: Counter::default(),
+            drop_events: Counter::default(),
+            drop_events_suppressed: Counter::default(),
+            drop_events_lost: Counter::default(),
         }
     }
 }
@@ -224,6 +230,14 @@ impl AgentMetrics {
         self.abandoned_deletes.inc();
     }
 
+    /// Counts drop events: `emitted` read off the ring, `suppressed` by the programs' rate limit,
+    /// `lost` because the ring was full.
+    pub fn drop_events(&self, emitted: u64, suppressed: u64, lost: u64) {
+        self.drop_events.inc_by(emitted);
+        self.drop_events_suppressed.inc_by(suppressed);
+        self.drop_events_lost.inc_by(lost);
+    }
+
     /// How many DELs were given up so far.
     pub fn abandoned_deletes(&self) -> u64 {
         self.abandoned_deletes.get()
@@ -305,6 +319,25 @@ impl AgentMetrics {
              they held may have leaked; the log names it)",
             None,
             self.abandoned_deletes.clone(),
+        );
+        r.register(
+            "multus_agent_drop_events",
+            "Drop events the agent read from the dataplane (one per dropped or audited packet, \
+             within the rate limit)",
+            None,
+            self.drop_events.clone(),
+        );
+        r.register(
+            "multus_agent_drop_events_suppressed",
+            "Drop events the dataplane's per-interface rate limit held back",
+            None,
+            self.drop_events_suppressed.clone(),
+        );
+        r.register(
+            "multus_agent_drop_events_lost",
+            "Drop events lost because the event ring was full",
+            None,
+            self.drop_events_lost.clone(),
         );
         r.register(
             "multus_agent_policy_sync_duration",

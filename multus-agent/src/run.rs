@@ -26,7 +26,10 @@ use crate::{
     attachments::Attachments,
     cni::CniHandler,
     config::{AgentConfig, SourceMode},
-    dataplane::{AttachMode, Dataplane, PinLayout},
+    dataplane::{
+        AttachMode, Dataplane, PinLayout,
+        events::{EventLimit, EventLog},
+    },
     enforce::{self, Enforcer, Peers, report::KubeEvents},
     hooks::AgentHooks,
     metrics::{self, AgentMetrics, BuildInfo},
@@ -50,8 +53,9 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     let metrics = AgentMetrics::default();
     let layout = PinLayout::new(&config.bpffs_dir, &config.dataplane_state_dir);
     let mode = config.attach_mode.unwrap_or_else(AttachMode::detect);
-    let (dataplane, adoption) =
+    let (mut dataplane, adoption) =
         Dataplane::load(layout.clone(), mode).context("loading the dataplane")?;
+    let events = drop_events(&config, &layout, &mut dataplane, &metrics)?;
     for id in &adoption.adopted {
         metrics.attach_op("adopt", true);
         tracing::debug!(id, "adopted");
@@ -110,10 +114,31 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         metrics,
         found_at_start,
         temp_dirs,
+        events,
     ));
     // A request stuck in a delegate must not keep the process alive past its grace period.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Sets the drop events' rate limit and starts draining them into a log of `dropEventBuffer`.
+fn drop_events(
+    config: &AgentConfig,
+    layout: &PinLayout,
+    dataplane: &mut Dataplane,
+    metrics: &AgentMetrics,
+) -> anyhow::Result<Arc<EventLog>> {
+    dataplane
+        .set_event_limit(EventLimit {
+            rate: config.drop_event_rate,
+            burst: config.drop_event_burst,
+        })
+        .context("setting the drop event rate limit")?;
+    let log = Arc::new(EventLog::new(config.drop_event_buffer));
+    if let Some(reader) = dataplane.take_event_reader() {
+        crate::observe::spawn_reader(reader, layout.clone(), Arc::clone(&log), metrics.clone())?;
+    }
+    Ok(log)
 }
 
 /// A missing chrootDir (the hostPath mount forgotten) would fail every ADD: fail at start.
@@ -137,6 +162,7 @@ async fn serve(
     metrics: AgentMetrics,
     found_at_start: BTreeSet<u32>,
     temp_dirs: (PathBuf, PathBuf),
+    events: Arc<EventLog>,
 ) -> anyhow::Result<()> {
     let (policy_tx, policy_rx) = mpsc::channel(enforce::CHANGE_QUEUE);
     let (source, enforcer) = match (&config.source, kube) {
@@ -240,6 +266,7 @@ async fn serve(
         stopping: Default::default(),
         registry,
         metrics: metrics.clone(),
+        events,
     });
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(export_readiness(Arc::clone(&shared)));

@@ -36,7 +36,12 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{cni::CniHandler, metrics::AgentMetrics};
+use crate::{
+    cni::CniHandler,
+    dataplane::events::EventLog,
+    metrics::AgentMetrics,
+    observe::{self, EVENTS_ENDPOINT},
+};
 
 /// What the request handlers share.
 pub struct Shared {
@@ -54,6 +59,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// The agent's metrics.
     pub metrics: AgentMetrics,
+    /// The last drop events (`GET /events` on the socket).
+    pub events: Arc<EventLog>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -106,6 +113,22 @@ async fn socket_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpResp
     let path = req.uri().path().to_owned();
     if let Some(resp) = probes(&shared, &path) {
         return resp;
+    }
+    if path == EVENTS_ENDPOINT {
+        if req.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        return match observe::Filter::from_query(req.uri().query().unwrap_or_default()) {
+            Ok(filter) => {
+                let mut resp = text(StatusCode::OK, observe::json_lines(&shared.events, &filter));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-ndjson"),
+                );
+                resp
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
     }
     if path != CNI_ENDPOINT {
         return text(StatusCode::NOT_FOUND, "not found\n");

@@ -76,6 +76,9 @@ pub struct EventCounts {
 /// One drop, resolved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropRecord {
+    /// Position in the agent's log (1, 2, ...; set when logged, 0 before).
+    #[serde(default)]
+    pub seq: u64,
     /// Wall-clock time of the drop, milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// The attachment id.
@@ -150,6 +153,7 @@ pub fn resolve(ev: &DropEvent, record: Option<&AttachmentRecord>, boot: SystemTi
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut out = DropRecord {
+        seq: 0,
         time_ms,
         attachment: ev.attach_id,
         namespace: String::new(),
@@ -326,7 +330,7 @@ impl EventReader {
 #[derive(Debug)]
 pub struct EventLog {
     capacity: usize,
-    records: Mutex<VecDeque<DropRecord>>,
+    records: Mutex<(u64, VecDeque<DropRecord>)>,
 }
 
 impl EventLog {
@@ -334,16 +338,19 @@ impl EventLog {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            records: Mutex::new(VecDeque::new()),
+            records: Mutex::new((0, VecDeque::new())),
         }
     }
 
     /// Adds `record`, dropping the oldest when full.
-    pub fn push(&self, record: DropRecord) {
-        let mut records = self
+    pub fn push(&self, mut record: DropRecord) {
+        let mut guard = self
             .records
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (seq, records) = &mut *guard;
+        *seq += 1;
+        record.seq = *seq;
         if records.len() == self.capacity {
             records.pop_front();
         }
@@ -356,11 +363,11 @@ impl EventLog {
         keep: impl Fn(&DropRecord) -> bool,
         last: Option<usize>,
     ) -> Vec<DropRecord> {
-        let records = self
+        let guard = self
             .records
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<DropRecord> = records.iter().filter(|r| keep(r)).cloned().collect();
+        let mut out: Vec<DropRecord> = guard.1.iter().filter(|r| keep(r)).cloned().collect();
         if let Some(n) = last
             && out.len() > n
         {
@@ -389,4 +396,44 @@ pub fn boot_time() -> SystemTime {
     SystemTime::now()
         .checked_sub(since_boot)
         .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The programs' per-attachment event counters, opened from their pin (the reader task reads
+/// them while the dataplane itself stays with the request handlers).
+pub struct EventStatsReader {
+    stats: aya::maps::PerCpuArray<MapData, multus_common::EventStats>,
+}
+
+impl std::fmt::Debug for EventStatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStatsReader").finish_non_exhaustive()
+    }
+}
+
+impl EventStatsReader {
+    /// Opens the pinned counters under `layout`.
+    pub fn open(layout: &super::PinLayout) -> super::Result<Self> {
+        let name = multus_common::maps::EVENT_STATS;
+        let path = layout.maps().join(name);
+        let data = MapData::from_pin(&path).map_err(|e| super::map_err(name, e))?;
+        let stats = aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+            .map_err(|e| super::map_err(name, e))?;
+        Ok(Self { stats })
+    }
+
+    /// The counters of attachment `id`, summed over CPUs.
+    pub fn counts(&self, id: u32) -> super::Result<EventCounts> {
+        let name = multus_common::maps::EVENT_STATS;
+        let values = self
+            .stats
+            .get(&id, 0)
+            .map_err(|e| super::map_err(name, e))?;
+        let mut out = EventCounts::default();
+        for cpu in values.iter() {
+            out.emitted += cpu.emitted;
+            out.suppressed += cpu.suppressed;
+            out.lost += cpu.lost;
+        }
+        Ok(out)
+    }
 }

@@ -816,7 +816,7 @@ pub(crate) fn is_absent(e: &aya::maps::MapError) -> bool {
     }
 }
 
-fn map_err(name: &'static str, e: aya::maps::MapError) -> DataplaneError {
+pub(crate) fn map_err(name: &'static str, e: aya::maps::MapError) -> DataplaneError {
     DataplaneError::Map {
         name,
         source: Box::new(e),
