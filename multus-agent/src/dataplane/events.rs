@@ -192,7 +192,11 @@ fn reason_of(reason: u8) -> Option<DropReason> {
 
 /// The rule behind a drop, in the words of the policy's source.
 fn rule_text(ev: &DropEvent, rec: &DropRecord, record: &AttachmentRecord) -> String {
-    let source = record.policy_source.as_deref().unwrap_or("policy");
+    let source = record
+        .policy_source
+        .as_deref()
+        .map_or_else(|| "policy".to_owned(), describe_source);
+    let source = source.as_str();
     let dir = rec.direction.as_str();
     match usize::from(ev.reason) {
         DROP_SPOOFED => {
@@ -225,6 +229,20 @@ fn rule_text(ev: &DropEvent, rec: &DropRecord, record: &AttachmentRecord) -> Str
         DROP_HEADER_CHAIN => "IPv6 extension header chain too long".to_owned(),
         _ => "unknown".to_owned(),
     }
+}
+
+/// `nad:ns/name+mnp:ns/a,ns/b` in words: `NetworkAttachmentDefinition ns/name + MultiNetworkPolicy
+/// ns/a, ns/b`.
+fn describe_source(source: &str) -> String {
+    source
+        .split('+')
+        .map(|part| match part.split_once(':') {
+            Some(("nad", nad)) => format!("NetworkAttachmentDefinition {nad}"),
+            Some(("mnp", list)) => format!("MultiNetworkPolicy {}", list.replace(',', ", ")),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 fn direction_policy<'a>(p: &'a Policy, dir: &str) -> &'a DirectionPolicy {

@@ -8,6 +8,7 @@ mod kube;
 mod kube_node;
 mod listeners;
 mod logfile;
+mod observe;
 mod standalone;
 mod support;
 mod uninstall;
