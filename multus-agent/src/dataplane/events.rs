@@ -117,7 +117,7 @@ pub struct DropRecord {
 
 /// Resolves `ev` against its attachment's record (`None`: the attachment is gone).
 pub fn resolve(ev: &DropEvent, record: Option<&AttachmentRecord>, boot: SystemTime) -> DropRecord {
-    let direction = if ev.direction as u32 == DIR_EGRESS {
+    let direction = if u32::from(ev.direction) == DIR_EGRESS {
         "egress"
     } else {
         "ingress"
