@@ -455,3 +455,156 @@ impl EventStatsReader {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use std::path::PathBuf;
+
+    use multus_common::{DIR_INGRESS, policy::FAMILY_V4};
+
+    use super::*;
+    use crate::dataplane::{AntiSpoof, AttachMode, AttachmentOwner, MacAddr, PortRange, Rule};
+
+    fn record(policy: Policy, source: &str) -> AttachmentRecord {
+        AttachmentRecord {
+            id: 7,
+            netns: PathBuf::from("/proc/1/ns/net"),
+            ifname: "net1".to_owned(),
+            ifindex: 3,
+            netns_cookie: 1,
+            mode: AttachMode::Tcx,
+            owner: AttachmentOwner {
+                namespace: "infra".to_owned(),
+                pod: "db-0".to_owned(),
+                network: "infra/storage".to_owned(),
+                container_id: String::new(),
+            },
+            policy: Some(policy),
+            policy_source: Some(source.to_owned()),
+        }
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..4].copy_from_slice(&a);
+        out
+    }
+
+    fn tcp_in(src: [u8; 16], dst: [u8; 16], family: u8, dport: u16) -> DropEvent {
+        DropEvent {
+            attach_id: 7,
+            direction: DIR_INGRESS as u8,
+            reason: DROP_POLICY_DENY as u8,
+            flags: EVENT_HAS_L4,
+            l3: EVENT_L3_IP,
+            family,
+            proto: 6,
+            sport: 40000,
+            dport,
+            src,
+            dst,
+            len: 74,
+            ..DropEvent::default()
+        }
+    }
+
+    #[test]
+    fn the_first_matching_deny_rule_is_named_with_excepts_and_port_ranges() {
+        let policy = Policy {
+            ingress: DirectionPolicy::allow_by_default(vec![
+                // Does not match: the peer is in the except.
+                Rule::deny().peer_except(
+                    "192.0.2.0/24".parse().unwrap(),
+                    vec!["192.0.2.8/29".parse().unwrap()],
+                ),
+                // Does not match: another port.
+                Rule::deny().ports(Protocol::Tcp, PortRange::new(1, 1000)),
+                Rule::allow(),
+                Rule::deny().ports(Protocol::Tcp, PortRange::new(5000, 6000)),
+            ]),
+            ..Policy::default()
+        };
+        let r = record(policy, "nad:infra/storage+mnp:infra/a,infra/b");
+        let ev = tcp_in(v4([192, 0, 2, 9]), v4([192, 0, 2, 20]), FAMILY_V4, 5432);
+        let out = resolve(&ev, Some(&r), SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            out.rule,
+            "NetworkAttachmentDefinition infra/storage + MultiNetworkPolicy infra/a, infra/b: \
+             ingress.rules[3] (deny)"
+        );
+        assert_eq!((out.pod.as_str(), out.interface.as_str()), ("db-0", "net1"));
+        assert_eq!(out.src, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(
+            (out.sport, out.dport, out.icmp),
+            (Some(40000), Some(5432), None)
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_and_unknown_attachments() {
+        let src: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let dst: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let ev = tcp_in(src.octets(), dst.octets(), FAMILY_V6, 80);
+        let out = resolve(&ev, None, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            (out.src, out.dst),
+            (Some(IpAddr::V6(src)), Some(IpAddr::V6(dst)))
+        );
+        assert_eq!(out.rule, "attachment gone");
+        assert!(out.pod.is_empty());
+    }
+
+    #[test]
+    fn anti_spoof_names_the_mac_before_the_address() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let policy = Policy {
+            anti_spoof: Some(AntiSpoof {
+                mac,
+                ips: vec!["192.0.2.5".parse().unwrap()],
+                router: false,
+            }),
+            ..Policy::default()
+        };
+        let r = record(policy, "nad:infra/storage");
+        let mut ev = tcp_in(v4([192, 0, 2, 6]), v4([192, 0, 2, 7]), FAMILY_V4, 80);
+        ev.reason = DROP_SPOOFED as u8;
+        ev.direction = DIR_EGRESS as u8;
+        ev.src_mac = mac.0;
+        let out = resolve(&ev, Some(&r), SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            out.rule,
+            "antiSpoof: source 192.0.2.6 is not the interface's"
+        );
+        ev.src_mac = [2, 0, 0, 0, 0, 9];
+        let out = resolve(&ev, Some(&r), SystemTime::UNIX_EPOCH);
+        assert!(
+            out.rule.starts_with("antiSpoof: source MAC "),
+            "{}",
+            out.rule
+        );
+    }
+
+    #[test]
+    fn the_log_keeps_the_last_and_numbers_them() {
+        let log = EventLog::new(2);
+        let ev = tcp_in(v4([192, 0, 2, 1]), v4([192, 0, 2, 2]), FAMILY_V4, 1);
+        for _ in 0..3 {
+            log.push(resolve(&ev, None, SystemTime::UNIX_EPOCH));
+        }
+        let all = log.select(|_| true, None);
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(log.select(|_| true, Some(1))[0].seq, 3);
+    }
+
+    #[test]
+    fn the_limit_becomes_an_interval_and_a_burst() {
+        let c = EventLimit {
+            rate: 100,
+            burst: 200,
+        }
+        .to_config();
+        assert_eq!((c.interval_ns, c.burst_ns), (10_000_000, 2_000_000_000));
+        assert_eq!(EventLimit { rate: 0, burst: 5 }.to_config().interval_ns, 0);
+    }
+}

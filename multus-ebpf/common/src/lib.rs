@@ -187,6 +187,8 @@ pub struct DropEvent {
     pub pad2: [u8; 2],
 }
 
+const _: () = assert!(size_of::<DropEvent>() == 72);
+
 /// The rate limit of drop events, per attachment (a token bucket kept as a theoretical arrival
 /// time, GCRA: one word of state, no division in the kernel). Zero `interval_ns` turns events off.
 #[repr(C)]
