@@ -288,7 +288,7 @@ fn dechunk(body: &str) -> String {
 /// A table of drop records, one per line, oldest first.
 pub fn table(records: &[DropRecord]) -> String {
     let mut out = format!(
-        "{:<23} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
+        "{:<24} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
         "TIME", "POD", "IFACE", "DIR", "PROTO", "SOURCE -> DESTINATION", "REASON", "RULE"
     );
     for r in records {
@@ -313,7 +313,7 @@ pub fn table(records: &[DropRecord]) -> String {
             r.reason.clone()
         };
         out.push_str(&format!(
-            "{:<23} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
+            "{:<24} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
             time,
             format!("{}/{}", r.namespace, r.pod),
             r.interface,
