@@ -227,6 +227,17 @@ pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
         last: args.last,
         after: None,
     };
+    // Following goes on from the newest drop of the log, whatever the first batch showed.
+    let mut newest = 0;
+    if args.follow {
+        let any = observe::Filter {
+            last: Some(1),
+            ..observe::Filter::default()
+        };
+        newest = observe::fetch(socket_dir, &any)?
+            .last()
+            .map_or(0, |r| r.seq);
+    }
     let mut header = true;
     loop {
         let records = observe::fetch(socket_dir, &filter)?;
@@ -250,9 +261,8 @@ pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         header = false;
-        if let Some(r) = records.last() {
-            filter.after = Some(r.seq);
-        }
+        newest = records.last().map_or(newest, |r| r.seq.max(newest));
+        filter.after = Some(newest);
         filter.last = None;
         std::io::Write::flush(&mut std::io::stdout())?;
         std::thread::sleep(std::time::Duration::from_secs(1));

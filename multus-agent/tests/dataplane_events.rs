@@ -31,6 +31,7 @@ impl Events {
     fn new() -> Self {
         let dirs = Dirs::new();
         let mut dataplane = dirs.load(AttachMode::Tcx);
+        dataplane.set_event_limit(EventLimit::default()).unwrap();
         let reader = dataplane.take_event_reader().expect("a reader");
         assert!(dataplane.take_event_reader().is_none(), "one reader only");
         Self {

@@ -279,14 +279,12 @@ impl Dataplane {
         let flows = take_map(&mut ebpf, maps::FLOWS)?;
         let devices = take_map(&mut ebpf, maps::DEVICES)?;
         let epoch = take_map(&mut ebpf, maps::EPOCH)?;
-        let mut event_config: Array<MapData, EventConfig> =
-            take_map(&mut ebpf, maps::EVENT_CONFIG)?;
+        // The rate limit stays what the agent set (zero, no events, until one does): a command
+        // loading the dataplane beside the agent must not change it.
+        let event_config: Array<MapData, EventConfig> = take_map(&mut ebpf, maps::EVENT_CONFIG)?;
         let event_buckets = take_map(&mut ebpf, maps::EVENT_BUCKETS)?;
         let event_stats = take_map(&mut ebpf, maps::EVENT_STATS)?;
         let events = take_map(&mut ebpf, maps::EVENTS)?;
-        event_config
-            .set(0, &events::EventLimit::default().to_config(), 0)
-            .map_err(|e| map_err(maps::EVENT_CONFIG, e))?;
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(op, e)| DataplaneError::io(op, "/sys/devices/system/cpu/possible", e))?
             .get() as usize;

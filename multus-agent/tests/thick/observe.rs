@@ -112,6 +112,46 @@ fn observe_shows_a_nad_deny_drop_with_pod_packet_and_rule() {
         table.contains("infra/a") && table.contains(&format!("{ip_a} -> {ip_b} type 8 code 0")),
         "{table}"
     );
+    // --follow prints drops that come after it started.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_multus-agent"))
+        .args([
+            "observe",
+            "--follow",
+            "--last",
+            "0",
+            "-o",
+            "json",
+            "--socket-dir",
+        ])
+        .arg(node.path("run"))
+        .env_remove("MULTUS_AGENT_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let latest = observe(&node, &["-o", "json", "--last", "1"])[0]["seq"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(rx.try_recv().is_err(), "--last 0 printed old drops");
+    assert_eq!(a.ping(&ip_b, 1), 0);
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no line from --follow");
+    let followed: Value = serde_json::from_str(&line).unwrap();
+    assert!(followed["seq"].as_u64().unwrap() > latest, "{followed}");
+    assert_eq!(followed["pod"], "a");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
     // The event metrics count what the agent read.
     let metrics = node.scrape();
     assert!(metrics.value("multus_agent_drop_events_total", &[]) >= 3);
