@@ -475,6 +475,29 @@ mod tests {
     }
 
     #[test]
+    fn drop_event_keys() {
+        let d = parse(json!({})).unwrap();
+        assert_eq!(
+            (d.drop_event_buffer, d.drop_event_rate, d.drop_event_burst),
+            (4096, 100, 200)
+        );
+        let c =
+            parse(json!({"dropEventBuffer": 10, "dropEventRate": 0, "dropEventBurst": 5})).unwrap();
+        assert_eq!(
+            (c.drop_event_buffer, c.drop_event_rate, c.drop_event_burst),
+            (10, 0, 5)
+        );
+        for key in ["dropEventBuffer", "dropEventBurst"] {
+            let err = parse(json!({ key: 0 })).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = parse(json!({"dropEventRate": 2_000_000}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dropEventRate"), "{err}");
+    }
+
+    #[test]
     fn wrong_types_name_the_key() {
         for (v, key) in [
             (json!({"metricsPort": "x"}), "metricsPort"),
