@@ -8,6 +8,7 @@ mod bench_dataplane;
 mod bench_kube;
 mod bench_policy;
 mod demo;
+mod e2e;
 mod fuzz;
 #[cfg(test)]
 mod image;
@@ -36,6 +37,9 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
+    /// A real one-node Kubernetes (built on the first run), and the product run on it as a user
+    /// runs it: `kubectl apply -f deploy/`, the quickstart, policy, metrics, restart, uninstall.
+    E2e,
     /// Regenerate the generated manifests in deploy/ (CRDs, the agent ConfigMap).
     Manifests,
     /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             .and_then(|()| apiserver::ensure())
             .and_then(|apiserver| test::run(&args, &apiserver)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
+        Command::E2e => prereqs::ensure().and_then(|()| e2e::run_all()),
         Command::Manifests => manifests::run(),
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
