@@ -55,10 +55,16 @@ impl BackgroundPing {
     }
 }
 
-/// Every counter series of `before` that is also in `after` has not gone down.
+/// Every per-interface counter series (kept in pinned maps, so across agent restarts; the
+/// agent's own process counters start again) of `before` that is also in `after` has not gone
+/// down.
 fn counters_go_on(before: &Scrape, after: &Scrape) -> anyhow::Result<usize> {
     let mut compared = 0;
-    for sample in before.samples.iter().filter(|s| s.name.ends_with("_total")) {
+    let dataplane = |name: &str| {
+        name.ends_with("_total")
+            && (name.starts_with("multus_interface_") || name.starts_with("multus_policy_"))
+    };
+    for sample in before.samples.iter().filter(|s| dataplane(&s.name)) {
         let Some(now) = after
             .samples
             .iter()
