@@ -73,7 +73,10 @@ pub fn ensure_binaries(names: &[&str]) -> anyhow::Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("building {} needs root (apt-get); run as root", missing.join(" "));
+        bail!(
+            "building {} needs root (apt-get); run as root",
+            missing.join(" ")
+        );
     }
     note(&format!(
         "building {} {VERSION} from Debian's kubernetes source package \

@@ -29,7 +29,6 @@ pub const API_PORT: u16 = 443;
 /// A running control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
-    dir: PathBuf,
     admin_token: String,
     admin_kubeconfig: PathBuf,
     ca_file: PathBuf,
@@ -68,7 +67,6 @@ impl ControlPlane {
             &["genrsa", "-out", &sa_key.to_string_lossy(), "2048"],
         )?;
         let mut plane = Self {
-            dir: dir.to_owned(),
             admin_kubeconfig: dir.join("admin.kubeconfig"),
             ca_file: dir.join("certs/apiserver.crt"),
             admin: Rest::new(SocketAddr::from((API_IP, API_PORT)), &admin_token),
@@ -195,16 +193,6 @@ impl ControlPlane {
     /// Requests as the cluster admin.
     pub fn admin(&self) -> &Rest {
         &self.admin
-    }
-
-    /// The processes, for the logs.
-    pub fn procs(&self) -> &[Proc] {
-        &self.procs
-    }
-
-    /// The directory of its state.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Stops the processes, newest first, and removes the link.

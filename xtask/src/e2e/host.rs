@@ -24,7 +24,10 @@ impl HostLink {
     pub fn create(name: &str, addr: Option<Ipv4Addr>) -> anyhow::Result<Self> {
         let _ = run("ip", &["link", "del", name]);
         let peer = format!("{name}-p");
-        run("ip", &["link", "add", name, "type", "veth", "peer", "name", &peer])?;
+        run(
+            "ip",
+            &["link", "add", name, "type", "veth", "peer", "name", &peer],
+        )?;
         let link = Self {
             name: name.to_owned(),
         };
@@ -79,18 +82,6 @@ impl HostDirs {
             path: PathBuf::from(path),
             before: entries(Path::new(path)),
         });
-    }
-
-    /// Entries of tracked `path` that were not there when it was tracked.
-    pub fn added(&self, path: &str) -> Vec<String> {
-        let Some(t) = self.tracked.iter().find(|t| t.path == Path::new(path)) else {
-            return Vec::new();
-        };
-        let now = entries(&t.path).unwrap_or_default();
-        match &t.before {
-            None => now.into_iter().collect(),
-            Some(before) => now.difference(before).cloned().collect(),
-        }
     }
 
     /// Removes what was added to every tracked directory (newest tracked first), and the

@@ -37,7 +37,7 @@ pub fn build(dir: &Path) -> anyhow::Result<Images> {
     // The sandbox's process only has to exist until the sandbox is removed (SIGKILL).
     let pause = dir.join("pause.oci.tar");
     oci_archive(
-        &super::node::PAUSE_IMAGE.to_owned(),
+        super::node::PAUSE_IMAGE,
         &busybox_root,
         &["/bin/sleep", "2147483647"],
         &pause,
@@ -149,7 +149,12 @@ fn json_blob(layout: &Path, value: &Value, media_type: &str) -> anyhow::Result<V
 /// TEMPORARY, until the OCI writer of `cargo xtask image` is on main: an OCI image layout
 /// archive of one uncompressed layer (`rootfs`, entries sorted, owned by root, mtime 0) named
 /// `name` for `ctr images import`.
-fn oci_archive(name: &str, rootfs: &Path, entrypoint: &[&str], archive: &Path) -> anyhow::Result<()> {
+fn oci_archive(
+    name: &str,
+    rootfs: &Path,
+    entrypoint: &[&str],
+    archive: &Path,
+) -> anyhow::Result<()> {
     let layout = archive.with_extension("layout");
     if layout.exists() {
         std::fs::remove_dir_all(&layout)?;

@@ -111,7 +111,6 @@ pub struct Cluster {
     plane: ControlPlane,
     kubectl: Kubectl,
     logs: PathBuf,
-    work: PathBuf,
 }
 
 impl Cluster {
@@ -123,16 +122,6 @@ impl Cluster {
     /// The (only) node.
     pub fn node(&self) -> &Node {
         &self.nodes[0]
-    }
-
-    /// The control plane.
-    pub fn plane(&self) -> &ControlPlane {
-        &self.plane
-    }
-
-    /// The run's scratch directory.
-    pub fn work(&self) -> &Path {
-        &self.work
     }
 
     /// Fails when a process of the cluster has exited.
@@ -212,8 +201,26 @@ fn dump(logs: &Path, kubectl: Option<&Kubectl>) {
         for args in [
             &["get", "nodes,pods", "-A", "-o", "wide"][..],
             &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
-            &["-n", "kube-system", "logs", "-l", AGENT_SELECTOR, "-c", "install", "--tail=40"][..],
-            &["-n", "kube-system", "logs", "-l", AGENT_SELECTOR, "-c", "agent", "--tail=80"][..],
+            &[
+                "-n",
+                "kube-system",
+                "logs",
+                "-l",
+                AGENT_SELECTOR,
+                "-c",
+                "install",
+                "--tail=40",
+            ][..],
+            &[
+                "-n",
+                "kube-system",
+                "logs",
+                "-l",
+                AGENT_SELECTOR,
+                "-c",
+                "agent",
+                "--tail=80",
+            ][..],
         ] {
             eprintln!("--- kubectl {}", args.join(" "));
             match k.quiet(args) {
@@ -229,11 +236,7 @@ fn dump(logs: &Path, kubectl: Option<&Kubectl>) {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        eprintln!(
-            "--- {} (last 40 of {} lines)",
-            file.display(),
-            lines.len()
-        );
+        eprintln!("--- {} (last 40 of {} lines)", file.display(), lines.len());
         for line in &lines[lines.len().saturating_sub(40)..] {
             eprintln!("{line}");
         }
@@ -261,7 +264,6 @@ fn start(steps: &mut Steps, logs: &Path, work: &Path) -> anyhow::Result<Cluster>
         plane,
         kubectl,
         logs: logs.to_owned(),
-        work: work.to_owned(),
     };
     let result = (|| {
         let node = steps.check("node: primary CNI, containerd with the pause image", || {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     control_plane::ControlPlane,
-    host::{self, HostLink, HostDirs},
+    host::{self, HostDirs, HostLink},
     proc::Proc,
     run, run_out, wait,
 };
@@ -51,6 +51,9 @@ pub const HOST_DIRS: &[&str] = &[
     "/sys/fs/bpf/multus",
     "/var/lib/kubelet",
     "/run/k8s.cni.cncf.io",
+    // containerd's shim sockets (`s/`) and runc's state (`runc/`) live here whatever its
+    // state directory.
+    "/run/containerd",
 ];
 
 /// A running node.
@@ -71,30 +74,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node's name in the cluster.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The node's address (its InternalIP, and the address of its host-network pods).
-    pub fn ip(&self) -> Ipv4Addr {
-        self.ip
-    }
-
     /// The node's interface for macvlan networks (a veth end of its own: frames between the pods stay
     /// on the node).
     pub fn master(&self) -> &str {
         self.master.as_ref().map_or("", HostLink::name)
-    }
-
-    /// The processes, for the logs.
-    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
-        self.kubelet.iter().chain(self.containerd.iter())
-    }
-
-    /// What was added to `path` (one of [`HOST_DIRS`]) since the node started.
-    pub fn added(&self, path: &str) -> Vec<String> {
-        self.host_dirs.added(path)
     }
 
     /// Prepares node `index` (1, 2, ...) and starts containerd with the pause image; kubelet
@@ -256,7 +239,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     self.containerd_sock.display()
                 ),
                 &format!("--root-dir={}", root.display()),
-                &format!("--volume-plugin-dir={}", root.join("volume-plugins").display()),
+                &format!(
+                    "--volume-plugin-dir={}",
+                    root.join("volume-plugins").display()
+                ),
                 &format!("--hostname-override={}", self.name),
                 &format!("--node-ip={}", self.ip),
                 &format!("--address={}", self.ip),
@@ -310,7 +296,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
         let unmounted = host::unmount_below(&self.dir);
         if unmounted > 0 {
-            note(&format!("unmounted {unmounted} mounts below {}", self.dir.display()));
+            note(&format!(
+                "unmounted {unmounted} mounts below {}",
+                self.dir.display()
+            ));
         }
         let netns = host::remove_cni_netns(&self.netns_before);
         if !netns.is_empty() {
@@ -340,10 +329,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         {
             let _ = self.ctr(&["tasks", "kill", "--signal", "SIGKILL", task]);
             let _ = wait(Duration::from_secs(5), "the task to exit", || {
-                Ok(self
-                    .ctr(&["tasks", "delete", task])
-                    .ok()
-                    .map(|_| ()))
+                Ok(self.ctr(&["tasks", "delete", task]).ok().map(|_| ()))
             });
         }
         for container in list("containers") {
@@ -390,7 +376,8 @@ impl Drop for Node {
 
 /// Whether a Node object says Ready=True.
 pub fn node_ready(node: &Value) -> bool {
-    node["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    node["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }

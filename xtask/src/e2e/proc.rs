@@ -52,21 +52,6 @@ impl Proc {
         })
     }
 
-    /// The process's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Its log file.
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
-    /// Its pid while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// Fails when the process has exited (a crash shows here instead of as a timeout later).
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         let Some(child) = self.child.as_mut() else {
@@ -97,7 +82,10 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        note(&format!("{} did not stop within {grace:?}: killing it", self.name));
+        note(&format!(
+            "{} did not stop within {grace:?}: killing it",
+            self.name
+        ));
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -101,9 +101,10 @@ pub fn wait_running(cluster: &mut Cluster, name: &str) -> anyhow::Result<Value> 
         if pod["status"]["phase"] == "Failed" {
             bail!("pod {name} failed: {}", pod["status"]);
         }
-        let ready = pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
         Ok(ready.then_some(pod))
     })
 }
@@ -130,7 +131,10 @@ pub fn in_subnet(ip: &str, subnet: &str) -> bool {
 
 fn plain_pod(cluster: &mut Cluster) -> anyhow::Result<()> {
     let name = "plain";
-    apply(cluster, &pod(name, &json!({"app": "plain"}), &json!({}), SLEEP))?;
+    apply(
+        cluster,
+        &pod(name, &json!({"app": "plain"}), &json!({}), SLEEP),
+    )?;
     let pod = wait_running(cluster, name)?;
     let ip = pod["status"]["podIP"]
         .as_str()

@@ -18,18 +18,15 @@ pub const BPFFS_DIR: &str = "/sys/fs/bpf/multus";
 
 /// The running agent pod (one node: one pod) whose containers run the imported image.
 pub fn running_pod(cluster: &Cluster) -> anyhow::Result<Option<Value>> {
-    let pods = cluster.kubectl().get(&[
-        "pods",
-        "-n",
-        "kube-system",
-        "-l",
-        AGENT_SELECTOR,
-    ])?;
+    let pods = cluster
+        .kubectl()
+        .get(&["pods", "-n", "kube-system", "-l", AGENT_SELECTOR])?;
     let items = pods["items"].as_array().cloned().unwrap_or_default();
     Ok(items.into_iter().find(|p| {
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let ready = p["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
         let image = p["spec"]["containers"][0]["image"] == AGENT_IMAGE;
         ready && image && p["metadata"]["deletionTimestamp"].is_null()
     }))
@@ -65,7 +62,11 @@ pub fn install(cluster: &mut Cluster) -> anyhow::Result<BTreeSet<String>> {
         pod["spec"]["nodeName"].as_str().unwrap_or("?")
     ));
     let shim = Path::new(CNI_BIN).join("multus-shim");
-    ensure!(shim.is_file(), "the init container did not install {}", shim.display());
+    ensure!(
+        shim.is_file(),
+        "the init container did not install {}",
+        shim.display()
+    );
     let conf = ["00-multus.conf", "00-multus.conflist"]
         .iter()
         .map(|n| Path::new(NET_D).join(n))

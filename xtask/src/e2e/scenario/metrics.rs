@@ -7,16 +7,15 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::{
-    agent::running_pod,
-    quickstart::{NETWORK},
-};
+use super::{agent::running_pod, quickstart::NETWORK};
 use crate::{demo::scrape::Scrape, e2e::Cluster, shell::note};
 
 /// Scrapes the running agent pod.
 pub fn scrape(cluster: &Cluster) -> anyhow::Result<Scrape> {
     let pod = running_pod(cluster)?.context("no ready agent pod")?;
-    let ip = pod["status"]["podIP"].as_str().context("agent pod without podIP")?;
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .context("agent pod without podIP")?;
     let port = pod["spec"]["containers"][0]["ports"]
         .as_array()
         .and_then(|ports| ports.iter().find(|p| p["name"] == "metrics"))
@@ -65,12 +64,21 @@ pub fn check(cluster: &mut Cluster) -> anyhow::Result<Scrape> {
             scrape.matching(name, &labels).count() == 1 && value > 0.0,
             "no {name} for samplepod-1's net1 (or zero)"
         );
-        note(&format!("{name}{{pod=samplepod-1,interface=net1}} = {value}"));
+        note(&format!(
+            "{name}{{pod=samplepod-1,interface=net1}} = {value}"
+        ));
     }
     for pod in ["samplepod-2", "samplepod-3"] {
-        let labels = [("pod", pod), ("namespace", "default"), ("network_name", NETWORK)];
+        let labels = [
+            ("pod", pod),
+            ("namespace", "default"),
+            ("network_name", NETWORK),
+        ];
         ensure!(
-            scrape.matching("multus_interface_receive_packets_total", &labels).count() == 1,
+            scrape
+                .matching("multus_interface_receive_packets_total", &labels)
+                .count()
+                == 1,
             "no series for {pod}'s net1"
         );
     }
@@ -78,7 +86,12 @@ pub fn check(cluster: &mut Cluster) -> anyhow::Result<Scrape> {
         "multus_policy_drop_packets_total",
         &[("pod", "samplepod-1"), ("direction", "ingress")],
     );
-    ensure!(drops > 0.0, "no ingress drops counted on samplepod-1 after the denied pings");
-    note(&format!("multus_policy_drop_packets_total{{pod=samplepod-1,direction=ingress}} = {drops}"));
+    ensure!(
+        drops > 0.0,
+        "no ingress drops counted on samplepod-1 after the denied pings"
+    );
+    note(&format!(
+        "multus_policy_drop_packets_total{{pod=samplepod-1,direction=ingress}} = {drops}"
+    ));
     Ok(scrape)
 }

@@ -25,12 +25,17 @@ const NAD_RESOURCE: &str = "network-attachment-definitions.k8s.cni.cncf.io";
 /// Waits until pings from `from` to `ip` go unanswered, then checks three more are too.
 pub fn ping_fails(cluster: &Cluster, from: &str, ip: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    wait(IN_FORCE, &format!("pings from {from} to {ip} to fail"), || {
-        Ok((!ping(cluster, from, ip)).then_some(()))
-    })?;
+    wait(
+        IN_FORCE,
+        &format!("pings from {from} to {ip} to fail"),
+        || Ok((!ping(cluster, from, ip)).then_some(())),
+    )?;
     let took = started.elapsed();
     for _ in 0..3 {
-        ensure!(!ping(cluster, from, ip), "a ping from {from} to {ip} passed again");
+        ensure!(
+            !ping(cluster, from, ip),
+            "a ping from {from} to {ip} passed again"
+        );
     }
     Ok(took)
 }
@@ -61,7 +66,11 @@ pub fn nad_annotation(cluster: &mut Cluster, quick: &Quickstart) -> anyhow::Resu
     for (name, uid) in &before {
         still_running(cluster, name, uid)?;
     }
-    k.run(&["annotate", &format!("{NAD_RESOURCE}/{NAD}"), &format!("{ANNOTATION}-")])?;
+    k.run(&[
+        "annotate",
+        &format!("{NAD_RESOURCE}/{NAD}"),
+        &format!("{ANNOTATION}-"),
+    ])?;
     ping_ok(cluster, "samplepod-2", &quick.a_net1)?;
     note("pings answered again once the annotation is gone");
     for (name, uid) in &before {
@@ -91,7 +100,9 @@ pub fn multi_network_policy(cluster: &mut Cluster, quick: &Quickstart) -> anyhow
     note("$ kubectl apply -f - (MultiNetworkPolicy a-from-b: app=a accepts app=b only)");
     apply(cluster, &policy)?;
     let took = ping_fails(cluster, "samplepod-3", &quick.a_net1)?;
-    note(&format!("samplepod-3 (app=c) kept out {took:.1?} after the policy"));
+    note(&format!(
+        "samplepod-3 (app=c) kept out {took:.1?} after the policy"
+    ));
     for _ in 0..3 {
         ensure!(
             ping(cluster, "samplepod-2", &quick.a_net1),

@@ -35,9 +35,14 @@ pub struct Quickstart {
 /// quickstart asks of a user: the example names `eth0`).
 fn nad(master: &str) -> anyhow::Result<String> {
     let path = repo_root().join("deploy/examples/macvlan-conf.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let from = r#""master": "eth0""#;
-    ensure!(text.contains(from), "{} does not name {from}", path.display());
+    ensure!(
+        text.contains(from),
+        "{} does not name {from}",
+        path.display()
+    );
     Ok(text.replace(from, &format!(r#""master": "{master}""#)))
 }
 
@@ -76,11 +81,17 @@ pub fn net1_address(pod: &Value) -> anyhow::Result<String> {
         .iter()
         .find(|s| s["interface"] == "net1")
         .with_context(|| format!("pod {name}: no net1 in {text}"))?;
-    ensure!(net1["name"] == NETWORK, "pod {name}: net1 is not {NETWORK}: {net1}");
+    ensure!(
+        net1["name"] == NETWORK,
+        "pod {name}: net1 is not {NETWORK}: {net1}"
+    );
     let ip = net1["ips"][0]
         .as_str()
         .with_context(|| format!("pod {name}: net1 has no address: {net1}"))?;
-    ensure!(in_subnet(ip, SUBNET), "pod {name}: net1 {ip} is not in {SUBNET}");
+    ensure!(
+        in_subnet(ip, SUBNET),
+        "pod {name}: net1 {ip} is not in {SUBNET}"
+    );
     Ok(ip.to_owned())
 }
 
@@ -108,10 +119,12 @@ pub fn ping(cluster: &Cluster, from: &str, ip: &str) -> bool {
 
 /// Pings until one is answered (within 15 s: a fresh attachment answers its first ARP late).
 pub fn ping_ok(cluster: &Cluster, from: &str, ip: &str) -> anyhow::Result<()> {
-    crate::shell::note(&format!("$ kubectl exec {from} -- ping -c 1 -W 1 {ip}"));
-    wait(Duration::from_secs(15), &format!("{from} to get a reply from {ip}"), || {
-        Ok(ping(cluster, from, ip).then_some(()))
-    })
+    note(&format!("$ kubectl exec {from} -- ping -c 1 -W 1 {ip}"));
+    wait(
+        Duration::from_secs(15),
+        &format!("{from} to get a reply from {ip}"),
+        || Ok(ping(cluster, from, ip).then_some(())),
+    )
 }
 
 /// Checks that pod `name` still runs, never restarted, with the same uid.
@@ -120,7 +133,11 @@ pub fn still_running(cluster: &Cluster, name: &str, uid: &str) -> anyhow::Result
     if pod["metadata"]["uid"] != uid {
         bail!("pod {name} was replaced");
     }
-    ensure!(pod["status"]["phase"] == "Running", "pod {name} is {}", pod["status"]["phase"]);
+    ensure!(
+        pod["status"]["phase"] == "Running",
+        "pod {name} is {}",
+        pod["status"]["phase"]
+    );
     let restarts = pod["status"]["containerStatuses"][0]["restartCount"].as_u64();
     ensure!(restarts == Some(0), "pod {name} restarted: {restarts:?}");
     Ok(())

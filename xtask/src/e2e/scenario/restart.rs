@@ -29,7 +29,17 @@ impl BackgroundPing {
     fn start(kubectl: &Kubectl, from: &str, ip: &str, seconds: u32) -> anyhow::Result<Self> {
         let child = Command::new("kubectl")
             .arg(format!("--kubeconfig={}", kubectl.kubeconfig().display()))
-            .args(["exec", from, "--", "ping", "-i", "0.2", "-w", &seconds.to_string(), ip])
+            .args([
+                "exec",
+                from,
+                "--",
+                "ping",
+                "-i",
+                "0.2",
+                "-w",
+                &seconds.to_string(),
+                ip,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -91,18 +101,33 @@ pub fn check(cluster: &mut Cluster, quick: &Quickstart, scraped: &Scrape) -> any
         .iter()
         .map(|n| {
             let pod = k.get(&["pod", n])?;
-            Ok(((*n).to_owned(), pod["metadata"]["uid"].as_str().unwrap_or("").to_owned()))
+            Ok((
+                (*n).to_owned(),
+                pod["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
+            ))
         })
         .collect::<anyhow::Result<_>>()?;
     let before = scrape(cluster)?;
     let old = running_pod(cluster)?.context("no ready agent pod")?;
-    let old_name = old["metadata"]["name"].as_str().context("agent pod without name")?;
-    let old_uid = old["metadata"]["uid"].as_str().context("agent pod without uid")?;
+    let old_name = old["metadata"]["name"]
+        .as_str()
+        .context("agent pod without name")?;
+    let old_uid = old["metadata"]["uid"]
+        .as_str()
+        .context("agent pod without uid")?;
 
     let denied = BackgroundPing::start(&k, "samplepod-3", &quick.a_net1, 120)?;
     let allowed = BackgroundPing::start(&k, "samplepod-2", &quick.a_net1, 120)?;
     std::thread::sleep(Duration::from_secs(2));
-    k.run(&["-n", "kube-system", "delete", "pod", old_name, "--wait=true", "--timeout=60s"])?;
+    k.run(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "pod",
+        old_name,
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
     let new = wait_ready(cluster, Some(old_uid))?;
     note(&format!(
         "new agent pod {} ready",
@@ -116,7 +141,10 @@ pub fn check(cluster: &mut Cluster, quick: &Quickstart, scraped: &Scrape) -> any
         denied_replies == 0,
         "{denied_replies} denied pings (samplepod-3 -> samplepod-1) passed during the restart"
     );
-    ensure!(allowed_replies > 0, "no allowed ping passed during the restart");
+    ensure!(
+        allowed_replies > 0,
+        "no allowed ping passed during the restart"
+    );
 
     let after = scrape(cluster)?;
     let compared = counters_go_on(&before, &after)? + counters_go_on(scraped, &after)?;
@@ -126,7 +154,9 @@ pub fn check(cluster: &mut Cluster, quick: &Quickstart, scraped: &Scrape) -> any
             > before.sum("multus_interface_receive_packets_total", &labels),
         "samplepod-1's net1 counted no packet across the restart"
     );
-    note(&format!("{compared} counter series compared: none went back"));
+    note(&format!(
+        "{compared} counter series compared: none went back"
+    ));
 
     for (name, uid) in &pods {
         still_running(cluster, name, uid)?;
