@@ -57,6 +57,16 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     Ok(cached_apiserver())
 }
 
+/// Makes sure the API server and the node's binaries are cached (one build for the missing ones);
+/// returns the API server's path.
+pub fn ensure_all() -> anyhow::Result<PathBuf> {
+    step("Kubernetes binaries (built on the first run, then cached)");
+    let mut names = vec![APISERVER];
+    names.extend_from_slice(NODE);
+    ensure_binaries(&names)?;
+    Ok(cached_apiserver())
+}
+
 /// Makes sure every binary of `names` is cached, building the missing ones in one `make` (the
 /// first run only; they share most of their packages, so one build is far cheaper than two).
 pub fn ensure_binaries(names: &[&str]) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: formatting, the two clippy passes an aya workspace needs, then every test.
+//! `cargo xtask test`: formatting, the two clippy passes an aya workspace needs, every test, and
+//! the end-to-end run on a real one-node Kubernetes (`cargo xtask e2e`).
 use std::path::Path;
 
 use crate::shell::{Cmd, step};
@@ -59,5 +60,17 @@ pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
     if let Some(filter) = &args.filter {
         test = test.args(["--", filter.as_str()]);
     }
-    test.run()
+    test.run()?;
+
+    // A filter picks tests; the end-to-end run is not one.
+    if args.filter.is_some() {
+        return Ok(());
+    }
+    if !crate::shell::is_root()
+        && std::env::var(multus_testkit::root::ALLOW_SKIP_VAR).is_ok_and(|v| v == "1")
+    {
+        step("SKIPPED end-to-end run: it needs root");
+        return Ok(());
+    }
+    crate::e2e::run_all()
 }

@@ -167,10 +167,7 @@ pub fn run_all() -> anyhow::Result<()> {
     if run_out("kubectl", &["version", "--client"]).is_err() {
         crate::prereqs::ensure_debian_packages(&["kubernetes-client"])?;
     }
-    step("Kubernetes binaries (built on the first run, then cached)");
-    let mut names = vec![apiserver::APISERVER];
-    names.extend_from_slice(apiserver::NODE);
-    apiserver::ensure_binaries(&names)?;
+    apiserver::ensure_all()?;
     let _lock = lock()?;
 
     let logs = target_dir("e2e").join("logs");
