@@ -60,9 +60,25 @@ impl Kubectl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `kubectl ARGS`, echoed like the demo echoes its commands.
+    /// `kubectl ARGS`, echoed like the demo echoes its commands (an argument with blanks or
+    /// newlines quoted, so the line can be pasted into a shell).
     pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        crate::shell::note(&format!("$ kubectl {}", args.join(" ")));
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(char::is_whitespace) {
+                    format!(
+                        "$'{}'",
+                        a.replace('\\', "\\\\")
+                            .replace('\'', "\\'")
+                            .replace('\n', "\\n")
+                    )
+                } else {
+                    (*a).to_owned()
+                }
+            })
+            .collect();
+        crate::shell::note(&format!("$ kubectl {}", shown.join(" ")));
         self.run_with(args, None)
     }
 

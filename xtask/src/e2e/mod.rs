@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Debian packages the node needs (etcd comes with the API server's packages).
-const PACKAGES: &[&str] = &["containerd", "runc", "busybox-static", "iproute2", "curl"];
+const PACKAGES: &[&str] = &["containerd", "runc", "busybox-static"];
 /// Held for the whole run: the node's directories (/etc/cni/net.d, /opt/cni/bin, ...) and
 /// addresses are the host's, so two runs cannot share the machine.
 const LOCK: &str = "/run/multus-e2e.lock";
