@@ -165,6 +165,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = ""
 [metrics]
   address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
@@ -184,6 +186,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             root = base.join("root").display(),
             state = base.join("state").display(),
             sock = self.containerd_sock.display(),
+            // Not the default /opt/containerd: nothing of the runtime outside the node's dir.
+            opt = base.join("opt").display(),
         );
         let path = base.join("config.toml");
         std::fs::write(&path, config)?;
