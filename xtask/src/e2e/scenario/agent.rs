@@ -27,7 +27,11 @@ pub fn running_pod(cluster: &Cluster) -> anyhow::Result<Option<Value>> {
             c.iter()
                 .any(|c| c["type"] == "Ready" && c["status"] == "True")
         });
-        let image = p["spec"]["containers"][0]["image"] == AGENT_IMAGE;
+        let image = ["initContainers", "containers"].iter().all(|list| {
+            p["spec"][list]
+                .as_array()
+                .is_some_and(|c| c.iter().all(|c| c["image"] == AGENT_IMAGE))
+        });
         ready && image && p["metadata"]["deletionTimestamp"].is_null()
     }))
 }
@@ -52,8 +56,7 @@ pub fn install(cluster: &mut Cluster) -> anyhow::Result<BTreeSet<String>> {
         "set",
         "image",
         "daemonset/multus-agent",
-        &format!("install={AGENT_IMAGE}"),
-        &format!("agent={AGENT_IMAGE}"),
+        &format!("*={AGENT_IMAGE}"),
     ])?;
     let pod = wait_ready(cluster, None)?;
     note(&format!(
