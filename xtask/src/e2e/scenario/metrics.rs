@@ -16,9 +16,13 @@ pub fn scrape(cluster: &Cluster) -> anyhow::Result<Scrape> {
     let ip = pod["status"]["podIP"]
         .as_str()
         .context("agent pod without podIP")?;
-    let port = pod["spec"]["containers"][0]["ports"]
+    let port = pod["spec"]["containers"]
         .as_array()
-        .and_then(|ports| ports.iter().find(|p| p["name"] == "metrics"))
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["ports"].as_array())
+        .flatten()
+        .find(|p| p["name"] == "metrics")
         .and_then(|p| p["containerPort"].as_u64())
         .context("agent pod without a metrics port")?;
     let text = http_get(&format!("{ip}:{port}"), "/metrics")?;
