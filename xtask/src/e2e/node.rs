@@ -261,6 +261,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "--eviction-hard=",
                 "--image-gc-high-threshold=100",
                 "--authorization-mode=AlwaysAllow",
+                // Deleted pods leave the API at the next pod sync (1 min by default).
+                "--sync-frequency=5s",
                 "--anonymous-auth=true",
                 "--v=2",
             ]);

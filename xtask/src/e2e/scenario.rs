@@ -64,7 +64,8 @@ fn stages(steps: &mut Steps, cluster: &mut Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A pod of the test image running `sh -c SCRIPT`, imported images only.
+/// A pod of the test image running `busybox sh -c SCRIPT`, imported images only (the image is
+/// busybox alone: its shell runs its applets without links).
 pub fn pod(name: &str, labels: &Value, annotations: &Value, script: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -76,7 +77,7 @@ pub fn pod(name: &str, labels: &Value, annotations: &Value, script: &str) -> Val
                 "name": name,
                 "image": BUSYBOX_IMAGE,
                 "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", script],
+                "command": ["/bin/busybox", "sh", "-c", script],
             }],
         },
     })
@@ -144,9 +145,18 @@ fn plain_pod(cluster: &mut Cluster) -> anyhow::Result<()> {
         in_subnet(&ip, PRIMARY_SUBNET),
         "pod IP {ip} is not from the primary network {PRIMARY_SUBNET}"
     );
-    let addrs = cluster
-        .kubectl()
-        .quiet(&["exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"])?;
+    let addrs = cluster.kubectl().quiet(&[
+        "exec",
+        name,
+        "--",
+        "/bin/busybox",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ])?;
     ensure!(
         addrs.contains(&format!("{ip}/")),
         "eth0 in the pod does not carry {ip}: {addrs}"

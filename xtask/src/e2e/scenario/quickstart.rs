@@ -113,13 +113,26 @@ pub fn pods(cluster: &mut Cluster) -> anyhow::Result<Quickstart> {
 pub fn ping(cluster: &Cluster, from: &str, ip: &str) -> bool {
     cluster
         .kubectl()
-        .quiet(&["exec", from, "--", "ping", "-c", "1", "-W", "1", ip])
+        .quiet(&[
+            "exec",
+            from,
+            "--",
+            "/bin/busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            ip,
+        ])
         .is_ok()
 }
 
 /// Pings until one is answered (within 15 s: a fresh attachment answers its first ARP late).
 pub fn ping_ok(cluster: &Cluster, from: &str, ip: &str) -> anyhow::Result<()> {
-    note(&format!("$ kubectl exec {from} -- ping -c 1 -W 1 {ip}"));
+    note(&format!(
+        "$ kubectl exec {from} -- /bin/busybox ping -c 1 -W 1 {ip}"
+    ));
     wait(
         Duration::from_secs(15),
         &format!("{from} to get a reply from {ip}"),

@@ -33,6 +33,7 @@ impl BackgroundPing {
                 "exec",
                 from,
                 "--",
+                "/bin/busybox",
                 "ping",
                 "-i",
                 "0.2",
@@ -160,8 +161,17 @@ pub fn check(cluster: &mut Cluster, quick: &Quickstart, scraped: &Scrape) -> any
 
     for (name, uid) in &pods {
         still_running(cluster, name, uid)?;
-        k.quiet(&["exec", name, "--", "ip", "link", "show", "net1"])
-            .with_context(|| format!("{name} lost net1"))?;
+        k.quiet(&[
+            "exec",
+            name,
+            "--",
+            "/bin/busybox",
+            "ip",
+            "link",
+            "show",
+            "net1",
+        ])
+        .with_context(|| format!("{name} lost net1"))?;
     }
     note("samplepod-1..3 run on, with net1");
     start_sample(cluster, "samplepod-4", "d")?;
