@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// `logLevel`.
     #[arg(long)]
     log_level: Option<String>,
+    /// `chrootDir`: run delegates with their root here (the node's `/`).
+    #[arg(long)]
+    chroot_dir: Option<PathBuf>,
 }
 
 /// Flags of `multus-agent status`.
@@ -101,6 +104,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = &args.log_level {
         config.log_level.clone_from(v);
+    }
+    if let Some(v) = &args.chroot_dir {
+        config.chroot_dir = Some(v.clone());
     }
     logging::init(&config.log_level, config.log_json);
     run::run(config)

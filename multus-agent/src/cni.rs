@@ -112,8 +112,10 @@ impl CniHandler {
             }
             Command::Gc => {
                 let reply = self.engine.handle_with(&request, &conf);
+                // The engine's GC reports the entries it could not delete; the dataplane of
+                // every other container the runtime forgot is swept all the same.
                 match &conf.valid_attachments {
-                    Some(valid) if reply.exit_code == 0 => {
+                    Some(valid) => {
                         let keep: BTreeSet<&str> =
                             valid.iter().map(|v| v.container_id.as_str()).collect();
                         self.sweep_except(reply, &conf, &keep)

@@ -106,6 +106,10 @@ pub struct AgentConfig {
     pub log_json: bool,
     /// `cniVersion`: the version for generated CNI configurations (node install).
     pub cni_version: Option<String>,
+    /// `chrootDir`: delegates run with their root here (the node's `/` as mounted in the
+    /// agent's container), so binDir, `CNI_PATH`, `CNI_NETNS` and every path in a delegate's
+    /// configuration mean the node's paths, as they do when the runtime runs a plugin.
+    pub chroot_dir: Option<PathBuf>,
     /// Every other key: overrides for the CNI configuration of each request.
     pub cni_overrides: Map<String, Value>,
 }
@@ -132,6 +136,7 @@ impl Default for AgentConfig {
             log_level: "verbose".to_owned(),
             log_json: false,
             cni_version: None,
+            chroot_dir: None,
             cni_overrides: Map::new(),
         }
     }
@@ -294,10 +299,11 @@ impl AgentConfig {
             log_level: k.string("logLevel")?.unwrap_or(d.log_level),
             log_json,
             cni_version: k.string("cniVersion")?,
+            chroot_dir: k.path("chrootDir")?,
             cni_overrides: Map::new(),
         };
         // Multus daemon keys that mean nothing here, accepted so a Multus file still loads.
-        for ignored in ["chrootDir", "enablePprof", "logToStderr", "logFile"] {
+        for ignored in ["enablePprof", "logToStderr", "logFile"] {
             k.take(ignored);
         }
         for key in RUNTIME_KEYS {
@@ -364,6 +370,7 @@ mod tests {
         assert_eq!((c.metrics_port, c.connection_limit), (9091, 10));
         assert_eq!(c.attach_mode, Some(AttachMode::Clsact));
         assert_eq!(c.cni_version.as_deref(), Some("0.3.1"));
+        assert_eq!(c.chroot_dir.as_deref(), Some(Path::new("/hostroot")));
         assert_eq!(
             c.source,
             SourceMode::Standalone {
@@ -391,6 +398,8 @@ mod tests {
             (json!({"metricsPort": 70000}), "metricsPort"),
             (json!({"requestConcurrency": 0}), "requestConcurrency"),
             (json!({"socketDir": "relative"}), "socketDir"),
+            (json!({"chrootDir": "hostroot"}), "chrootDir"),
+            (json!({"chrootDir": 1}), "chrootDir"),
             (json!({"attachMode": "xdp"}), "attachMode"),
             (json!({"metricsAddress": "nowhere"}), "metricsAddress"),
         ] {
@@ -416,5 +425,8 @@ mod tests {
         assert_eq!(c.reconcile_interval, d.reconcile_interval);
         assert_eq!(c.shutdown_grace, d.shutdown_grace);
         assert!(c.cni_overrides.is_empty(), "{:?}", c.cni_overrides);
+        // The one deliberate difference: the DaemonSet mounts the node's / there.
+        assert_eq!(c.chroot_dir.as_deref(), Some(Path::new("/hostroot")));
+        assert_eq!(d.chroot_dir, None);
     }
 }

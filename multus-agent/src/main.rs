@@ -106,6 +106,9 @@ enum Command {
     /// Node install: copy multus-cni into the host's CNI bin directory, write the kubeconfig and
     /// 00-multus.conf(list) from the primary CNI configuration; with --watch, keep them current.
     Install(Box<multus_agent::install::cli::InstallArgs>),
+    /// Take multus off this node and leave it working: remove 00-multus.conf(list), the shim
+    /// and the kubeconfig the install wrote, detach every attachment and remove the pins.
+    Uninstall(Box<multus_agent::uninstall::UninstallArgs>),
 }
 
 fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
@@ -122,12 +125,23 @@ fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
 fn read_policy(path: &std::path::Path) -> anyhow::Result<Policy> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading policy {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing policy {}", path.display()))
+    // Strict: a field this form does not have (say the NAD annotation's `deny` or `antiSpoof`)
+    // is an error naming it and where it is, never a policy quietly left open.
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        anyhow::anyhow!(
+            "parsing policy {}: at {at}: {}",
+            path.display(),
+            e.into_inner()
+        )
+    })
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Install(args) => multus_agent::install::cli::run(&args)?,
+        Command::Uninstall(args) => multus_agent::uninstall::run_cli(&args)?,
         Command::Run(args) => cli::run(&args)?,
         Command::Status(args) => cli::status(&args)?,
         Command::Attach {

@@ -5,7 +5,8 @@
 //! Per attachment (labels `namespace`, `pod`, `interface`, `network_name`):
 //! `multus_interface_{receive,transmit}_{bytes,packets}_total`,
 //! `multus_policy_drop_{packets,bytes}_total` and `multus_policy_audit_{packets,bytes}_total`
-//! (plus `direction`, `reason` and `policy_source`; a series appears with its first drop), and
+//! (plus `direction`, `reason` and `policy_source`; every reason's series is there at zero while
+//! the interface has a policy, audit series while it is in audit mode), and
 //! `pod_network_name_info` (always 0; OpenShift's name and labels, so
 //! cAdvisor's `container_network_*` series join on `namespace`, `pod`, `interface`).
 use std::{
@@ -87,6 +88,7 @@ pub struct AgentMetrics {
     policy_errors: Family<KindLabels, Counter>,
     policy_updates: Family<OperationLabels, Counter>,
     policy_sync: Histogram,
+    abandoned_deletes: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -105,6 +107,7 @@ impl Default for AgentMetrics {
             policy_updates: Family::default(),
             // 1 ms to about 16 s.
             policy_sync: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            abandoned_deletes: Counter::default(),
         }
     }
 }
@@ -209,6 +212,16 @@ impl AgentMetrics {
         self.policy_sync.observe(took.as_secs_f64());
     }
 
+    /// Counts a cache entry whose DEL was given up after `retryDeleteAttempts` failures.
+    pub fn abandoned_delete(&self) {
+        self.abandoned_deletes.inc();
+    }
+
+    /// How many DELs were given up so far.
+    pub fn abandoned_deletes(&self) -> u64 {
+        self.abandoned_deletes.get()
+    }
+
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "multus_agent_attach_operations",
@@ -263,6 +276,12 @@ impl AgentMetrics {
             "multus_agent_policy_updates",
             "Policy updates of attachments (set, clear), by result",
             self.policy_updates.clone(),
+        );
+        registry.register(
+            "multus_agent_abandoned_deletes",
+            "Pods whose network DEL failed retryDeleteAttempts times and was given up (what \
+             they held may have leaked; the log names it)",
+            self.abandoned_deletes.clone(),
         );
         registry.register_with_unit(
             "multus_agent_policy_sync_duration",
@@ -401,34 +420,44 @@ fn encode_interfaces(
                     .encode(family.encode_family(&interface_labels(record))?)?;
             }
         }
-        let drops: [(&str, &str, Pick2); 2] = [
+        // The last field: an audit family (zero series only under an audit-mode policy).
+        let drops: [(&str, &str, Pick2, bool); 2] = [
             (
                 "multus_policy_drop",
                 "Packets dropped on a secondary interface by its policy, by direction, reason and \
                  policy source",
                 DirectionCounters::drops,
+                false,
             ),
             (
                 "multus_policy_audit",
                 "Packets an audit-mode policy would have dropped (and passed), by direction, \
                  reason and policy source",
                 DirectionCounters::audited,
+                true,
             ),
         ];
         // Parsed once per record, not once per family and unit.
         let sources: Vec<&str> = rows.iter().map(|(r, _)| policy_source_label(r)).collect();
-        for (name, help, pick) in drops {
+        for (name, help, pick, audit) in drops {
             for (unit, packets_not_bytes) in [(&packets, true), (&Unit::Bytes, false)] {
                 let mut family =
                     encoder.encode_descriptor(name, help, Some(unit), MetricType::Counter)?;
                 for ((record, counters), &source) in rows.iter().zip(&sources) {
+                    // Under a policy every reason is there from the start, at zero, so the
+                    // first drop is an increase; without one, only what earlier policies
+                    // left.
+                    let zeros = record
+                        .policy
+                        .as_ref()
+                        .is_some_and(|p| !audit || p.audit);
                     for (direction, dir) in
                         [("ingress", &counters.ingress), ("egress", &counters.egress)]
                     {
                         for reason in DropReason::ALL {
                             let (packets, bytes) = pick(dir, reason);
                             let value = if packets_not_bytes { packets } else { bytes };
-                            if value == 0 {
+                            if value == 0 && !zeros {
                                 continue;
                             }
                             let [ns, pod, iface, net] = interface_labels(record);
@@ -545,12 +574,18 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
         }
-        // Reasons without drops are not reported.
+        // Under a policy every drop reason is reported from the start, at zero (two
+        // directions); audit series only with their counts, the policy not being in audit mode.
+        let reasons = DropReason::ALL.len();
         assert_eq!(
             text.matches("multus_policy_drop_packets_total{").count(),
-            1,
+            2 * reasons,
             "{text}"
         );
+        assert!(text.lines().any(|l| l
+            == format!(
+                "multus_policy_drop_packets_total{{{labels},direction=\"ingress\",reason=\"header_chain\",policy_source=\"nad+mnp\"}} 0"
+            )));
         assert_eq!(
             text.matches("multus_policy_audit_packets_total{").count(),
             1,

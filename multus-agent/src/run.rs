@@ -5,12 +5,14 @@
 //! Shutdown stops accepting, lets requests in flight finish, and leaves everything else in
 //! place: the pinned programs keep enforcing and counting, and no CNI configuration is touched
 //! (a deleted configuration strands the node's pods on the primary network).
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use multus_cni::{
     Engine,
-    config::{DEFAULT_DEVICE_INFO_DIR, DEFAULT_KUBELET_ROOT_DIR},
+    config::{DEFAULT_CNI_DIR, DEFAULT_DEVICE_INFO_DIR, DEFAULT_KUBELET_ROOT_DIR},
+    delegate::ChrootExec,
+    engine::NoPublisher,
     kube::PodResourcesDevices,
 };
 use multus_kube::ClientSource;
@@ -29,22 +31,28 @@ use crate::{
     enforce::{self, Enforcer, Peers, report::KubeEvents},
     hooks::AgentHooks,
     metrics::{self, AgentMetrics, BuildInfo},
+    publish::AgentPublisher,
     reconcile,
     server::{self, Shared},
     source::{
         self,
         kube::{BlockingApi, KubePods},
     },
+    sweep,
 };
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    if let Some(root) = &config.chroot_dir {
+        check_chroot_dir(root)?;
+    }
     // Before touching the dataplane: a second agent must not swap programs under the first.
     server::ensure_no_other_agent(&config.socket_dir)?;
     let metrics = AgentMetrics::default();
     let layout = PinLayout::new(&config.bpffs_dir, &config.dataplane_state_dir);
     let mode = config.attach_mode.unwrap_or_else(AttachMode::detect);
-    let (dataplane, adoption) = Dataplane::load(layout, mode).context("loading the dataplane")?;
+    let (dataplane, adoption) =
+        Dataplane::load(layout.clone(), mode).context("loading the dataplane")?;
     for id in &adoption.adopted {
         metrics.attach_op("adopt", true);
         tracing::debug!(id, "adopted");
@@ -59,6 +67,11 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         errors = adoption.errors.len(),
         "dataplane loaded"
     );
+    let temp_dirs = (
+        cni_dir_key(&config, "cniDir", DEFAULT_CNI_DIR),
+        layout.records(),
+    );
+    sweep::temp_files(&temp_dirs.0, &temp_dirs.1, true);
     let attachments = Arc::new(
         Attachments::new(dataplane, metrics.clone()).context("reading attachment records")?,
     );
@@ -97,10 +110,25 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         kube,
         metrics,
         found_at_start,
+        temp_dirs,
     ));
     // A request stuck in a delegate must not keep the process alive past its grace period.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// A missing chrootDir (the hostPath mount forgotten) would fail every ADD: fail at start.
+fn check_chroot_dir(root: &std::path::Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(root).with_context(|| {
+        format!(
+            "chrootDir {}: the node's / must be mounted there",
+            root.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        bail!("chrootDir {} is not a directory", root.display());
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -109,6 +137,7 @@ async fn serve(
     kube: Option<(ClientSource, Arc<BlockingApi>, String)>,
     metrics: AgentMetrics,
     found_at_start: BTreeSet<u32>,
+    temp_dirs: (PathBuf, PathBuf),
 ) -> anyhow::Result<()> {
     let (policy_tx, policy_rx) = mpsc::channel(enforce::CHANGE_QUEUE);
     let (source, enforcer) = match (&config.source, kube) {
@@ -167,9 +196,21 @@ async fn serve(
             .context("registering attachments for policy")?;
     }
     tokio::spawn(Arc::clone(&enforcer).run(policy_rx));
-    let mut engine = Engine::new(Arc::clone(&source.network)).with_hooks(Arc::new(
-        AgentHooks::new(Arc::clone(&attachments), Some(Arc::clone(&enforcer))),
-    ));
+    let mut engine = Engine::new(Arc::clone(&source.network))
+        .with_hooks(Arc::new(AgentHooks::new(
+            Arc::clone(&attachments),
+            Some(Arc::clone(&enforcer)),
+        )))
+        // Thick-mode Events hook: the Kubernetes Events publisher goes in place of NoPublisher.
+        .with_publisher(Arc::new(AgentPublisher::new(
+            metrics.clone(),
+            Arc::new(NoPublisher),
+        )));
+    if let Some(root) = &config.chroot_dir {
+        // Delegates on the node's filesystem: their configurations name the node's paths.
+        info!(chroot_dir = %root.display(), "delegates run with their root at chrootDir");
+        engine = engine.with_exec(Arc::new(ChrootExec::new(root)));
+    }
     if matches!(config.source, SourceMode::Kubernetes { .. }) {
         // Device IDs of resourceName networks, from kubelet on this node (as thin mode does).
         engine = engine.with_devices(Arc::new(PodResourcesDevices::new(
@@ -236,7 +277,7 @@ async fn serve(
         Arc::clone(&attachments),
         Arc::clone(&enforcer),
         metrics.clone(),
-        config.reconcile_interval,
+        (config.reconcile_interval, temp_dirs),
         stop.clone(),
     ));
     tokio::spawn(async move {
@@ -278,19 +319,23 @@ async fn periodic_reconcile(
     attachments: Arc<Attachments>,
     enforcer: Arc<Enforcer>,
     metrics: AgentMetrics,
-    every: Duration,
+    (every, temp_dirs): (Duration, (PathBuf, PathBuf)),
     mut stop: watch::Receiver<bool>,
 ) {
+    let temp_dirs = Arc::new(temp_dirs);
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = server::stopped(&mut stop) => return,
         }
         let (attachments, metrics) = (Arc::clone(&attachments), metrics.clone());
-        let removed =
-            tokio::task::spawn_blocking(move || reconcile::dead_interfaces(&attachments, &metrics))
-                .await
-                .unwrap_or_default();
+        let dirs = Arc::clone(&temp_dirs);
+        let removed = tokio::task::spawn_blocking(move || {
+            sweep::temp_files(&dirs.0, &dirs.1, false);
+            reconcile::dead_interfaces(&attachments, &metrics)
+        })
+        .await
+        .unwrap_or_default();
         if !removed.is_empty() {
             info!(?removed, "removed attachments of interfaces that are gone");
             let enforcer = Arc::clone(&enforcer);
@@ -316,7 +361,7 @@ async fn wait_for_signal() {
 
 /// A directory named by a CNI configuration key (`kubeletRootDir`, `deviceInfoDir`), as the
 /// agent's configuration overrides it, else its default.
-fn cni_dir_key(config: &AgentConfig, key: &str, default: &str) -> std::path::PathBuf {
+fn cni_dir_key(config: &AgentConfig, key: &str, default: &str) -> PathBuf {
     config
         .cni_overrides
         .get(key)

@@ -294,6 +294,7 @@ fn anti_spoofing_drops_forged_sources() {
         anti_spoof: Some(AntiSpoof {
             mac: a.mac.parse().unwrap(),
             ips: vec![v4(a)],
+            router: false,
         }),
         ..Policy::default()
     };

@@ -507,3 +507,149 @@ fn missing_host_directory_is_a_clear_error() {
     assert!(logs.contains("CNI bin directory"), "{logs}");
     assert!(logs.contains("does not exist"), "{logs}");
 }
+
+/// The command line of the container `name` of the shipped DaemonSet (init containers too),
+/// after `multus-agent install`.
+fn shipped_install_flags(name: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/30-daemonset.yaml");
+    let docs = multus_testkit::kube::read_yaml_documents(&path).unwrap();
+    let spec = &docs[0]["spec"]["template"]["spec"];
+    let containers = spec["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(spec["containers"].as_array().unwrap());
+    let c = containers
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {}", path.display()));
+    let command: Vec<String> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert!(command[0].ends_with("/multus-agent"), "{command:?}");
+    assert_eq!(command[1], "install", "{command:?}");
+    // The agent's configuration is a ConfigMap in the pod; here, the file it is made from.
+    let mut flags = command[2..].to_vec();
+    if let Some(i) = flags.iter().position(|f| f == "--agent-config") {
+        flags[i + 1] = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/config/agent-config.json")
+            .display()
+            .to_string();
+    }
+    flags
+}
+
+/// The multus configuration a runtime would load now (the first file by name), once it names
+/// `primary` as the cluster network; returns it and how long it took to get there.
+fn wait_clusternetwork(host: &Host, primary: &str) -> (Value, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let want = host.conf_file(primary).display().to_string();
+    let v = until(&format!("00-multus naming {primary}"), || {
+        let first = host
+            .conf_names()
+            .into_iter()
+            .find(|n| n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json"))?;
+        let v: Value = serde_json::from_slice(&fs::read(host.conf_file(&first)).ok()?).ok()?;
+        let plugin = v.get("plugins").map_or(&v, |p| &p[0]);
+        (first.starts_with("00-multus.") && plugin["clusterNetwork"] == want.as_str())
+            .then(|| plugin.clone())
+    });
+    (v, started.elapsed())
+}
+
+#[test]
+fn the_shipped_watch_container_follows_a_replaced_renamed_or_rewritten_primary() {
+    let host = Host::new();
+    host.write_primary("10-calico.conflist", FLANNEL);
+    // The init container first, with the shipped flags: it generates once and exits.
+    let mut init_args = host.args();
+    init_args.extend(shipped_install_flags("install").iter().map(Into::into));
+    let (status, logs) = Install::spawn(&init_args, &[]).wait_exit();
+    assert!(status.success(), "{logs}");
+    let (first, _) = wait_clusternetwork(&host, "10-calico.conflist");
+    assert_eq!(first["type"], "multus-shim");
+
+    let mut args = host.args();
+    args.extend(
+        shipped_install_flags("install-watch")
+            .iter()
+            .map(Into::into),
+    );
+    let mut watch = Install::spawn(&args, &[]);
+    watch.wait_log("watching for changes");
+
+    // Replaced (a new file renamed over it, as installers write): the new capabilities.
+    let replaced = FLANNEL.replace(
+        r#""bridge": "cni0","#,
+        r#""bridge": "cni0", "capabilities": {"ips": true},"#,
+    );
+    host.write_primary("10-calico.conflist", &replaced);
+    let conf = until("the capabilities of the replaced primary", || {
+        let v = host.wait_json("00-multus.conf");
+        (v["capabilities"].get("ips").is_some()).then_some(v)
+    });
+    assert_eq!(
+        conf["clusterNetwork"],
+        host.conf_file("10-calico.conflist").display().to_string()
+    );
+
+    // Another primary takes over and the old one is renamed away (Cilium's cni.exclusive):
+    // at 1.0.0 the conflist replaces the conf.
+    host.write_primary(
+        "05-cilium.conflist",
+        r#"{"cniVersion": "1.0.0", "name": "cilium", "plugins": [{"type": "cilium-cni"}]}"#,
+    );
+    fs::rename(
+        host.conf_file("10-calico.conflist"),
+        host.conf_file("10-calico.conflist.cilium_bak"),
+    )
+    .unwrap();
+    let (_, took_takeover) = wait_clusternetwork(&host, "05-cilium.conflist");
+    until("the old .conf to go", || {
+        (!host.conf_file("00-multus.conf").exists()).then_some(())
+    });
+
+    // Renamed: the cluster network follows the new name.
+    fs::rename(
+        host.conf_file("05-cilium.conflist"),
+        host.conf_file("06-cilium.conflist"),
+    )
+    .unwrap();
+    let (_, took_rename) = wait_clusternetwork(&host, "06-cilium.conflist");
+
+    // Rewritten in place (truncate and write): the new capabilities.
+    fs::write(
+        host.conf_file("06-cilium.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "cilium", "plugins": [{"type": "cilium-cni"}, {"type": "portmap", "capabilities": {"portMappings": true}}]}"#,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let list = until("the capabilities of the rewritten primary", || {
+        let v = host.wait_json("00-multus.conflist");
+        (v["plugins"][0]["capabilities"]
+            .get("portMappings")
+            .is_some())
+        .then_some(v)
+    });
+    let took_rewrite = started.elapsed();
+    assert_eq!(
+        list["plugins"][0]["clusterNetwork"],
+        host.conf_file("06-cilium.conflist").display().to_string()
+    );
+    eprintln!(
+        "regenerated after: take-over {took_takeover:?}, rename {took_rename:?}, rewrite {took_rewrite:?}"
+    );
+
+    // Stopping (a rolling upgrade, a delete of the DaemonSet) leaves the configuration.
+    let kept = fs::read(host.conf_file("00-multus.conflist")).unwrap();
+    assert!(watch.running());
+    let (status, logs) = watch.terminate();
+    assert!(status.success(), "{logs}");
+    assert_eq!(
+        fs::read(host.conf_file("00-multus.conflist")).unwrap(),
+        kept
+    );
+}

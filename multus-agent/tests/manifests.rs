@@ -26,6 +26,7 @@ use multus_agent::{
     config::AgentConfig,
     install::cli::InstallArgs,
     policy::{annotation::NAD_POLICY_ANNOTATION, mnp::MnpEntry},
+    uninstall::UninstallArgs,
 };
 use multus_kube::{
     access::{Access, CNI_BINARY, Identity},
@@ -357,8 +358,31 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
     };
     let cni_dir = cni_path(&config, "cniDir", DEFAULT_CNI_DIR);
     host_path_same(spec, agent, &cni_dir, true, "cniDir");
+    // Delegates run on the node's root (chrootDir): it is the node's / and sees mounts made
+    // after the agent started (pods' namespaces); binDir and host-local's leases are read
+    // through it.
+    let chroot = config
+        .chroot_dir
+        .clone()
+        .expect("the shipped agent sets chrootDir");
+    let root = mounted(spec, agent, &chroot);
+    assert_eq!(
+        root.host.as_deref(),
+        Some(Path::new("/")),
+        "chrootDir is the node's /"
+    );
+    assert!(
+        root.writable,
+        "delegates write below chrootDir (leases, sockets)"
+    );
+    assert_eq!(root.propagation.as_deref(), Some("HostToContainer"));
+    let on_node = |p: &Path| chroot.join(p.strip_prefix("/").unwrap());
     let bin_dir = cni_path(&config, "binDir", DEFAULT_BIN_DIR);
-    host_path_same(spec, agent, &bin_dir, false, "binDir");
+    assert_eq!(
+        mounted(spec, agent, &on_node(&bin_dir)).host.as_deref(),
+        Some(bin_dir.as_path()),
+        "binDir is found below chrootDir"
+    );
     host_path_same(
         spec,
         agent,
@@ -366,14 +390,11 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
         false,
         "confDir",
     );
-    // host-local's leases, next to the cache, must outlive the agent's container.
-    host_path_same(
-        spec,
-        agent,
-        &cni_dir.parent().unwrap().join("networks"),
-        true,
-        "host-local's dataDir",
-    );
+    // host-local's leases, next to the cache, are written on the node through chrootDir.
+    let leases = cni_dir.parent().unwrap().join("networks");
+    let m = mounted(spec, agent, &on_node(&leases));
+    assert_eq!(m.host.as_deref(), Some(leases.as_path()));
+    assert!(m.writable, "host-local's dataDir");
     // kubelet's device sources, below kubeletRootDir.
     let kubelet = cni_path(&config, "kubeletRootDir", DEFAULT_KUBELET_ROOT_DIR);
     for default in [
@@ -420,11 +441,23 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
         install.daemon_socket_dir, config.socket_dir,
         "the shim must dial where the agent listens"
     );
+    // The shim's DEL with the agent down needs the agent's directories: the installer reads
+    // the agent's own configuration file.
+    let agent_file = install
+        .agent_config
+        .clone()
+        .expect("install --agent-config FILE");
+    assert_eq!(
+        Some(agent_file.to_string_lossy().as_ref()),
+        flag_value(agent.command.as_deref().unwrap_or_default(), "--config"),
+        "the installer reads the file the agent runs with"
+    );
+    let _ = mounted(spec, init, &agent_file);
     let init_bin = mounted(spec, init, &install.cni_bin_dir);
     assert!(init_bin.writable);
     assert_eq!(
         init_bin.host,
-        mounted(spec, agent, &bin_dir).host,
+        mounted(spec, agent, &on_node(&bin_dir)).host,
         "the shim goes where the agent runs delegates from"
     );
     let init_conf = mounted(spec, init, &install.cni_conf_dir);
@@ -440,12 +473,144 @@ fn the_daemon_set_mounts_what_the_agent_and_the_installer_use() {
         mounted(spec, agent, &autoconfig).host,
         mounted(spec, init, &autoconfig).host
     );
+    // The watch container keeps 00-multus.conf(list) following the primary: the same
+    // configuration as the init container's, written to the same host directory.
+    let watcher = container(&spec.containers, "install-watch");
+    let command = watcher.command.clone().unwrap_or_default();
+    assert_eq!(command[1], "install");
+    let watch = Install::try_parse_from(&command[1..]).unwrap().args;
+    assert!(watch.watch, "install --watch");
+    assert!(
+        watch.skip_binary_copy,
+        "the init container installed the binary"
+    );
+    assert_eq!(
+        mounted(spec, watcher, &watch.cni_conf_dir),
+        mounted(spec, init, &install.cni_conf_dir)
+    );
+    assert_eq!(watch.agent_config, install.agent_config);
+    // The ConfigMap's file is the repository's deploy/config/agent-config.json.
+    let (mut install, mut watch) = (install.clone(), watch);
+    install.agent_config = Some(repo().join("deploy/config/agent-config.json"));
+    watch.agent_config = install.agent_config.clone();
+    let (a, b) = (
+        install.to_options(|_| None).unwrap(),
+        watch.to_options(|_| None).unwrap(),
+    );
+    assert_eq!(format!("{:?}", a.config), format!("{:?}", b.config));
+    assert_eq!(
+        (&a.autoconfig_dir, &a.master_cni_file_name),
+        (&b.autoconfig_dir, &b.master_cni_file_name)
+    );
     // The binary it copies: multus-cni next to multus-agent (deploy/Dockerfile puts both in one
     // directory; the xtask image test checks that side).
     assert!(install.multus_bin_file.is_none() && !install.skip_binary_copy);
     assert_eq!(
         Path::new(&agent.command.as_ref().unwrap()[0]),
         Path::new(&command[0])
+    );
+}
+
+#[derive(Parser)]
+struct Uninstall {
+    #[command(flatten)]
+    args: UninstallArgs,
+}
+
+/// The objects of `deploy/uninstall/`, which `kubectl apply -f deploy/` does not read.
+fn uninstall_docs() -> Vec<Doc> {
+    let files = applied_files(&repo().join("deploy/uninstall"));
+    assert!(!files.is_empty());
+    for f in &files {
+        assert!(
+            !applied_files(&repo().join("deploy")).contains(f),
+            "{} would be applied with the install",
+            f.display()
+        );
+    }
+    docs_of(&files)
+}
+
+#[test]
+fn the_uninstall_daemon_set_removes_what_the_install_and_the_agent_left() {
+    let d = parse_deploy();
+    let spec = pod_spec(&d.daemon_sets[0]);
+    let agent = container(&spec.containers, "agent");
+    let init = container(
+        spec.init_containers.as_deref().unwrap_or_default(),
+        "install",
+    );
+    let config = agent_config(&d, spec, agent);
+    let install = Install::try_parse_from(&init.command.clone().unwrap()[1..])
+        .unwrap()
+        .args;
+
+    let docs = uninstall_docs();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].kind(), "DaemonSet");
+    let ds: DaemonSet = typed(&docs[0]);
+    assert_eq!(ds.metadata.namespace.as_deref(), Some(AGENT.namespace));
+    assert_ne!(ds.metadata.name, d.daemon_sets[0].metadata.name);
+    let uspec = pod_spec(&ds);
+    assert_eq!(uspec.host_pid, Some(true), "records name /proc/PID/ns/net");
+    let containers: Vec<&Container> = uspec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&uspec.containers)
+        .collect();
+    assert_eq!(containers.len(), 2);
+    for c in containers {
+        let command = c.command.clone().unwrap();
+        assert_eq!(command[1], "uninstall");
+        let args = Uninstall::try_parse_from(&command[1..]).unwrap().args;
+        assert!(args.thick && !args.force, "{command:?}");
+        let o = args.to_options().unwrap();
+        assert_eq!(o.binaries, ["multus-shim"]);
+        // Each directory is the one the install and the agent used on the node.
+        let same = |here: &Path, theirs: Mounted, what: &str| {
+            let m = mounted(uspec, c, here);
+            assert_eq!(m.host, theirs.host, "{what}");
+            assert!(m.writable, "{what}");
+        };
+        same(
+            &o.cni_conf_dir,
+            mounted(spec, init, &install.cni_conf_dir),
+            "conf dir",
+        );
+        same(
+            &o.cni_bin_dir,
+            mounted(spec, init, &install.cni_bin_dir),
+            "bin dir",
+        );
+        same(
+            &o.socket_dir,
+            mounted(spec, agent, &config.socket_dir),
+            "socketDir",
+        );
+        same(
+            &o.bpffs_dir,
+            mounted(spec, agent, &config.bpffs_dir),
+            "bpffsDir",
+        );
+        same(
+            &o.state_dir,
+            mounted(spec, agent, &config.dataplane_state_dir),
+            "dataplaneStateDir",
+        );
+        let netns = mounted(uspec, c, Path::new("/var/run/netns/any"));
+        assert_eq!(netns.host.as_deref(), Some(Path::new("/var/run/netns/any")));
+        assert_eq!(netns.propagation.as_deref(), Some("HostToContainer"));
+    }
+    // The init container does the work (rollout status waits for it on every node); the
+    // container after it stays, so the DaemonSet shows each node done.
+    let done = &uspec.containers[0];
+    assert!(
+        done.command
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--keep-running")
     );
 }
 
@@ -824,6 +989,12 @@ fn the_api_server_accepts_the_manifests_and_the_examples() {
             .admin()
             .create(&doc.value)
             .unwrap_or_else(|e| panic!("{} {}: {e}", doc.file, doc.name()));
+        assert_eq!(created["metadata"]["name"], doc.value["metadata"]["name"]);
+    }
+    // The uninstall DaemonSet (applied on its own, later), in a namespace of its own.
+    let uns = cluster.namespace("uni");
+    for doc in uninstall_docs() {
+        let created = uns.create(without_namespace(doc.value.clone()));
         assert_eq!(created["metadata"]["name"], doc.value["metadata"]["name"]);
     }
     // The examples, in a namespace of their own (pods need its default ServiceAccount, which

@@ -201,6 +201,7 @@ fn anti_spoofing_uses_the_attachments_own_addresses() {
             anti_spoof: Some(AntiSpoof {
                 mac: local.mac,
                 ips: local.ips.clone(),
+                router: false,
             }),
             ..Policy::default()
         }

@@ -216,6 +216,7 @@ fn audit_and_anti_spoofing_come_from_the_first_policy() {
         anti_spoof: Some(dataplane::AntiSpoof {
             mac: "02:00:00:00:00:01".parse().unwrap(),
             ips: vec!["192.0.2.10".parse().unwrap()],
+            router: false,
         }),
         ..Policy::default()
     };

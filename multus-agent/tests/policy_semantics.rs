@@ -291,7 +291,20 @@ fn cases() -> Vec<Case> {
             .blue(SERVER_FROM_CLIENTS)
             .check(IN, GREEN_ONLY, Tcp(80), Deny)
             .check(IN, CLIENT_GREEN, Tcp(80), Deny),
-        case("a policy for two networks: peers' addresses on both")
+        // Isolated networks often reuse subnets: a peer's address on green says nothing about
+        // who sends from it on blue.
+        case("a policy for two networks: on each, peers by their address on that one")
+            .policy(
+                "prod/both",
+                Some("blue,green"),
+                "{podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: client}}}]}]}",
+            )
+            .check(IN, CLIENT, Tcp(80), Allow)
+            .check(IN, GREEN_ONLY, Tcp(80), Deny)
+            .check(IN, CLIENT_GREEN, Tcp(80), Deny)
+            .check(IN, OTHER, Tcp(80), Deny),
+        case("... and on the green attachment, green addresses only")
+            .on("prod/server", "net2")
             .policy(
                 "prod/both",
                 Some("blue,green"),
@@ -299,7 +312,7 @@ fn cases() -> Vec<Case> {
             )
             .check(IN, GREEN_ONLY, Tcp(80), Allow)
             .check(IN, CLIENT_GREEN, Tcp(80), Allow)
-            .check(IN, OTHER, Tcp(80), Deny),
+            .check(IN, CLIENT, Tcp(80), Deny),
         case("a policy for another network does not apply")
             .policy("prod/green", Some("green"), "{podSelector: {}, ingress: []}")
             .check(IN, OTHER, Tcp(80), Allow),

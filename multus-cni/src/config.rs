@@ -31,6 +31,14 @@ pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 pub const DEFAULT_API_TIMEOUT_SECONDS: u64 = 20;
 /// The GC key listing the attachments the runtime still knows.
 pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
+/// Default `retryDeleteAttempts`.
+pub const DEFAULT_RETRY_DELETE_ATTEMPTS: u64 = 3;
+/// Default `retryDeleteSeconds`.
+pub const DEFAULT_RETRY_DELETE_SECONDS: u64 = 300;
+/// The `type` of thin mode's configuration (thick mode's is the shim's, `multus-shim`).
+pub const THIN_TYPE: &str = "multus";
+/// The `type` of thick mode's shim configuration.
+pub const SHIM_TYPE: &str = "multus-shim";
 
 /// How much to log (`logLevel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,6 +148,12 @@ pub struct NetConf {
     pub runtime_config: Map<String, Value>,
     /// `retryDeleteOnError`: keep the cache when a delegate DEL fails. Unset means yes.
     pub retry_delete_on_error: bool,
+    /// `retryDeleteAttempts` (this project's key): with `retryDeleteOnError`, a cache entry whose
+    /// DEL failed this many times ...
+    pub retry_delete_attempts: u64,
+    /// `retryDeleteSeconds` (this project's key): ... and whose first failed DEL is at least
+    /// this old is given up: dropped, with what may have leaked reported.
+    pub retry_delete_seconds: u64,
     /// `localSourceDir` (this project's key): NAD and pod files used without a cluster.
     pub local_source_dir: Option<PathBuf>,
     /// `kubeletRootDir` (this project's key): kubelet's `--root-dir`, where its PodResources
@@ -269,7 +283,23 @@ impl NetConf {
         let name = k
             .non_empty_string("name")?
             .ok_or_else(|| Error::config("name", "missing or empty"))?;
-        let plugin_type = k.string("type")?.unwrap_or_default();
+        let plugin_type = match k.string("type")? {
+            Some(t) if t == THIN_TYPE || t == SHIM_TYPE => t,
+            Some(t) => {
+                return Err(Error::config(
+                    "type",
+                    format!(
+                        "{t:?} is not this plugin's type (expected {THIN_TYPE:?} or {SHIM_TYPE:?})"
+                    ),
+                ));
+            }
+            None => {
+                return Err(Error::config(
+                    "type",
+                    format!("missing (expected {THIN_TYPE:?} or {SHIM_TYPE:?})"),
+                ));
+            }
+        };
         let (log_level, unknown_log_level) = match k.non_empty_string("logLevel")? {
             None => (LogLevel::Panic, None),
             Some(s) => match LogLevel::parse(&s) {
@@ -363,6 +393,12 @@ impl NetConf {
             capabilities,
             runtime_config: k.object("runtimeConfig")?.cloned().unwrap_or_default(),
             retry_delete_on_error: k.bool("retryDeleteOnError")?.unwrap_or(true),
+            retry_delete_attempts: k
+                .u64("retryDeleteAttempts")?
+                .unwrap_or(DEFAULT_RETRY_DELETE_ATTEMPTS),
+            retry_delete_seconds: k
+                .u64("retryDeleteSeconds")?
+                .unwrap_or(DEFAULT_RETRY_DELETE_SECONDS),
             local_source_dir: k.non_empty_string("localSourceDir")?.map(PathBuf::from),
             kubelet_root_dir: k
                 .non_empty_string("kubeletRootDir")?
@@ -399,6 +435,9 @@ impl NetConf {
         }
         if self.api_timeout_seconds == 0 {
             return Err(Error::config("apiTimeoutSeconds", "must be at least 1"));
+        }
+        if self.retry_delete_attempts == 0 {
+            return Err(Error::config("retryDeleteAttempts", "must be at least 1"));
         }
         if self.cluster_network.is_none() && self.delegates.is_empty() {
             return Err(Error::config(
@@ -523,6 +562,7 @@ mod tests {
         assert!(c.log_to_stderr);
         assert!(!c.namespace_isolation);
         assert!(c.retry_delete_on_error);
+        assert_eq!((c.retry_delete_attempts, c.retry_delete_seconds), (3, 300));
         assert_eq!(c.log_options, LogOptions::default());
         assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/lib/kubelet"));
         assert_eq!(
@@ -544,7 +584,8 @@ mod tests {
             "readinessindicatorfile": "/r", "logFile": "/l", "logLevel": "debug",
             "logToStderr": false, "logOptions": {"maxAge": 1, "maxSize": 2, "maxBackups": 3, "compress": false},
             "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": []},
-            "retryDeleteOnError": false, "localSourceDir": "/loc",
+            "retryDeleteOnError": false, "retryDeleteAttempts": 7, "retryDeleteSeconds": 0,
+            "localSourceDir": "/loc",
             "kubeletRootDir": "/var/snap/k8s/kubelet", "apiTimeoutSeconds": 3,
             "deviceInfoDir": "/run/devinfo",
             "addedInterfaceEvents": false,
@@ -559,6 +600,7 @@ mod tests {
         assert!(!c.may_reference("a", "b"));
         assert!(c.may_reference("a", "a"));
         assert!(!c.retry_delete_on_error);
+        assert_eq!((c.retry_delete_attempts, c.retry_delete_seconds), (7, 0));
         assert_eq!(c.valid_attachments.unwrap()[0].ifname, "eth0");
         assert_eq!(c.capabilities.get("portMappings"), Some(&true));
         assert_eq!(c.kubelet_root_dir, PathBuf::from("/var/snap/k8s/kubelet"));
@@ -569,7 +611,8 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_key() {
-        let base = json!({"cniVersion": "0.4.0", "name": "m", "clusterNetwork": "x"});
+        let base =
+            json!({"cniVersion": "0.4.0", "name": "m", "type": "multus", "clusterNetwork": "x"});
         let cases = [
             ("confDir", json!(5), "confDir"),
             ("defaultNetworks", json!("a"), "defaultNetworks"),
@@ -584,6 +627,11 @@ mod tests {
             ("apiTimeoutSeconds", json!(0), "apiTimeoutSeconds"),
             ("kubeletRootDir", json!("var/lib/kubelet"), "kubeletRootDir"),
             ("deviceInfoDir", json!("run/devinfo"), "deviceInfoDir"),
+            ("retryDeleteAttempts", json!(0), "retryDeleteAttempts"),
+            ("retryDeleteSeconds", json!(-1), "retryDeleteSeconds"),
+            ("type", json!(1), "type"),
+            ("type", json!("bridge"), "type"),
+            ("type", Value::Null, "type"),
         ];
         for (key, value, named) in cases {
             let mut v = base.clone();
@@ -600,19 +648,21 @@ mod tests {
     #[test]
     fn rejects_missing_and_unsupported() {
         assert_eq!(
-            parse(json!({"name": "m", "clusterNetwork": "x"}))
+            parse(json!({"name": "m", "type": "multus", "clusterNetwork": "x"}))
                 .unwrap_err()
                 .code(),
             7
         );
         assert_eq!(
-            parse(json!({"cniVersion": "0.2.0", "name": "m", "clusterNetwork": "x"}))
-                .unwrap_err()
-                .code(),
+            parse(
+                json!({"cniVersion": "0.2.0", "name": "m", "type": "multus", "clusterNetwork": "x"})
+            )
+            .unwrap_err()
+            .code(),
             1
         );
         assert_eq!(
-            parse(json!({"cniVersion": "1.0.0", "name": "m"}))
+            parse(json!({"cniVersion": "1.0.0", "name": "m", "type": "multus"}))
                 .unwrap_err()
                 .code(),
             7

@@ -102,6 +102,18 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A macvlan or ipvlan network whose `master` interface does not exist on this node.
+    #[error(
+        "network {network}: plugin {plugin}: master interface {master:?} does not exist on this node"
+    )]
+    MasterNotFound {
+        /// The network.
+        network: String,
+        /// The plugin type.
+        plugin: String,
+        /// The `master` it names.
+        master: String,
+    },
     /// The pod or network source failed.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -249,6 +261,7 @@ impl Error {
             | Self::NetworkNotFound { .. }
             | Self::Capability { .. }
             | Self::Ifname { .. }
+            | Self::MasterNotFound { .. }
             | Self::PluginNotFound { .. }
             | Self::AlreadyAttached { .. } => code::INVALID_CONFIG,
             Self::Source(e) => e.code(),

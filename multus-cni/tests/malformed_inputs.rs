@@ -124,6 +124,41 @@ fn cases() -> Vec<Case> {
         case("no name", 7, "name: missing").conf(|c, _| {
             c.as_object_mut().unwrap().remove("name");
         }),
+        case("no type", 7, "type: missing").conf(|c, _| {
+            c.as_object_mut().unwrap().remove("type");
+        }),
+        case(
+            "type of another plugin",
+            7,
+            "type: \"bridge\" is not this plugin's type",
+        )
+        .conf(|c, _| c["type"] = json!("bridge")),
+        case("type a number", 7, "type: expected a string").conf(|c, _| c["type"] = json!(1)),
+        case(
+            "daemonSocketDir a number",
+            7,
+            "daemonSocketDir: expected a string",
+        )
+        .conf(|c, _| {
+            c["type"] = json!("multus-shim");
+            c["daemonSocketDir"] = json!(5);
+        }),
+        case("bpffsDir relative", 7, "bpffsDir: must be an absolute path").conf(|c, _| {
+            c["type"] = json!("multus-shim");
+            c["bpffsDir"] = json!("sys/fs/bpf");
+        }),
+        case(
+            "clusterNetwork file missing",
+            7,
+            "the file /nonexistent/10-net.conf does not exist",
+        )
+        .conf(|c, _| c["clusterNetwork"] = json!("/nonexistent/10-net.conf")),
+        case(
+            "macvlan master missing",
+            7,
+            "master interface \"nosuchmaster\" does not exist",
+        )
+        .networks("no-master"),
         case("confDir a number", 7, "confDir: expected a string")
             .conf(|c, _| c["confDir"] = json!(5)),
         case("delegates an object", 7, "delegates: expected a list")
@@ -302,6 +337,11 @@ fn malformed_and_hostile_inputs_fail_cleanly() {
         "pods",
         "no-type",
         &json!({"cniVersion": "1.0.0", "master": "vpar"}),
+    );
+    node.nad(
+        "pods",
+        "no-master",
+        &json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "nosuchmaster"}),
     );
     node.nad(
         "pods",

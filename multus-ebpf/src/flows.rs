@@ -1,14 +1,18 @@
 //! The connection table: flows a policy allowed, so their replies pass the other direction.
 //!
 //! A flow is keyed from the pod's point of view (its own address and port first), so a packet and
-//! its reply find the same entry. An entry counts only for the policy generation that made it: a
-//! new policy starts with a clean slate, and a flow it still allows re-records itself on its next
-//! packet. TCP, UDP and SCTP flows are tracked, and ICMP echo (a request opens, a reply answers);
-//! ICMP errors about a tracked flow count as its replies.
+//! its reply find the same entry. An entry remembers the policy generation that allowed it and
+//! the direction it was opened in: after a policy change the caller checks the opening packet
+//! against the new policy ([`Reply::Recheck`]) and, when it is still allowed, the flow carries on
+//! under the new generation. TCP, UDP and SCTP flows are tracked, and ICMP echo (a request
+//! opens, a reply answers); ICMP errors about a tracked flow count as its replies.
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use multus_common::{
-    DIR_EGRESS, FlowKey, FlowValue,
-    policy::{FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_DATAGRAM_NS, FLOW_TIMEOUT_STREAM_NS},
+    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowValue,
+    policy::{
+        FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_CLOSED_NS, FLOW_TIMEOUT_DATAGRAM_NS,
+        FLOW_TIMEOUT_STREAM_NS,
+    },
 };
 
 use crate::{
@@ -29,7 +33,9 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if recently_confirmed(s, generation, now) {
+    let ends = s.pkt.ends_flow();
+    let opens = s.pkt.opens_flow();
+    if !ends && !opens && recently_confirmed(s, generation, now) {
         return;
     }
     match FLOWS.get_ptr_mut(&s.flow) {
@@ -39,11 +45,21 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
             if now.wrapping_sub((*flow).last_seen_ns) > FLOW_REFRESH_NS {
                 (*flow).last_seen_ns = now;
             }
+            if ends {
+                (*flow).closing = 1;
+            } else if opens {
+                // The ports are used again by a new connection.
+                (*flow).closing = 0;
+            }
         },
+        // A FIN or RST opens nothing.
+        _ if ends => return,
         _ => {
             let value = FlowValue {
                 last_seen_ns: now,
                 generation,
+                origin: direction as u8,
+                closing: 0,
                 pad: 0,
             };
             // A full table evicts its least recently used flow; nothing to do on error.
@@ -53,43 +69,85 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     confirm(s, generation, now);
 }
 
+/// Whether a flow-table entry lets a packet through.
+pub enum Reply {
+    /// No live flow.
+    No,
+    /// A live flow of the policy in force.
+    Yes,
+    /// A live flow of an earlier policy, opened in direction `origin`: it counts if the policy
+    /// in force still allows its opening packet (see [`restamp`]).
+    Recheck { origin: u32 },
+}
+
 /// Whether a packet the policy would drop answers a flow that was allowed the other way.
 #[inline(always)]
-pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> bool {
+pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Reply {
     if !flow_key(s, id, direction, false) {
-        return false;
+        return Reply::No;
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if recently_confirmed(s, generation, now) {
-        return true;
+    let ends = s.pkt.ends_flow();
+    if !ends && recently_confirmed(s, generation, now) {
+        return Reply::Yes;
     }
     let Some(flow) = FLOWS.get_ptr_mut(&s.flow) else {
-        return false;
-    };
-    let timeout = match s.pkt.proto {
-        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
-        _ => FLOW_TIMEOUT_DATAGRAM_NS,
+        return Reply::No;
     };
     // SAFETY: a map value pointer from the lookup above (see `record`).
     unsafe {
         let idle = now.wrapping_sub((*flow).last_seen_ns);
-        if (*flow).generation != generation || idle > timeout {
-            return false;
+        if idle > timeout(s.pkt.proto, (*flow).closing) {
+            // Dead: make room at once rather than when the LRU gets to it.
+            let _ = FLOWS.remove(&s.flow);
+            return Reply::No;
+        }
+        if (*flow).generation != generation {
+            return Reply::Recheck {
+                origin: u32::from((*flow).origin),
+            };
         }
         if idle > FLOW_REFRESH_NS {
             (*flow).last_seen_ns = now;
         }
+        if ends {
+            (*flow).closing = 1;
+        }
     }
     confirm(s, generation, now);
-    true
+    Reply::Yes
+}
+
+/// Moves the flow in `s.flow`, which the policy in force was found to allow, to `generation`.
+#[inline(always)]
+pub fn restamp(s: &mut Scratch, generation: u32) {
+    if let Some(flow) = FLOWS.get_ptr_mut(&s.flow) {
+        // SAFETY: a map value pointer from the lookup; whole-word stores.
+        unsafe {
+            (*flow).generation = generation;
+            (*flow).last_seen_ns = bpf_ktime_get_coarse_ns();
+        }
+    }
+}
+
+/// The opening packet of the flow in `s.flow` as seen in direction `origin`: the destination
+/// port a rule matches (zero for ICMP echo).
+#[inline(always)]
+pub fn opening_port(s: &Scratch, origin: u32) -> u16 {
+    let f = &s.flow;
+    match f.proto as u8 {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if origin == DIR_INGRESS => f.local_port,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => f.peer_port,
+        _ => 0,
+    }
 }
 
 /// Whether an ICMP error the policy would drop is about a flow the table holds (it quotes a packet
 /// of that flow, which went the other way): "fragmentation needed" and friends for the pod's own
 /// connections get through.
 #[inline(always)]
-pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generation: u32) -> bool {
+pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generation: u32) -> Reply {
     // The quoted packet travelled the other way: from the pod's point of view on egress, its
     // source is the pod's side.
     let (local, peer, local_port, peer_port) = if direction == DIR_EGRESS {
@@ -106,17 +164,31 @@ pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generati
     flow.local = mapped(v4, local);
     flow.peer = mapped(v4, peer);
     let Some(entry) = FLOWS.get_ptr(&s.flow) else {
-        return false;
+        return Reply::No;
     };
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let timeout = match q.proto {
-        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
-        _ => FLOW_TIMEOUT_DATAGRAM_NS,
-    };
     // SAFETY: a map value pointer from the lookup above.
     unsafe {
-        (*entry).generation == generation && now.wrapping_sub((*entry).last_seen_ns) <= timeout
+        if now.wrapping_sub((*entry).last_seen_ns) > timeout(q.proto, (*entry).closing) {
+            Reply::No
+        } else if (*entry).generation == generation {
+            Reply::Yes
+        } else {
+            Reply::Recheck {
+                origin: u32::from((*entry).origin),
+            }
+        }
+    }
+}
+
+/// How long a flow of `proto` lives idle.
+#[inline(always)]
+fn timeout(proto: u8, closing: u8) -> u64 {
+    match proto {
+        _ if closing != 0 => FLOW_TIMEOUT_CLOSED_NS,
+        IPPROTO_TCP | IPPROTO_SCTP => FLOW_TIMEOUT_STREAM_NS,
+        _ => FLOW_TIMEOUT_DATAGRAM_NS,
     }
 }
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use multus_common::{
-    DIRECTIONS, DeviceEntry, DirCounters, FlowKey, FlowValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS,
-    MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
+    DIRECTIONS, DeviceEntry, DirCounters, FlowKey, FlowValue, FragKey, FragValue, IfaceKey,
+    MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
 };
 
 use crate::packet::Packet;
@@ -40,6 +40,10 @@ pub static POLICIES: ArrayOfMaps<PolicyTrie, { MAX_ATTACHMENTS as usize }> = Arr
 /// Flows a policy allowed, so that their replies pass the other direction.
 #[map(name = "MULTUS_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+
+/// Datagrams in flight in fragments: the first fragment's layer-4 fields (see `fragments`).
+#[map(name = "MULTUS_FRAGS")]
+pub static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
 
 /// The device the previous packet on this CPU and direction came from: consecutive packets of
 /// one interface skip even the device cache lookup.
@@ -107,6 +111,7 @@ pub struct Scratch {
     pub pkt: Packet,
     pub key: LpmKey,
     pub flow: FlowKey,
+    pub frag: FragKey,
 }
 
 const _: () = assert!(size_of::<LpmKey>() == size_of::<Key<PolicyKey>>());

@@ -21,7 +21,22 @@ pub const IPPROTO_SCTP: u8 = 132;
 
 const ETH_HLEN: usize = 14;
 const MAX_VLAN_TAGS: usize = 2;
-const MAX_IPV6_EXT_HEADERS: usize = 4;
+/// Extension headers walked; a chain that goes on behind them is dropped (`HeaderChain`).
+const MAX_IPV6_EXT_HEADERS: usize = 8;
+/// Neighbour discovery options walked in search of the link-layer address option.
+const MAX_ND_OPTIONS: usize = 4;
+/// ICMPv6 neighbour discovery types.
+pub const ND_ROUTER_SOLICIT: u8 = 133;
+pub const ND_ROUTER_ADVERT: u8 = 134;
+pub const ND_NEIGHBOUR_SOLICIT: u8 = 135;
+pub const ND_NEIGHBOUR_ADVERT: u8 = 136;
+pub const ND_REDIRECT: u8 = 137;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+/// ICMP (IPv4) redirect.
+pub const ICMP_REDIRECT: u8 = 5;
 /// Where an ICMP error's header may start for its quote to be read.
 const MAX_QUOTE_OFFSET: u16 = 1024;
 
@@ -44,9 +59,16 @@ pub struct Packet {
     /// Source and destination address; IPv4 (and ARP's sender/target) in the first four bytes.
     pub src: [u8; 16],
     pub dst: [u8; 16],
+    /// Neighbour solicitation, advertisement, redirect: the target address.
+    pub nd_target: [u8; 16],
+    /// The IP identification of a fragment (IPv4: 16 bits; IPv6: 32 bits).
+    pub frag_id: u32,
     pub src_mac: [u8; 6],
     /// ARP: the sender hardware address.
     pub arp_sha: [u8; 6],
+    /// Neighbour discovery: the link-layer address of the first source or target link-layer
+    /// address option (`nd_lladdr_kind` says which, zero for none).
+    pub nd_lladdr: [u8; 6],
     /// TCP, UDP, SCTP ports.
     pub sport: u16,
     pub dport: u16,
@@ -59,11 +81,27 @@ pub struct Packet {
     pub proto: u8,
     /// ICMP and ICMPv6 type.
     pub icmp_type: u8,
-    /// Whether the layer-4 fields above were read (not for non-first fragments).
+    /// Whether the layer-4 fields above are known (read, or borrowed from the first fragment).
     pub has_l4: bool,
+    /// `FRAG_NONE`, `FRAG_FIRST` or `FRAG_LATER`.
+    pub frag: u8,
+    /// Neighbour discovery: the type of the link-layer address option read (1 source, 2
+    /// target), or zero.
+    pub nd_lladdr_kind: u8,
+    /// Neighbour discovery: options were left unread (more than the walk covers).
+    pub nd_unread: bool,
+    /// TCP flags (FIN, SYN, RST, ...).
+    pub tcp_flags: u8,
     /// Offset of the layer-4 header from the start of the frame.
     pub l4_off: u16,
 }
+
+/// Not a fragment.
+pub const FRAG_NONE: u8 = 0;
+/// The first fragment of a datagram (offset 0, more fragments follow): it carries the ports.
+pub const FRAG_FIRST: u8 = 1;
+/// A fragment at a non-zero offset: no layer-4 header of its own.
+pub const FRAG_LATER: u8 = 2;
 
 impl Packet {
     /// Clears what the previous packet left. Word by word with volatile stores: the toolchain
@@ -98,6 +136,7 @@ impl Packet {
     #[inline(always)]
     pub fn is_icmp_error(&self) -> bool {
         self.has_l4
+            && self.frag != FRAG_LATER
             && match self.proto {
                 IPPROTO_ICMP => matches!(self.icmp_type, 3 | 11 | 12),
                 IPPROTO_ICMPV6 => matches!(self.icmp_type, 1..=4),
@@ -105,23 +144,48 @@ impl Packet {
             }
     }
 
-    /// IPv6 neighbour discovery and multicast listener discovery, which pass unless a rule says
-    /// otherwise (without them IPv6 stops working on the link).
+    /// A TCP segment that ends its connection (FIN or RST).
     #[inline(always)]
-    pub fn is_nd(&self) -> bool {
+    pub fn ends_flow(&self) -> bool {
+        self.proto == IPPROTO_TCP && self.has_l4 && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+
+    /// A TCP segment that opens a connection (SYN without ACK).
+    #[inline(always)]
+    pub fn opens_flow(&self) -> bool {
+        self.proto == IPPROTO_TCP && self.has_l4 && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// IPv6 neighbour discovery and multicast listener discovery, which pass unless a rule says
+    /// otherwise (without them IPv6 stops working on the link). Router advertisements and
+    /// redirects are a router's messages: a pod receives them, but sends them only where its
+    /// egress rules allow.
+    #[inline(always)]
+    pub fn is_nd(&self, egress: bool) -> bool {
         self.family == FAMILY_V6
             && self.proto == IPPROTO_ICMPV6
             && self.has_l4
-            && matches!(self.icmp_type, 130..=137 | 143)
+            && self.frag == FRAG_NONE
+            && match self.icmp_type {
+                130..=133 | 135 | 136 | 143 => true,
+                ND_ROUTER_ADVERT | ND_REDIRECT => !egress,
+                _ => false,
+            }
     }
 }
 
-/// The packet could not be parsed.
-pub struct Malformed;
+/// Why a packet could not be parsed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// A header is cut short (or not in the linear part yet).
+    Truncated,
+    /// More IPv6 extension headers (or VLAN tags) than the walk covers: what follows is unknown.
+    HeaderChain,
+}
 
 /// Bytes worth pulling into the linear part when headers are not there: Ethernet, two VLAN tags,
 /// IPv6 with a few extension headers and the start of the layer-4 header.
-pub const PULL_LEN: u32 = 128;
+pub const PULL_LEN: u32 = 256;
 
 /// The linear part of the packet.
 struct Linear {
@@ -135,7 +199,7 @@ impl Linear {
     fn get<const N: usize>(&self, offset: usize) -> Result<&[u8; N], Malformed> {
         let start = self.data + offset;
         if start + N > self.end {
-            return Err(Malformed);
+            return Err(Malformed::Truncated);
         }
         // SAFETY: checked against the end of the linear data just above (the verifier checks
         // too); packet memory outlives the program run and is not written while we read.
@@ -162,6 +226,9 @@ pub fn parse(ctx: &TcContext, pkt: &mut Packet) -> Result<(), Malformed> {
         ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         off += 4;
     }
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        return Err(Malformed::HeaderChain);
+    }
     match ethertype {
         ETH_P_IP => parse_ipv4(&at, off, pkt),
         ETH_P_IPV6 => parse_ipv6(&at, off, pkt),
@@ -173,9 +240,11 @@ pub fn parse(ctx: &TcContext, pkt: &mut Packet) -> Result<(), Malformed> {
 #[inline(always)]
 fn parse_arp(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed> {
     let arp: &[u8; 28] = at.get(off)?;
-    // Only Ethernet/IPv4 ARP names IPv4 peers; anything else is left alone like non-IP.
-    if arp[0..4] != [0, 1, 8, 0] || arp[4] != 6 || arp[5] != 4 {
-        return Ok(());
+    // The hardware type is not checked: Linux takes Ethernet (1) and IEEE 802 (6) alike on an
+    // Ethernet device. ARP for another protocol or with other address sizes is nothing a host
+    // on an Ethernet/IPv4 link acts on: refused as malformed rather than left unchecked.
+    if arp[2..4] != [8, 0] || arp[4] != 6 || arp[5] != 4 {
+        return Err(Malformed::Truncated);
     }
     pkt.l3 = L3::Arp;
     pkt.family = FAMILY_V4;
@@ -190,46 +259,55 @@ fn parse_ipv4(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed
     let ip: &[u8; 20] = at.get(off)?;
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     if ip[0] >> 4 != 4 || ihl < 20 {
-        return Err(Malformed);
+        return Err(Malformed::Truncated);
     }
     pkt.l3 = L3::Ip;
     pkt.family = FAMILY_V4;
     pkt.proto = ip[9];
     pkt.src[..4].copy_from_slice(&ip[12..16]);
     pkt.dst[..4].copy_from_slice(&ip[16..20]);
-    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-    if fragment_offset == 0 {
-        parse_l4(at, off + ihl, pkt)?;
+    let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
+    let more_fragments = flags_offset & 0x2000 != 0;
+    pkt.frag_id = u32::from(u16::from_be_bytes([ip[4], ip[5]]));
+    if flags_offset & 0x1fff != 0 {
+        pkt.frag = FRAG_LATER;
+        return Ok(());
     }
-    Ok(())
+    if more_fragments {
+        pkt.frag = FRAG_FIRST;
+    }
+    let end = off + usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    parse_l4(at, off + ihl, end, pkt)
 }
 
 #[inline(always)]
 fn parse_ipv6(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed> {
     let ip: &[u8; 40] = at.get(off)?;
     if ip[0] >> 4 != 6 {
-        return Err(Malformed);
+        return Err(Malformed::Truncated);
     }
     pkt.l3 = L3::Ip;
     pkt.family = FAMILY_V6;
     pkt.src.copy_from_slice(&ip[8..24]);
     pkt.dst.copy_from_slice(&ip[24..40]);
+    let end = off + 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
     let mut next = ip[6];
     let mut off = off + 40;
-    let mut first_fragment = true;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if !is_ext_header(next) {
+            break;
+        }
         match next {
-            // Hop-by-hop, routing, destination options: length in 8-byte units, minus one.
-            0 | 43 | 60 => {
-                let h: &[u8; 2] = at.get(off)?;
-                next = h[0];
-                off += (usize::from(h[1]) + 1) * 8;
-            }
             // Fragment header: fixed 8 bytes.
             44 => {
-                let h: &[u8; 4] = at.get(off)?;
+                let h: &[u8; 8] = at.get(off)?;
                 next = h[0];
-                first_fragment = u16::from_be_bytes([h[2], h[3]]) & 0xfff8 == 0;
+                pkt.frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                    pkt.frag = FRAG_LATER;
+                } else if h[3] & 1 != 0 {
+                    pkt.frag = FRAG_FIRST;
+                }
                 off += 8;
             }
             // Authentication header: length in 4-byte units, minus two.
@@ -238,34 +316,107 @@ fn parse_ipv6(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed
                 next = h[0];
                 off += (usize::from(h[1]) + 2) * 4;
             }
-            _ => break,
+            // Hop-by-hop, routing, destination options and the later headers of the same
+            // format: length in 8-byte units, minus one.
+            _ => {
+                let h: &[u8; 2] = at.get(off)?;
+                next = h[0];
+                off += (usize::from(h[1]) + 1) * 8;
+            }
+        }
+        if pkt.frag == FRAG_LATER {
+            // What follows is the middle of a datagram, not headers.
+            pkt.proto = next;
+            return Ok(());
         }
     }
-    pkt.proto = next;
-    if first_fragment {
-        parse_l4(at, off, pkt)?;
+    if is_ext_header(next) {
+        // A rule might match what lies behind the chain; nobody can say.
+        return Err(Malformed::HeaderChain);
     }
-    Ok(())
+    pkt.proto = next;
+    parse_l4(at, off, end, pkt)
 }
 
+/// IPv6 extension headers (RFC 8200 and the later ones in its uniform format). ESP (50) is not
+/// one here: what follows it is encrypted, so it counts as the layer-4 protocol.
 #[inline(always)]
-fn parse_l4(at: &Linear, off: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+fn is_ext_header(next: u8) -> bool {
+    matches!(next, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
+/// Reads the layer-4 header at `off`; `end` is where the IP packet ends.
+#[inline(always)]
+fn parse_l4(at: &Linear, off: usize, end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
     pkt.l4_off = off as u16;
     match pkt.proto {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        IPPROTO_TCP => {
+            let tcp: &[u8; 14] = at.get(off)?;
+            pkt.sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+            pkt.dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+            pkt.tcp_flags = tcp[13];
+            pkt.has_l4 = true;
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
             let ports: &[u8; 4] = at.get(off)?;
             pkt.sport = u16::from_be_bytes([ports[0], ports[1]]);
             pkt.dport = u16::from_be_bytes([ports[2], ports[3]]);
             pkt.has_l4 = true;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let icmp: &[u8; 6] = at.get(off)?;
+            let icmp: &[u8; 8] = at.get(off)?;
             pkt.icmp_type = icmp[0];
             pkt.icmp_id = u16::from_be_bytes([icmp[4], icmp[5]]);
             pkt.has_l4 = true;
+            if pkt.proto == IPPROTO_ICMPV6
+                && pkt.frag == FRAG_NONE
+                && matches!(pkt.icmp_type, ND_ROUTER_SOLICIT..=ND_REDIRECT)
+            {
+                parse_nd(at, off, end, pkt)?;
+            }
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Neighbour discovery (RFC 4861): the target address and the first link-layer address
+/// option, which is the one Linux uses.
+#[inline(always)]
+fn parse_nd(at: &Linear, off: usize, end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+    let mut opt = off + 8;
+    if matches!(
+        pkt.icmp_type,
+        ND_NEIGHBOUR_SOLICIT | ND_NEIGHBOUR_ADVERT | ND_REDIRECT
+    ) {
+        let target: &[u8; 16] = at.get(off + 8)?;
+        pkt.nd_target = *target;
+        opt = off + 24;
+    }
+    if pkt.icmp_type == ND_REDIRECT {
+        // The destination address.
+        opt += 16;
+    } else if pkt.icmp_type == ND_ROUTER_ADVERT {
+        // Hop limit, flags, lifetime, reachable time, retransmission timer.
+        opt += 8;
+    }
+    for _ in 0..MAX_ND_OPTIONS {
+        if opt >= end {
+            return Ok(());
+        }
+        let h: &[u8; 8] = at.get(opt)?;
+        if h[1] == 0 {
+            // A zero-length option makes the whole message invalid.
+            return Err(Malformed::Truncated);
+        }
+        if h[0] == 1 || h[0] == 2 {
+            pkt.nd_lladdr_kind = h[0];
+            pkt.nd_lladdr = [h[2], h[3], h[4], h[5], h[6], h[7]];
+            return Ok(());
+        }
+        opt += usize::from(h[1]) * 8;
+    }
+    pkt.nd_unread = opt < end;
     Ok(())
 }
 

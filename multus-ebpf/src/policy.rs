@@ -8,19 +8,24 @@
 //! them; other non-IP frames always pass.
 use aya_ebpf::programs::TcContext;
 use multus_common::{
-    DIR_EGRESS, DROP_DEFAULT_DENY, DROP_MALFORMED, DROP_POLICY_DENY, DROP_SPOOFED, PolicyValue,
+    DIR_EGRESS, DROP_DEFAULT_DENY, DROP_HEADER_CHAIN, DROP_MALFORMED, DROP_POLICY_DENY,
+    DROP_SPOOFED, PolicyValue,
     policy::{
-        BLOCKS_IN_TRIE, FAMILY_V4, INLINE_BLOCKS, KIND_META, KIND_OWN, KIND_PEER, KIND_PORT,
-        META_ANTI_SPOOF, META_ARP_RULES, META_AUDIT, META_PREFIX, META_TRACK, OWN_PREFIX_BASE,
-        PEER_PREFIX_BASE, PORT_PREFIX_BASE, SPACE_ARP, SPACE_IP, VERDICT_ALLOW, VERDICT_DENY,
-        VERDICT_NONE, family_bits,
+        BLOCKS_IN_TRIE, FAMILY_V4, FAMILY_V6, INLINE_BLOCKS, KIND_META, KIND_OWN, KIND_PEER,
+        KIND_PORT, META_ANTI_SPOOF, META_ARP_RULES, META_AUDIT, META_PREFIX, META_ROUTER,
+        META_TRACK, OWN_PREFIX_BASE, PEER_PREFIX_BASE, PORT_PREFIX_BASE, SPACE_ARP, SPACE_IP,
+        VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE, family_bits,
     },
 };
 
 use crate::{
-    flows,
+    flows::{self, Reply},
+    fragments,
     maps::{PolicyTrie, Scratch},
-    packet::{self, L3, PULL_LEN, Packet},
+    packet::{
+        self, FRAG_NONE, ICMP_REDIRECT, IPPROTO_ICMP, IPPROTO_ICMPV6, L3, ND_NEIGHBOUR_ADVERT,
+        ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, PULL_LEN, Packet,
+    },
 };
 
 /// What happens to a packet.
@@ -40,10 +45,13 @@ pub fn decide(
     id: u32,
     direction: u32,
 ) -> Verdict {
-    if parse(ctx, &mut s.pkt).is_err() {
-        // Without a policy entry at hand, count it against the policy as enforced (not audit).
+    if let Err(e) = parse(ctx, &mut s.pkt) {
+        let reason = match e {
+            packet::Malformed::HeaderChain => DROP_HEADER_CHAIN,
+            packet::Malformed::Truncated => DROP_MALFORMED,
+        };
         return Verdict::Drop {
-            reason: DROP_MALFORMED,
+            reason,
             audit: audit_mode(trie, s, direction),
         };
     }
@@ -58,6 +66,9 @@ pub fn decide(
             }
         }
         return Verdict::Pass;
+    }
+    if s.pkt.frag != FRAG_NONE {
+        fragments::track(s, id, direction);
     }
     let peer = if direction == DIR_EGRESS {
         s.pkt.dst_words()
@@ -80,36 +91,79 @@ pub fn decide(
     }
     if s.pkt.l3 == L3::Arp {
         return if meta.flags & META_ARP_RULES != 0
-            && port_verdict(trie, s, entry, SPACE_ARP) == VERDICT_DENY
+            && port_verdict(trie, s, entry, SPACE_ARP, 0, 0) == VERDICT_DENY
         {
             drop(DROP_POLICY_DENY, entry)
         } else {
             Verdict::Pass
         };
     }
-    let reason = match port_verdict(trie, s, entry, SPACE_IP) {
+    let (proto, port) = (s.pkt.proto, s.pkt.dport);
+    let reason = match port_verdict(trie, s, entry, SPACE_IP, proto, port) {
         VERDICT_ALLOW => None,
         VERDICT_DENY => Some(DROP_POLICY_DENY),
-        _ if s.pkt.is_nd() => return Verdict::Pass,
+        _ if s.pkt.is_nd(direction == DIR_EGRESS) => return Verdict::Pass,
         _ if meta.default == VERDICT_ALLOW => None,
         _ => Some(DROP_DEFAULT_DENY),
     };
-    match reason {
-        None => {
-            if meta.flags & META_TRACK != 0 {
-                flows::record(s, id, direction, meta.generation);
+    let generation = meta.generation;
+    let Some(reason) = reason else {
+        if meta.flags & META_TRACK != 0 {
+            flows::record(s, id, direction, generation);
+        }
+        return Verdict::Pass;
+    };
+    let mut reply = flows::is_reply(s, id, direction, generation);
+    if matches!(reply, Reply::No)
+        && s.pkt.is_icmp_error()
+        && let Some(q) = packet::quoted(ctx, &s.pkt)
+    {
+        reply = flows::is_related(s, &q, id, direction, generation);
+    }
+    let passes = match reply {
+        Reply::No => false,
+        Reply::Yes => true,
+        Reply::Recheck { origin } => {
+            let allowed = still_allowed(trie, s, origin);
+            if allowed {
+                flows::restamp(s, generation);
             }
-            Verdict::Pass
+            allowed
         }
-        Some(_) if flows::is_reply(s, id, direction, meta.generation) => Verdict::Pass,
-        Some(_)
-            if s.pkt.is_icmp_error()
-                && packet::quoted(ctx, &s.pkt)
-                    .is_some_and(|q| flows::is_related(s, &q, id, direction, meta.generation)) =>
-        {
-            Verdict::Pass
-        }
-        Some(reason) => drop(reason, entry),
+    };
+    if passes {
+        Verdict::Pass
+    } else {
+        drop(reason, entry)
+    }
+}
+
+/// Whether the policy in force allows the opening packet of the flow in `s.flow` (opened in
+/// direction `origin`, from the pod's side on egress, to it on ingress): a flow of an earlier
+/// policy carries on only then.
+#[inline(always)]
+fn still_allowed(trie: &PolicyTrie, s: &mut Scratch, origin: u32) -> bool {
+    let family = s.pkt.family;
+    let peer = s.flow.peer;
+    let peer = if family == FAMILY_V4 {
+        [peer[3], 0, 0, 0]
+    } else {
+        peer
+    };
+    let proto = s.flow.proto as u8;
+    let port = flows::opening_port(s, origin);
+    s.key.set(
+        PEER_PREFIX_BASE + family_bits(family),
+        [KIND_PEER, origin as u8, family, 0],
+        peer,
+    );
+    let Some(entry) = trie.get(s.key.as_key()) else {
+        return false;
+    };
+    match port_verdict(trie, s, entry, SPACE_IP, proto, port) {
+        VERDICT_ALLOW => true,
+        VERDICT_DENY => false,
+        _ => entry.meta.default == VERDICT_ALLOW,
     }
 }
 
@@ -125,13 +179,16 @@ fn drop(reason: usize, entry: &PolicyValue) -> Verdict {
 #[inline(always)]
 fn parse(ctx: &TcContext, pkt: &mut Packet) -> Result<(), packet::Malformed> {
     pkt.reset();
-    if packet::parse(ctx, pkt).is_ok() {
-        return Ok(());
+    match packet::parse(ctx, pkt) {
+        Ok(()) => return Ok(()),
+        // Every header of the chain was read: pulling more changes nothing.
+        Err(packet::Malformed::HeaderChain) => return Err(packet::Malformed::HeaderChain),
+        Err(packet::Malformed::Truncated) => {}
     }
     let len = ctx.len();
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if len <= linear || ctx.pull_data(len.min(PULL_LEN)).is_err() {
-        return Err(packet::Malformed);
+        return Err(packet::Malformed::Truncated);
     }
     pkt.reset();
     packet::parse(ctx, pkt)
@@ -152,19 +209,22 @@ fn meta_key(s: &mut Scratch, direction: u32) {
         .set(META_PREFIX, [KIND_META, direction as u8, 0, 0], [0; 4]);
 }
 
-/// The verdict of the peer entry's port blocks for the packet (`space`: IP or ARP).
+/// The verdict of the peer entry's port blocks for `proto` and destination `port` (`space`: IP,
+/// or ARP with both zero).
 #[inline(always)]
-fn port_verdict(trie: &PolicyTrie, s: &mut Scratch, entry: &PolicyValue, space: u8) -> u8 {
+fn port_verdict(
+    trie: &PolicyTrie,
+    s: &mut Scratch,
+    entry: &PolicyValue,
+    space: u8,
+    proto: u8,
+    port: u16,
+) -> u8 {
     // "Any protocol" never covers ARP: without a block naming ARP, no rule matched.
     let fallback = if space == SPACE_ARP {
         VERDICT_NONE
     } else {
         entry.verdict
-    };
-    let (proto, port) = if space == SPACE_ARP {
-        (0, 0)
-    } else {
-        (s.pkt.proto, s.pkt.dport)
     };
     if entry.blocks == BLOCKS_IN_TRIE {
         // `PolicyKey::port`: set id and port, big-endian, at the start of the data.
@@ -193,14 +253,40 @@ fn port_verdict(trie: &PolicyTrie, s: &mut Scratch, entry: &PolicyValue, space: 
     fallback
 }
 
-/// Whether an egress frame claims a MAC or source address that is not the attachment's.
-/// Unspecified sources (0.0.0.0 of DHCP, :: of duplicate address detection) cannot impersonate
-/// anyone and pass.
+/// Whether an egress frame claims a MAC or source address that is not the attachment's, or
+/// speaks for someone else in neighbour discovery, or acts as a router without the policy's
+/// leave. Unspecified sources (0.0.0.0 of DHCP, :: of duplicate address detection) cannot
+/// impersonate anyone and pass.
 #[inline(always)]
 fn spoofed(trie: &PolicyTrie, s: &mut Scratch, entry: &PolicyValue) -> bool {
     let mac = entry.meta.mac;
     if s.pkt.src_mac != mac || (s.pkt.l3 == L3::Arp && s.pkt.arp_sha != mac) {
         return true;
+    }
+    let router = entry.meta.flags & META_ROUTER != 0;
+    if s.pkt.l3 == L3::Ip && s.pkt.has_l4 && s.pkt.frag == FRAG_NONE {
+        match (s.pkt.proto, s.pkt.icmp_type) {
+            (IPPROTO_ICMP, ICMP_REDIRECT) | (IPPROTO_ICMPV6, ND_ROUTER_ADVERT | ND_REDIRECT)
+                if !router =>
+            {
+                return true;
+            }
+            (IPPROTO_ICMPV6, ND_ROUTER_SOLICIT..=ND_REDIRECT) => {
+                // The link-layer address the message announces must be the pod's own.
+                if s.pkt.nd_unread || (s.pkt.nd_lladdr_kind != 0 && s.pkt.nd_lladdr != mac) {
+                    return true;
+                }
+                // An advertisement speaks for its target: it must be one of the pod's
+                // addresses.
+                if s.pkt.icmp_type == ND_NEIGHBOUR_ADVERT {
+                    let target = s.pkt.nd_target;
+                    if !own(trie, s, FAMILY_V6, target) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     if s.pkt.src == [0; 16] {
         return false;
@@ -210,11 +296,23 @@ fn spoofed(trie: &PolicyTrie, s: &mut Scratch, entry: &PolicyValue) -> bool {
     } else {
         s.pkt.family
     };
-    let src = s.pkt.src_words();
+    let src = s.pkt.src;
+    !own(trie, s, family, src)
+}
+
+/// Whether `addr` is one of the attachment's own addresses.
+#[inline(always)]
+fn own(trie: &PolicyTrie, s: &mut Scratch, family: u8, addr: [u8; 16]) -> bool {
+    let words = [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ];
     s.key.set(
         OWN_PREFIX_BASE + family_bits(family),
         [KIND_OWN, 0, family, 0],
-        src,
+        words,
     );
-    trie.get(s.key.as_key()).is_none()
+    trie.get(s.key.as_key()).is_some()
 }

@@ -15,6 +15,7 @@ mod image;
 mod manifests;
 mod prereqs;
 mod shell;
+mod stress;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,9 @@ enum Command {
     Bench(bench::Args),
     /// Fuzz multus-cni's parsers with cargo-fuzz (installed when missing).
     Fuzz(fuzz::Args),
+    /// A node's bad day: ADD/DEL cycles with the agent's RSS, bursts, kill -9 of the agent,
+    /// the agent down, malformed inputs; nothing may be left (standalone and Kubernetes mode).
+    Stress(stress::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Stress(args) => prereqs::ensure().and_then(|()| stress::run(&args)),
     };
     shell::step(&format!("done in {:.0?}", started.elapsed()));
     result

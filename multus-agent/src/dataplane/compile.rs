@@ -17,7 +17,7 @@ use multus_common::{
     DIR_EGRESS, DIR_INGRESS, DirMeta, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, PortBlock,
     policy::{
         BLOCKS_IN_TRIE, FAMILY_V4, FAMILY_V6, INLINE_BLOCKS, KIND_META, KIND_PEER, META_ANTI_SPOOF,
-        META_ARP_RULES, META_AUDIT, META_PREFIX, META_TRACK, OWN_PREFIX_BASE, PEER_PREFIX_BASE,
+        META_ARP_RULES, META_AUDIT, META_PREFIX, META_ROUTER, META_TRACK, OWN_PREFIX_BASE, PEER_PREFIX_BASE,
         PORT_PREFIX_BASE, SPACE_ARP, SPACE_IP, VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE,
         family_bits,
     },
@@ -122,6 +122,9 @@ fn dir_meta(dir: u8, policy: &Policy, this: &DirectionPolicy, other: &DirectionP
         && let Some(anti_spoof) = &policy.anti_spoof
     {
         flags |= META_ANTI_SPOOF;
+        if anti_spoof.router {
+            flags |= META_ROUTER;
+        }
         mac = anti_spoof.mac.0;
     }
     DirMeta {

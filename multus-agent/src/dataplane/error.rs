@@ -65,6 +65,20 @@ pub enum DataplaneError {
         /// The namespace file.
         netns: PathBuf,
     },
+    /// The interface is not Ethernet: the programs parse a layer-2 header and would misread
+    /// every packet.
+    #[error(
+        "interface {ifname} in network namespace {netns} has hardware type {hw_type}, not \
+         Ethernet (1): the dataplane polices Ethernet interfaces only"
+    )]
+    NotEthernet {
+        /// The interface name.
+        ifname: String,
+        /// The namespace file.
+        netns: PathBuf,
+        /// Its `ARPHRD_*` type.
+        hw_type: u16,
+    },
     /// Attaching a program to an interface failed.
     #[error("attaching {program} ({mode}) to {ifname} in {netns}: {source}")]
     Attach {

@@ -95,8 +95,10 @@ pub enum DropReason {
     DefaultDeny,
     /// Anti-spoofing: not the interface's own MAC or source address.
     Spoofed,
-    /// Headers cut short.
+    /// Headers cut short, or not what a host on the link would act on.
     Malformed,
+    /// An IPv6 extension header chain (or a stack of VLAN tags) too long to walk to its end.
+    HeaderChain,
 }
 
 impl DropReason {
@@ -106,6 +108,7 @@ impl DropReason {
         Self::DefaultDeny,
         Self::Spoofed,
         Self::Malformed,
+        Self::HeaderChain,
     ];
 
     /// The index of this reason in the counter arrays.
@@ -115,6 +118,7 @@ impl DropReason {
             Self::DefaultDeny => multus_common::DROP_DEFAULT_DENY,
             Self::Spoofed => multus_common::DROP_SPOOFED,
             Self::Malformed => multus_common::DROP_MALFORMED,
+            Self::HeaderChain => multus_common::DROP_HEADER_CHAIN,
         }
     }
 
@@ -125,6 +129,7 @@ impl DropReason {
             Self::DefaultDeny => "default_deny",
             Self::Spoofed => "spoofed",
             Self::Malformed => "malformed",
+            Self::HeaderChain => "header_chain",
         }
     }
 }
@@ -686,6 +691,9 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<TcxProgram>> {
     })
 }
 
+/// `ARPHRD_ETHER`.
+const ARPHRD_ETHER: u16 = 1;
+
 /// The node-wide identity of `req`'s interface; runs inside `req.netns`.
 fn locate(req: &AttachRequest<'_>) -> Result<IfaceKey> {
     let ifindex =
@@ -693,6 +701,17 @@ fn locate(req: &AttachRequest<'_>) -> Result<IfaceKey> {
             ifname: req.ifname.to_owned(),
             netns: req.netns.to_owned(),
         })?;
+    // Fail closed before anything exists: on another link type the programs would read every
+    // packet at the wrong offsets.
+    let hw_type = sys::hardware_type(req.ifname)
+        .map_err(|e| DataplaneError::io("reading the hardware type in", req.netns, e))?;
+    if hw_type != ARPHRD_ETHER {
+        return Err(DataplaneError::NotEthernet {
+            ifname: req.ifname.to_owned(),
+            netns: req.netns.to_owned(),
+            hw_type,
+        });
+    }
     let netns_cookie = netns::current_cookie()
         .map_err(|e| DataplaneError::io("reading SO_NETNS_COOKIE in", req.netns, e))?;
     Ok(IfaceKey {

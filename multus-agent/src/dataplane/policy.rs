@@ -71,6 +71,7 @@ impl Protocol {
 
 /// An inclusive range of destination ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PortRange {
     /// First port.
     pub start: u16,
@@ -95,6 +96,7 @@ impl PortRange {
 
 /// A protocol and, for TCP, UDP and SCTP, an optional range of destination ports (none: all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PortMatch {
     /// The protocol.
     pub protocol: Protocol,
@@ -105,6 +107,7 @@ pub struct PortMatch {
 
 /// A peer CIDR with holes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Peer {
     /// The peer addresses (host bits are ignored).
     pub cidr: IpNet,
@@ -124,6 +127,7 @@ impl From<IpNet> for Peer {
 
 /// One allow or deny rule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     /// What a match does.
     pub action: Action,
@@ -191,6 +195,7 @@ impl Rule {
 
 /// The rules and default of one direction.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DirectionPolicy {
     /// What happens to a packet no rule matches.
     #[serde(default)]
@@ -278,15 +283,22 @@ impl<'de> Deserialize<'de> for MacAddr {
 /// it here too. Unspecified sources (`0.0.0.0`, `::`) always pass: they impersonate nobody and
 /// DHCP and duplicate address detection need them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AntiSpoof {
     /// The interface's MAC: every egress frame must carry it as its source.
     pub mac: MacAddr,
-    /// The interface's addresses: egress IP packets (and ARP) must come from one of them.
+    /// The interface's addresses: egress IP packets (and ARP) must come from one of them, and
+    /// neighbour advertisements may speak only for them.
     pub ips: Vec<IpAddr>,
+    /// The pod may act as a router: send IPv6 router advertisements and redirects, and ICMP
+    /// redirects. Without it, anti-spoofing drops them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub router: bool,
 }
 
 /// Everything one attachment enforces.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// What the pod receives.
     #[serde(default)]

@@ -17,6 +17,8 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_F_BEFORE`: with no relative program, the front of a TCX hook.
+const BPF_F_BEFORE: u32 = 1 << 3;
 
 /// `enum bpf_attach_type` values of the two TCX hooks.
 const BPF_TCX_INGRESS: u32 = 46;
@@ -44,8 +46,7 @@ struct ObjAttr {
     pad: u32,
 }
 
-/// `union bpf_attr` for `BPF_LINK_CREATE` with its TCX member (`relative_fd` 0 and no flags:
-/// append after the programs already on the hook, as aya's default order does).
+/// `union bpf_attr` for `BPF_LINK_CREATE` with its TCX member.
 #[repr(C)]
 #[derive(Default)]
 struct TcxLinkCreateAttr {
@@ -149,6 +150,10 @@ pub fn tcx_link_create(prog: BorrowedFd<'_>, ifindex: u32, ingress: bool) -> io:
         } else {
             BPF_TCX_EGRESS
         },
+        // First on the hook: a program ahead of ours that returns "pass" ends the hook's
+        // chain, so the policy would never see the packet. (A program attached later with the
+        // same flag still goes ahead; ours returns "next" for what it allows.)
+        flags: BPF_F_BEFORE,
         ..TcxLinkCreateAttr::default()
     };
     let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
@@ -167,4 +172,35 @@ pub fn tcx_link_ifindex(pin: &Path) -> io::Result<u32> {
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     Ok(info.tcx_ifindex)
+}
+
+/// The hardware type (`ARPHRD_*`) of interface `ifname` in the calling thread's network namespace
+/// (`SIOCGIFHWADDR`).
+pub fn hardware_type(ifname: &str) -> io::Result<u16> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; zero is a valid start.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (dst, &src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes the hardware address into `req`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
 }

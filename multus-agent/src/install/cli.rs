@@ -87,6 +87,11 @@ pub struct InstallArgs {
     /// The agent's socket directory written for the shim (thick mode).
     #[arg(long, env = "MULTUS_DAEMON_SOCKET_DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub daemon_socket_dir: PathBuf,
+    /// Thick mode: the agent's configuration file. Its socketDir, bpffsDir,
+    /// dataplaneStateDir, cniDir and binDir are written for the shim, whose DEL runs from them
+    /// while the agent is down (socketDir wins over --daemon-socket-dir).
+    #[arg(long, env = "MULTUS_AGENT_CONFIG")]
+    pub agent_config: Option<PathBuf>,
     /// Where to write the kubeconfig [default: <cni-conf-dir>/multus.d/multus.kubeconfig].
     #[arg(long, env = "MULTUS_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -153,13 +158,43 @@ impl InstallArgs {
             })
         };
         let kubeconfig = self.kubeconfig_options(&env);
+        let agent = match (&self.agent_config, self.thick) {
+            (Some(file), true) => {
+                Some(crate::config::AgentConfig::from_file(file).map_err(|e| {
+                    InstallError::Option {
+                        option: "--agent-config",
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+            _ => None,
+        };
         let mode = if self.thick {
             Mode::Thick {
-                daemon_socket_dir: self.daemon_socket_dir.clone(),
+                daemon_socket_dir: agent
+                    .as_ref()
+                    .map_or_else(|| self.daemon_socket_dir.clone(), |a| a.socket_dir.clone()),
             }
         } else {
             Mode::Thin
         };
+        let mut shim_keys = Vec::new();
+        let (mut bin_dir, mut cni_dir) =
+            (self.additional_bin_dir.clone(), self.multus_cni_dir.clone());
+        if let Some(agent) = &agent {
+            shim_keys.push(("bpffsDir", agent.bpffs_dir.clone()));
+            shim_keys.push(("dataplaneStateDir", agent.dataplane_state_dir.clone()));
+            let key = |k: &str| {
+                agent
+                    .cni_overrides
+                    .get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            };
+            bin_dir = bin_dir.or_else(|| key("binDir"));
+            cni_dir = cni_dir.or_else(|| key("cniDir"));
+        }
         let config = ConfigOptions {
             mode,
             cni_version,
@@ -171,9 +206,10 @@ impl InstallArgs {
             log_file: self.multus_log_file.clone(),
             log_to_stderr: self.multus_log_to_stderr,
             readiness_indicator_file: self.readiness_indicator_file.clone(),
-            bin_dir: self.additional_bin_dir.clone(),
+            bin_dir,
             conf_dir: self.multus_cni_conf_dir.clone(),
-            cni_dir: self.multus_cni_dir.clone(),
+            cni_dir,
+            shim_keys,
         };
         Ok(Options {
             cni_bin_dir: self.cni_bin_dir.clone(),

@@ -79,6 +79,9 @@ pub struct ConfigOptions {
     pub conf_dir: Option<PathBuf>,
     /// `cniDir`.
     pub cni_dir: Option<PathBuf>,
+    /// Thick mode: keys the shim's DEL needs when the agent is down (`bpffsDir`,
+    /// `dataplaneStateDir`, ...), taken from the agent's configuration.
+    pub shim_keys: Vec<(&'static str, PathBuf)>,
 }
 
 impl Default for ConfigOptions {
@@ -97,6 +100,7 @@ impl Default for ConfigOptions {
             bin_dir: None,
             conf_dir: None,
             cni_dir: None,
+            shim_keys: Vec::new(),
         }
     }
 }
@@ -224,6 +228,9 @@ pub fn render(primary: &Primary, opts: &ConfigOptions) -> Result<Rendered> {
         Mode::Thick { daemon_socket_dir } => {
             plugin.insert("clusterNetwork".into(), path_value(&primary.path));
             plugin.insert("daemonSocketDir".into(), path_value(daemon_socket_dir));
+            for (key, dir) in &opts.shim_keys {
+                plugin.insert((*key).into(), path_value(dir));
+            }
         }
     }
 

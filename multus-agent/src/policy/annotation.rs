@@ -86,6 +86,7 @@ impl NadPolicy {
             anti_spoof: self.anti_spoof.then(|| AntiSpoof {
                 mac: attachment.mac,
                 ips: attachment.ips.clone(),
+                router: false,
             }),
         }
     }

@@ -147,7 +147,7 @@ pub fn compile_attachment(
         policies: applying.iter().map(|(e, _)| e.key.clone()).collect(),
     };
     let from_nad = nad.map(|p| p.policy_for(local));
-    let from_mnps = mnp_policy(snapshot, pod, &applying);
+    let from_mnps = mnp_policy(snapshot, pod, &local.network, &applying);
     let policy = match (from_nad, from_mnps) {
         (None, None) => return Ok(None),
         (Some(p), None) | (None, Some(p)) => p,

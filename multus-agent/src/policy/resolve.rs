@@ -1,7 +1,9 @@
 //! MultiNetworkPolicies → the rules of one attachment, with NetworkPolicy semantics: a direction
 //! any applying policy covers is default deny, and allows the union of those policies' rules.
-//! Peers are pods anywhere in the cluster, by their addresses on the policy's networks; named
-//! ports resolve against the target pod (ingress) or against each peer pod (egress).
+//! Peers are pods anywhere in the cluster, by their addresses on the attachment's network (one of
+//! the policy's networks: isolated L2 networks often reuse subnets, so a peer's address on
+//! another network says nothing about who sends from it on this one); named ports resolve
+//! against the target pod (ingress) or against each peer pod (egress).
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
@@ -20,17 +22,22 @@ use crate::dataplane::{
     Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
 };
 
-/// The policy the applying MultiNetworkPolicies give `target`'s attachment; `None` when none
-/// applies.
+/// The policy the applying MultiNetworkPolicies give `target`'s attachment to `network`; `None`
+/// when none applies.
 pub fn mnp_policy(
     snapshot: &Snapshot,
     target: &PodView,
+    network: &ObjectKey,
     applying: &[(&MnpEntry, &MnpRules)],
 ) -> Option<Policy> {
     if applying.is_empty() {
         return None;
     }
-    let resolver = Resolver { snapshot, target };
+    let resolver = Resolver {
+        snapshot,
+        target,
+        nets: BTreeSet::from([network.clone()]),
+    };
     let direction = |egress: bool| {
         let mut covered = false;
         let mut rules = Vec::new();
@@ -64,12 +71,8 @@ pub fn mnp_policy(
 struct Resolver<'a> {
     snapshot: &'a Snapshot,
     target: &'a PodView,
-}
-
-/// A policy's networks (empty for a policy without them, which never gets here).
-fn networks(entry: &MnpEntry) -> &BTreeSet<ObjectKey> {
-    static NONE: BTreeSet<ObjectKey> = BTreeSet::new();
-    entry.networks.as_ref().unwrap_or(&NONE)
+    /// The attachment's network: the only one whose addresses count for peers.
+    nets: BTreeSet<ObjectKey>,
 }
 
 impl Resolver<'_> {
@@ -151,13 +154,13 @@ impl Resolver<'_> {
             MnpPeer::Block(block) => vec![block.clone()],
             MnpPeer::Pods { pods, namespaces } => self
                 .selected(entry, pods, namespaces.as_ref())
-                .flat_map(|pod| ips_on(pod, networks(entry)))
+                .flat_map(|pod| ips_on(pod, &self.nets))
                 .map(|ip| Peer::from(IpNet::from(ip)))
                 .collect(),
         }
     }
 
-    /// Pods on the policy's networks picked by a pod/namespace selector pair.
+    /// Pods on the attachment's network picked by a pod/namespace selector pair.
     fn selected<'a>(
         &'a self,
         entry: &'a MnpEntry,
@@ -172,10 +175,8 @@ impl Resolver<'_> {
                 .filter(|ns| sel.matches_namespace(ns, snapshot.namespace_labels(ns)))
                 .collect(),
         };
-        let nets = networks(entry);
-        // A pod on two of the networks would come twice.
-        let mut seen = (nets.len() > 1).then(BTreeSet::new);
-        nets.iter()
+        self.nets
+            .iter()
             .flat_map(move |net| {
                 in_scope
                     .clone()
@@ -183,17 +184,11 @@ impl Resolver<'_> {
                     .flat_map(move |ns| snapshot.pods_on_in(net, ns))
             })
             .filter(move |pod| pods.matches(&pod.labels))
-            .filter(move |p| seen.as_mut().is_none_or(|s| s.insert(&p.key)))
     }
 
-    /// Every pod with an interface on one of the policy's networks, once.
-    fn on_networks<'a>(&'a self, entry: &'a MnpEntry) -> impl Iterator<Item = &'a PodView> + 'a {
-        let nets = networks(entry);
-        // A pod on two of the networks would come twice.
-        let mut seen = (nets.len() > 1).then(BTreeSet::new);
-        nets.iter()
-            .flat_map(|n| self.snapshot.pods_on(n))
-            .filter(move |p| seen.as_mut().is_none_or(|s| s.insert(&p.key)))
+    /// Every pod with an interface on the attachment's network.
+    fn on_network(&self) -> impl Iterator<Item = &PodView> + '_ {
+        self.nets.iter().flat_map(|n| self.snapshot.pods_on(n))
     }
 
     /// Destination pods of an egress rule with the addresses the rule lets it reach them on.
@@ -202,10 +197,10 @@ impl Resolver<'_> {
         entry: &'a MnpEntry,
         peers: Option<&'a [MnpPeer]>,
     ) -> Vec<(&'a PodView, Vec<IpAddr>)> {
-        let nets = networks(entry);
+        let nets = &self.nets;
         let Some(peers) = peers else {
             return self
-                .on_networks(entry)
+                .on_network()
                 .map(|pod| (pod, ips_on(pod, nets).collect()))
                 .collect();
         };
@@ -222,7 +217,7 @@ impl Resolver<'_> {
                     }
                 }
                 MnpPeer::Block(block) => {
-                    for pod in self.on_networks(entry) {
+                    for pod in self.on_network() {
                         let inside: Vec<IpAddr> = ips_on(pod, nets)
                             .filter(|ip| peer_contains(block, *ip))
                             .collect();

@@ -6,6 +6,8 @@
     reason = "test helpers; not every test file uses every helper"
 )]
 
+pub mod frames;
+
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use multus_agent::dataplane::{
@@ -171,6 +173,23 @@ impl FullHook {
     }
 }
 
+/// Someone else's TCX program on one hook of an interface, returning `verdict` for every packet
+/// (0: TCX_PASS, which ends the hook's chain). Dropping it detaches it.
+pub struct ForeignProgram {
+    _link: std::os::fd::OwnedFd,
+}
+
+impl ForeignProgram {
+    pub fn new(pod: &Pod, ingress: bool, verdict: i32) -> Self {
+        let link = dataplane::netns::run_in(&pod.netns.path(), || {
+            let ifindex = nix::net::if_::if_nametoindex(pod.ifname.as_str()).unwrap();
+            Ok(raw_bpf::tcx_link(&raw_bpf::load_program(verdict), ifindex, ingress).unwrap())
+        })
+        .unwrap();
+        Self { _link: link }
+    }
+}
+
 /// The two `bpf(2)` calls [`FullHook`] needs, for a program that only returns TC_ACT_UNSPEC.
 /// Written apart from the dataplane's own syscall code on purpose: the test's sabotage must not
 /// share a bug with what it tests.
@@ -217,9 +236,16 @@ mod raw_bpf {
     }
 
     pub fn load_pass_program() -> OwnedFd {
-        // r0 = -1 (TC_ACT_UNSPEC); exit
+        // TC_ACT_UNSPEC
+        load_program(-1)
+    }
+
+    /// A program that returns `verdict`.
+    pub fn load_program(verdict: i32) -> OwnedFd {
+        // r0 = verdict; exit
+        let [v0, v1, v2, v3] = verdict.to_le_bytes();
         let insns: [u64; 2] = [
-            u64::from_le_bytes([0xb7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            u64::from_le_bytes([0xb7, 0, 0, 0, v0, v1, v2, v3]),
             u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
         ];
         let license = c"GPL";

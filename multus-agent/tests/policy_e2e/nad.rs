@@ -40,6 +40,24 @@ fn a_denied_packet_sent_right_after_add_returns_is_dropped() {
     // Not a moment later: the first datagrams leave right after the shim returned.
     run.ok();
     let client_ip = address(&client, "net1", 4);
+    // Every drop series is there at zero before the first drop, so `increase()` sees it.
+    let before = k.node.scrape();
+    for reason in ["policy_deny", "default_deny", "spoofed", "malformed", "header_chain"] {
+        for direction in ["ingress", "egress"] {
+            let labels = [
+                ("pod", "client"),
+                ("direction", direction),
+                ("reason", reason),
+                ("policy_source", "nad"),
+            ];
+            assert_eq!(
+                before.value("multus_policy_drop_packets_total", &labels),
+                0,
+                "{}",
+                before.text
+            );
+        }
+    }
     let sender: UdpSocket = udp_socket(&client.netns, SocketAddr::new(client_ip, 0));
     for _ in 0..20 {
         sender.send_to(b"no", (server_ip, 7)).unwrap();

@@ -2,7 +2,10 @@
 //! Debian's plugins as delegates, real eBPF programs, in namespaces the tests create.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod chroot;
+mod faults;
 mod kube;
 mod kube_node;
 mod standalone;
 mod support;
+mod uninstall;

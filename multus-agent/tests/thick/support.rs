@@ -257,12 +257,24 @@ impl Node {
 
     /// Starts the agent with `config` in the node namespace and waits until it is ready.
     pub fn start_agent(&self, config: &Value) -> Agent {
+        self.start_agent_wrapped(config, &[])
+    }
+
+    /// Like [`Node::start_agent`], with the agent's command line run by `wrapper` (a program
+    /// and its arguments, the agent's command line appended).
+    pub fn start_agent_wrapped(&self, config: &Value, wrapper: &[&str]) -> Agent {
         let file = self.path("agent.json");
         std::fs::write(&file, config.to_string()).unwrap();
         let log_path = self.path(&format!("agent-{}.log", unique_name("")));
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = inside::command(&self.netns.path(), env!("CARGO_BIN_EXE_multus-agent"))
+        let agent = env!("CARGO_BIN_EXE_multus-agent");
+        let (program, before) = match wrapper.split_first() {
+            Some((program, args)) => (*program, [args, &[agent]].concat()),
+            None => (agent, Vec::new()),
+        };
+        let child = inside::command(&self.netns.path(), program)
             .unwrap()
+            .args(before)
             .args(["run", "--config"])
             .arg(&file)
             .env_remove("MULTUS_NODE_NAME")

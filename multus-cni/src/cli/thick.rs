@@ -32,7 +32,7 @@ pub const CNI_ENDPOINT: &str = "/cni";
 /// The response header holding the CNI binary's exit status.
 pub const EXIT_CODE_HEADER: &str = "CNI-Exit-Code";
 /// The `type` of a shim configuration (Multus's thick-plugin type).
-pub const SHIM_TYPE: &str = "multus-shim";
+pub const SHIM_TYPE: &str = crate::config::SHIM_TYPE;
 /// The environment variables forwarded to the agent, each as a header of the same name.
 pub const ENV_VARS: [&str; 6] = [
     "CNI_COMMAND",

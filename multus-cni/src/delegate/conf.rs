@@ -174,6 +174,21 @@ impl DelegateConf {
             .collect()
     }
 
+    /// The host interfaces the chain's macvlan and ipvlan plugins stack on: (plugin type,
+    /// `master`) for each that names one in the host's namespace (not `linkInContainer`).
+    pub fn master_links(&self) -> Vec<(String, String)> {
+        self.json_plugins()
+            .iter()
+            .filter_map(|p| {
+                let ty = p.get("type").and_then(Value::as_str)?;
+                let master = p.get("master").and_then(Value::as_str)?;
+                let in_container = p.get("linkInContainer").and_then(Value::as_bool) == Some(true);
+                (matches!(ty, "macvlan" | "ipvlan") && !master.is_empty() && !in_container)
+                    .then(|| (ty.to_owned(), master.to_owned()))
+            })
+            .collect()
+    }
+
     /// Whether plugin `index` declares `capabilities.<cap>: true`.
     pub fn plugin_has_capability(&self, index: usize, cap: &str) -> bool {
         self.json_plugins().get(index).is_some_and(|p| {

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use tracing::debug;
 
-use super::{
-    conf::DelegateConf,
-    exec::{Exec, find_plugin},
-};
+use super::{conf::DelegateConf, exec::Exec};
 use crate::{
     cni::{Command, ErrorReply, code, result::CniResult},
     error::{Error, Result},
@@ -59,15 +56,19 @@ impl<'a> Invoker<'a> {
     }
 
     fn find(&self, network: &str, ty: &str) -> Result<PathBuf> {
-        find_plugin(ty, self.dirs).ok_or_else(|| Error::PluginNotFound {
-            network: network.to_owned(),
-            plugin: ty.to_owned(),
-            searched: if self.cni_path.is_empty() {
-                "no directories (binDir and CNI_PATH are empty)".to_owned()
-            } else {
-                self.cni_path.clone()
-            },
-        })
+        self.exec
+            .find(ty, self.dirs)
+            .ok_or_else(|| Error::PluginNotFound {
+                network: network.to_owned(),
+                plugin: ty.to_owned(),
+                searched: match (self.cni_path.is_empty(), self.exec.root()) {
+                    (true, _) => "no directories (binDir and CNI_PATH are empty)".to_owned(),
+                    (false, None) => self.cni_path.clone(),
+                    (false, Some(root)) => {
+                        format!("{} below chrootDir {}", self.cni_path, root.display())
+                    }
+                },
+            })
     }
 
     /// ADD through the chain; returns the last plugin's result as the JSON it printed (in the

@@ -5,5 +5,5 @@ pub mod exec;
 pub mod invoke;
 
 pub use conf::{ConfKind, DelegateConf};
-pub use exec::{CountingExec, Exec, ExecOutput, ProcessExec, find_plugin};
+pub use exec::{ChrootExec, CountingExec, Exec, ExecOutput, ProcessExec, find_plugin};
 pub use invoke::{Invoker, Target};

@@ -58,6 +58,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     for p in &planned {
         invoker.check_plugins(&p.network, &p.conf)?;
+        check_masters(p)?;
     }
 
     let cache_path = conf.cache_path(&request.container_id);
@@ -92,6 +93,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
                 result: None,
             })
             .collect(),
+        del_retries: None,
     };
     // Before the first delegate runs: DEL needs these bytes even if this process dies. The
     // netns check runs meanwhile (both take a while: fsync, and setns plus a link dump); when it
@@ -139,7 +141,14 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             }
             Err(e) => {
                 warn!(network = %p.network, "ADD failed, rolling back: {e}");
-                rollback(&invoker, request, &cache_path, &mut entry, i);
+                let undo = Rollback {
+                    engine,
+                    conf,
+                    invoker: &invoker,
+                    request,
+                    cache_path: &cache_path,
+                };
+                undo.run(&mut entry, i, true);
                 return Err(e);
             }
         }
@@ -159,7 +168,14 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     finished.inspect_err(|e| {
         warn!("ADD failed after the delegates, rolling back: {e}");
         let last = planned.len() - 1;
-        rollback(&invoker, request, &cache_path, &mut entry, last);
+        let undo = Rollback {
+            engine,
+            conf,
+            invoker: &invoker,
+            request,
+            cache_path: &cache_path,
+        };
+        undo.run(&mut entry, last, false);
     })
 }
 
@@ -212,6 +228,21 @@ fn pod_key(request: &Request) -> Option<PodKey> {
     })
 }
 
+/// Fails before anything is created when a macvlan or ipvlan `master` is missing on this node:
+/// the plugin would fail with a generic code, and Debian's macvlan then fails its DEL too.
+fn check_masters(p: &Planned) -> Result<()> {
+    for (plugin, master) in p.conf.master_links() {
+        if nix::net::if_::if_nametoindex(master.as_str()).is_err() {
+            return Err(Error::MasterNotFound {
+                network: p.network.clone(),
+                plugin,
+                master,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Fails before anything is created when the netns is unusable or an interface name is taken.
 fn check_netns(netns: &Path, planned: &[Planned]) -> Result<()> {
     let mut sock = RouteSocket::open(netns)?;
@@ -228,27 +259,66 @@ fn check_netns(netns: &Path, planned: &[Planned]) -> Result<()> {
     Ok(())
 }
 
-/// Deletes delegates `last..=0` in reverse order. The cache goes when every DEL succeeded;
-/// otherwise it keeps exactly those delegates for the runtime's DEL to retry.
-fn rollback(
-    invoker: &Invoker<'_>,
-    request: &Request,
-    cache_path: &Path,
-    entry: &mut CacheEntry,
-    last: usize,
-) {
-    entry.delegates.truncate(last + 1);
-    let failed = super::del::del_delegates(invoker, request.netns.as_deref(), entry);
-    if failed.is_empty() {
-        if let Err(e) = cache::remove(cache_path) {
+/// What a rollback needs.
+struct Rollback<'a> {
+    engine: &'a Engine,
+    conf: &'a NetConf,
+    invoker: &'a Invoker<'a>,
+    request: &'a Request,
+    cache_path: &'a Path,
+}
+
+impl Rollback<'_> {
+    /// Deletes delegates `last..=0` in reverse order. The cache goes when every DEL succeeded;
+    /// otherwise it keeps exactly those delegates for the runtime's DEL to retry (a failed DEL
+    /// counted, as for any DEL).
+    ///
+    /// With `last_failed`, delegate `last` is the one whose own ADD failed. It gets one DEL,
+    /// best effort (the spec lets a runtime DEL after a failed ADD, and a plugin that got as far
+    /// as an IPAM lease frees it there), but it is never kept for a retry: a plugin whose ADD
+    /// failed cleaned up after itself or created nothing, and its DEL often fails for the very
+    /// reason its ADD did (Debian's macvlan without its master: "Link not found"), which would
+    /// fail every DEL of the pod for ever.
+    fn run(&self, entry: &mut CacheEntry, last: usize, last_failed: bool) {
+        entry.delegates.truncate(last + 1);
+        let failed_add = entry
+            .delegates
+            .get(last)
+            .filter(|_| last_failed)
+            .map(|d| (d.network.clone(), d.ifname.clone()));
+        let errors = super::del::del_delegates(self.invoker, self.request.netns.as_deref(), entry);
+        for e in &errors {
             warn!("rollback: {e}");
         }
-    } else {
-        for e in &failed {
-            warn!("rollback: {e}");
+        if let Some((network, ifname)) = failed_add
+            && entry
+                .delegates
+                .iter()
+                .any(|d| d.network == network && d.ifname == ifname)
+        {
+            info!(%network, %ifname, "rollback: the delegate whose ADD failed also failed its DEL; not kept for a retry");
+            entry
+                .delegates
+                .retain(|d| d.network != network || d.ifname != ifname);
         }
-        if let Err(e) = cache::store(cache_path, entry) {
-            warn!("rollback: {e}");
+        if entry.delegates.is_empty() {
+            if let Err(e) = cache::remove(self.cache_path) {
+                warn!("rollback: {e}");
+            }
+            return;
+        }
+        match super::del::count_failure(self.conf, entry, &errors) {
+            Some(abandoned) => {
+                if let Err(e) = cache::remove(self.cache_path) {
+                    warn!("rollback: {e}");
+                }
+                super::del::give_up(self.engine, &abandoned);
+            }
+            None => {
+                if let Err(e) = cache::store(self.cache_path, entry) {
+                    warn!("rollback: {e}");
+                }
+            }
         }
     }
 }

@@ -46,6 +46,22 @@ pub struct CacheEntry {
     pub complete: bool,
     /// The delegates, cluster network first.
     pub delegates: Vec<CachedDelegate>,
+    /// Failed DELs so far, while `retryDeleteOnError` keeps the entry for the runtime's retry.
+    #[serde(
+        default,
+        rename = "delRetries",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub del_retries: Option<DelRetries>,
+}
+
+/// How often, and since when, DEL of an entry has failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelRetries {
+    /// Failed DELs (the rollback of a failed ADD counts as one).
+    pub failures: u64,
+    /// When the first one failed, in seconds since the Unix epoch.
+    pub since: u64,
 }
 
 /// The pod of a cache entry.
@@ -233,22 +249,26 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes temp files older than `age` that a process killed mid-write left in `dir` and
-/// `dir/results`; returns what it removed. A live writer's temp file is seconds old.
+/// Removes the temp files a process killed mid-write left in `dir` and `dir/results`; returns
+/// what it removed. A temp file goes when its writer (the pid in its name,
+/// `.<containerID>.tmp<pid>`) is no longer running, or when it is older than `age` whatever its
+/// name says (a reused pid). A file younger than [`TEMP_FILE_GRACE`] always stays: its writer may
+/// be running in a pid namespace this process cannot see.
 pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for d in [dir.to_owned(), dir.join("results")] {
         for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = entry
+            let Some(pid) = temp_file_pid(&name) else {
+                continue;
+            };
+            let elapsed = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|elapsed| elapsed >= age);
-            if name.starts_with('.')
-                && name.contains(".tmp")
-                && stale
+                .unwrap_or_default();
+            if stale_temp_file(pid, elapsed, age, TEMP_FILE_GRACE)
                 && fs::remove_file(entry.path()).is_ok()
             {
                 removed.push(entry.path());
@@ -256,6 +276,46 @@ pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// How old a temp file must be before its writer's pid decides: a write takes milliseconds.
+pub const TEMP_FILE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a temp file `elapsed` old whose writer was `pid` is left over: its writer is gone, or
+/// it is older than `age`. Never younger than `grace` ([`TEMP_FILE_GRACE`] unless the caller
+/// knows every writer it could race with).
+pub fn stale_temp_file(
+    pid: Option<u32>,
+    elapsed: std::time::Duration,
+    age: std::time::Duration,
+    grace: std::time::Duration,
+) -> bool {
+    if elapsed < grace {
+        return false;
+    }
+    elapsed >= age || pid.is_some_and(|p| !process_alive(p))
+}
+
+/// Whether process `pid` exists (signal 0: a permission error still means it exists).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// The writer's pid of a cache temp file `.<containerID>.tmp<pid>`: `Some(None)` for a temp
+/// file without a readable pid, `None` for a name that is no temp file.
+fn temp_file_pid(name: &str) -> Option<Option<u32>> {
+    let rest = name.strip_prefix('.')?;
+    let (_, pid) = rest.rsplit_once(".tmp")?;
+    Some(pid.parse().ok())
 }
 
 /// The container ids with a cache entry in `dir` (temp files skipped).
@@ -299,6 +359,7 @@ mod tests {
                 cni_args: "IgnoreUnknown=1".into(),
                 result: None,
             }],
+            del_retries: None,
         }
     }
 
@@ -340,24 +401,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let results = dir.path().join("results");
         fs::create_dir(&results).unwrap();
-        let old = results.join(".c1.tmp42");
+        let me = std::process::id();
+        let old = results.join(format!(".c1.tmp{me}"));
         let fresh = dir.path().join(".c2.tmp43");
         let entry_file = dir.path().join("c3");
-        for p in [&old, &fresh, &entry_file] {
+        // A writer that is gone (a pid above the kernel's pid_max), a minute ago.
+        let orphan = dir.path().join(".c4.tmp4294967295");
+        // A running writer (this test), a minute ago: still being written as far as we know.
+        let live = dir.path().join(format!(".c5.tmp{me}"));
+        for p in [&old, &fresh, &entry_file, &orphan, &live] {
             fs::write(p, "x").unwrap();
         }
-        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        for p in [&old, &entry_file] {
+        let ago = |secs| std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        for (p, when) in [
+            (&old, ago(3600)),
+            (&entry_file, ago(3600)),
+            (&orphan, ago(60)),
+            (&live, ago(60)),
+        ] {
             File::options()
                 .write(true)
                 .open(p)
                 .unwrap()
-                .set_modified(hour_ago)
+                .set_modified(when)
                 .unwrap();
         }
-        let removed = sweep_temp_files(dir.path(), std::time::Duration::from_secs(600));
-        assert_eq!(removed, vec![old.clone()]);
-        assert!(fresh.exists() && entry_file.exists() && !old.exists());
+        let mut removed = sweep_temp_files(dir.path(), std::time::Duration::from_secs(600));
+        removed.sort();
+        let mut want = vec![old.clone(), orphan.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        // Fresh files stay even when their writer's pid is not running (43 may not be).
+        assert!(fresh.exists() && entry_file.exists() && live.exists());
+        assert!(!old.exists() && !orphan.exists());
     }
 
     #[test]

@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
     Engine,
-    cache::{self, CacheEntry},
+    cache::{self, CacheEntry, DelRetries},
     devinfo,
-    hooks::Attachment,
+    hooks::{AbandonedDel, Attachment, Leftover},
     multus_cache::{self, Converted, Invocation},
     plan::cluster_network_conf,
 };
@@ -35,8 +35,11 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
 
 /// DELs one cache entry: the hook, then every delegate in reverse order. The file goes when all
 /// succeeded (or, with `retryDeleteOnError: false`, in any case); otherwise it keeps the
-/// delegates that still need DEL, in this engine's format. The entry's leftovers (libcni's
-/// files of a Multus entry) go once the cache file says what is left.
+/// delegates that still need DEL, in this engine's format, and counts the failure. An entry
+/// whose DEL failed `retryDeleteAttempts` times over `retryDeleteSeconds` is given up instead
+/// (see [`give_up`]): a DEL that can never succeed must not keep the pod, or GC, failing for
+/// ever. The entry's leftovers (libcni's files of a Multus entry) go once the cache file says
+/// what is left.
 fn del_entry(
     engine: &Engine,
     conf: &NetConf,
@@ -65,15 +68,26 @@ fn del_entry(
     }
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     errors.extend(del_delegates(&invoker, netns, &mut entry));
-    if errors.is_empty() || !conf.retry_delete_on_error {
+    let abandoned = if errors.is_empty() || !conf.retry_delete_on_error {
         cache::remove(path)?;
+        None
     } else {
-        cache::store(path, &entry)?;
-    }
+        let abandoned = count_failure(conf, &mut entry, &errors);
+        if abandoned.is_some() {
+            cache::remove(path)?;
+        } else {
+            cache::store(path, &entry)?;
+        }
+        abandoned
+    };
     for file in &leftovers {
         if let Err(e) = multus_cache::libcni::remove(file) {
             warn!("DEL: {e}");
         }
+    }
+    if let Some(abandoned) = abandoned {
+        give_up(engine, &abandoned);
+        return Ok(());
     }
     match errors.len() {
         0 => {
@@ -83,6 +97,85 @@ fn del_entry(
         1 => Err(errors.remove(0)),
         _ => Err(Error::Many(errors)),
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Counts a failed DEL of `entry` (which now holds the delegates still to delete). Returns
+/// what to report when the entry is to be given up: it failed `retryDeleteAttempts` times and
+/// the first failure is `retryDeleteSeconds` old. Both bounds must be reached, so a transient
+/// failure (an IPAM daemon restarting) gets its retries for a while, and a permanent one (a
+/// plugin that fails its own DEL for good) ends.
+pub(super) fn count_failure(
+    conf: &NetConf,
+    entry: &mut CacheEntry,
+    errors: &[Error],
+) -> Option<AbandonedDel> {
+    let now = now_secs();
+    let retries = entry.del_retries.get_or_insert(DelRetries {
+        failures: 0,
+        since: now,
+    });
+    retries.failures += 1;
+    let failing_for = now.saturating_sub(retries.since);
+    if retries.failures < conf.retry_delete_attempts || failing_for < conf.retry_delete_seconds {
+        return None;
+    }
+    let pod = entry.pod.as_ref().map(|p| PodKey {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+    });
+    let leftovers = entry
+        .delegates
+        .iter()
+        .map(|d| {
+            let plugins = DelegateConf::from_bytes(d.config.as_bytes(), None, &d.network)
+                .map(|c| c.plugin_types())
+                .unwrap_or_default();
+            let ips = d
+                .result
+                .clone()
+                .and_then(|v| CniResult::from_value(v).ok())
+                .map(|r| r.ips.iter().map(|ip| ip.address).collect())
+                .unwrap_or_default();
+            Leftover {
+                network: d.network.clone(),
+                ifname: d.ifname.clone(),
+                plugins,
+                ips,
+            }
+        })
+        .collect();
+    let error = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(AbandonedDel {
+        container_id: entry.container_id.clone(),
+        pod,
+        attempts: retries.failures,
+        failing_for,
+        leftovers,
+        error,
+    })
+}
+
+/// Reports a given-up entry: an error line in the log naming what may have leaked, and the
+/// publisher (a Warning Event on the pod, a metric).
+pub(super) fn give_up(engine: &Engine, abandoned: &AbandonedDel) {
+    let pod = abandoned
+        .pod
+        .as_ref()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .unwrap_or_default();
+    error!(container = %abandoned.container_id, %pod, "{}", abandoned.message());
+    engine.publisher.del_abandoned(abandoned);
 }
 
 /// Runs DEL on every delegate of `entry` in reverse order and leaves in `entry` only those

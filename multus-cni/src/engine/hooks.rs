@@ -114,6 +114,79 @@ pub trait Publisher: Send + Sync {
     fn add_failed(&self, request: &Request, error: &Error) {
         let _ = (request, error);
     }
+
+    /// DEL (or GC) gave a cache entry up after its DEL failed `retryDeleteAttempts` times over
+    /// `retryDeleteSeconds`: the entry is gone, and what it still held may have leaked.
+    fn del_abandoned(&self, abandoned: &AbandonedDel) {
+        let _ = abandoned;
+    }
+}
+
+/// A cache entry given up by a bounded `retryDeleteOnError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedDel {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// The pod, when the runtime named it at ADD.
+    pub pod: Option<PodKey>,
+    /// Failed DELs, this one included.
+    pub attempts: u64,
+    /// Seconds since the first failed DEL.
+    pub failing_for: u64,
+    /// The delegates whose DEL never succeeded: what they may have left behind.
+    pub leftovers: Vec<Leftover>,
+    /// The last DEL's error.
+    pub error: String,
+}
+
+/// One delegate an [`AbandonedDel`] gave up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// The network.
+    pub network: String,
+    /// The interface name in the pod.
+    pub ifname: String,
+    /// The plugin types of its configuration, in chain order.
+    pub plugins: Vec<String>,
+    /// The addresses its ADD reported (an IPAM lease may still hold them).
+    pub ips: Vec<IpNet>,
+}
+
+impl AbandonedDel {
+    /// One line for logs and Events: what was given up and what may have leaked.
+    pub fn message(&self) -> String {
+        let what: Vec<String> = self
+            .leftovers
+            .iter()
+            .map(|l| {
+                let ips: Vec<String> = l.ips.iter().map(ToString::to_string).collect();
+                format!(
+                    "{} of {} ({}){}",
+                    l.ifname,
+                    l.network,
+                    l.plugins.join(","),
+                    if ips.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with {}", ips.join(" "))
+                    }
+                )
+            })
+            .collect();
+        format!(
+            "gave up deleting the networks of container {} after {} failed attempts over {} s; \
+             may have leaked: {}; last error: {}",
+            self.container_id,
+            self.attempts,
+            self.failing_for,
+            if what.is_empty() {
+                "nothing known".to_owned()
+            } else {
+                what.join("; ")
+            },
+            self.error
+        )
+    }
 }
 
 /// Publishes nothing.

@@ -16,8 +16,8 @@ pub mod status;
 use std::sync::Arc;
 
 pub use hooks::{
-    Attachment, Device, DeviceProvider, DeviceRequest, HookError, Hooks, NoDevices, NoHooks,
-    NoPublisher, Publisher,
+    AbandonedDel, Attachment, Device, DeviceProvider, DeviceRequest, HookError, Hooks, Leftover,
+    NoDevices, NoHooks, NoPublisher, Publisher,
 };
 pub use plan::Planned;
 use serde_json::Value;

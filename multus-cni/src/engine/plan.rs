@@ -227,7 +227,15 @@ fn named_network(engine: &Engine, conf: &NetConf, name: &str) -> Result<Resolved
         } else {
             path.to_owned()
         };
-        let bytes = std::fs::read(&file).map_err(|e| Error::io("reading", &file, e))?;
+        let bytes = std::fs::read(&file).map_err(|e| match e.kind() {
+            // Multus's "cannot find network": the name resolves to nothing, a configuration
+            // problem (7), not an I/O failure of the node (5).
+            std::io::ErrorKind::NotFound => Error::NetworkNotFound {
+                network: name.to_owned(),
+                reason: format!("the file {} does not exist", file.display()),
+            },
+            _ => Error::io("reading", &file, e),
+        })?;
         let dc = DelegateConf::from_bytes(&bytes, None, &file.display().to_string())?;
         return Ok(Resolved {
             network: dc.name().to_owned(),

@@ -11,6 +11,9 @@ pub const INVALID_NETWORKS_ANNOTATION: &str = "InvalidNetworksAnnotation";
 pub const NO_NETWORK_FOUND: &str = "NoNetworkFound";
 /// A network exists but cannot be used: refused by namespaceIsolation, or a broken config.
 pub const INVALID_NETWORK: &str = "InvalidNetwork";
+/// DEL of the pod's networks failed `retryDeleteAttempts` times and was given up: something
+/// may have leaked (this project's reason).
+pub const FAILED_NETWORK_TEARDOWN: &str = "FailedNetworkTeardown";
 /// An interface was attached (Multus's reason).
 pub const ADDED_INTERFACE: &str = "AddedInterface";
 
@@ -45,10 +48,19 @@ pub fn for_add_error(error: &Error) -> Option<PodEvent> {
     let reason = match error {
         Error::Annotation { .. } | Error::Capability { .. } => INVALID_NETWORKS_ANNOTATION,
         Error::NetworkNotFound { .. } => NO_NETWORK_FOUND,
-        Error::Network { .. } => INVALID_NETWORK,
+        Error::Network { .. } | Error::MasterNotFound { .. } => INVALID_NETWORK,
         _ => return None,
     };
     Some(PodEvent::new(EventType::Warning, reason, error.to_string()))
+}
+
+/// The Warning for a DEL given up (see [`crate::engine::AbandonedDel`]).
+pub fn for_abandoned_del(abandoned: &crate::engine::AbandonedDel) -> PodEvent {
+    PodEvent::new(
+        EventType::Warning,
+        FAILED_NETWORK_TEARDOWN,
+        abandoned.message(),
+    )
 }
 
 /// One `AddedInterface` per attachment, worded like Multus: `Add net1 [192.0.2.10/24] from

@@ -7,7 +7,11 @@ use multus_kube::{EventTarget, KubeApi, PodInfo};
 use tracing::{debug, info, warn};
 
 use super::{Cluster, convert, events};
-use crate::{cni::Request, engine::AddOutput, engine::Publisher, error::Error};
+use crate::{
+    cni::Request,
+    engine::{AbandonedDel, AddOutput, Publisher},
+    error::Error,
+};
 
 /// Writes network-status and posts Events through the cluster the ADD read the pod from.
 #[derive(Debug, Clone)]
@@ -65,6 +69,37 @@ impl Publisher for KubePublisher {
                 warn!(pod = %target, error = %e, reason = event.reason, "posting an Event failed");
                 return;
             }
+        }
+    }
+
+    fn del_abandoned(&self, abandoned: &AbandonedDel) {
+        // DEL reads no pod: the Event goes to the pod the cache names (usually being deleted,
+        // which the API server accepts; `kubectl get events` still shows it).
+        let Some(pod) = &abandoned.pod else {
+            return;
+        };
+        let api = match self.cluster.api() {
+            Ok(api) => api,
+            Err(e) => {
+                warn!(error = %e, "no client to post the FailedNetworkTeardown Event");
+                return;
+            }
+        };
+        let on = EventTarget {
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        };
+        let event = events::for_abandoned_del(abandoned);
+        if let Err(e) = api.post_event(&on, event.event_type, event.reason, &event.message) {
+            warn!(
+                pod = %format!("{}/{}", pod.namespace, pod.name),
+                error = %e,
+                reason = event.reason,
+                "posting an Event failed"
+            );
         }
     }
 

@@ -105,6 +105,21 @@ impl LocalFiles {
         Ok(docs)
     }
 
+    /// Drops what was parsed from files no longer in the directory: a node that sees a new pod
+    /// file per pod must not keep every file it ever read.
+    fn forget_all_but(&self, files: &[PathBuf]) {
+        if let Ok(mut cache) = self.parsed.lock()
+            && cache.len() > files.len()
+        {
+            cache.retain(|path, _| files.binary_search(path).is_ok());
+        }
+    }
+
+    /// How many files' documents are held (for tests and memory checks).
+    pub fn cached_files(&self) -> usize {
+        self.parsed.lock().map_or(0, |c| c.len())
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -133,6 +148,7 @@ impl LocalFiles {
             })
             .collect();
         files.sort();
+        self.forget_all_but(&files);
         let mut broken = Vec::new();
         for path in files {
             let docs = match self.documents(&path, &what)? {
@@ -265,6 +281,30 @@ metadata:
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn forgets_files_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = LocalFiles::new(dir.path());
+        let key = |name: &str| PodKey {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: None,
+        };
+        // Pod churn: each pod's file written, read, then deleted.
+        for i in 0..50 {
+            let file = dir.path().join(format!("pod-{i}.json"));
+            std::fs::write(
+                &file,
+                format!(r#"{{"kind": "Pod", "metadata": {{"name": "p{i}"}}}}"#),
+            )
+            .unwrap();
+            assert!(src.pod(&key(&format!("p{i}"))).unwrap().is_some());
+            std::fs::remove_file(&file).unwrap();
+        }
+        assert!(src.pod(&key("p0")).unwrap().is_none());
+        assert_eq!(src.cached_files(), 0);
     }
 
     #[test]

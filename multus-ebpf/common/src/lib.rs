@@ -10,7 +10,9 @@
 
 pub mod policy;
 
-pub use policy::{DirMeta, FlowKey, FlowValue, PolicyKey, PolicyValue, PortBlock};
+pub use policy::{
+    DirMeta, FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, PortBlock,
+};
 
 /// Largest attachment id plus one; ids are in `1..MAX_ATTACHMENTS` (0 means "none").
 pub const MAX_ATTACHMENTS: u32 = 16_384;
@@ -21,6 +23,9 @@ pub const MAX_POLICY_ENTRIES: u32 = 131_072;
 /// Capacity of the node-wide connection table (an LRU: the least recently used flow goes first).
 pub const MAX_FLOWS: u32 = 65_536;
 
+/// Capacity of the node-wide fragment table (an LRU of datagrams in flight in fragments).
+pub const MAX_FRAGMENTS: u32 = 8_192;
+
 /// Direction index for packets the pod receives (TC ingress on the pod-side interface).
 pub const DIR_INGRESS: u32 = 0;
 /// Direction index for packets the pod sends (TC egress on the pod-side interface).
@@ -29,7 +34,7 @@ pub const DIR_EGRESS: u32 = 1;
 pub const DIRECTIONS: u32 = 2;
 
 /// Number of drop reasons counted per attachment and direction.
-pub const DROP_REASONS: usize = 4;
+pub const DROP_REASONS: usize = 5;
 /// A rule with a deny action matched.
 pub const DROP_POLICY_DENY: usize = 0;
 /// No rule matched and the direction's default action is deny.
@@ -38,6 +43,9 @@ pub const DROP_DEFAULT_DENY: usize = 1;
 pub const DROP_SPOOFED: usize = 2;
 /// The packet could not be parsed (truncated headers).
 pub const DROP_MALFORMED: usize = 3;
+/// An IPv6 extension header chain too long to walk to its end: what lies behind it (the layer-4
+/// protocol and ports a rule might match) is unknown.
+pub const DROP_HEADER_CHAIN: usize = 4;
 
 /// Map names, shared so the loader finds them and pins them under the same names.
 pub mod maps {
@@ -53,6 +61,8 @@ pub mod maps {
     pub const DEVICES: &str = "MULTUS_DEVICES";
     /// One-element array: the epoch that device cache entries must carry to count.
     pub const EPOCH: &str = "MULTUS_EPOCH";
+    /// LRU map: a fragmented datagram to its first fragment's layer-4 fields.
+    pub const FRAGMENTS: &str = "MULTUS_FRAGS";
 }
 
 /// Names of the read-only globals the loader sets from the kernel's BTF.
@@ -138,4 +148,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: plain `#[repr(C)]` data of u32 fields.
     unsafe impl aya::Pod for super::DeviceEntry {}
+    // SAFETY: plain `#[repr(C)]` data of u32 fields.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: plain `#[repr(C)]` data with explicit padding.
+    unsafe impl aya::Pod for super::FragValue {}
 }

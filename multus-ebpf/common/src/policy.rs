@@ -51,6 +51,9 @@ pub const META_ANTI_SPOOF: u8 = 2;
 pub const META_TRACK: u8 = 4;
 /// Meta flag: some rule of this direction names ARP.
 pub const META_ARP_RULES: u8 = 8;
+/// Meta flag (egress, with anti-spoofing): the pod may act as a router (send IPv6 router
+/// advertisements and redirects, ICMP redirects).
+pub const META_ROUTER: u8 = 16;
 
 /// Prefix length of a meta entry.
 pub const META_PREFIX: u32 = 32;
@@ -217,14 +220,58 @@ pub struct FlowKey {
 pub struct FlowValue {
     /// `bpf_ktime_get_coarse_ns` when the flow was last seen.
     pub last_seen_ns: u64,
-    /// Generation of the policy that allowed the flow; another generation means a stale entry.
+    /// Generation of the policy that allowed the flow. Under another generation the flow is
+    /// checked against the policy now in force before it lets a reply through.
     pub generation: u32,
+    /// The direction (`DIR_*`) of the packet that opened the flow.
+    pub origin: u8,
+    /// A TCP FIN or RST went by: the flow ends after [`FLOW_TIMEOUT_CLOSED_NS`] idle.
+    pub closing: u8,
+    /// Explicit padding; always zero.
+    pub pad: u16,
+}
+
+/// A fragmented datagram in flight, from the point of view of one attachment and direction: its
+/// non-first fragments carry no layer-4 header and borrow the first fragment's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// The attachment.
+    pub attach_id: u32,
+    /// IP protocol number in the low byte, direction (`DIR_*`) in the next.
+    pub proto_dir: u32,
+    /// The IP identification (IPv4: 16 bits; IPv6 fragment header: 32 bits).
+    pub id: u32,
     /// Explicit padding; always zero.
     pub pad: u32,
+    /// Source address, IPv4 mapped into IPv6 (network-order bytes in words).
+    pub src: [u32; 4],
+    /// Destination address, like `src`.
+    pub dst: [u32; 4],
+}
+
+/// The layer-4 fields of a datagram's first fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragValue {
+    /// TCP, UDP, SCTP source port.
+    pub sport: u16,
+    /// TCP, UDP, SCTP destination port.
+    pub dport: u16,
+    /// ICMP echo identifier.
+    pub icmp_id: u16,
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// Explicit padding; always zero.
+    pub pad: u8,
 }
 
 /// Idle time after which a TCP or SCTP flow no longer lets replies through.
 pub const FLOW_TIMEOUT_STREAM_NS: u64 = 3_600 * 1_000_000_000;
+/// Idle time after which a TCP flow that saw a FIN or RST no longer lets packets through (long
+/// enough for the last ACKs and retransmitted FINs; a closed connection's ports cannot be used
+/// to get in for an hour).
+pub const FLOW_TIMEOUT_CLOSED_NS: u64 = 10 * 1_000_000_000;
 /// Idle time after which a UDP or ICMP flow no longer lets replies through.
 pub const FLOW_TIMEOUT_DATAGRAM_NS: u64 = 120 * 1_000_000_000;
 /// A flow's timestamp is refreshed at most this often (saves writes to a shared cache line).

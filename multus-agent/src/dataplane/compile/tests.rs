@@ -368,6 +368,7 @@ fn meta_flags_follow_the_policy() {
         anti_spoof: Some(AntiSpoof {
             mac: "02:00:00:00:00:01".parse().unwrap(),
             ips: vec![ip("192.0.2.10"), ip("2001:db8::10")],
+            router: false,
         }),
     };
     let mut compiled = compile(&policy).unwrap();
@@ -412,6 +413,22 @@ fn meta_flags_follow_the_policy() {
     assert_eq!(own.len(), 2);
     assert_eq!(own[0].prefix_len, OWN_PREFIX_BASE + 32);
     assert_eq!(own[1].prefix_len, OWN_PREFIX_BASE + 128);
+
+    // A pod allowed to act as a router.
+    let mut router = policy.clone();
+    if let Some(a) = router.anti_spoof.as_mut() {
+        a.router = true;
+    }
+    let compiled = compile(&router).unwrap();
+    let egress = compiled
+        .entries
+        .iter()
+        .find(|e| e.key == PolicyKey::meta(DIR_EGRESS as u8))
+        .unwrap();
+    assert_eq!(
+        egress.value.meta.flags,
+        META_AUDIT | META_TRACK | META_ANTI_SPOOF | META_ROUTER
+    );
 }
 
 #[test]

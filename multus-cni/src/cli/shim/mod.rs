@@ -39,22 +39,34 @@ struct ShimConf {
 }
 
 impl ShimConf {
-    fn from_object(obj: &Map<String, Value>) -> Self {
-        let dir = |key: &str, default: &str| {
-            PathBuf::from(
-                obj.get(key)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(default),
-            )
+    /// Reads the shim's own keys; a key of the wrong type, or a relative path, is an error
+    /// naming it (code 7), as for every other key.
+    fn from_object(obj: &Map<String, Value>) -> crate::Result<Self> {
+        let dir = |key: &str, default: &str| -> crate::Result<PathBuf> {
+            let path = match obj.get(key) {
+                None | Some(Value::Null) => PathBuf::from(default),
+                Some(Value::String(s)) if s.is_empty() => PathBuf::from(default),
+                Some(Value::String(s)) => PathBuf::from(s),
+                Some(other) => {
+                    return Err(crate::Error::config(
+                        key,
+                        format!("expected a string (a path), got {other}"),
+                    ));
+                }
+            };
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(crate::Error::config(key, "must be an absolute path"))
+            }
         };
-        Self {
-            socket: thick::socket_path(&dir("daemonSocketDir", thick::DEFAULT_SOCKET_DIR)),
+        Ok(Self {
+            socket: thick::socket_path(&dir("daemonSocketDir", thick::DEFAULT_SOCKET_DIR)?),
             dataplane: DataplaneDirs {
-                bpffs: dir("bpffsDir", thick::DEFAULT_BPFFS_DIR),
-                state: dir("dataplaneStateDir", thick::DEFAULT_DATAPLANE_STATE_DIR),
+                bpffs: dir("bpffsDir", thick::DEFAULT_BPFFS_DIR)?,
+                state: dir("dataplaneStateDir", thick::DEFAULT_DATAPLANE_STATE_DIR)?,
             },
-        }
+        })
     }
 }
 
@@ -86,8 +98,9 @@ where
             "the shim configuration is not a JSON object",
         );
     };
-    let conf = match netconf(&obj) {
-        Ok(conf) => conf,
+    let parsed = netconf(&obj).and_then(|c| ShimConf::from_object(&obj).map(|s| (c, s)));
+    let (conf, shim) = match parsed {
+        Ok(both) => both,
         Err(e) => {
             logging::init_fallback();
             tracing::error!("{e}");
@@ -95,7 +108,6 @@ where
         }
     };
     logging::init(&conf);
-    let shim = ShimConf::from_object(&obj);
     let command = env("CNI_COMMAND").unwrap_or_default();
     if command == Command::Version.as_str() {
         return Reply {
@@ -182,12 +194,36 @@ mod tests {
             "cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus-shim",
             "daemonSocketDir": "/run/x", "logLevel": "verbose"
         }));
-        let shim = ShimConf::from_object(&o);
+        let shim = ShimConf::from_object(&o).unwrap();
         assert_eq!(shim.socket, PathBuf::from("/run/x/multus.sock"));
         assert_eq!(shim.dataplane.bpffs, PathBuf::from("/sys/fs/bpf/multus"));
         let conf = netconf(&o).unwrap();
         assert_eq!(conf.cni_dir, PathBuf::from("/var/lib/cni/multus"));
         assert_eq!(conf.plugin_type, "multus-shim");
+    }
+
+    #[test]
+    fn shim_keys_are_type_checked() {
+        for (key, value) in [
+            ("daemonSocketDir", serde_json::json!(5)),
+            ("bpffsDir", serde_json::json!(["/x"])),
+            ("dataplaneStateDir", serde_json::json!("relative/dir")),
+        ] {
+            let mut v = serde_json::json!({
+                "cniVersion": "1.0.0", "name": "n", "type": "multus-shim", "logToStderr": false,
+            });
+            v[key] = value;
+            let err = ShimConf::from_object(&obj(v.clone())).unwrap_err();
+            assert_eq!(err.code(), 7, "{key}: {err}");
+            assert!(err.to_string().contains(&format!("{key}:")), "{err}");
+            // The whole invocation answers with it, whatever the command.
+            let reply = run(
+                &|k: &str| (k == "CNI_COMMAND").then(|| "DEL".to_owned()),
+                v.to_string().as_bytes(),
+            );
+            assert_eq!(reply.exit_code, 1);
+            assert!(reply.stdout.contains(key), "{}", reply.stdout);
+        }
     }
 
     fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {

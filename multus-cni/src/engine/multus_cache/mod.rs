@@ -191,6 +191,7 @@ pub(crate) fn convert(path: &Path, value: &Value, inv: &Invocation<'_>) -> Resul
             plugin_dirs: Vec::new(),
             complete: true,
             delegates,
+            del_retries: None,
         },
         leftovers,
     })
