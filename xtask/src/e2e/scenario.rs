@@ -10,6 +10,7 @@ mod policy;
 mod quickstart;
 mod restart;
 mod teardown;
+mod uninstall;
 
 use super::{Cluster, Steps, images::BUSYBOX_IMAGE, node::PRIMARY_SUBNET, wait};
 
@@ -27,7 +28,7 @@ pub fn run(steps: &mut Steps, logs: &Path, work: &Path) -> anyhow::Result<()> {
 fn stages(steps: &mut Steps, cluster: &mut Cluster) -> anyhow::Result<()> {
     steps.check(
         "a plain pod runs on the primary CNI (bridge + host-local)",
-        || plain_pod(cluster),
+        || plain_pod(cluster).map(drop),
     )?;
     let pins = steps.check(
         "kubectl apply -f deploy/, the image set with kubectl set image: the agent runs",
@@ -60,6 +61,11 @@ fn stages(steps: &mut Steps, cluster: &mut Cluster) -> anyhow::Result<()> {
     steps.check(
         "pods deleted: every lease, pin, record and cache file released",
         || teardown::pods(cluster, &pins),
+    )?;
+    steps.check(
+        "uninstall as documented: kubectl delete -f deploy/, deploy/uninstall/ run; pods start \
+         with the primary CNI alone",
+        || uninstall::check(cluster),
     )?;
     Ok(())
 }
@@ -130,7 +136,9 @@ pub fn in_subnet(ip: &str, subnet: &str) -> bool {
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
-fn plain_pod(cluster: &mut Cluster) -> anyhow::Result<()> {
+/// Runs a pod without networks annotation, checks eth0 has its address from the primary
+/// network, deletes it; returns the pod as it ran.
+pub fn plain_pod(cluster: &mut Cluster) -> anyhow::Result<Value> {
     let name = "plain";
     apply(
         cluster,
@@ -162,5 +170,6 @@ fn plain_pod(cluster: &mut Cluster) -> anyhow::Result<()> {
         "eth0 in the pod does not carry {ip}: {addrs}"
     );
     crate::shell::note(&format!("pod {name}: eth0 {ip}"));
-    delete_pod(cluster, name)
+    delete_pod(cluster, name)?;
+    Ok(pod)
 }
