@@ -50,7 +50,8 @@ pub const WATCH_MNPS: CodePath = CodePath {
 };
 
 /// The agent's identity: the watches, the live reads of a pod or NAD its caches do not have
-/// yet, the network-status writes, and the Events about invalid policies.
+/// yet, the network-status writes, the pod Events of ADD, and the Events about invalid
+/// policies.
 pub const AGENT: Identity = Identity {
     namespace: "kube-system",
     service_account: "multus-agent",
@@ -64,7 +65,8 @@ pub const AGENT: Identity = Identity {
         access::SET_NETWORK_STATUS,
         WATCH_ALL_PODS,
         WATCH_MNPS,
-        // InvalidPolicy Warnings (crate::enforce::report).
+        // The pod Events of ADD (multus_cni::kube::KubePublisher) and InvalidPolicy Warnings
+        // (crate::enforce::report).
         access::POST_EVENT,
     ],
 };

@@ -23,6 +23,12 @@ pub struct RunArgs {
     /// `metricsPort` (0: off).
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// `healthAddress`.
+    #[arg(long)]
+    health_address: Option<IpAddr>,
+    /// `healthPort` (0: off).
+    #[arg(long)]
+    health_port: Option<u16>,
     /// `nodeName`.
     #[arg(long, env = "MULTUS_NODE_NAME")]
     node_name: Option<String>,
@@ -33,7 +39,7 @@ pub struct RunArgs {
     #[arg(long)]
     local_source_dir: Option<PathBuf>,
     /// `bpffsDir`.
-    #[arg(long)]
+    #[arg(long, alias = "bpffs")]
     bpffs_dir: Option<PathBuf>,
     /// `dataplaneStateDir`.
     #[arg(long)]
@@ -44,6 +50,9 @@ pub struct RunArgs {
     /// `chrootDir`: run delegates with their root here (the node's `/`).
     #[arg(long)]
     chroot_dir: Option<PathBuf>,
+    /// `logFile`.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
 }
 
 /// Flags of `multus-agent status`.
@@ -53,17 +62,43 @@ pub struct StatusArgs {
     #[arg(long, env = "MULTUS_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// `bpffsDir`.
-    #[arg(long)]
+    #[arg(long, alias = "bpffs")]
     bpffs_dir: Option<PathBuf>,
     /// `dataplaneStateDir`.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// JSON instead of a table.
+    /// Only attachments of pods in this namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Only this pod's attachments (`NAME`, or `NAMESPACE/NAME`).
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only attachments to this network (the NAD's `NAME`, or `NAMESPACE/NAME`).
+    #[arg(long)]
+    network: Option<String>,
+    /// `table`; `wide` (adds attach mode, container, netns, drops per direction); `pods`
+    /// (one line per pod, its interfaces summed); `json`.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// The same as `--output json`.
     #[arg(long)]
     json: bool,
     /// Print the policy of attachment ID (where it comes from and its rules, as JSON).
     #[arg(long, value_name = "ID")]
     policy: Option<u32>,
+}
+
+/// How `status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// An aligned table, one line per attachment.
+    Table,
+    /// The table with more columns.
+    Wide,
+    /// One line per pod over all its interfaces.
+    Pods,
+    /// The rows as JSON.
+    Json,
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<AgentConfig> {
@@ -84,6 +119,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.metrics_port {
         config.metrics_port = v;
+    }
+    if let Some(v) = args.health_address {
+        config.health_address = v;
+    }
+    if let Some(v) = args.health_port {
+        config.health_port = v;
     }
     if let Some(v) = &args.node_name {
         config.node_name = Some(v.clone());
@@ -108,7 +149,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(v) = &args.chroot_dir {
         config.chroot_dir = Some(v.clone());
     }
-    logging::init(&config.log_level, config.log_json);
+    if let Some(v) = &args.log_file {
+        config.log_file = Some(v.clone());
+    }
+    logging::init(
+        &config.log_level,
+        config.log_json,
+        &logging::Destination {
+            stderr: config.log_to_stderr,
+            file: config
+                .log_file
+                .as_deref()
+                .map(|path| (path, &config.log_options)),
+        },
+    );
     run::run(config)
 }
 
@@ -125,15 +179,25 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     for e in &errors {
         eprintln!("warning: {e}");
     }
+    let filter = status::Filter {
+        namespace: args.namespace.clone(),
+        pod: args.pod.clone(),
+        network: args.network.clone(),
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|r| filter.matches(r)).collect();
     if let Some(id) = args.policy {
         let Some(out) = status::policy_json(&rows, id) else {
             anyhow::bail!("no attachment {id}");
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", status::table(&rows));
+        return Ok(());
+    }
+    let output = if args.json { Output::Json } else { args.output };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Table => print!("{}", status::table(&rows, false)),
+        Output::Wide => print!("{}", status::table(&rows, true)),
+        Output::Pods => print!("{}", status::pods_table(&rows)),
     }
     Ok(())
 }

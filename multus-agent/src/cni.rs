@@ -1,6 +1,6 @@
-//! One CNI request in the agent: the engine with the watch caches and the dataplane hooks, the
-//! agent's configuration merged over the runtime's, network-status published after ADD, and the
-//! dataplane swept after DEL and GC. Synchronous: the server runs it on a blocking thread.
+//! One CNI request in the agent: the engine with the watch caches, the dataplane hooks and the
+//! shared publisher (network-status and pod Events), the agent's configuration merged over the
+//! runtime's, and the dataplane swept after DEL and GC. Synchronous: the server runs it on a blocking thread.
 use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use multus_cni::{
@@ -11,15 +11,12 @@ use multus_cni::{
 };
 use tracing::{error, info};
 
-use crate::{
-    attachments::Attachments, config::AgentConfig, metrics::AgentMetrics, source::StatusWriter,
-};
+use crate::{attachments::Attachments, config::AgentConfig, metrics::AgentMetrics};
 
 /// Handles CNI requests.
 pub struct CniHandler {
     engine: Engine,
     config: Arc<AgentConfig>,
-    status: Arc<dyn StatusWriter>,
     attachments: Arc<Attachments>,
     metrics: AgentMetrics,
 }
@@ -38,18 +35,17 @@ fn failure(version: &str, code: u32, message: String) -> Reply {
 }
 
 impl CniHandler {
-    /// A handler running `engine` (whose hooks attach the dataplane).
+    /// A handler running `engine` (whose hooks attach the dataplane and whose publisher writes
+    /// network-status and Events).
     pub fn new(
         engine: Engine,
         config: Arc<AgentConfig>,
-        status: Arc<dyn StatusWriter>,
         attachments: Arc<Attachments>,
         metrics: AgentMetrics,
     ) -> Self {
         Self {
             engine,
             config,
-            status,
             attachments,
             metrics,
         }
@@ -141,15 +137,10 @@ impl CniHandler {
 
     fn add(&self, request: &Request, conf: &NetConf) -> Reply {
         match self.engine.add(request, conf) {
-            Ok(out) => {
-                if let Some(pod) = out.attachments.iter().find_map(|a| a.pod.as_ref()) {
-                    self.status.publish(pod, &out.network_status);
-                }
-                Reply {
-                    stdout: out.result.to_string(),
-                    exit_code: 0,
-                }
-            }
+            Ok(out) => Reply {
+                stdout: out.result.to_string(),
+                exit_code: 0,
+            },
             Err(e) => {
                 error!(command = "ADD", container = %request.container_id, code = e.code(), "{e}");
                 failure(conf.cni_version.as_str(), e.code(), e.to_string())

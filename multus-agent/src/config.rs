@@ -7,18 +7,20 @@
 //! `cniVersion`, `name` and `type`, which stay the runtime's so the result has the version the
 //! runtime asked for.
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use multus_cni::cli::thick;
+use multus_cni::{cli::thick, config::LogOptions};
 use serde_json::{Map, Value};
 
 use crate::dataplane::AttachMode;
 
 /// Default metrics port.
 pub const DEFAULT_METRICS_PORT: u16 = 9110;
+/// Default port of `/healthz` and `/readyz` alone (the probes), apart from the metrics.
+pub const DEFAULT_HEALTH_PORT: u16 = 9111;
 /// Default directory of NAD and pod files in standalone mode.
 pub const DEFAULT_LOCAL_SOURCE_DIR: &str = "/etc/cni/multus/local.d";
 
@@ -72,10 +74,16 @@ pub enum SourceMode {
 pub struct AgentConfig {
     /// `socketDir`: the directory of the CNI socket (`multus.sock`), made 0700.
     pub socket_dir: PathBuf,
-    /// `metricsAddress`: where `/metrics`, `/healthz` and `/readyz` listen.
+    /// `metricsAddress`: where `/metrics` (and `/healthz`, `/readyz`) listen; `::` (the
+    /// default) is dual-stack, falling back to `0.0.0.0` on a node without IPv6.
     pub metrics_address: IpAddr,
-    /// `metricsPort`; 0 turns the HTTP endpoint off.
+    /// `metricsPort`; 0 turns `/metrics` off.
     pub metrics_port: u16,
+    /// `healthAddress`: where `/healthz` and `/readyz` alone listen (`::`: dual-stack).
+    pub health_address: IpAddr,
+    /// `healthPort`: the probes' port, served whether or not metrics are; 0 turns it off, the
+    /// metrics port's number serves both on one listener.
+    pub health_port: u16,
     /// `connectionLimit`: socket connections open at once; more wait in the listen queue.
     pub connection_limit: usize,
     /// `requestConcurrency`: CNI requests running the engine at once; more wait their turn.
@@ -104,6 +112,13 @@ pub struct AgentConfig {
     pub log_level: String,
     /// `logFormat`: `text` or `json`.
     pub log_json: bool,
+    /// `logFile`: also write the log to this file, rotated by size like the CNI binary's.
+    pub log_file: Option<PathBuf>,
+    /// `logToStderr` (default true): write the log to stderr (the container's log).
+    pub log_to_stderr: bool,
+    /// `logOptions` (`maxSize` MB, `maxBackups`): rotation of `logFile`. The key also stays a
+    /// CNI override, as in Multus.
+    pub log_options: LogOptions,
     /// `cniVersion`: the version for generated CNI configurations (node install).
     pub cni_version: Option<String>,
     /// `chrootDir`: delegates run with their root here (the node's `/` as mounted in the
@@ -118,8 +133,10 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             socket_dir: PathBuf::from(thick::DEFAULT_SOCKET_DIR),
-            metrics_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            metrics_address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             metrics_port: DEFAULT_METRICS_PORT,
+            health_address: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            health_port: DEFAULT_HEALTH_PORT,
             connection_limit: 256,
             request_concurrency: 4,
             max_request_bytes: 1024 * 1024,
@@ -135,6 +152,9 @@ impl Default for AgentConfig {
             shutdown_grace: Duration::from_secs(20),
             log_level: "verbose".to_owned(),
             log_json: false,
+            log_file: None,
+            log_to_stderr: true,
+            log_options: LogOptions::default(),
             cni_version: None,
             chroot_dir: None,
             cni_overrides: Map::new(),
@@ -170,6 +190,23 @@ impl Keys {
                 Err(key_err(key, format!("{p:?} is not an absolute path")))
             }
             other => Ok(other.map(PathBuf::from)),
+        }
+    }
+
+    fn address(&mut self, key: &str) -> Result<Option<IpAddr>, ConfigError> {
+        self.string(key)?
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| key_err(key, format!("{a:?} is not an IP address")))
+            })
+            .transpose()
+    }
+
+    fn bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(key_err(key, "expected true or false")),
         }
     }
 
@@ -243,12 +280,8 @@ impl AgentConfig {
             (None, None) if in_cluster => SourceMode::Kubernetes { kubeconfig: None },
             (None, None) => d.source.clone(),
         };
-        let metrics_address = match k.string("metricsAddress")? {
-            None => d.metrics_address,
-            Some(a) => a
-                .parse()
-                .map_err(|_| key_err("metricsAddress", format!("{a:?} is not an IP address")))?,
-        };
+        let metrics_address = k.address("metricsAddress")?.unwrap_or(d.metrics_address);
+        let health_address = k.address("healthAddress")?.unwrap_or(d.health_address);
         let attach_mode = k
             .string("attachMode")?
             .map(|m| {
@@ -266,12 +299,24 @@ impl AgentConfig {
                 ));
             }
         };
+        let log_options = match k.obj.get("logOptions") {
+            None | Some(Value::Null) => d.log_options.clone(),
+            Some(Value::Object(o)) => LogOptions::from_object(o).map_err(|e| match e {
+                multus_cni::Error::Config { key, reason } => key_err(&key, reason),
+                other => key_err("logOptions", other.to_string()),
+            })?,
+            Some(_) => return Err(key_err("logOptions", "expected an object")),
+        };
         let config = Self {
             socket_dir: socket_dir.or(daemon_socket_dir).unwrap_or(d.socket_dir),
             metrics_address,
             metrics_port: k
                 .uint("metricsPort", u64::from(u16::MAX))?
                 .map_or(d.metrics_port, |p| p as u16),
+            health_address,
+            health_port: k
+                .uint("healthPort", u64::from(u16::MAX))?
+                .map_or(d.health_port, |p| p as u16),
             connection_limit: k
                 .positive("connectionLimit", 65_536)?
                 .map_or(d.connection_limit, |n| n as usize),
@@ -298,14 +343,15 @@ impl AgentConfig {
             shutdown_grace: secs(k.uint("shutdownGraceSeconds", 3600)?, d.shutdown_grace),
             log_level: k.string("logLevel")?.unwrap_or(d.log_level),
             log_json,
+            log_file: k.path("logFile")?,
+            log_to_stderr: k.bool("logToStderr")?.unwrap_or(d.log_to_stderr),
+            log_options,
             cni_version: k.string("cniVersion")?,
             chroot_dir: k.path("chrootDir")?,
             cni_overrides: Map::new(),
         };
         // Multus daemon keys that mean nothing here, accepted so a Multus file still loads.
-        for ignored in ["enablePprof", "logToStderr", "logFile"] {
-            k.take(ignored);
-        }
+        k.take("enablePprof");
         for key in RUNTIME_KEYS {
             k.take(key);
         }
@@ -392,6 +438,25 @@ mod tests {
     }
 
     #[test]
+    fn log_file_keys_of_the_multus_daemon() {
+        let c = parse(json!({
+            "logFile": "/var/log/multus-agent.log", "logToStderr": false,
+            "logOptions": {"maxSize": 10, "maxBackups": 2},
+        }))
+        .unwrap();
+        assert_eq!(
+            c.log_file.as_deref(),
+            Some(Path::new("/var/log/multus-agent.log"))
+        );
+        assert!(!c.log_to_stderr);
+        assert_eq!((c.log_options.max_size, c.log_options.max_backups), (10, 2));
+        // logOptions stays a CNI key too, as Multus passes it through.
+        assert!(c.cni_overrides.contains_key("logOptions"));
+        let d = parse(json!({})).unwrap();
+        assert!(d.log_file.is_none() && d.log_to_stderr);
+    }
+
+    #[test]
     fn wrong_types_name_the_key() {
         for (v, key) in [
             (json!({"metricsPort": "x"}), "metricsPort"),
@@ -402,6 +467,14 @@ mod tests {
             (json!({"chrootDir": 1}), "chrootDir"),
             (json!({"attachMode": "xdp"}), "attachMode"),
             (json!({"metricsAddress": "nowhere"}), "metricsAddress"),
+            (json!({"healthAddress": "::g"}), "healthAddress"),
+            (json!({"healthPort": -1}), "healthPort"),
+            (json!({"logFile": "agent.log"}), "logFile"),
+            (json!({"logToStderr": "no"}), "logToStderr"),
+            (
+                json!({"logOptions": {"maxSize": "big"}}),
+                "logOptions.maxSize",
+            ),
         ] {
             let err = parse(v).unwrap_err().to_string();
             assert!(err.starts_with(key), "{err}");
@@ -415,6 +488,10 @@ mod tests {
         let d = AgentConfig::default();
         assert_eq!(c.socket_dir, d.socket_dir);
         assert_eq!(c.metrics_port, d.metrics_port);
+        assert_eq!(
+            (c.metrics_address, c.health_address, c.health_port),
+            (d.metrics_address, d.health_address, d.health_port)
+        );
         assert_eq!(c.connection_limit, d.connection_limit);
         assert_eq!(c.request_concurrency, d.request_concurrency);
         assert_eq!(c.max_request_bytes, d.max_request_bytes);

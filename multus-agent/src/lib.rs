@@ -15,6 +15,7 @@ pub mod dataplane;
 pub mod enforce;
 pub mod hooks;
 pub mod install;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -1,5 +1,13 @@
-//! The agent's logging: stderr, text or JSON, at a level named like Multus's (`debug`,
-//! `verbose`, `error`, `panic`) or given as a tracing filter; `RUST_LOG` wins when set.
+//! The agent's logging: stderr (`logToStderr`) and/or `logFile` (rotated by size with
+//! `logOptions`, by the CNI binary's own [`RotatingFile`]), text or JSON, at a level named like
+//! Multus's (`debug`, `verbose`, `error`, `panic`) or given as a tracing filter; `RUST_LOG` wins
+//! when set.
+use std::path::Path;
+
+use multus_cni::{
+    cli::logging::{LogSink, RotatingFile},
+    config::LogOptions,
+};
 use tracing_subscriber::EnvFilter;
 
 /// The tracing filter for a Multus-style level name.
@@ -14,14 +22,35 @@ fn filter(level: &str) -> String {
     }
 }
 
-/// Installs the process-wide logger.
-pub fn init(level: &str, json: bool) {
+/// Where the log goes: stderr and/or a file rotated by size.
+#[derive(Debug, Clone)]
+pub struct Destination<'a> {
+    /// `logToStderr`.
+    pub stderr: bool,
+    /// `logFile` with its `logOptions`.
+    pub file: Option<(&'a Path, &'a LogOptions)>,
+}
+
+/// Installs the process-wide logger. A log file that cannot be opened is said on stderr and
+/// the log goes to stderr instead.
+pub fn init(level: &str, json: bool, to: &Destination<'_>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter(level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let file = to
+        .file
+        .and_then(|(path, opts)| match RotatingFile::open(path, opts) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("multus-agent: cannot open logFile {}: {e}", path.display());
+                None
+            }
+        });
+    // Nothing may be lost: without a file, stderr whatever logToStderr says.
+    let stderr = to.stderr || file.is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LogSink::new(stderr, file).into_make_writer())
         .with_target(false);
     let _ = if json {
         builder.json().try_init()

@@ -6,9 +6,14 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane, PinLayout, Policy};
+use multus_cni::cli::thick;
 
 #[derive(Parser)]
-#[command(name = "multus-agent", version, about = "multus node agent")]
+#[command(
+    name = "multus-agent",
+    version = multus_cni::build_info::VERSION_LINE,
+    about = "multus node agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,11 +22,12 @@ struct Cli {
 /// Where the dataplane keeps its pins and records.
 #[derive(clap::Args)]
 struct DataplaneArgs {
-    /// bpffs directory for pinned maps and links.
-    #[arg(long, default_value = "/sys/fs/bpf/multus")]
-    bpffs: PathBuf,
-    /// Directory for attachment records (tmpfs: it must not outlive the pins across a reboot).
-    #[arg(long, default_value = "/run/multus/dataplane")]
+    /// bpffs directory for pinned maps and links (`bpffsDir`).
+    #[arg(long = "bpffs-dir", alias = "bpffs", default_value = thick::DEFAULT_BPFFS_DIR)]
+    bpffs_dir: PathBuf,
+    /// Directory for attachment records (tmpfs: it must not outlive the pins across a reboot;
+    /// `dataplaneStateDir`).
+    #[arg(long, default_value = thick::DEFAULT_DATAPLANE_STATE_DIR)]
     state_dir: PathBuf,
     /// Attach with TCX or clsact (default: TCX where the kernel has it).
     #[arg(long, value_parser = str::parse::<AttachMode>)]
@@ -112,7 +118,7 @@ enum Command {
 }
 
 fn open(args: &DataplaneArgs) -> anyhow::Result<Dataplane> {
-    let layout = PinLayout::new(&args.bpffs, &args.state_dir);
+    let layout = PinLayout::new(&args.bpffs_dir, &args.state_dir);
     let (dataplane, adoption) =
         Dataplane::load(layout, args.mode.unwrap_or_else(AttachMode::detect))
             .context("loading the dataplane")?;
@@ -217,9 +223,23 @@ fn main() -> anyhow::Result<()> {
             } else {
                 id.into_iter().collect::<Vec<_>>()
             };
+            // Every one is tried: one stuck attachment must not keep the others attached.
+            let mut failed = Vec::new();
+            let total = ids.len();
             for id in ids {
-                dp.detach(id)?;
-                println!("detached {id}");
+                match dp.detach(id) {
+                    Ok(()) => println!("detached {id}"),
+                    Err(e) => {
+                        eprintln!("error: detaching {id}: {e}");
+                        failed.push(id);
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {total} attachments could not be detached: {failed:?}",
+                    failed.len()
+                );
             }
         }
         Command::Counters { dataplane, json } => {

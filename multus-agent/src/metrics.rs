@@ -83,6 +83,7 @@ pub struct AgentMetrics {
     attach_duration: Histogram,
     status_writes: Family<ResultLabels, Counter>,
     in_flight: Gauge,
+    ready: Gauge,
     cache_synced: Family<CacheLabels, Gauge>,
     source_events: Family<CacheLabels, Counter>,
     policy_errors: Family<KindLabels, Counter>,
@@ -101,6 +102,7 @@ impl Default for AgentMetrics {
             attach_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             status_writes: Family::default(),
             in_flight: Gauge::default(),
+            ready: Gauge::default(),
             cache_synced: Family::default(),
             source_events: Family::default(),
             policy_errors: Family::default(),
@@ -167,6 +169,11 @@ impl AgentMetrics {
         InFlight(self.in_flight.clone())
     }
 
+    /// Records whether the agent is ready (what `/readyz` answers).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
     /// Records whether a watch cache (`pods`, `nads`, `namespaces`, `local`) is synced.
     pub fn cache_synced(&self, cache: &str, synced: bool) {
         self.cache_synced
@@ -222,73 +229,116 @@ impl AgentMetrics {
         self.abandoned_deletes.get()
     }
 
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
+    fn register(&self, r: &mut Registrar<'_>) {
+        r.register(
             "multus_agent_attach_operations",
             "Dataplane operations on interfaces (attach, detach, adopt), by result",
+            None,
             self.attach_ops.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_errors",
             "Errors of the agent, by component",
+            None,
             self.errors.clone(),
         );
-        registry.register_with_unit(
+        r.register(
             "multus_cni_request_duration",
             "Time to answer a CNI request, by command and result",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             self.requests.clone(),
         );
-        registry.register_with_unit(
+        r.register(
             "multus_agent_attach_duration",
             "Time to attach the dataplane to the secondary interfaces of one ADD, all at once \
              (enter the netns, records, map entries, TCX links, pins)",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             self.attach_duration.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_network_status_writes",
             "Writes of the network-status annotation, by result",
+            None,
             self.status_writes.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_requests_in_flight",
             "CNI requests being handled now",
+            None,
             self.in_flight.clone(),
         );
-        registry.register(
+        r.register(
+            "multus_agent_ready",
+            "Whether the agent is ready (1: its caches synced and it is not shutting down), as \
+             /readyz answers",
+            None,
+            self.ready.clone(),
+        );
+        r.register(
             "multus_agent_cache_synced",
             "Whether a watch cache has synced (1) or not (0)",
+            None,
             self.cache_synced.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_source_events",
             "Changes seen by the agent's caches",
+            None,
             self.source_events.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_policy_errors",
             "Policy problems: invalid NAD annotations (nad) and MultiNetworkPolicies (mnp), \
              attachments whose policy cannot be compiled (compile) or installed (install)",
+            None,
             self.policy_errors.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_policy_updates",
             "Policy updates of attachments (set, clear), by result",
+            None,
             self.policy_updates.clone(),
         );
-        registry.register(
+        r.register(
             "multus_agent_abandoned_deletes",
             "Pods whose network DEL failed retryDeleteAttempts times and was given up (what \
              they held may have leaked; the log names it)",
+            None,
             self.abandoned_deletes.clone(),
         );
-        registry.register_with_unit(
+        r.register(
             "multus_agent_policy_sync_duration",
             "Time from a change to the affected attachments' policies installed",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             self.policy_sync.clone(),
         );
+    }
+}
+
+/// Registers families, remembering each one's name and type: an empty family writes nothing
+/// on `/metrics`, and [`series_names`] must know it all the same.
+struct Registrar<'a> {
+    registry: &'a mut Registry,
+    families: Vec<(String, MetricType)>,
+}
+
+impl Registrar<'_> {
+    fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let full = match &unit {
+            Some(u) => format!("{name}_{}", u.as_str()),
+            None => name.to_owned(),
+        };
+        self.families.push((full, metric.metric_type()));
+        match unit {
+            Some(u) => self.registry.register_with_unit(name, help, u, metric),
+            None => self.registry.register(name, help, metric),
+        }
     }
 }
 
@@ -307,6 +357,8 @@ impl Drop for InFlight {
 pub struct BuildInfo {
     /// The agent's version.
     pub version: String,
+    /// The git commit it was built from (`unknown` without git information).
+    pub commit: String,
     /// `tcx` or `clsact`.
     pub attach_mode: String,
     /// The running kernel's release.
@@ -319,15 +371,74 @@ pub fn registry(
     attachments: Arc<Attachments>,
     build: BuildInfo,
 ) -> Registry {
+    registry_with(metrics, Box::new(InterfaceCollector { attachments }), build).0
+}
+
+/// The registry with `interfaces` as the per-interface collector, and the families registered.
+fn registry_with(
+    metrics: &AgentMetrics,
+    interfaces: Box<dyn Collector>,
+    build: BuildInfo,
+) -> (Registry, Vec<(String, MetricType)>) {
     let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    registry.register(
+    let mut r = Registrar {
+        registry: &mut registry,
+        families: Vec::new(),
+    };
+    metrics.register(&mut r);
+    r.register(
         "multus_agent_build",
-        "Version of the agent, the attach mode and the kernel",
+        "Version of the agent, the commit it was built from, the attach mode and the kernel",
+        None,
         Info::new(build),
     );
-    registry.register_collector(Box::new(InterfaceCollector { attachments }));
-    registry
+    let families = r.families;
+    registry.register_collector(interfaces);
+    (registry, families)
+}
+
+/// Every series name `/metrics` can carry (`_total`, `_bucket`, `_info`... included), from
+/// the same registration as the served registry: for checking dashboards and alert rules.
+pub fn series_names() -> std::collections::BTreeSet<String> {
+    #[derive(Debug)]
+    struct NoInterfaces;
+    impl Collector for NoInterfaces {
+        fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+            encode_interfaces(&[], 0, encoder)
+        }
+    }
+    let build = BuildInfo {
+        version: String::new(),
+        commit: String::new(),
+        attach_mode: String::new(),
+        kernel: String::new(),
+    };
+    let (registry, registered) =
+        registry_with(&AgentMetrics::default(), Box::new(NoInterfaces), build);
+    // The collector's families are written even without a row; the registered ones are known
+    // by their registration.
+    let text = encode(&registry).unwrap_or_default();
+    let written = text.lines().filter_map(|line| {
+        let (family, kind) = line.strip_prefix("# TYPE ")?.split_once(' ')?;
+        Some((family.to_owned(), kind.to_owned()))
+    });
+    let registered = registered
+        .into_iter()
+        .map(|(family, kind)| (family, kind.as_str().to_owned()));
+    let mut out = std::collections::BTreeSet::new();
+    for (family, kind) in written.chain(registered) {
+        let suffixes: &[&str] = match kind.as_str() {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "info" => &["_info"],
+            "summary" => &["", "_sum", "_count"],
+            _ => &[""],
+        };
+        for suffix in suffixes {
+            out.insert(format!("{family}{suffix}"));
+        }
+    }
+    out
 }
 
 /// Reads every attachment's counters when scraped.
@@ -447,10 +558,7 @@ fn encode_interfaces(
                     // Under a policy every reason is there from the start, at zero, so the
                     // first drop is an increase; without one, only what earlier policies
                     // left.
-                    let zeros = record
-                        .policy
-                        .as_ref()
-                        .is_some_and(|p| !audit || p.audit);
+                    let zeros = record.policy.as_ref().is_some_and(|p| !audit || p.audit);
                     for (direction, dir) in
                         [("ingress", &counters.ingress), ("egress", &counters.egress)]
                     {
@@ -529,6 +637,27 @@ mod tests {
     }
 
     #[test]
+    fn series_names_cover_every_family_of_every_kind() {
+        let names = series_names();
+        for name in [
+            "multus_agent_build_info",
+            "multus_agent_attach_operations_total",
+            "multus_agent_cache_synced",
+            "multus_agent_ready",
+            "multus_agent_policy_errors_total",
+            "multus_cni_request_duration_seconds_bucket",
+            "multus_interface_receive_bytes_total",
+            "multus_policy_drop_packets_total",
+            "multus_policy_audit_bytes_total",
+            "pod_network_name_info",
+            "multus_agent_attached_interfaces",
+        ] {
+            assert!(names.contains(name), "{name} not in {names:?}");
+        }
+        assert!(!names.contains("multus_agent_build"), "{names:?}");
+    }
+
+    #[test]
     fn interface_families_and_labels() {
         // From JSON: fields added to records later default, as on disk.
         let record: AttachmentRecord = serde_json::from_value(serde_json::json!({
@@ -593,6 +722,45 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE multus_interface_receive_bytes counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn zero_series_follow_the_policy_in_force() {
+        let record = |policy: serde_json::Value| -> AttachmentRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": 3, "netns": "/var/run/netns/p", "ifname": "net1", "ifindex": 3,
+                "netns_cookie": 9, "mode": "tcx",
+                "owner": {"namespace": "ns", "pod": "p", "network": "ns/n", "container_id": "c"},
+                "policy": policy
+            }))
+            .unwrap()
+        };
+        let scrape = |r: AttachmentRecord| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(Fixed(vec![(r, InterfaceCounters::default())])));
+            encode(&registry).unwrap()
+        };
+        let reasons = DropReason::ALL.len();
+        // No policy: nothing to count, no series.
+        let text = scrape(record(serde_json::Value::Null));
+        assert_eq!(text.matches("multus_policy_drop_packets_total{").count(), 0);
+        assert_eq!(
+            text.matches("multus_policy_audit_packets_total{").count(),
+            0
+        );
+        // Audit mode: the audit series at zero, and the drop series (nothing is dropped, but a
+        // switch to enforcing then starts from zero too).
+        let text = scrape(record(serde_json::json!({"audit": true})));
+        assert_eq!(
+            text.matches("multus_policy_audit_packets_total{").count(),
+            2 * reasons,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("multus_policy_drop_bytes_total{").count(),
+            2 * reasons,
             "{text}"
         );
     }

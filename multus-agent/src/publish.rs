@@ -1,12 +1,14 @@
 //! The agent's [`Publisher`]: it counts the DELs the engine gave up (a bounded
 //! `retryDeleteOnError`, `multus_agent_abandoned_deletes_total`) and hands every notification on
-//! to an inner publisher, the place for thick mode's Kubernetes Events (network-status is
-//! written by the CNI handler itself).
+//! to an inner publisher: the same Kubernetes publisher as thin mode (network-status and Events),
+//! or one that logs in standalone mode.
 use std::sync::Arc;
 
 use multus_cni::{
+    NetConf,
     cni::Request,
     engine::{AbandonedDel, AddOutput, Publisher},
+    network::PodKey,
 };
 
 use crate::metrics::AgentMetrics;
@@ -18,16 +20,15 @@ pub struct AgentPublisher {
 }
 
 impl AgentPublisher {
-    /// A publisher counting into `metrics` and forwarding to `events` (the thick-mode Events
-    /// publisher; [`multus_cni::engine::NoPublisher`] while there is none).
+    /// A publisher counting into `metrics` and forwarding to `events`.
     pub fn new(metrics: AgentMetrics, events: Arc<dyn Publisher>) -> Self {
         Self { metrics, events }
     }
 }
 
 impl Publisher for AgentPublisher {
-    fn added(&self, request: &Request, output: &AddOutput) {
-        self.events.added(request, output);
+    fn added(&self, request: &Request, conf: &NetConf, output: &AddOutput) {
+        self.events.added(request, conf, output);
     }
 
     fn add_failed(&self, request: &Request, error: &multus_cni::Error) {
@@ -37,5 +38,9 @@ impl Publisher for AgentPublisher {
     fn del_abandoned(&self, abandoned: &AbandonedDel) {
         self.metrics.abandoned_delete();
         self.events.del_abandoned(abandoned);
+    }
+
+    fn warning(&self, pod: &PodKey, reason: &'static str, message: &str) {
+        self.events.warning(pod, reason, message);
     }
 }

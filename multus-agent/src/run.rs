@@ -12,7 +12,6 @@ use multus_cni::{
     Engine,
     config::{DEFAULT_CNI_DIR, DEFAULT_DEVICE_INFO_DIR, DEFAULT_KUBELET_ROOT_DIR},
     delegate::ChrootExec,
-    engine::NoPublisher,
     kube::PodResourcesDevices,
 };
 use multus_kube::ClientSource;
@@ -33,7 +32,7 @@ use crate::{
     metrics::{self, AgentMetrics, BuildInfo},
     publish::AgentPublisher,
     reconcile,
-    server::{self, Shared},
+    server::{self, Serves, Shared},
     source::{
         self,
         kube::{BlockingApi, KubePods},
@@ -201,10 +200,11 @@ async fn serve(
             Arc::clone(&attachments),
             Some(Arc::clone(&enforcer)),
         )))
-        // Thick-mode Events hook: the Kubernetes Events publisher goes in place of NoPublisher.
+        // Thick-mode Events through the same publisher as thin mode, wrapped to count what the
+        // agent exports (abandoned DELs).
         .with_publisher(Arc::new(AgentPublisher::new(
             metrics.clone(),
-            Arc::new(NoPublisher),
+            Arc::clone(&source.publisher),
         )));
     if let Some(root) = &config.chroot_dir {
         // Delegates on the node's filesystem: their configurations name the node's paths.
@@ -222,12 +222,12 @@ async fn serve(
     let handler = Arc::new(CniHandler::new(
         engine,
         Arc::clone(&config),
-        Arc::clone(&source.status),
         Arc::clone(&attachments),
         metrics.clone(),
     ));
     let build = BuildInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        commit: multus_cni::build_info::COMMIT.to_owned(),
         attach_mode: attachments.mode().to_string(),
         kernel: metrics::kernel_release(),
     };
@@ -242,17 +242,21 @@ async fn serve(
         metrics: metrics.clone(),
     });
     let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(export_readiness(Arc::clone(&shared)));
     let (listener, socket) = server::bind_socket(&config.socket_dir)?;
     info!(socket = %socket.display(), "serving CNI requests");
-    if config.metrics_port != 0 {
-        let addr = (config.metrics_address, config.metrics_port);
-        let tcp = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics port {}:{}", addr.0, addr.1))?;
-        info!(address = %format!("{}:{}", addr.0, addr.1), "serving /metrics, /healthz, /readyz");
-        tokio::spawn(server::serve_metrics(
+    for (address, port, what) in http_listeners(&config) {
+        let (tcp, bound) = crate::listen::bind(address, port)?;
+        let tcp = TcpListener::from_std(tcp)
+            .with_context(|| format!("registering the listener on {bound}"))?;
+        info!(address = %bound, "serving {}", match what {
+            Serves::MetricsAndProbes => "/metrics, /healthz, /readyz",
+            Serves::Probes => "/healthz, /readyz",
+        });
+        tokio::spawn(server::serve_http(
             tcp,
             Arc::clone(&shared),
+            what,
             stop.clone(),
         ));
     }
@@ -295,6 +299,39 @@ async fn serve(
     .await;
     info!("stopped; pinned attachments keep working");
     Ok(())
+}
+
+/// The TCP listeners `config` asks for: the metrics port (which answers the probes too) and
+/// the health port, one listener when both have the same number.
+fn http_listeners(config: &AgentConfig) -> Vec<(std::net::IpAddr, u16, Serves)> {
+    let mut out = Vec::new();
+    if config.metrics_port != 0 {
+        out.push((
+            config.metrics_address,
+            config.metrics_port,
+            Serves::MetricsAndProbes,
+        ));
+    }
+    if config.health_port != 0 && config.health_port != config.metrics_port {
+        out.push((config.health_address, config.health_port, Serves::Probes));
+    }
+    if out.is_empty() {
+        warn!("metricsPort and healthPort are 0: probes can reach only the CNI socket");
+    }
+    out
+}
+
+/// Keeps `multus_agent_ready` equal to what `/readyz` answers (the socket's shutdown sets it
+/// to 0).
+async fn export_readiness(shared: Arc<Shared>) {
+    let mut synced = shared.synced.clone();
+    loop {
+        drop(synced.borrow_and_update());
+        shared.metrics.set_ready(shared.ready());
+        if synced.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A flag that is `true` while both `a` and `b` are (a flag whose sender is gone keeps its
@@ -368,4 +405,43 @@ fn cni_dir_key(config: &AgentConfig, key: &str, default: &str) -> PathBuf {
         .and_then(serde_json::Value::as_str)
         .unwrap_or(default)
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    #[test]
+    fn probes_are_served_whatever_the_metrics_port() {
+        let any = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let config = |metrics_port, health_port| AgentConfig {
+            metrics_address: local,
+            metrics_port,
+            health_port,
+            ..AgentConfig::default()
+        };
+        assert_eq!(
+            http_listeners(&config(9110, 9111)),
+            [
+                (local, 9110, Serves::MetricsAndProbes),
+                (any, 9111, Serves::Probes)
+            ]
+        );
+        assert_eq!(
+            http_listeners(&config(0, 9111)),
+            [(any, 9111, Serves::Probes)]
+        );
+        assert_eq!(
+            http_listeners(&config(9110, 9110)),
+            [(local, 9110, Serves::MetricsAndProbes)]
+        );
+        assert_eq!(
+            http_listeners(&config(9110, 0)),
+            [(local, 9110, Serves::MetricsAndProbes)]
+        );
+        assert!(http_listeners(&config(0, 0)).is_empty());
+    }
 }

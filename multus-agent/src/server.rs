@@ -1,5 +1,6 @@
-//! The agent's two HTTP endpoints: the CNI socket (`POST /cni`, `/healthz`, `/readyz`; root
-//! only) and the metrics port (`/metrics`, `/healthz`, `/readyz`).
+//! The agent's HTTP endpoints: the CNI socket (`POST /cni`, `/healthz`, `/readyz`; root
+//! only), the metrics port (`/metrics`, `/healthz`, `/readyz`) and the health port (`/healthz`,
+//! `/readyz` alone, so probes work with metrics off).
 //!
 //! Bounds: at most `connectionLimit` connections are accepted at once (the rest wait in the
 //! listen queue), at most `requestConcurrency` requests run the engine at once (the rest wait
@@ -64,7 +65,8 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    fn ready(&self) -> bool {
+    /// What `/readyz` answers: the caches synced and not shutting down.
+    pub fn ready(&self) -> bool {
         *self.synced.borrow() && !self.stopping.load(Ordering::Acquire)
     }
 }
@@ -228,6 +230,10 @@ async fn metrics_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRes
     }
 }
 
+async fn health_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpResponse {
+    probes(&shared, req.uri().path()).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+}
+
 async fn serve_connection<S, F, Fut>(stream: S, shared: Arc<Shared>, route: F)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -334,6 +340,7 @@ pub async fn serve_socket(
         });
     }
     shared.stopping.store(true, Ordering::Release);
+    shared.metrics.set_ready(false);
     drop(listener);
     if let Err(e) = fs::remove_file(&path) {
         warn!("removing {}: {e}", path.display());
@@ -350,10 +357,20 @@ pub async fn serve_socket(
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop` turns true.
-pub async fn serve_metrics(
+/// What a TCP listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    MetricsAndProbes,
+    /// `/healthz` and `/readyz`.
+    Probes,
+}
+
+/// Serves `what` on `listener` until `stop` turns true.
+pub async fn serve_http(
     listener: TcpListener,
     shared: Arc<Shared>,
+    what: Serves,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -361,7 +378,7 @@ pub async fn serve_metrics(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    warn!("accepting on the metrics port: {e}");
+                    warn!("accepting on the {what:?} port: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -369,6 +386,13 @@ pub async fn serve_metrics(
             () = stopped(&mut stop) => return,
         };
         let shared = Arc::clone(&shared);
-        tokio::spawn(serve_connection(stream, shared, metrics_request));
+        match what {
+            Serves::MetricsAndProbes => {
+                tokio::spawn(serve_connection(stream, shared, metrics_request));
+            }
+            Serves::Probes => {
+                tokio::spawn(serve_connection(stream, shared, health_request));
+            }
+        }
     }
 }

@@ -17,9 +17,12 @@ fn agent(args: &[&str], doc: &str) -> (bool, String, usize) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_multus-agent"));
     cmd.args(args);
     cmd.arg(&file);
-    cmd.arg("--bpffs").arg(&bpffs).arg("--state-dir").arg(&state);
+    cmd.arg("--bpffs")
+        .arg(&bpffs)
+        .arg("--state-dir")
+        .arg(&state);
     let out = cmd.output().unwrap();
-    let left = std::fs::read_dir(&state).map_or(0, |d| d.count());
+    let left = std::fs::read_dir(&state).map_or(0, Iterator::count);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -139,25 +139,17 @@ fn arp_of_any_hardware_type_meets_anti_spoofing_and_arp_rules() {
     };
     let id_b = fx.attach(b, Some(&no_arp_from_a));
     let reply = |hrd: u16, claimed: Ipv4Addr| {
-        frames::arp(
-            (mac(a), mac(b)),
-            hrd,
-            2,
-            (mac(a), claimed),
-            (mac(b), b.ip4),
-        )
+        frames::arp((mac(a), mac(b)), hrd, 2, (mac(a), claimed), (mac(b), b.ip4))
     };
     // Ethernet (1) and IEEE 802 (6): Linux takes both on an Ethernet device.
     for hrd in [1, 6] {
         let before = fx.counters(id_a).egress.drops(DropReason::Spoofed).0;
         assert!(
-            !arrives(a, c, &frames::arp(
-                (mac(a), mac(c)),
-                hrd,
-                2,
-                (mac(a), b.ip4),
-                (mac(c), c.ip4)
-            )),
+            !arrives(
+                a,
+                c,
+                &frames::arp((mac(a), mac(c)), hrd, 2, (mac(a), b.ip4), (mac(c), c.ip4))
+            ),
             "hardware type {hrd}: a claimed b's address to c"
         );
         assert_eq!(
@@ -220,7 +212,11 @@ fn neighbour_discovery_cannot_claim_others_or_act_as_a_router() {
             &frames::neighbour_advert(a.ip6, b.ip6, target, lladdr),
         )
     };
-    let ra = to_b(ll_a, all_nodes, &frames::router_advert(ll_a, all_nodes, mac(a)));
+    let ra = to_b(
+        ll_a,
+        all_nodes,
+        &frames::router_advert(ll_a, all_nodes, mac(a)),
+    );
     let spoofed = |fx: &Fixture| fx.counters(id).egress.drops(DropReason::Spoofed).0;
 
     assert!(arrives(a, b, &na(a.ip6, mac(a))), "a speaks for itself");
@@ -258,16 +254,27 @@ fn neighbour_discovery_cannot_claim_others_or_act_as_a_router() {
     };
     fx.dataplane.set_policy(id, &closed).unwrap();
     let before = fx.counters(id);
-    assert!(!arrives(a, b, &ra), "a router advertisement left under default deny");
+    assert!(
+        !arrives(a, b, &ra),
+        "a router advertisement left under default deny"
+    );
     let mut redirect_body = vec![0u8; 4];
     redirect_body.extend_from_slice(&b.ip6.octets());
     redirect_body.extend_from_slice(&a.ip6.octets());
-    let redirect = to_b(ll_a, b.ip6, &frames::icmp6(ll_a, b.ip6, 137, &redirect_body));
-    assert!(!arrives(a, b, &redirect), "a redirect left under default deny");
+    let redirect = to_b(
+        ll_a,
+        b.ip6,
+        &frames::icmp6(ll_a, b.ip6, 137, &redirect_body),
+    );
+    assert!(
+        !arrives(a, b, &redirect),
+        "a redirect left under default deny"
+    );
     assert!(arrives(a, b, &na(a.ip6, mac(a))));
     let after = fx.counters(id);
     assert_eq!(
-        after.egress.drops(DropReason::DefaultDeny).0 - before.egress.drops(DropReason::DefaultDeny).0,
+        after.egress.drops(DropReason::DefaultDeny).0
+            - before.egress.drops(DropReason::DefaultDeny).0,
         2,
         "{after:?}"
     );
@@ -319,7 +326,9 @@ fn datagrams_larger_than_the_mtu_pass_and_drop_whole() {
         // In on an allowed port.
         let server = traffic::udp_socket(&a.netns, SocketAddr::new(ip_a, 9999));
         let client = traffic::udp_socket(&b.netns, SocketAddr::new(ip_b, 0));
-        client.send_to(&payload, server.local_addr().unwrap()).unwrap();
+        client
+            .send_to(&payload, server.local_addr().unwrap())
+            .unwrap();
         assert_eq!(
             recv_big(&server).map(|r| r.0),
             Some(BIG),
@@ -343,7 +352,9 @@ fn datagrams_larger_than_the_mtu_pass_and_drop_whole() {
         // In to a denied port: every fragment meets the deny rule, not only the first.
         let denied = traffic::udp_socket(&a.netns, SocketAddr::new(ip_a, 9997));
         let before = fx.counters(id).ingress.drops(DropReason::PolicyDeny).0;
-        client.send_to(&payload, denied.local_addr().unwrap()).unwrap();
+        client
+            .send_to(&payload, denied.local_addr().unwrap())
+            .unwrap();
         assert!(recv_big(&denied).is_none());
         assert_eq!(
             fx.counters(id).ingress.drops(DropReason::PolicyDeny).0 - before,
@@ -361,15 +372,14 @@ fn datagrams_larger_than_the_mtu_pass_and_drop_whole() {
             .finish(Duration::from_millis(200))
             .iter()
             .filter(|f| {
-                !f.outgoing
-                    && f.head[6..12] == mac(a)
-                    && matches!(f.ethertype(), 0x0800 | 0x86dd)
+                !f.outgoing && f.head[6..12] == mac(a) && matches!(f.ethertype(), 0x0800 | 0x86dd)
             })
             .count();
         assert_eq!(from_a, 0, "{ip_a}: fragments of a denied datagram left");
         assert!(recv_big(&sink).is_none());
         let after = fx.counters(id).egress;
-        let dropped = after.drops(DropReason::PolicyDeny).0 - before.drops(DropReason::PolicyDeny).0;
+        let dropped =
+            after.drops(DropReason::PolicyDeny).0 - before.drops(DropReason::PolicyDeny).0;
         assert!(dropped >= 1, "{ip_a}: {after:?}");
     }
 }
@@ -402,11 +412,14 @@ fn flows_a_new_policy_still_allows_survive_it_and_others_stop() {
     let server = TcpServer::start(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 8080));
     let mut conn = traffic::tcp_connect(&a.netns, server.addr(), Duration::from_secs(2)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    conn.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     conn.write_all(&[1u8; 20_000]).unwrap();
 
     // A recompile that changes nothing for these flows.
-    fx.dataplane.set_policy(id, &closed_in(unrelated())).unwrap();
+    fx.dataplane
+        .set_policy(id, &closed_in(unrelated()))
+        .unwrap();
     peer.send_to(b"r2", from).unwrap();
     assert!(
         recv_big(&mine).is_some(),
@@ -432,7 +445,10 @@ fn flows_a_new_policy_still_allows_survive_it_and_others_stop() {
     fx.dataplane.set_policy(id, &closed_in(cut)).unwrap();
     let before = fx.counters(id).ingress.drops(DropReason::DefaultDeny).0;
     peer.send_to(b"r3", from).unwrap();
-    assert!(recv_big(&mine).is_none(), "a reply of a flow the policy now denies");
+    assert!(
+        recv_big(&mine).is_none(),
+        "a reply of a flow the policy now denies"
+    );
     assert_eq!(
         fx.counters(id).ingress.drops(DropReason::DefaultDeny).0,
         before + 1
@@ -452,15 +468,23 @@ fn a_program_ahead_on_the_hook_cannot_wave_packets_past_the_policy() {
     let mut fx = Fixture::new(AttachMode::Tcx);
     let policy = Policy {
         egress: DirectionPolicy::allow_by_default(vec![Rule::deny().peer(host(IpAddr::V4(b.ip4)))]),
-        ingress: DirectionPolicy::allow_by_default(vec![Rule::deny().peer(host(IpAddr::V4(b.ip4)))]),
+        ingress: DirectionPolicy::allow_by_default(vec![
+            Rule::deny().peer(host(IpAddr::V4(b.ip4))),
+        ]),
         ..Policy::default()
     };
     let id = fx.attach(a, Some(&policy));
     assert_eq!(a.ping(IpAddr::V4(b.ip4), 2), 0, "a's pings left");
     assert_eq!(b.ping(IpAddr::V4(a.ip4), 2), 0, "b's pings came in");
     let counters = fx.counters(id);
-    assert!(counters.egress.drops(DropReason::PolicyDeny).0 >= 2, "{counters:?}");
-    assert!(counters.ingress.drops(DropReason::PolicyDeny).0 >= 2, "{counters:?}");
+    assert!(
+        counters.egress.drops(DropReason::PolicyDeny).0 >= 2,
+        "{counters:?}"
+    );
+    assert!(
+        counters.ingress.drops(DropReason::PolicyDeny).0 >= 2,
+        "{counters:?}"
+    );
 }
 
 #[test]
@@ -471,7 +495,8 @@ fn only_ethernet_interfaces_are_attached() {
     let net = MacvlanPods::new(1);
     let pod = &net.pods[0];
     // A layer-3 tunnel device: packets start with the IP header, no Ethernet.
-    pod.netns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    pod.netns
+        .ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
     pod.netns.ip(&["link", "set", "tun0", "up"]);
     let mut fx = Fixture::new(AttachMode::Tcx);
     let netns = pod.netns.path();
@@ -486,7 +511,10 @@ fn only_ethernet_interfaces_are_attached() {
         })
         .expect_err("a tun device must be refused");
     assert!(
-        matches!(err, multus_agent::dataplane::DataplaneError::NotEthernet { .. }),
+        matches!(
+            err,
+            multus_agent::dataplane::DataplaneError::NotEthernet { .. }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("tun0"), "{err}");
@@ -526,14 +554,7 @@ fn a_closed_connection_lets_nothing_in_once_its_grace_period_is_over() {
     let idle = open(10);
     let idle_port = idle.local_addr().unwrap().port();
     // b's side of either connection, sent by hand.
-    let from_b = |port: u16| {
-        frames::tcp4(
-            (mac(b), mac(a)),
-            (b.ip4, a.ip4),
-            (8080, port),
-            0x10,
-        )
-    };
+    let from_b = |port: u16| frames::tcp4((mac(b), mac(a)), (b.ip4, a.ip4), (8080, port), 0x10);
     let drops = |fx: &Fixture| fx.counters(id).ingress.drops(DropReason::DefaultDeny).0;
     let send = |port: u16| {
         traffic::send_frame(&b.netns, &b.ifname, &from_b(port)).unwrap();
@@ -541,7 +562,11 @@ fn a_closed_connection_lets_nothing_in_once_its_grace_period_is_over() {
     };
     let before = drops(&fx);
     send(closed_port);
-    assert_eq!(drops(&fx), before, "late segments of a closing connection pass");
+    assert_eq!(
+        drops(&fx),
+        before,
+        "late segments of a closing connection pass"
+    );
     std::thread::sleep(Duration::from_secs(11));
     send(idle_port);
     assert_eq!(drops(&fx), before, "an idle open connection lives on");
@@ -553,4 +578,71 @@ fn a_closed_connection_lets_nothing_in_once_its_grace_period_is_over() {
         fx.counters(id)
     );
     drop(idle);
+}
+
+#[test]
+fn dhcp_client_messages_pass_a_default_deny_and_nothing_like_them_does() {
+    if !require_root("dhcp_client_messages_pass_a_default_deny_and_nothing_like_them_does") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let closed = Policy {
+        ingress: DirectionPolicy::deny_by_default(Vec::new()),
+        egress: DirectionPolicy::deny_by_default(Vec::new()),
+        ..Policy::default()
+    };
+    let id = fx.attach(a, Some(&closed));
+    let udp = |from: &Pod, to: &Pod, (src, dst): (Ipv4Addr, Ipv4Addr), ports: (u16, u16)| {
+        traffic::Udp4 {
+            src_mac: mac(from),
+            dst_mac: if dst == Ipv4Addr::BROADCAST {
+                [0xff; 6]
+            } else {
+                mac(to)
+            },
+            src,
+            dst,
+            sport: ports.0,
+            dport: ports.1,
+        }
+        .frame(b"dhcp")
+    };
+    // The client's discover (from 0.0.0.0 to everyone) and its unicast renewal leave.
+    let discover = udp(a, b, (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST), (68, 67));
+    assert!(arrives(a, b, &discover), "DHCP discover");
+    assert!(
+        arrives(a, b, &udp(a, b, (a.ip4, b.ip4), (68, 67))),
+        "DHCP renewal"
+    );
+    assert_eq!(fx.counters(id).egress.dropped(), 0);
+    // Other ports, and a pod answering as a server, do not.
+    assert!(!arrives(a, b, &udp(a, b, (a.ip4, b.ip4), (68, 69))));
+    assert!(!arrives(a, b, &udp(a, b, (a.ip4, b.ip4), (67, 68))));
+    assert_eq!(fx.counters(id).egress.drops(DropReason::DefaultDeny).0, 2);
+
+    // The server's answers come in; lookalikes do not.
+    let deliver = |frame: Vec<u8>| {
+        let before = fx.counters(id).ingress.dropped();
+        traffic::send_frame(&b.netns, &b.ifname, &frame).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        fx.counters(id).ingress.dropped() == before
+    };
+    assert!(
+        deliver(udp(b, a, (b.ip4, Ipv4Addr::BROADCAST), (67, 68))),
+        "DHCP offer"
+    );
+    assert!(deliver(udp(b, a, (b.ip4, a.ip4), (67, 68))), "DHCP ack");
+    assert!(!deliver(udp(b, a, (b.ip4, a.ip4), (67, 69))));
+    assert!(!deliver(udp(b, a, (b.ip4, a.ip4), (66, 68))));
+    // A rule still decides when it names them.
+    let no_dhcp = Policy {
+        egress: DirectionPolicy::deny_by_default(vec![
+            Rule::deny().ports(Protocol::Udp, PortRange::single(67)),
+        ]),
+        ..closed
+    };
+    fx.dataplane.set_policy(id, &no_dhcp).unwrap();
+    assert!(!arrives(a, b, &discover));
 }

@@ -169,12 +169,12 @@ fn incompatible_or_unsupported_cni_version_is_refused() {
 
     host.write_primary(
         "10-old.conf",
-        r#"{"cniVersion": "0.2.0", "name": "old", "type": "bridge"}"#,
+        r#"{"cniVersion": "0.2.1", "name": "old", "type": "bridge"}"#,
     );
     let (status, logs) = run_once(&host, &[], &[]);
     assert!(!status.success(), "{logs}");
     assert!(
-        logs.contains("cniVersion \"0.2.0\" is not supported by multus-cni"),
+        logs.contains("cniVersion \"0.2.1\" is not supported by multus-cni"),
         "{logs}"
     );
     assert_eq!(host.conf_names(), ["10-old.conf"], "nothing written");
@@ -305,7 +305,7 @@ fn watch_follows_the_primary_keeps_the_config_without_it_and_on_sigterm() {
     let mark = install.line_count();
     host.write_primary(
         "10-bridge.conflist",
-        r#"{"cniVersion": "0.1.0", "name": "br", "plugins": [{"type": "bridge"}]}"#,
+        r#"{"cniVersion": "0.2.1", "name": "br", "plugins": [{"type": "bridge"}]}"#,
     );
     install.wait_log_after(mark, "not updated, keeping the last one");
     assert_eq!(

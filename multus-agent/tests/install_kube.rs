@@ -39,7 +39,7 @@ fn generated_kubeconfig_works_and_survives_token_rotation() {
     );
     ns.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                      "metadata": {"name": "multus"},
-                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "multus"},
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "multus-rs"},
                      "subjects": [{"kind": "ServiceAccount", "name": "multus", "namespace": ns.name()}]}));
     ns.create(
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},

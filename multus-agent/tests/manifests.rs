@@ -33,7 +33,7 @@ use multus_kube::{
     crd::{NetworkAttachmentDefinition, v1beta2::MultiNetworkPolicy},
 };
 use multus_testkit::kube::{KubeCluster, read_yaml_documents};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 /// One document of a manifest file.
@@ -679,8 +679,11 @@ fn the_daemon_set_runs_everywhere_privileged_guaranteed_and_probed() {
             .map(|f| f.field_path.as_str()),
         Some("spec.nodeName")
     );
-    // Probes on the metrics port.
+    // Probes on the health port, which answers whatever metricsPort says; both listen on
+    // every address of the node, IPv4 and IPv6.
     assert!(config.metrics_address.is_unspecified() && config.metrics_port != 0);
+    assert!(config.health_address.is_unspecified() && config.health_port != 0);
+    assert!(config.metrics_address.is_ipv6() && config.health_address.is_ipv6());
     let port_of = |p: &IntOrString| match p {
         IntOrString::Int(n) => *n,
         IntOrString::String(name) => agent
@@ -697,7 +700,7 @@ fn the_daemon_set_runs_everywhere_privileged_guaranteed_and_probed() {
     ] {
         let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap();
         assert_eq!(get.path.as_deref(), Some(path));
-        assert_eq!(port_of(&get.port), i32::from(config.metrics_port));
+        assert_eq!(port_of(&get.port), i32::from(config.health_port));
     }
     // Requests in flight finish before the kubelet's SIGKILL.
     assert!(
@@ -924,7 +927,10 @@ struct Relabeling {
 
 #[test]
 fn the_service_monitor_scrapes_the_metrics_service() {
-    let docs = docs_of(&applied_files(&repo().join("deploy/monitoring")));
+    let docs: Vec<Doc> = docs_of(&applied_files(&repo().join("deploy/monitoring")))
+        .into_iter()
+        .filter(|d| d.kind() == "ServiceMonitor")
+        .collect();
     assert_eq!(docs.len(), 1);
     let sm: ServiceMonitor = serde_json::from_value(docs[0].value.clone()).unwrap();
     assert_eq!(
@@ -944,6 +950,14 @@ fn the_service_monitor_scrapes_the_metrics_service() {
     assert_eq!(
         sm.metadata.namespace.as_deref(),
         svc.metadata.namespace.as_deref()
+    );
+    // kube-prometheus-stack's default serviceMonitorSelector.
+    assert!(
+        sm.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("release")),
+        "no release label"
     );
     let port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
         .name
@@ -1023,4 +1037,482 @@ fn the_api_server_accepts_the_manifests_and_the_examples() {
             }
         }
     }
+}
+
+/// The names Multus's own manifests give its cluster objects (ServiceAccount, ClusterRole and
+/// ClusterRoleBinding `multus`, the DaemonSets `kube-multus-ds*`, the ConfigMaps
+/// `multus-cni-config` and `multus-daemon-config`). `kubectl apply -f deploy/` on a cluster still
+/// running Multus must not touch one of them: Multus's role cut to `get` stops its informers,
+/// and deleting Multus's objects afterwards would delete these.
+#[test]
+fn no_object_takes_a_name_multus_uses() {
+    let taken = |kind: &str, name: &str| match kind {
+        "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" => name == "multus",
+        "DaemonSet" => name.starts_with("kube-multus-ds"),
+        "ConfigMap" => matches!(name, "multus-cni-config" | "multus-daemon-config"),
+        _ => false,
+    };
+    let docs = deploy_docs();
+    assert!(
+        docs.iter().any(|d| d.kind() == "ClusterRole"),
+        "no ClusterRole read"
+    );
+    for doc in &docs {
+        assert!(
+            !taken(doc.kind(), doc.name()),
+            "{}: {} {} has the name of Multus's own",
+            doc.file,
+            doc.kind(),
+            doc.name()
+        );
+    }
+    // The thin binary's identity is the one deploy/ binds.
+    assert_ne!(CNI_BINARY.service_account, "multus");
+    assert_ne!(CNI_BINARY.cluster_role, "multus");
+}
+
+/// `deploy/Kustomization`, the kustomize base.
+fn kustomization(dir: &Path) -> Value {
+    let path = dir.join("Kustomization");
+    let path = if path.is_file() {
+        path
+    } else {
+        dir.join("kustomization.yaml")
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// kubectl (`cargo xtask setup` installs Debian's when there is none).
+fn kubectl() -> std::process::Command {
+    let probe = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "kubectl is needed to render and apply the manifests; `cargo xtask setup` installs \
+         Debian's kubernetes-client: {probe:?}"
+    );
+    std::process::Command::new("kubectl")
+}
+
+/// `kubectl kustomize DIR` as JSON documents.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let out = kubectl().arg("kustomize").arg(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(doc).unwrap();
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    docs
+}
+
+fn identity(v: &Value) -> (String, String, String) {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    (
+        s(&v["kind"]),
+        s(&v["metadata"]["namespace"]),
+        s(&v["metadata"]["name"]),
+    )
+}
+
+/// `kubectl apply -k deploy/` and `kubectl apply -f deploy/` create the same objects: the
+/// base lists exactly the files `-f` reads, in its order, and `-f` finds no kustomization
+/// among them; `kubectl kustomize` renders exactly those objects.
+#[test]
+fn the_kustomize_base_is_what_apply_f_applies() {
+    let deploy = repo().join("deploy");
+    for name in ["kustomization.yaml", "kustomization.yml"] {
+        assert!(
+            !deploy.join(name).exists(),
+            "`kubectl apply -f deploy/` would try to apply {name}"
+        );
+    }
+    let k = kustomization(&deploy);
+    assert_eq!(k["kind"], "Kustomization");
+    let listed: Vec<&str> = k["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let applied: Vec<String> = applied_files(&deploy)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, applied);
+    // Nothing but the resources: the base is the manifests as they are.
+    let keys: BTreeSet<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["apiVersion", "kind", "resources"]));
+
+    let mut want: Vec<Value> = deploy_docs().into_iter().map(|d| d.value).collect();
+    let mut have = kustomize(&deploy);
+    want.sort_by_key(identity);
+    have.sort_by_key(identity);
+    assert_eq!(have.len(), want.len());
+    for (have, want) in have.iter().zip(&want) {
+        assert_eq!(have, want, "{:?}", identity(want));
+    }
+}
+
+/// The example overlay: another namespace for every namespaced object (and the binding's
+/// ServiceAccount), the image from another registry with this version's tag, and the agent's
+/// configuration from its own file, which the agent reads.
+#[test]
+fn the_example_overlay_sets_namespace_image_and_agent_config() {
+    let overlay = repo().join("overlays/example");
+    let k = kustomization(&overlay);
+    // kubectl 1.20's kustomize (v2) takes directories in `bases` only; current kustomize still
+    // reads `bases` (deprecated), so one file works with both.
+    assert_eq!(k["bases"], serde_json::json!(["../../deploy"]));
+    for r in k["resources"].as_array().unwrap() {
+        assert!(
+            overlay.join(r.as_str().unwrap()).is_file(),
+            "{r}: not a file"
+        );
+    }
+    let namespace = k["namespace"].as_str().unwrap().to_owned();
+    assert_ne!(namespace, AGENT.namespace);
+    let d = parse_deploy();
+    let base_image = pod_spec(&d.daemon_sets[0]).containers[0]
+        .image
+        .clone()
+        .unwrap();
+    let (base_name, _) = base_image.rsplit_once(':').unwrap();
+    let image = &k["images"][0];
+    assert_eq!(image["name"], base_name);
+    assert_eq!(image["newTag"], env!("CARGO_PKG_VERSION"));
+    let new_image = format!(
+        "{}:{}",
+        image["newName"].as_str().unwrap(),
+        image["newTag"].as_str().unwrap()
+    );
+    let generator = &k["configMapGenerator"][0];
+    assert_eq!(
+        generator["name"],
+        d.config_maps[0].metadata.name.clone().unwrap()
+    );
+    assert_eq!(generator["namespace"], AGENT.namespace);
+    assert_eq!(generator["behavior"], "replace");
+    let file = generator["files"][0].as_str().unwrap();
+    let config_text = std::fs::read_to_string(overlay.join(file)).unwrap();
+    AgentConfig::from_file(&overlay.join(file)).unwrap();
+
+    let rendered = kustomize(&overlay);
+    let kinds: BTreeSet<String> = rendered.iter().map(|v| identity(v).0).collect();
+    assert!(kinds.contains("Namespace"), "{kinds:?}");
+    for v in &rendered {
+        let (kind, ns, name) = identity(v);
+        let cluster_scoped = matches!(
+            kind.as_str(),
+            "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+        );
+        assert_eq!(ns.is_empty(), cluster_scoped, "{kind} {name}");
+        if !cluster_scoped {
+            assert_eq!(ns, namespace, "{kind} {name}");
+        }
+        match kind.as_str() {
+            "Namespace" => assert_eq!(name, namespace),
+            "ClusterRoleBinding" => {
+                for s in v["subjects"].as_array().unwrap() {
+                    assert_eq!(s["namespace"], namespace.as_str(), "{name}");
+                }
+            }
+            "DaemonSet" => {
+                let ds: DaemonSet = serde_json::from_value(v.clone()).unwrap();
+                let spec = pod_spec(&ds);
+                for c in spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .chain(&spec.containers)
+                {
+                    assert_eq!(c.image.as_deref(), Some(new_image.as_str()), "{}", c.name);
+                }
+            }
+            "ConfigMap" => {
+                let cm: ConfigMap = serde_json::from_value(v.clone()).unwrap();
+                assert_eq!(cm.data.unwrap()[file], config_text);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The metric names a PromQL expression selects: identifiers outside strings, label matchers
+/// (`{...}`) and ranges (`[...]`), that are not functions (followed by `(`), keywords, or the
+/// label lists of `by`, `without`, `on`, `ignoring`, `group_left` and `group_right`.
+fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: [&str; 6] = ["and", "or", "unless", "bool", "offset", "atan2"];
+    const LABEL_LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    let skip_to = |i: &mut usize, close: char| {
+        while *i < chars.len() && chars[*i] != close {
+            if chars[*i] == '"' || chars[*i] == '\'' {
+                let quote = chars[*i];
+                *i += 1;
+                while *i < chars.len() && chars[*i] != quote {
+                    *i += if chars[*i] == '\\' { 2 } else { 1 };
+                }
+            }
+            *i += 1;
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' | '`' => {
+                i += 1;
+                skip_to(&mut i, c);
+                i += 1;
+            }
+            '{' => skip_to(&mut i, '}'),
+            '[' => skip_to(&mut i, ']'),
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let mut next = i;
+                while next < chars.len() && chars[next].is_whitespace() {
+                    next += 1;
+                }
+                let before_paren = chars.get(next) == Some(&'(');
+                // `sum by (...) (...)`: an aggregation whose grouping comes first.
+                let rest: String = chars[next..].iter().collect();
+                let before_grouping = ["by", "without"].iter().any(|k| {
+                    rest.strip_prefix(k)
+                        .is_some_and(|r| r.starts_with([' ', '(']))
+                });
+                if LABEL_LISTS.contains(&word.as_str()) {
+                    if before_paren {
+                        i = next;
+                        skip_to(&mut i, ')');
+                    }
+                } else if !before_paren && !before_grouping && !KEYWORDS.contains(&word.as_str()) {
+                    out.insert(word);
+                }
+            }
+            // Numbers and durations (`5m`, `1e3`) start with a digit.
+            c if c.is_ascii_digit() => {
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn promql_metric_names_are_found_and_nothing_else() {
+    assert_eq!(
+        promql_metrics(
+            r#"sum by (node, pod) (rate(multus_policy_drop_packets_total{reason="a{b}"}[5m] offset 1h)) > 1e3 and on(node) up{job="x"} == bool 0"#
+        ),
+        BTreeSet::from([
+            "multus_policy_drop_packets_total".to_owned(),
+            "up".to_owned()
+        ])
+    );
+    assert_eq!(
+        promql_metrics("histogram_quantile(0.99, sum without (le) (rate(a_bucket[5m])))"),
+        BTreeSet::from(["a_bucket".to_owned()])
+    );
+}
+
+/// Series Prometheus makes itself for every target.
+const PROMETHEUS_SERIES: [&str; 1] = ["up"];
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroup {
+    name: String,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    alert: String,
+    expr: String,
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+/// Every alert of deploy/monitoring's PrometheusRule selects only series the agent exports
+/// (the names come from the agent's own metric registration), has a severity, a summary and a
+/// description, and is documented in docs/metrics.md with what to do.
+#[test]
+fn every_alert_names_metrics_the_agent_exports_and_is_documented() {
+    let exported = multus_agent::metrics::series_names();
+    let docs: Vec<Doc> = docs_of(&applied_files(&repo().join("deploy/monitoring")))
+        .into_iter()
+        .filter(|d| d.kind() == "PrometheusRule")
+        .collect();
+    assert_eq!(docs.len(), 1);
+    let rule = &docs[0].value;
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], AGENT.namespace);
+    // kube-prometheus-stack's default ruleSelector.
+    assert!(rule["metadata"]["labels"]["release"].is_string());
+    let groups: Vec<RuleGroup> = serde_json::from_value(rule["spec"]["groups"].clone()).unwrap();
+    let reference = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
+    let mut alerts = BTreeSet::new();
+    let mut problems = Vec::new();
+    for group in &groups {
+        assert!(!group.name.is_empty());
+        for r in &group.rules {
+            assert!(alerts.insert(r.alert.clone()), "{} twice", r.alert);
+            let names = promql_metrics(&r.expr);
+            assert!(!names.is_empty(), "{}: no metric in {}", r.alert, r.expr);
+            for name in names {
+                if !exported.contains(&name) && !PROMETHEUS_SERIES.contains(&name.as_str()) {
+                    problems.push(format!(
+                        "{} selects {name}, which the agent does not export",
+                        r.alert
+                    ));
+                }
+            }
+            assert!(
+                ["critical", "warning", "info"]
+                    .contains(&r.labels.get("severity").map_or("", String::as_str)),
+                "{}: severity",
+                r.alert
+            );
+            for key in ["summary", "description"] {
+                assert!(r.annotations.contains_key(key), "{}: no {key}", r.alert);
+            }
+            if let Some(f) = &r.for_ {
+                assert!(f.ends_with('m') || f.ends_with('s'), "{}: for {f}", r.alert);
+            }
+            if !reference.contains(&format!("`{}`", r.alert)) {
+                problems.push(format!("docs/metrics.md does not document {}", r.alert));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+    for wanted in [
+        "MultusAgentDown",
+        "MultusAgentNotReady",
+        "MultusAgentCacheNotSynced",
+        "MultusAgentAttachErrors",
+        "MultusPolicyErrors",
+        "MultusInterfaceDropsRising",
+    ] {
+        assert!(alerts.contains(wanted), "no {wanted} in {alerts:?}");
+    }
+}
+
+/// Every query of the Grafana dashboard selects series the agent exports (or cAdvisor's
+/// `container_network_*`, which it joins with), without running the agent.
+#[test]
+fn every_dashboard_query_names_metrics_the_agent_exports() {
+    let exported = multus_agent::metrics::series_names();
+    let path = repo().join("deploy/grafana/multus-dashboard.json");
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]["query"].as_str() {
+            // label_values(SELECTOR, LABEL): the selector is the query.
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .and_then(|q| q.rsplit_once(','))
+                .map_or(q, |(selector, _)| selector);
+            exprs.push(inner.to_owned());
+        }
+    }
+    let mut selected = BTreeSet::new();
+    for expr in &exprs {
+        for name in promql_metrics(expr) {
+            assert!(
+                exported.contains(&name) || name.starts_with("container_network_"),
+                "the dashboard queries {name} ({expr}), which the agent does not export"
+            );
+            selected.insert(name);
+        }
+    }
+    for wanted in [
+        "multus_policy_audit_packets_total",
+        "multus_agent_policy_errors_total",
+        "multus_agent_cache_synced",
+    ] {
+        assert!(selected.contains(wanted), "no panel reads {wanted}");
+    }
+}
+
+/// The real kubectl against the test API server (server-side dry run): `apply -f deploy/`
+/// (which must skip `deploy/Kustomization`) and `apply -k deploy/` name the same objects, and
+/// the example overlay applies.
+#[test]
+fn kubectl_applies_deploy_with_f_and_with_k_and_the_overlay() {
+    let Some(cluster) =
+        KubeCluster::get("kubectl_applies_deploy_with_f_and_with_k_and_the_overlay")
+    else {
+        return;
+    };
+    let apply = |args: &[&str]| -> BTreeSet<String> {
+        let out = kubectl()
+            .arg("--kubeconfig")
+            .arg(cluster.admin_kubeconfig())
+            .args(["apply", "--dry-run=server", "-o", "name"])
+            .args(args)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let with_f = apply(&["-f", "deploy/"]);
+    let with_k = apply(&["-k", "deploy/"]);
+    assert_eq!(with_f, with_k);
+    assert_eq!(with_f.len(), deploy_docs().len(), "{with_f:?}");
+    assert!(with_f.contains("daemonset.apps/multus-agent"), "{with_f:?}");
+    // The overlay's namespace, made for real: a dry-run Namespace holds nothing.
+    let overlay = kustomization(&repo().join("overlays/example"));
+    let namespace = overlay["namespace"].as_str().unwrap();
+    let _ = cluster.admin().create(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
+    }));
+    let with_overlay = apply(&["-k", "overlays/example/"]);
+    assert_eq!(with_overlay.len(), with_k.len() + 1, "{with_overlay:?}");
+    assert!(with_overlay.contains(&format!("namespace/{namespace}")));
 }

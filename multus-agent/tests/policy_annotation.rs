@@ -148,7 +148,9 @@ fn isolate_denies_everything_outside_the_networks_subnets() {
         peers: vec![
             Peer {
                 cidr: net("0.0.0.0/0"),
-                except: vec![net("192.0.2.0/24")],
+                // Link-local multicast (IGMP, VRRP) stays on the segment; 169.254.0.0/16 is
+                // not let out (a metadata service may answer there).
+                except: vec![net("192.0.2.0/24"), net("224.0.0.0/24")],
             },
             Peer {
                 cidr: net("::/0"),

@@ -161,6 +161,7 @@ impl Node {
             Arc::clone(&self.attachments),
             BuildInfo {
                 version: String::new(),
+                commit: String::new(),
                 attach_mode: String::new(),
                 kernel: String::new(),
             },

@@ -90,6 +90,21 @@ impl Default for LogOptions {
     }
 }
 
+impl LogOptions {
+    /// Reads a `logOptions` object; a missing key keeps its default, a wrong type is an error
+    /// naming `logOptions.<key>`.
+    pub fn from_object(o: &Map<String, Value>) -> Result<Self> {
+        let lk = Keys { obj: o };
+        let d = Self::default();
+        Ok(Self {
+            max_age: prefixed(lk.u64("maxAge"), "logOptions")?.unwrap_or(d.max_age),
+            max_size: prefixed(lk.u64("maxSize"), "logOptions")?.unwrap_or(d.max_size),
+            max_backups: prefixed(lk.u64("maxBackups"), "logOptions")?.unwrap_or(d.max_backups),
+            compress: prefixed(lk.bool("compress"), "logOptions")?.unwrap_or(d.compress),
+        })
+    }
+}
+
 /// One attachment the runtime still uses (GC's `cni.dev/valid-attachments`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ValidAttachment {
@@ -168,6 +183,11 @@ pub struct NetConf {
     /// `addedInterfaceEvents` (this project's key): post Multus's `AddedInterface` Event per
     /// interface after ADD (one API request each). Default true.
     pub added_interface_events: bool,
+    /// `requireCapabilities` (this project's key): a selection asking for `ips`, `mac`, ... on
+    /// a network none of whose plugins declares the capability fails the ADD, as the NPWG
+    /// specification says. Default false: as Multus, the request is dropped (`ips`/`mac` still
+    /// go as legacy `CNI_ARGS`) and a Warning Event names the missing capability.
+    pub require_capabilities: bool,
     /// GC's `cni.dev/valid-attachments`.
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
@@ -309,17 +329,7 @@ impl NetConf {
         };
         let log_options = match k.object("logOptions")? {
             None => LogOptions::default(),
-            Some(o) => {
-                let lk = Keys { obj: o };
-                let d = LogOptions::default();
-                LogOptions {
-                    max_age: prefixed(lk.u64("maxAge"), "logOptions")?.unwrap_or(d.max_age),
-                    max_size: prefixed(lk.u64("maxSize"), "logOptions")?.unwrap_or(d.max_size),
-                    max_backups: prefixed(lk.u64("maxBackups"), "logOptions")?
-                        .unwrap_or(d.max_backups),
-                    compress: prefixed(lk.bool("compress"), "logOptions")?.unwrap_or(d.compress),
-                }
-            }
+            Some(o) => LogOptions::from_object(o)?,
         };
         let capabilities = match k.object("capabilities")? {
             None => BTreeMap::new(),
@@ -348,8 +358,10 @@ impl NetConf {
             Some(other) => return Err(wrong_type("delegates", "a list of objects", other)),
         };
         let cluster_network = k.non_empty_string("clusterNetwork")?;
+        // Unset or empty keeps `default`, as Multus reads it (a Go empty string is unset).
         let global_namespaces = match k.string("globalNamespaces")? {
             None => vec!["default".to_owned()],
+            Some(s) if s.is_empty() => vec!["default".to_owned()],
             Some(s) => s
                 .split(',')
                 .map(str::trim)
@@ -410,6 +422,7 @@ impl NetConf {
                 .u64("apiTimeoutSeconds")?
                 .unwrap_or(DEFAULT_API_TIMEOUT_SECONDS),
             added_interface_events: k.bool("addedInterfaceEvents")?.unwrap_or(true),
+            require_capabilities: k.bool("requireCapabilities")?.unwrap_or(false),
             valid_attachments: valid_attachments(&k)?,
         };
         conf.validate()?;
@@ -520,13 +533,39 @@ fn valid_attachments(k: &Keys<'_>) -> Result<Option<Vec<ValidAttachment>>> {
     Ok(Some(out))
 }
 
-/// Checks a MAC address (6 bytes) or InfiniBand GUID (8 bytes) written as hex pairs.
-pub fn valid_hw_addr(s: &str, bytes: usize) -> bool {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    parts.len() == bytes
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+/// Checks a hardware address as Go's `net.ParseMAC` does (Multus validates `mac` and
+/// `infiniband-guid` with it): 6, 8 or 20 bytes, as hex pairs all separated by `:` or all by
+/// `-`, or as groups of four hex digits separated by `.`.
+pub fn valid_hw_addr(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |part: &[u8]| part.iter().all(u8::is_ascii_hexdigit);
+    let sizes = [6, 8, 20];
+    if b.len() < 14 {
+        return false;
+    }
+    let (group, sep) = match (b[2], b[4]) {
+        (b':' | b'-', _) => (2, b[2]),
+        (_, b'.') => (4, b'.'),
+        _ => return false,
+    };
+    let stride = group + 1;
+    if !(b.len() + 1).is_multiple_of(stride) {
+        return false;
+    }
+    let groups = (b.len() + 1) / stride;
+    if !sizes.contains(&(groups * group / 2)) {
+        return false;
+    }
+    b.chunks(stride).enumerate().all(|(i, chunk)| {
+        let (digits, rest) = chunk.split_at(group.min(chunk.len()));
+        digits.len() == group
+            && hex(digits)
+            && match rest {
+                [] => i + 1 == groups,
+                [c] => *c == sep,
+                _ => false,
+            }
+    })
 }
 
 /// Checks an `ips` entry: an address or an address with prefix length.
@@ -571,6 +610,14 @@ mod tests {
         );
         assert_eq!(c.api_timeout_seconds, 20);
         assert!(c.added_interface_events);
+        assert!(!c.require_capabilities);
+        // An empty globalNamespaces is unset (Multus keeps `default` then).
+        let empty = parse(json!({
+            "cniVersion": "0.3.1", "name": "m", "type": "multus", "clusterNetwork": "cbr0",
+            "globalNamespaces": ""
+        }))
+        .unwrap();
+        assert_eq!(empty.global_namespaces, vec!["default"]);
     }
 
     #[test]
@@ -588,7 +635,7 @@ mod tests {
             "localSourceDir": "/loc",
             "kubeletRootDir": "/var/snap/k8s/kubelet", "apiTimeoutSeconds": 3,
             "deviceInfoDir": "/run/devinfo",
-            "addedInterfaceEvents": false,
+            "addedInterfaceEvents": false, "requireCapabilities": true,
             "cni.dev/valid-attachments": [{"containerID": "c", "ifname": "eth0"}]
         }))
         .unwrap();
@@ -607,6 +654,7 @@ mod tests {
         assert_eq!(c.api_timeout_seconds, 3);
         assert_eq!(c.device_info_dir, PathBuf::from("/run/devinfo"));
         assert!(!c.added_interface_events);
+        assert!(c.require_capabilities);
     }
 
     #[test]
@@ -655,7 +703,7 @@ mod tests {
         );
         assert_eq!(
             parse(
-                json!({"cniVersion": "0.2.0", "name": "m", "type": "multus", "clusterNetwork": "x"})
+                json!({"cniVersion": "0.2.1", "name": "m", "type": "multus", "clusterNetwork": "x"})
             )
             .unwrap_err()
             .code(),
@@ -673,10 +721,28 @@ mod tests {
 
     #[test]
     fn hardware_addresses() {
-        assert!(valid_hw_addr("aa:bb:cc:dd:ee:ff", 6));
-        assert!(!valid_hw_addr("aa:bb:cc:dd:ee", 6));
-        assert!(!valid_hw_addr("zz:bb:cc:dd:ee:ff", 6));
-        assert!(valid_hw_addr("00:11:22:33:44:55:66:77", 8));
+        // What Go's net.ParseMAC accepts (Multus's check), and what it refuses.
+        for ok in [
+            "aa:bb:cc:dd:ee:ff",
+            "AA-BB-CC-DD-EE-FF",
+            "0000.5e00.5301",
+            "00:11:22:33:44:55:66:77",
+            "0200.5e10.0000.0001",
+            "00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01",
+        ] {
+            assert!(valid_hw_addr(ok), "{ok}");
+        }
+        for bad in [
+            "aa:bb:cc:dd:ee",
+            "zz:bb:cc:dd:ee:ff",
+            "aa:bb-cc:dd:ee:ff",
+            "aa:bb:cc:dd:ee:ff:",
+            "aabb.ccdd.eeff.",
+            "aa:bb:cc:dd:ee:ff:00",
+            "",
+        ] {
+            assert!(!valid_hw_addr(bad), "{bad}");
+        }
         assert!(valid_ip_or_cidr("192.0.2.1"));
         assert!(valid_ip_or_cidr("2001:db8::1/64"));
         assert!(!valid_ip_or_cidr("192.0.2.300/24"));

@@ -20,7 +20,7 @@ pub enum Error {
     Env(#[from] EnvError),
     /// A spec version this plugin or a delegate does not support.
     #[error(
-        "{context}: CNI version {version:?} is not supported (supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)"
+        "{context}: CNI version {version:?} is not supported (supported: 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0)"
     )]
     Version {
         /// Where the version came from.

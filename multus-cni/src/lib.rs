@@ -11,6 +11,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")
 )]
 
+pub mod build_info;
 pub mod cli;
 pub mod cni;
 pub mod config;

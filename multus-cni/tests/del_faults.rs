@@ -58,16 +58,14 @@ fn bounded_conf(node: &Node, version: &str) -> Value {
 }
 
 fn cached_networks(node: &Node, container: &str) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(node.path("cache").join(container)) else {
-        return Vec::new();
-    };
-    let cache: Value = serde_json::from_slice(&bytes).unwrap();
-    cache["delegates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["network"].as_str().unwrap().to_owned())
-        .collect()
+    // Read through the engine's reader: the file is Multus's list with this engine's entry in it.
+    match multus_cni::engine::cache::read(&node.path("cache").join(container)).unwrap() {
+        Some(multus_cni::engine::cache::Stored::Own(entry)) => {
+            entry.delegates.iter().map(|d| d.network.clone()).collect()
+        }
+        Some(other) => panic!("not this engine's entry: {other:?}"),
+        None => Vec::new(),
+    }
 }
 
 #[test]

@@ -107,8 +107,8 @@ fn cases() -> Vec<Case> {
         case("no cniVersion", 7, "cniVersion: missing").conf(|c, _| {
             c.as_object_mut().unwrap().remove("cniVersion");
         }),
-        case("cniVersion 0.2.0", 1, "\"0.2.0\" is not supported")
-            .conf(|c, _| c["cniVersion"] = json!("0.2.0")),
+        case("cniVersion 0.2.1", 1, "\"0.2.1\" is not supported")
+            .conf(|c, _| c["cniVersion"] = json!("0.2.1")),
         case(
             "cniVersion from the future",
             1,
@@ -214,9 +214,9 @@ fn cases() -> Vec<Case> {
         case(
             "delegate version unsupported",
             1,
-            "\"0.1.0\" is not supported",
+            "\"0.2.1\" is not supported",
         )
-        .conf(|c, _| c["delegates"][0]["cniVersion"] = json!("0.1.0")),
+        .conf(|c, _| c["delegates"][0]["cniVersion"] = json!("0.2.1")),
         case(
             "readiness indicator missing",
             11,
@@ -240,17 +240,20 @@ fn cases() -> Vec<Case> {
             .networks_json(json!([{"name": "macvlan-net", "ips": ["192.0.2.300/24"]}])),
         case("JSON bad mac", 7, "is not a MAC address")
             .networks_json(json!([{"name": "macvlan-net", "mac": "02:00:00"}])),
+        // Refused only with requireCapabilities (by default they go as legacy CNI_ARGS).
         case(
             "ips without the capability",
             7,
             "declares the capability \"ips\"",
         )
+        .conf(|c, _| c["requireCapabilities"] = json!(true))
         .networks_json(json!([{"name": "macvlan-net", "ips": ["192.0.2.5/24"]}])),
         case(
             "mac without the capability",
             7,
             "declares the capability \"mac\"",
         )
+        .conf(|c, _| c["requireCapabilities"] = json!(true))
         .networks_json(json!([{"name": "macvlan-net", "mac": "02:00:00:00:00:05"}])),
         case(
             "two default routes",
@@ -346,7 +349,7 @@ fn malformed_and_hostile_inputs_fail_cleanly() {
     node.nad(
         "pods",
         "old",
-        &json!({"cniVersion": "0.1.0", "type": "macvlan"}),
+        &json!({"cniVersion": "0.2.1", "type": "macvlan"}),
     );
     let bad = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
                      "metadata": {"name": "bad-json", "namespace": "pods"},
@@ -392,7 +395,7 @@ fn malformed_and_hostile_inputs_fail_cleanly() {
         // The reply speaks the configuration's version whenever it has a supported one.
         let want = conf["cniVersion"]
             .as_str()
-            .filter(|v| c.stdin.is_none() && *v != "0.2.0" && *v != "9.0.0");
+            .filter(|v| c.stdin.is_none() && *v != "0.2.1" && *v != "9.0.0");
         assert_eq!(
             err["cniVersion"].as_str(),
             Some(want.unwrap_or("1.1.0")),

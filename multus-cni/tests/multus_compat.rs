@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt as _, path::PathBuf, process::Command};
+use std::{path::PathBuf, process::Command};
 
 use base64::Engine as _;
-use common::{Node, PLUGIN_DIR, Run, assert_clean, link_names, root};
+use common::{Node, PLUGIN_DIR, Run, assert_clean, install_spy, link_names, root, spy_saw};
 use multus_testkit::Netns;
 use serde_json::{Map, Value, json};
 
@@ -53,38 +53,6 @@ fn multus_conf(node: &Node, version: &str) -> Value {
     let mut conf = node.multus_conf(version);
     conf["binDir"] = json!(node.path("bin"));
     conf
-}
-
-/// A chained plugin that records every stdin and `CNI_ARGS` it gets under `<node>/spy/`, passes
-/// its prevResult on for ADD, and fails DEL (code 111) while `<node>/spy/fail-DEL` exists.
-fn install_spy(node: &Node) -> PathBuf {
-    let bin = node.path("bin");
-    let seen = node.path("spy");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&seen).unwrap();
-    let script = format!(
-        "#!/bin/sh\nd={seen}\nn=$(ls $d | grep -c \"^$CNI_COMMAND-.*[.]stdin$\")\n\
-         cat > $d/$CNI_COMMAND-$n.stdin\nprintf '%s' \"$CNI_ARGS\" > $d/$CNI_COMMAND-$n.args\n\
-         printf '%s' \"$CNI_IFNAME\" > $d/$CNI_COMMAND-$n.ifname\n\
-         if [ -e $d/fail-$CNI_COMMAND ]; then\n\
-         echo '{{\"cniVersion\":\"1.0.0\",\"code\":111,\"msg\":\"spy told to fail\"}}'; exit 1; fi\n\
-         if [ \"$CNI_COMMAND\" = ADD ]; then jq -c .prevResult $d/ADD-$n.stdin; fi\n",
-        seen = seen.display()
-    );
-    let path = bin.join("spy");
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    seen
-}
-
-/// What the spy saw for its `n`th run of `command`: stdin and `CNI_ARGS`, and `CNI_IFNAME`.
-fn spy_saw(seen: &std::path::Path, command: &str, n: usize) -> (Value, String, String) {
-    let read = |ext: &str| std::fs::read_to_string(seen.join(format!("{command}-{n}.{ext}")));
-    (
-        serde_json::from_str(&read("stdin").unwrap()).unwrap(),
-        read("args").unwrap(),
-        read("ifname").unwrap(),
-    )
 }
 
 /// Runs one plugin binary in the node namespace like libcni does.
@@ -426,8 +394,7 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
     assert_eq!(link_names(&pod), vec!["lo"]);
     assert!(node.leases().is_empty());
     assert_eq!(node.cache_files(), vec!["c1"]);
-    let cache: Value =
-        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     assert_eq!(cache["format"], "multus-rs/v1");
     let left = cache["delegates"].as_array().unwrap();
     assert_eq!(left.len(), 1, "{cache}");
@@ -523,5 +490,93 @@ fn del_uses_the_raw_conflist_of_multus_4_2_caches() {
 
     let conf = multus_conf(&node, "1.0.0");
     run(&node, "DEL", &p, &pod.path().to_string_lossy(), &conf).ok();
+    assert_clean(&node, Some(&pod));
+}
+
+/// A Multus-era cache holding a 0.2.0 delegate (results with `ip4`, no interfaces): DEL runs
+/// its plugins and releases the address, as Multus's libcni would.
+#[test]
+fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
+    if !root("del_of_a_multus_pod_with_a_0_2_0_delegate") {
+        return;
+    }
+    let node = Node::new();
+    let pod = Netns::new("cpd");
+    let mut cluster = node.cluster_conf("0.4.0");
+    cluster["name"] = json!("cbr0");
+    let old = json!({"cniVersion": "0.2.0", "name": "old-net", "type": "macvlan",
+        "master": "vpar", "mode": "bridge", "ipam": node.ipam("192.0.2.0/24", None)});
+    let p = multus_add(
+        &node,
+        "c1",
+        &pod,
+        "old",
+        &[
+            Delegate::new("cbr0", cluster),
+            Delegate::new("pods/old-net", old),
+        ],
+    );
+    assert!(p.results[1]["ip4"]["ip"].is_string(), "{}", p.results[1]);
+    assert_eq!(node.leases().len(), 2);
+    let conf = multus_conf(&node, "1.0.0");
+    let netns = pod.path().to_string_lossy().into_owned();
+    run(&node, "DEL", &p, &netns, &conf).ok();
+    assert_clean(&node, Some(&pod));
+}
+
+/// The way back: a pod set up here, then torn down from what Multus reads alone. The cache file
+/// is Multus's list of delegate records (this engine's entry rides in the first one, under a key
+/// Go's decoder ignores); with that entry and this engine's results file removed, as Multus
+/// would see the node after a rollback, DEL runs Multus's teardown from the records: every
+/// interface and every lease goes.
+#[test]
+fn a_pod_set_up_here_is_torn_down_from_multus_records_alone() {
+    if !root("a_pod_set_up_here_is_torn_down_from_multus_records_alone") {
+        return;
+    }
+    let node = Node::new();
+    node.macvlan_nad("1.0.0");
+    node.bridge_nad("1.0.0");
+    node.pod(
+        "pods",
+        "back",
+        "uid-back",
+        &json!({"k8s.v1.cni.cncf.io/networks":
+                json!([{"name": "macvlan-net"}, {"name": "bridge-net", "interface": "data0"}])
+                    .to_string()}),
+    );
+    let pod = Netns::new("cpd");
+    let conf = node.multus_conf("1.0.0");
+    node.run("ADD", "c1", Some(&pod), "back", &conf).ok();
+    assert_eq!(link_names(&pod), vec!["data0", "eth0", "lo", "net1"]);
+    assert_eq!(node.leases().len(), 3);
+
+    let path = node.path("cache").join("c1");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let records = file
+        .as_array_mut()
+        .expect("the cache is Multus's list of records");
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[1]["Name"], "pods/macvlan-net");
+    assert_eq!(records[2]["ifnameRequest"], "data0");
+    assert!(
+        records[0]
+            .as_object_mut()
+            .unwrap()
+            .remove("multusRsEntry")
+            .is_some()
+    );
+    std::fs::write(&path, file.to_string()).unwrap();
+    std::fs::remove_file(node.path("cache").join("results").join("c1")).unwrap();
+
+    let netns = pod.path().to_string_lossy().into_owned();
+    node.run_with_args(
+        "DEL",
+        "c1",
+        &netns,
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=pods;K8S_POD_NAME=back",
+        &conf,
+    )
+    .ok();
     assert_clean(&node, Some(&pod));
 }

@@ -328,7 +328,9 @@ fn version_and_stdout_holds_only_the_reply() {
         .ok();
     assert_eq!(
         v.json()["supportedVersions"],
-        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        json!([
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+        ])
     );
     // Debug logging is on in multus_conf: it must all go to stderr.
     let pod = three_network_pod(&node, "1.0.0", "quiet");
@@ -433,8 +435,7 @@ fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
     assert!(addrs(&pod, "net1")[0].starts_with("192.0.2."));
     assert!(addrs(&pod, "net2")[0].starts_with("198.51.100."));
     // A NAD given in defaultNetworks is named <ns>/<nad>, like an annotation network.
-    let cache: Value =
-        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     let names: Vec<&str> = cache["delegates"]
         .as_array()
         .unwrap()
@@ -443,8 +444,7 @@ fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
         .collect();
     assert_eq!(names, vec!["cluster", "pods/macvlan-net", "default/shared"]);
     // A NAD given in defaultNetworks is named <ns>/<nad>, like an annotation network.
-    let cache: Value =
-        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     let names: Vec<&str> = cache["delegates"]
         .as_array()
         .unwrap()
@@ -547,8 +547,7 @@ fn failed_del_keeps_what_is_left_for_the_retry() {
     // Everything else is gone; the cache holds only the delegate still to delete.
     assert_eq!(link_names(&pod), vec!["lo"]);
     assert!(node.leases().is_empty());
-    let cache: Value =
-        serde_json::from_slice(&std::fs::read(node.path("cache").join("c1")).unwrap()).unwrap();
+    let cache = common::own_cache_entry(&node, "c1");
     let left: Vec<&str> = cache["delegates"]
         .as_array()
         .unwrap()

@@ -31,6 +31,8 @@ pub const ND_ROUTER_ADVERT: u8 = 134;
 pub const ND_NEIGHBOUR_SOLICIT: u8 = 135;
 pub const ND_NEIGHBOUR_ADVERT: u8 = 136;
 pub const ND_REDIRECT: u8 = 137;
+const DHCP_SERVER_PORT: u16 = 67;
+const DHCP_CLIENT_PORT: u16 = 68;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -148,6 +150,24 @@ impl Packet {
     #[inline(always)]
     pub fn ends_flow(&self) -> bool {
         self.proto == IPPROTO_TCP && self.has_l4 && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+
+    /// A DHCP client's message (egress, UDP 68 to 67) or a server's answer to it (ingress, UDP
+    /// 67 to 68), which pass unless a rule says otherwise: without them a lease is never
+    /// renewed under a default deny. A pod sending as a server (from port 67) gets no such
+    /// pass.
+    #[inline(always)]
+    pub fn is_dhcp_client(&self, egress: bool) -> bool {
+        let (client, server) = if egress {
+            (self.sport, self.dport)
+        } else {
+            (self.dport, self.sport)
+        };
+        self.family == FAMILY_V4
+            && self.proto == IPPROTO_UDP
+            && self.has_l4
+            && client == DHCP_CLIENT_PORT
+            && server == DHCP_SERVER_PORT
     }
 
     /// A TCP segment that opens a connection (SYN without ACK).

@@ -4,8 +4,10 @@
 //! when the agent compiled the trie) and the direction's defaults and flags; a port lookup
 //! follows only for peers with more port blocks than fit inline. Then: anti-spoofing (egress), the
 //! rules, the direction's default. A packet the rules would drop still passes when it is a reply
-//! of a flow allowed the other way, or an ICMP error about one. ARP and IPv6 neighbour discovery pass unless a rule denies
-//! them; other non-IP frames always pass.
+//! of a flow allowed the other way (re-checked against this policy when an earlier one allowed
+//! it), or an ICMP error about one. ARP, IPv6 neighbour discovery (router advertisements and
+//! redirects only on ingress) and DHCP client exchanges pass unless a rule denies them; other
+//! non-IP frames always pass.
 use aya_ebpf::programs::TcContext;
 use multus_common::{
     DIR_EGRESS, DROP_DEFAULT_DENY, DROP_HEADER_CHAIN, DROP_MALFORMED, DROP_POLICY_DENY,
@@ -103,6 +105,7 @@ pub fn decide(
         VERDICT_ALLOW => None,
         VERDICT_DENY => Some(DROP_POLICY_DENY),
         _ if s.pkt.is_nd(direction == DIR_EGRESS) => return Verdict::Pass,
+        _ if s.pkt.is_dhcp_client(direction == DIR_EGRESS) => return Verdict::Pass,
         _ if meta.default == VERDICT_ALLOW => None,
         _ => Some(DROP_DEFAULT_DENY),
     };

@@ -40,10 +40,14 @@ pub struct Args {
     /// The agent's `attachMode` (`tcx` or `clsact`; default: the agent's choice).
     #[arg(long)]
     attach_mode: Option<String>,
+    /// The agent's `chrootDir` (`/` measures the chroot exec against the same files).
+    #[arg(long)]
+    chroot_dir: Option<String>,
 }
 
 struct Setup {
     attach_mode: Option<String>,
+    chroot_dir: Option<String>,
     node: Netns,
     dir: PathBuf,
     state: PathBuf,
@@ -111,6 +115,9 @@ impl Setup {
                "confDir": self.path("conf"), "delegates": [self.cluster_conf()]});
         if let Some(mode) = &self.attach_mode {
             conf["attachMode"] = json!(mode);
+        }
+        if let Some(dir) = &self.chroot_dir {
+            conf["chrootDir"] = json!(dir);
         }
         conf
     }
@@ -198,7 +205,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "multus-agent",
         ])
         .run()?;
-    let setup = prepare(args.attach_mode.clone())?;
+    let setup = prepare(args.attach_mode.clone(), args.chroot_dir.clone())?;
     let agent = start_agent(&setup)?;
     for secondaries in [1usize, 4] {
         latency(&setup, secondaries, args.runs)?;
@@ -206,7 +213,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     capacity(&setup, &agent)
 }
 
-fn prepare(attach_mode: Option<String>) -> anyhow::Result<Setup> {
+fn prepare(attach_mode: Option<String>, chroot_dir: Option<String>) -> anyhow::Result<Setup> {
     step("namespaces, networks and configuration");
     let node = Netns::new("bnd");
     for (parent, peer) in [("vpar", "vpeer"), ("vpar2", "vpeer2")] {
@@ -218,6 +225,7 @@ fn prepare(attach_mode: Option<String>) -> anyhow::Result<Setup> {
     let bin = crate::shell::target_dir("release");
     let setup = Setup {
         attach_mode,
+        chroot_dir,
         node,
         dir: std::env::temp_dir().join(format!("multus-bench-agent-{pid}")),
         // Records live on tmpfs in production (/run), like bpffs: not on the disk.

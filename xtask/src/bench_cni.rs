@@ -3,7 +3,9 @@
 //! secondary networks (macvlan and bridge, host-local IPAM). For each ADD and DEL it records the
 //! wall time and the time the binary itself reports spent in delegate processes (its `timing`
 //! log line). The baseline, run in the same process on the same namespaces, calls the same
-//! plugins directly, as a runtime without multus would.
+//! plugins directly, as a runtime without multus would. Two builds of the binary run side by
+//! side: the glibc one and the static (musl) one the image ships, and the time each spends
+//! outside delegates (what multus adds to a call) is printed next to the other's.
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
@@ -53,10 +55,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bail!("the cni bench creates network namespaces: run it as root");
     }
     ensure!(args.runs >= 50, "--runs must be at least 50");
+    // The static shim as the image ships it: built together with the agent, as for the image,
+    // so that both builds agree on features and neither rebuilds the other's.
+    let static_dir = crate::static_build::build(crate::image::PACKAGES, &["multus-cni"])?;
     let setup = prepare(release_binary()?)?;
+    let builds = [
+        ("glibc", setup.binary.clone()),
+        ("static", static_dir.join("multus-cni")),
+    ];
     in_node(&setup, || {
         for secondaries in [1usize, 4] {
-            scenario(&setup, secondaries, args.runs)?;
+            scenario(&setup, &builds, secondaries, args.runs)?;
         }
         Ok(())
     })
@@ -238,7 +247,13 @@ pub(crate) fn sample(wall: Duration, stderr: &str) -> anyhow::Result<Sample> {
     })
 }
 
-fn scenario(setup: &Setup, secondaries: usize, runs: usize) -> anyhow::Result<()> {
+/// One scenario: each build's ADD and DEL, and the plugins called directly, interleaved.
+fn scenario(
+    setup: &Setup,
+    builds: &[(&str, PathBuf)],
+    secondaries: usize,
+    runs: usize,
+) -> anyhow::Result<()> {
     step(&format!(
         "cluster network + {secondaries} secondaries, {runs} runs each"
     ));
@@ -265,28 +280,82 @@ fn scenario(setup: &Setup, secondaries: usize, runs: usize) -> anyhow::Result<()
         }
         Ok(total)
     };
-    let (mut adds, mut dels, mut base_add, mut base_del) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // multus-cni and the baseline alternate, so both see the same machine load.
+    let mut adds: Vec<Vec<Sample>> = builds.iter().map(|_| Vec::new()).collect();
+    let mut dels: Vec<Vec<Sample>> = builds.iter().map(|_| Vec::new()).collect();
+    let (mut base_add, mut base_del) = (Vec::new(), Vec::new());
+    // The builds and the baseline alternate (the builds' order too), so all see the same
+    // machine load.
     for i in 0..runs + 3 {
-        let id = format!("bench{i}");
-        let (wall, err) = invoke(&setup.binary, "ADD", &id, &netns, "eth0", conf.as_bytes())?;
-        let add = sample(wall, &err)?;
-        let (wall, err) = invoke(&setup.binary, "DEL", &id, &netns, "eth0", conf.as_bytes())?;
-        let del = sample(wall, &err)?;
+        let mut order: Vec<usize> = (0..builds.len()).collect();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for b in order {
+            let (label, binary) = &builds[b];
+            let id = format!("bench-{label}{i}");
+            let (wall, err) = invoke(binary, "ADD", &id, &netns, "eth0", conf.as_bytes())?;
+            let add = sample(wall, &err)?;
+            let (wall, err) = invoke(binary, "DEL", &id, &netns, "eth0", conf.as_bytes())?;
+            let del = sample(wall, &err)?;
+            // The first runs warm caches (and create the bridges); they are not counted.
+            if i >= 3 {
+                adds[b].push(add);
+                dels[b].push(del);
+            }
+        }
         let base_id = format!("base{i}");
         let (b_add, b_del) = (direct("ADD", &base_id)?, direct("DEL", &base_id)?);
-        // The first runs warm caches (and create the bridges); they are not counted.
         if i >= 3 {
-            adds.push(add);
-            dels.push(del);
             base_add.push(b_add);
             base_del.push(b_del);
         }
     }
-    report("ADD", &adds, &base_add);
-    report("DEL", &dels, &base_del);
+    for (b, (label, _)) in builds.iter().enumerate() {
+        report(&format!("{label} ADD"), &adds[b], &base_add);
+        report(&format!("{label} DEL"), &dels[b], &base_del);
+    }
+    side_by_side("ADD", builds, &adds);
+    side_by_side("DEL", builds, &dels);
     Ok(())
+}
+
+/// The time each build spends outside delegate processes (its own work plus its process start
+/// and exit: what multus adds to the call), next to each other.
+fn side_by_side(what: &str, builds: &[(&str, PathBuf)], samples: &[Vec<Sample>]) {
+    let overhead = |s: &[Sample]| {
+        let mut v: Vec<Duration> = s
+            .iter()
+            .map(|s| s.wall.saturating_sub(s.delegates))
+            .collect();
+        v.sort();
+        v
+    };
+    let per_build: Vec<Vec<Duration>> = samples.iter().map(|s| overhead(s)).collect();
+    let cells: Vec<String> = builds
+        .iter()
+        .zip(&per_build)
+        .map(|((label, _), o)| {
+            format!(
+                "{label} median {} p99 {}",
+                ms(percentile(o, 0.5)),
+                ms(percentile(o, 0.99))
+            )
+        })
+        .collect();
+    let ratio = match per_build.as_slice() {
+        [first, .., last] => format!(
+            "  | {}/{} {:.2}x",
+            builds[builds.len() - 1].0,
+            builds[0].0,
+            percentile(last, 0.5).as_secs_f64()
+                / percentile(first, 0.5).as_secs_f64().max(f64::MIN_POSITIVE)
+        ),
+        _ => String::new(),
+    };
+    note(&format!(
+        "{what} overhead (wall time outside delegates): {}{ratio}",
+        cells.join("  | ")
+    ));
 }
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {

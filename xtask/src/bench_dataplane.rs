@@ -322,7 +322,7 @@ impl Agent {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args);
         if dataplane {
-            cmd.arg("--bpffs")
+            cmd.arg("--bpffs-dir")
                 .arg(&self.bpffs)
                 .arg("--state-dir")
                 .arg(&self.state);

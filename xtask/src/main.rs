@@ -10,11 +10,12 @@ mod bench_policy;
 mod demo;
 mod e2e;
 mod fuzz;
-#[cfg(test)]
 mod image;
 mod manifests;
+mod oci;
 mod prereqs;
 mod shell;
+mod static_build;
 mod stress;
 mod test;
 
@@ -52,6 +53,8 @@ enum Command {
     /// A node's bad day: ADD/DEL cycles with the agent's RSS, bursts, kill -9 of the agent,
     /// the agent down, malformed inputs; nothing may be left (standalone and Kubernetes mode).
     Stress(stress::Args),
+    /// Write the agent image as an OCI archive (static binaries; no container engine, no network).
+    Image(image::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,7 +74,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Stress(args) => prereqs::ensure().and_then(|()| stress::run(&args)),
+        Command::Image(args) => prereqs::ensure().and_then(|()| image::run(&args)),
     };
-    shell::step(&format!("done in {:.0?}", started.elapsed()));
+    shell::step(&shell::outcome(result.is_ok(), started.elapsed()));
     result
 }

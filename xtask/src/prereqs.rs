@@ -28,6 +28,16 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "bpftool",
     "jq",
+    // The build records the commit for --version (`unknown` without git).
+    "git",
+    // Static binaries: musl-gcc for the crates with C parts; `file` to check the result.
+    "musl-tools",
+    "file",
+    // The image tests import the image into a containerd of their own (and run it with runc),
+    // and load it with podman.
+    "containerd",
+    "runc",
+    "podman",
 ];
 
 /// Makes sure everything is in place.
@@ -37,7 +47,9 @@ pub fn ensure() -> anyhow::Result<()> {
     if ensure_debian_packages(PACKAGES)? {
         done.push("Debian packages".to_owned());
     }
+    ensure_kubectl(&mut done)?;
     ensure_components(&mut done)?;
+    ensure_musl_target(&mut done)?;
     ensure_bpf_linker(&mut done)?;
     ensure_bpffs(&mut done)?;
     if done.is_empty() {
@@ -85,6 +97,20 @@ pub fn ensure_debian_packages(packages: &[&str]) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// kubectl renders and applies the manifests in tests (`kubectl kustomize`, `apply -k`): any
+/// kubectl on PATH does, else Debian's kubernetes-client (1.20, whose kustomize is v2: the base
+/// and the example overlay are written for it and for current kustomize alike).
+fn ensure_kubectl(done: &mut Vec<String>) -> anyhow::Result<()> {
+    let present = Cmd::new("kubectl")
+        .args(["version", "--client"])
+        .probe()
+        .is_some();
+    if !present && ensure_debian_packages(&["kubernetes-client"])? {
+        done.push("kubectl (kubernetes-client)".to_owned());
+    }
+    Ok(())
+}
+
 fn ensure_components(done: &mut Vec<String>) -> anyhow::Result<()> {
     // rustup installs the pinned toolchain (with rust-toolchain.toml's components) on first use;
     // this catches a toolchain that was installed earlier without them.
@@ -101,6 +127,24 @@ fn ensure_components(done: &mut Vec<String>) -> anyhow::Result<()> {
             done.push(component.to_owned());
         }
     }
+    Ok(())
+}
+
+/// The musl target of the static builds, for the pinned toolchain.
+fn ensure_musl_target(done: &mut Vec<String>) -> anyhow::Result<()> {
+    let target = crate::static_build::MUSL_TARGET;
+    let installed = Cmd::new("rustup")
+        .args(["target", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .probe()
+        .context("rustup is needed (https://rustup.rs)")?;
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    note(&format!("adding target {target} to toolchain {TOOLCHAIN}"));
+    Cmd::new("rustup")
+        .args(["target", "add", target, "--toolchain", TOOLCHAIN])
+        .run()?;
+    done.push(target.to_owned());
     Ok(())
 }
 

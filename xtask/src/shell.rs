@@ -6,9 +6,37 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// Prints a step header.
+/// Prints a step header (bold on a terminal).
 pub fn step(what: &str) {
-    eprintln!("\x1b[1m==> {what}\x1b[0m");
+    use std::io::IsTerminal as _;
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
+    eprintln!("{}", header(what, colour));
+}
+
+/// Whether to write colour codes: only to a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn use_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn header(what: &str, colour: bool) -> String {
+    if colour {
+        format!("\x1b[1m==> {what}\x1b[0m")
+    } else {
+        format!("==> {what}")
+    }
+}
+
+/// The last step header of a command: "done" only when it succeeded.
+pub fn outcome(ok: bool, took: std::time::Duration) -> String {
+    if ok {
+        format!("done in {took:.0?}")
+    } else {
+        format!("failed after {took:.0?}")
+    }
 }
 
 /// Prints a detail line under a step.
@@ -110,4 +138,29 @@ pub fn build_agent() -> anyhow::Result<std::path::PathBuf> {
         .args(["build", "--package", "multus-agent"])
         .run()?;
     Ok(target_dir("debug").join("multus-agent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{ffi::OsString, time::Duration};
+
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsString::new())));
+        assert!(!use_colour(true, Some(OsString::from("1"))));
+        assert!(!use_colour(false, None));
+        assert_eq!(header("x", false), "==> x");
+        assert!(!header("x", false).contains('\x1b'));
+        assert_eq!(header("x", true), "\x1b[1m==> x\x1b[0m");
+    }
+
+    #[test]
+    fn a_failed_command_does_not_say_done() {
+        let took = Duration::from_secs(3);
+        assert_eq!(outcome(true, took), "done in 3s");
+        assert_eq!(outcome(false, took), "failed after 3s");
+    }
 }

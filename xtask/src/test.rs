@@ -61,11 +61,18 @@ pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
         test = test.args(["--", filter.as_str()]);
     }
     test.run()?;
-
-    // A filter picks tests; the end-to-end run is not one.
+    // A filter picks tests; the stress run and the end-to-end run are not ones.
     if args.filter.is_some() {
         return Ok(());
     }
+    // The full run (`cargo xtask stress`, 1000 cycles) takes longer than the suite should.
+    step("stress, short: 100 cycles, one kill -9 round, both modes, debug binaries");
+    crate::stress::run(&crate::stress::Args {
+        cycles: 100,
+        mode: "both".to_owned(),
+        kill_rounds: 1,
+        debug: true,
+    })?;
     if !crate::shell::is_root()
         && std::env::var(multus_testkit::root::ALLOW_SKIP_VAR).is_ok_and(|v| v == "1")
     {

@@ -69,7 +69,7 @@ pub enum DataplaneError {
     /// every packet.
     #[error(
         "interface {ifname} in network namespace {netns} has hardware type {hw_type}, not \
-         Ethernet (1): the dataplane polices Ethernet interfaces only"
+         Ethernet (1) or loopback (772): the dataplane parses Ethernet headers only"
     )]
     NotEthernet {
         /// The interface name.

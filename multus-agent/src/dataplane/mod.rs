@@ -693,6 +693,8 @@ pub fn tcx_programs(netns: &Path, ifname: &str) -> Result<Vec<TcxProgram>> {
 
 /// `ARPHRD_ETHER`.
 const ARPHRD_ETHER: u16 = 1;
+/// `ARPHRD_LOOPBACK`: its frames carry an Ethernet header too (zero addresses).
+const ARPHRD_LOOPBACK: u16 = 772;
 
 /// The node-wide identity of `req`'s interface; runs inside `req.netns`.
 fn locate(req: &AttachRequest<'_>) -> Result<IfaceKey> {
@@ -705,7 +707,7 @@ fn locate(req: &AttachRequest<'_>) -> Result<IfaceKey> {
     // packet at the wrong offsets.
     let hw_type = sys::hardware_type(req.ifname)
         .map_err(|e| DataplaneError::io("reading the hardware type in", req.netns, e))?;
-    if hw_type != ARPHRD_ETHER {
+    if hw_type != ARPHRD_ETHER && hw_type != ARPHRD_LOOPBACK {
         return Err(DataplaneError::NotEthernet {
             ifname: req.ifname.to_owned(),
             netns: req.netns.to_owned(),

@@ -13,7 +13,11 @@
 //!   the other direction, whatever that direction's rules say.
 //! - ARP and IPv6 neighbour/multicast-listener discovery pass unless a rule denies them (ARP is
 //!   matched only by rules naming [`Protocol::Arp`], with the ARP sender (ingress) or target
-//!   (egress) address as the peer). Other non-IP frames always pass.
+//!   (egress) address as the peer); router advertisements and redirects only on ingress (on
+//!   egress they meet the rules). A DHCP client's messages and the server's answers pass unless a
+//!   rule names them. Other non-IP frames always pass.
+//! - A policy change keeps the flows it still allows: a flow's opening packet is checked against
+//!   the new policy. Fragments of a datagram share its first fragment's ports.
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;

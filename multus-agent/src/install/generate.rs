@@ -437,7 +437,7 @@ mod tests {
             };
             render(&p, &opts).unwrap();
         }
-        assert!(parse_version("0.2.0").is_err());
+        assert!(parse_version("0.2.1").is_err());
         assert!(
             parse_version("2.0.0")
                 .unwrap_err()

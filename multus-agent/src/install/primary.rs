@@ -220,13 +220,13 @@ mod tests {
         assert!(err.to_string().contains("not valid JSON"), "{err}");
         fs::write(
             &p,
-            r#"{"cniVersion": "0.2.0", "name": "a", "type": "bridge"}"#,
+            r#"{"cniVersion": "0.2.1", "name": "a", "type": "bridge"}"#,
         )
         .unwrap();
         let err = load(&p).unwrap_err();
         assert!(matches!(err, InstallError::Version { .. }), "{err}");
         assert!(
-            err.to_string().contains("\"0.2.0\" is not supported"),
+            err.to_string().contains("\"0.2.1\" is not supported"),
             "{err}"
         );
         fs::write(&p, r#"{"cniVersion": "0.4.0", "type": "bridge"}"#).unwrap();

@@ -35,6 +35,10 @@ pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";
 /// IPv6 peers `isolate` keeps allowed besides the network's subnets: link-local addresses and
 /// link-local multicast, which neighbour discovery needs.
 const ISOLATE_IPV6_LINK: [&str; 2] = ["fe80::/10", "ff02::/16"];
+/// IPv4 peers `isolate` keeps allowed besides the network's subnets: link-local multicast
+/// (IGMP reports, VRRP, mDNS), which never leaves the segment. Not 169.254.0.0/16: on a
+/// secondary network that may be a cloud metadata service.
+const ISOLATE_IPV4_LINK: [&str; 1] = ["224.0.0.0/24"];
 
 /// A NAD's policy, read and checked: everything except the attachment's own MAC and addresses,
 /// which [`NadPolicy::policy_for`] adds.
@@ -179,8 +183,13 @@ fn isolate_subnets(config: Option<&str>) -> Result<Vec<IpNet>, FieldError> {
 
 /// Denies every peer outside `subnets` (IPv6 link-local traffic excepted).
 fn isolate_rule(subnets: &[IpNet]) -> Rule {
-    let (v4, mut v6): (Vec<IpNet>, Vec<IpNet>) =
+    let (mut v4, mut v6): (Vec<IpNet>, Vec<IpNet>) =
         subnets.iter().partition(|n| matches!(n, IpNet::V4(_)));
+    v4.extend(
+        ISOLATE_IPV4_LINK
+            .iter()
+            .filter_map(|s| s.parse::<IpNet>().ok()),
+    );
     v6.extend(
         ISOLATE_IPV6_LINK
             .iter()

@@ -27,8 +27,7 @@ use kube::{
     },
 };
 use multus_cni::{
-    NetworkStatus,
-    kube::convert,
+    kube::{KubePublisher, PodApi, convert},
     network::{NetworkAttachmentDefinition, NetworkSource, PodInfo, PodKey, SourceError},
 };
 use multus_kube::{
@@ -39,7 +38,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::{AgentSource, PodPlacement, StatusWriter};
+use super::{AgentSource, PodPlacement};
 use crate::{
     enforce::{
         Change, PodLookup,
@@ -417,29 +416,35 @@ impl NetworkSource for KubeSource {
     }
 }
 
-/// Writes network-status through the API.
+/// The shared publisher's view of the agent's cluster: the pod from the node's cache (the
+/// object the ADD read), else from a live read of the last seconds.
 #[derive(Debug)]
-struct KubeStatus {
+struct AgentPods {
+    caches: Arc<KubeCaches>,
     api: Arc<BlockingApi>,
-    metrics: AgentMetrics,
 }
 
-impl StatusWriter for KubeStatus {
-    fn publish(&self, pod: &PodKey, status: &[NetworkStatus]) {
-        let object = format!("{}/{}", pod.namespace, pod.name);
-        // The same text as thin mode writes (indented like Multus).
-        let json = convert::network_status_json(status);
-        let result = self.api.api().map_err(|e| e.to_string()).and_then(|api| {
-            api.set_network_status(&pod.namespace, &pod.name, pod.uid.as_deref(), &json)
-                .map_err(|e| e.to_string())
-        });
-        match result {
-            Ok(()) => self.metrics.status_write(true),
-            Err(e) => {
-                self.metrics.status_write(false);
-                warn!(pod = %object, "writing network-status failed (the pod keeps its networks): {e}");
+impl PodApi for AgentPods {
+    fn api(&self) -> Option<&KubeApi> {
+        self.api.api().ok()
+    }
+
+    fn read_pod(&self, key: &PodKey) -> Option<PodInfoLive> {
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+        if let Some(pod) = self.caches.pods.get(Some(ns), name) {
+            let info = convert::pod_object(&pod);
+            // A pod recreated under the same name is not the ADD's (a static pod's mirror
+            // has a UID of its own).
+            if key
+                .uid
+                .as_deref()
+                .is_none_or(|uid| info.uid.as_deref() == Some(uid))
+                || info.is_static()
+            {
+                return Some(PodInfoLive::from_pod(&pod));
             }
         }
+        self.api.recent_pod(ns, name, key.uid.as_deref())
     }
 }
 
@@ -521,10 +526,16 @@ pub async fn start(
             api: Arc::clone(&api),
             pod_wait,
         }),
-        status: Arc::new(KubeStatus {
-            api,
-            metrics: metrics.clone(),
-        }),
+        publisher: Arc::new(
+            KubePublisher::new(Arc::new(AgentPods {
+                caches: Arc::clone(&caches),
+                api,
+            }))
+            .on_status_written({
+                let metrics = metrics.clone();
+                Arc::new(move |ok| metrics.status_write(ok))
+            }),
+        ),
         placement: Some(Arc::clone(&caches) as Arc<dyn PodPlacement>),
         synced,
         changes,

@@ -1,7 +1,9 @@
-//! Where the agent's engine learns about pods and networks, and where network-status goes.
+//! Where the agent's engine learns about pods and networks, and where network-status and pod
+//! Events go.
 //!
 //! - [`kube`]: watch caches (pods of this node, trimmed; NADs; namespaces) over the API server,
-//!   with a live GET when the cache has not seen an object yet; network-status is written back.
+//!   with a live GET when the cache has not seen an object yet; network-status and Events are
+//!   published by the engine's `KubePublisher`, the same as thin mode's.
 //! - [`standalone`]: NAD and pod files in a local directory the agent watches (no cluster);
 //!   network-status is logged.
 //!
@@ -12,15 +14,8 @@ pub mod standalone;
 
 use std::sync::Arc;
 
-use multus_cni::{NetworkSource, NetworkStatus, network::PodKey};
+use multus_cni::{NetworkSource, engine::Publisher};
 use tokio::sync::watch;
-
-/// Publishes the network-status of a pod after ADD. Failures are the writer's to log and count;
-/// they never fail the pod.
-pub trait StatusWriter: Send + Sync {
-    /// Publishes `status` for `pod`.
-    fn publish(&self, pod: &PodKey, status: &[NetworkStatus]);
-}
 
 /// Whether a pod is scheduled to this node: `None` while that is not known yet.
 pub trait PodPlacement: Send + Sync {
@@ -33,8 +28,8 @@ pub trait PodPlacement: Send + Sync {
 pub struct AgentSource {
     /// Lookups for the engine.
     pub network: Arc<dyn NetworkSource>,
-    /// Where network-status goes.
-    pub status: Arc<dyn StatusWriter>,
+    /// Where network-status and pod Events go (the engine's publisher).
+    pub publisher: Arc<dyn Publisher>,
     /// Pod placement (Kubernetes mode only: in standalone mode any pod may be unlisted).
     pub placement: Option<Arc<dyn PodPlacement>>,
     /// `true` once every cache has synced.

@@ -12,7 +12,9 @@ use std::{
 };
 
 use multus_cni::{
-    NetworkStatus,
+    NetConf,
+    cni::Request,
+    engine::{AddOutput, Publisher},
     network::{LocalFiles, NetworkSource, PodKey},
 };
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -22,20 +24,31 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use super::{AgentSource, StatusWriter};
+use super::AgentSource;
 use crate::metrics::AgentMetrics;
 
 /// Changes closer together than this are handled as one.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Logs network-status: without a cluster there is no pod object to write it to.
+/// Logs network-status and the Warnings: without a cluster there is no pod object to write
+/// them to.
 #[derive(Debug)]
 struct LogStatus;
 
-impl StatusWriter for LogStatus {
-    fn publish(&self, pod: &PodKey, status: &[NetworkStatus]) {
-        let json = serde_json::to_string(status).unwrap_or_default();
-        info!(pod = %format!("{}/{}", pod.namespace, pod.name), network_status = %json, "network-status");
+impl Publisher for LogStatus {
+    fn added(&self, request: &Request, _conf: &NetConf, output: &AddOutput) {
+        let Some((namespace, name)) = request.args.pod() else {
+            return;
+        };
+        let json = serde_json::to_string(&output.network_status).unwrap_or_default();
+        info!(pod = %format!("{namespace}/{name}"), network_status = %json, "network-status");
+        for warning in &output.warnings {
+            warn!(pod = %format!("{namespace}/{name}"), "{warning}");
+        }
+    }
+
+    fn warning(&self, pod: &PodKey, reason: &'static str, message: &str) {
+        warn!(pod = %format!("{}/{}", pod.namespace, pod.name), reason, "{message}");
     }
 }
 
@@ -112,7 +125,7 @@ pub fn start(dir: &Path, metrics: &AgentMetrics) -> io::Result<AgentSource> {
     });
     Ok(AgentSource {
         network: Arc::new(files) as Arc<dyn NetworkSource>,
-        status: Arc::new(LogStatus),
+        publisher: Arc::new(LogStatus),
         placement: None,
         synced,
         changes,

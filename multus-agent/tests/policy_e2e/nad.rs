@@ -42,7 +42,13 @@ fn a_denied_packet_sent_right_after_add_returns_is_dropped() {
     let client_ip = address(&client, "net1", 4);
     // Every drop series is there at zero before the first drop, so `increase()` sees it.
     let before = k.node.scrape();
-    for reason in ["policy_deny", "default_deny", "spoofed", "malformed", "header_chain"] {
+    for reason in [
+        "policy_deny",
+        "default_deny",
+        "spoofed",
+        "malformed",
+        "header_chain",
+    ] {
         for direction in ["ingress", "egress"] {
             let labels = [
                 ("pod", "client"),

@@ -41,9 +41,14 @@ impl KubeNode {
 
     /// A pod in the API, bound to `node`, and its namespace here.
     fn create_pod(&self, name: &str, node: &str) -> TestPod {
+        self.create_pod_asking(name, node, "macvlan-net")
+    }
+
+    /// A pod in the API, bound to `node`, with `networks` as its networks annotation.
+    fn create_pod_asking(&self, name: &str, node: &str, networks: &str) -> TestPod {
         let created = self.ns.create(json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "annotations": {NETWORKS: "macvlan-net"},
+            "metadata": {"name": name, "annotations": {NETWORKS: networks},
                          "labels": {"app": "demo"}},
             "spec": {
                 "nodeName": node,
@@ -64,6 +69,32 @@ impl KubeNode {
             &format!("/api/v1/namespaces/{}/pods/{name}", self.ns.name()),
             None,
         )
+    }
+
+    /// The Events on `pod` (this UID) as (type, reason, message), oldest first.
+    fn events(&self, pod: &TestPod) -> Vec<(String, String, String)> {
+        let path = format!("/api/v1/namespaces/{}/events", pod.namespace);
+        let list = self.cluster.admin().ok("GET", &path, None);
+        let mut events: Vec<(String, String, String, String)> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["involvedObject"]["name"] == pod.name.as_str()
+                    && e["involvedObject"]["uid"] == pod.uid.as_str()
+            })
+            .map(|e| {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    s(&e["firstTimestamp"]),
+                    s(&e["type"]),
+                    s(&e["reason"]),
+                    s(&e["message"]),
+                )
+            })
+            .collect();
+        events.sort();
+        events.into_iter().map(|(_, t, r, m)| (t, r, m)).collect()
     }
 
     /// Requests through the proxy for one pod (`GET .../pods/NAME`, `PUT .../pods/NAME/status`)
@@ -360,6 +391,76 @@ fn device_ids_of_resource_networks_reach_network_status() {
         agent.log_text()
     );
     k.node.shim("DEL", &pod).ok();
+    assert!(k.node.records().is_empty());
+    assert!(k.node.leases().is_empty());
+}
+
+/// Thick mode posts the pod Events thin mode posts, through the same publisher: Multus's
+/// `AddedInterface` per interface, a `MissingCapability` Warning for a request no plugin of the
+/// network declares (the MAC still reaches macvlan as the legacy `MAC=` argument, as under
+/// Multus), and `NoNetworkFound` when the pod names a network that does not exist.
+#[test]
+fn thick_mode_posts_the_pods_events() {
+    let Some(k) = KubeNode::new("thick_mode_posts_the_pods_events", "agt") else {
+        return;
+    };
+    k.create_nad("macvlan-net");
+    let mac = "02:00:00:aa:bb:cc";
+    let pod = k.create_pod_asking(
+        "web",
+        &k.name,
+        &json!([{"name": "macvlan-net", "interface": "data0", "mac": mac}]).to_string(),
+    );
+    let missing = k.create_pod_asking("lost", &k.name, "macvlan-net,no-such-net");
+    let agent = k.node.start_agent(&k.agent_config());
+
+    k.node.shim("ADD", &pod).ok();
+    let link = pod.netns.ip(&["-j", "link", "show", "data0"]);
+    let link: Value = serde_json::from_str(&link).unwrap();
+    assert_eq!(link[0]["address"], mac, "{}", agent.log_text());
+    let network = format!("{}/macvlan-net", k.ns.name());
+    let events = until("the Events of the ADD", || {
+        let events = k.events(&pod);
+        (events.len() >= 3).then_some(events)
+    });
+    // Events in the same second sort by type and text: look them up by reason.
+    let of = |reason: &str| -> Vec<&(String, String, String)> {
+        events.iter().filter(|e| e.1 == reason).collect()
+    };
+    assert_eq!(events.len(), 3, "{events:?}\n{}", agent.log_text());
+    let warning = of("MissingCapability");
+    assert_eq!(warning.len(), 1, "{events:?}");
+    assert_eq!(warning[0].0, "Warning");
+    assert!(
+        warning[0].2.contains(&network) && warning[0].2.contains("\"mac\""),
+        "{events:?}"
+    );
+    let added: Vec<&str> = of("AddedInterface").iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(added.len(), 2, "{events:?}");
+    assert!(
+        added.iter().any(|m| m.starts_with("Add eth0 [")),
+        "{added:?}"
+    );
+    assert!(
+        added
+            .iter()
+            .any(|m| m.starts_with("Add data0 [192.0.2.") && m.ends_with(&network)),
+        "{added:?}"
+    );
+
+    let failed = k.node.shim("ADD", &missing);
+    assert_eq!(failed.error_code(), 7, "{failed:?}");
+    let events = until("the Warning of the failed ADD", || {
+        let events = k.events(&missing);
+        (!events.is_empty()).then_some(events)
+    });
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "Warning");
+    assert_eq!(events[0].1, "NoNetworkFound");
+    assert!(events[0].2.contains("no-such-net"), "{events:?}");
+
+    k.node.shim("DEL", &pod).ok();
+    k.node.shim("DEL", &missing).ok();
     assert!(k.node.records().is_empty());
     assert!(k.node.leases().is_empty());
 }

@@ -6,6 +6,8 @@ mod chroot;
 mod faults;
 mod kube;
 mod kube_node;
+mod listeners;
+mod logfile;
 mod standalone;
 mod support;
 mod uninstall;

@@ -257,12 +257,29 @@ impl Node {
 
     /// Starts the agent with `config` in the node namespace and waits until it is ready.
     pub fn start_agent(&self, config: &Value) -> Agent {
-        self.start_agent_wrapped(config, &[])
+        self.start_agent_in(&self.netns.path(), config, METRICS.parse().unwrap(), &[])
     }
 
     /// Like [`Node::start_agent`], with the agent's command line run by `wrapper` (a program
     /// and its arguments, the agent's command line appended).
     pub fn start_agent_wrapped(&self, config: &Value, wrapper: &[&str]) -> Agent {
+        self.start_agent_in(
+            &self.netns.path(),
+            config,
+            METRICS.parse().unwrap(),
+            wrapper,
+        )
+    }
+
+    /// Starts the agent with `config` in `netns`, its command line run by `wrapper` (empty: none),
+    /// and waits until `ready` (an address in that namespace) answers `/readyz`.
+    pub fn start_agent_in(
+        &self,
+        netns: &Path,
+        config: &Value,
+        ready: SocketAddr,
+        wrapper: &[&str],
+    ) -> Agent {
         let file = self.path("agent.json");
         std::fs::write(&file, config.to_string()).unwrap();
         let log_path = self.path(&format!("agent-{}.log", unique_name("")));
@@ -272,7 +289,7 @@ impl Node {
             Some((program, args)) => (*program, [args, &[agent]].concat()),
             None => (agent, Vec::new()),
         };
-        let child = inside::command(&self.netns.path(), program)
+        let child = inside::command(netns, program)
             .unwrap()
             .args(before)
             .args(["run", "--config"])
@@ -287,7 +304,8 @@ impl Node {
         let mut agent = Agent {
             child: Some(child),
             log: log_path,
-            netns: self.netns.path(),
+            netns: netns.to_owned(),
+            ready,
         };
         agent.wait_ready();
         agent
@@ -470,6 +488,7 @@ pub struct Agent {
     child: Option<Child>,
     pub log: PathBuf,
     netns: PathBuf,
+    ready: SocketAddr,
 }
 
 impl Agent {
@@ -479,7 +498,7 @@ impl Agent {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr: SocketAddr = METRICS.parse().unwrap();
+        let addr = self.ready;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

@@ -132,8 +132,8 @@ impl Identity {
 /// side (`multus_cni::kube`) reads the pod and its NADs, writes network-status and posts Events.
 pub const CNI_BINARY: Identity = Identity {
     namespace: "kube-system",
-    service_account: "multus",
-    cluster_role: "multus",
+    service_account: "multus-rs",
+    cluster_role: "multus-rs",
     code_paths: &FACADE,
 };
 

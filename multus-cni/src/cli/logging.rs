@@ -1,5 +1,7 @@
 //! Logging for the CNI binary: `logFile` and/or stderr (`logToStderr`) at `logLevel`, never
-//! stdout. The log file is rotated by size (`logOptions.maxSize`, `maxBackups`) when opened.
+//! stdout. The log file is rotated by size (`logOptions.maxSize`, `maxBackups`) when opened and
+//! whenever a write would take it past the limit; the agent's `logFile` uses the same
+//! [`RotatingFile`] and [`LogSink`].
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
@@ -12,14 +14,95 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogLevel, LogOptions, NetConf};
 
-/// Where log lines go.
-struct Sink {
-    stderr: bool,
-    file: Option<Mutex<File>>,
+/// A log file rotated by size: `path` is renamed to `path.1` (and `path.1` to `path.2`, up to
+/// `maxBackups`) when it reached `maxSize` MB, at opening and before a write that would pass it.
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    opts: LogOptions,
+    file: File,
+    size: u64,
 }
 
-/// A writer over a [`Sink`], one per log event.
-struct SinkWriter<'a>(&'a Sink);
+impl RotatingFile {
+    /// Opens `path` for appending (creating its directory), rotating it first when it is full.
+    pub fn open(path: &Path, opts: &LogOptions) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if std::fs::metadata(path).is_ok_and(|m| limit(opts).is_some_and(|l| m.len() >= l)) {
+            rotate(path, opts);
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            opts: opts.clone(),
+            file,
+            size,
+        })
+    }
+
+    /// Appends `buf` (one log line), rotating first when it would take the file past the
+    /// limit.
+    pub fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        let len = buf.len() as u64;
+        if self.size > 0 && limit(&self.opts).is_some_and(|l| self.size + len > l) {
+            rotate(&self.path, &self.opts);
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            self.size = 0;
+        }
+        self.file.write_all(buf)?;
+        self.size += len;
+        Ok(())
+    }
+}
+
+/// `maxSize` in bytes; `None`: never rotate.
+fn limit(opts: &LogOptions) -> Option<u64> {
+    Some(opts.max_size.saturating_mul(1024 * 1024)).filter(|l| *l > 0)
+}
+
+/// Shifts `path.N` to `path.N+1` up to `maxBackups` and `path` to `path.1` (or removes `path`
+/// when no backups are kept). Best effort: a failed rename leaves the file growing.
+fn rotate(path: &Path, opts: &LogOptions) {
+    if opts.max_backups == 0 {
+        let _ = std::fs::remove_file(path);
+    } else {
+        for n in (1..opts.max_backups).rev() {
+            let _ = std::fs::rename(backup(path, n), backup(path, n + 1));
+        }
+        let _ = std::fs::rename(path, backup(path, 1));
+    }
+}
+
+/// Where log lines go: stderr, a [`RotatingFile`], both or neither.
+#[derive(Debug)]
+pub struct LogSink {
+    stderr: bool,
+    file: Option<Mutex<RotatingFile>>,
+}
+
+impl LogSink {
+    /// A sink writing to stderr when `stderr`, and to `file` when given.
+    pub fn new(stderr: bool, file: Option<RotatingFile>) -> Self {
+        Self {
+            stderr,
+            file: file.map(Mutex::new),
+        }
+    }
+
+    /// The `tracing_subscriber` writer over this sink.
+    pub fn into_make_writer(self) -> impl for<'a> MakeWriter<'a> + Send + Sync + 'static {
+        SharedSink(Arc::new(self))
+    }
+}
+
+/// A writer over a [`LogSink`], one per log event.
+struct SinkWriter<'a>(&'a LogSink);
 
 impl Write for SinkWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -29,7 +112,7 @@ impl Write for SinkWriter<'_> {
         if let Some(file) = &self.0.file
             && let Ok(mut f) = file.lock()
         {
-            let _ = f.write_all(buf);
+            let _ = f.append(buf);
         }
         Ok(buf.len())
     }
@@ -39,7 +122,7 @@ impl Write for SinkWriter<'_> {
     }
 }
 
-struct SharedSink(Arc<Sink>);
+struct SharedSink(Arc<LogSink>);
 
 impl<'a> MakeWriter<'a> for SharedSink {
     type Writer = SinkWriter<'a>;
@@ -67,11 +150,7 @@ pub fn init(conf: &NetConf) {
         .as_deref()
         .filter(|_| level != LevelFilter::OFF)
         .and_then(|p| open_rotated(p, &conf.log_options));
-    let sink = Sink {
-        stderr: conf.log_to_stderr,
-        file: file.map(Mutex::new),
-    };
-    install(sink, level);
+    install(LogSink::new(conf.log_to_stderr, file), level);
     // The fallback level logs nothing, so this one line goes to stderr directly.
     if let Some(unknown) = &conf.unknown_log_level
         && conf.log_to_stderr
@@ -82,18 +161,12 @@ pub fn init(conf: &NetConf) {
 
 /// Installs an error-level stderr logger, for failures before the configuration is known.
 pub fn init_fallback() {
-    install(
-        Sink {
-            stderr: true,
-            file: None,
-        },
-        LevelFilter::ERROR,
-    );
+    install(LogSink::new(true, None), LevelFilter::ERROR);
 }
 
-fn install(sink: Sink, level: LevelFilter) {
+fn install(sink: LogSink, level: LevelFilter) {
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(SharedSink(Arc::new(sink)))
+        .with_writer(sink.into_make_writer())
         .with_max_level(level)
         .with_ansi(false)
         .with_target(false)
@@ -108,22 +181,8 @@ fn backup(path: &Path, n: u64) -> PathBuf {
 }
 
 /// Opens `path` for appending, first rotating it when it reached `maxSize` MB.
-fn open_rotated(path: &Path, opts: &LogOptions) -> Option<File> {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let limit = opts.max_size.saturating_mul(1024 * 1024);
-    if limit > 0 && std::fs::metadata(path).is_ok_and(|m| m.len() >= limit) {
-        if opts.max_backups == 0 {
-            let _ = std::fs::remove_file(path);
-        } else {
-            for n in (1..opts.max_backups).rev() {
-                let _ = std::fs::rename(backup(path, n), backup(path, n + 1));
-            }
-            let _ = std::fs::rename(path, backup(path, 1));
-        }
-    }
-    match OpenOptions::new().create(true).append(true).open(path) {
+fn open_rotated(path: &Path, opts: &LogOptions) -> Option<RotatingFile> {
+    match RotatingFile::open(path, opts) {
         Ok(f) => Some(f),
         Err(e) => {
             // stderr is the only place left to say it.
@@ -149,11 +208,34 @@ mod tests {
             ..LogOptions::default()
         };
         let f = open_rotated(&log, &opts).unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 0);
+        assert_eq!(f.size, 0);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
         assert_eq!(std::fs::read_to_string(backup(&log, 2)).unwrap(), "old");
         assert_eq!(
             std::fs::metadata(backup(&log, 1)).unwrap().len(),
             2 * 1024 * 1024
         );
+    }
+
+    #[test]
+    fn rotates_while_writing_and_keeps_max_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sub").join("agent.log");
+        let opts = LogOptions {
+            max_size: 1,
+            max_backups: 2,
+            ..LogOptions::default()
+        };
+        let mut f = RotatingFile::open(&log, &opts).unwrap();
+        let line = vec![b'y'; 300 * 1024];
+        // 4 lines of 300 KiB fill 1 MiB three times over: rotations after lines 3, 6, 9.
+        for _ in 0..10 {
+            f.append(&line).unwrap();
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(size(&log), 300 * 1024);
+        assert_eq!(size(&backup(&log, 1)), 900 * 1024);
+        assert_eq!(size(&backup(&log, 2)), 900 * 1024);
+        assert!(!backup(&log, 3).exists(), "only maxBackups old files");
     }
 }

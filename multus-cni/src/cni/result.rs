@@ -1,6 +1,7 @@
-//! CNI results (0.3.0 to 1.1.0) in one superset type, and their conversion between versions.
+//! CNI results (0.1.0 to 1.1.0) in one superset type, and their conversion between versions.
 //!
-//! Differences handled: results before 1.0.0 carry `"version": "4"|"6"` in each IP config; 1.1.0
+//! Differences handled: 0.1.0 and 0.2.0 results hold `ip4`/`ip6` objects (address, gateway,
+//! routes) and no interfaces, converted as libcni converts them; results before 1.0.0 carry `"version": "4"|"6"` in each IP config; 1.1.0
 //! adds `mtu`, `socketPath` and `pciID` to interfaces and `mtu`, `advmss`, `priority`, `table`
 //! and `scope` to routes, which older versions drop.
 use std::net::IpAddr;
@@ -19,7 +20,7 @@ pub enum ResultError {
     #[error("decoding a CNI result: {0}")]
     Decode(#[from] serde_json::Error),
     /// The result's `cniVersion` is missing or not supported.
-    #[error("CNI result version {0:?} is not supported (supported: 0.3.0 to 1.1.0)")]
+    #[error("CNI result version {0:?} is not supported (supported: 0.1.0 to 1.1.0)")]
     Version(String),
 }
 
@@ -153,15 +154,28 @@ impl CniResult {
 
     /// Reads a result from JSON already parsed.
     pub fn from_value(value: Value) -> Result<Self, ResultError> {
-        let version = value
+        Self::from_value_as(value, None)
+    }
+
+    /// Reads a result whose `cniVersion` may be missing: a plugin's output is then read in
+    /// `default`, the version of the configuration it was given (as libcni reads it).
+    pub fn from_value_as(value: Value, default: Option<CniVersion>) -> Result<Self, ResultError> {
+        let written = value
             .get("cniVersion")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if CniVersion::parse(&version).is_none() {
-            return Err(ResultError::Version(version));
-        }
-        let mut result: Self = serde_json::from_value(value)?;
+        let version = match (CniVersion::parse(&written), default) {
+            (Some(v), _) => v,
+            (None, Some(v)) if written.is_empty() => v,
+            (None, _) => return Err(ResultError::Version(written)),
+        };
+        let mut result: Self = if version.is_legacy() {
+            legacy::read(value)?
+        } else {
+            serde_json::from_value(value)?
+        };
+        version.as_str().clone_into(&mut result.cni_version);
         for ip in &mut result.ips {
             ip.version = None;
         }
@@ -171,6 +185,9 @@ impl CniResult {
     /// The result as JSON in `version`: the fields that version does not have are dropped, and
     /// IP configs get their `version` before 1.0.0.
     pub fn to_value(&self, version: CniVersion) -> Value {
+        if version.is_legacy() {
+            return legacy::write(self, version);
+        }
         let mut out = self.clone();
         out.cni_version = version.as_str().to_owned();
         for ip in &mut out.ips {
@@ -207,6 +224,89 @@ impl CniResult {
             .iter()
             .enumerate()
             .filter(|(_, i)| !i.sandbox.is_empty())
+    }
+}
+
+/// The 0.1.0/0.2.0 result shape: `{"ip4": {"ip", "gateway", "routes"}, "ip6": ..., "dns"}`.
+mod legacy {
+    use serde::{Deserialize, Serialize};
+    use serde_json::Value;
+
+    use super::{CniResult, CniVersion, Dns, IpConfig, IpNet, ResultError, Route};
+
+    #[derive(Serialize, Deserialize)]
+    struct Family {
+        ip: IpNet,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gateway: Option<std::net::IpAddr>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<Route>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Legacy {
+        #[serde(rename = "cniVersion", default)]
+        cni_version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip4: Option<Family>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip6: Option<Family>,
+        #[serde(default, skip_serializing_if = "Dns::is_empty")]
+        dns: Dns,
+    }
+
+    /// As libcni converts up: each family's address (no interface), its routes appended.
+    pub(super) fn read(value: Value) -> Result<CniResult, ResultError> {
+        let old: Legacy = serde_json::from_value(value)?;
+        let mut out = CniResult {
+            dns: old.dns,
+            ..CniResult::default()
+        };
+        for family in [old.ip4, old.ip6].into_iter().flatten() {
+            out.ips.push(IpConfig {
+                version: None,
+                address: family.ip,
+                gateway: family.gateway,
+                interface: None,
+            });
+            out.routes.extend(family.routes);
+        }
+        Ok(out)
+    }
+
+    /// As libcni converts down: the first address of each family, with that family's routes.
+    pub(super) fn write(result: &CniResult, version: CniVersion) -> Value {
+        let family = |v4: bool| {
+            result
+                .ips
+                .iter()
+                .find(|ip| ip.address.addr().is_ipv4() == v4)
+                .map(|ip| Family {
+                    ip: ip.address,
+                    gateway: ip.gateway,
+                    routes: result
+                        .routes
+                        .iter()
+                        .filter(|r| r.dst.addr().is_ipv4() == v4)
+                        .map(|r| Route {
+                            mtu: None,
+                            advmss: None,
+                            priority: None,
+                            table: None,
+                            scope: None,
+                            ..r.clone()
+                        })
+                        .collect(),
+                })
+        };
+        let old = Legacy {
+            cni_version: version.as_str().to_owned(),
+            ip4: family(true),
+            ip6: family(false),
+            dns: result.dns.clone(),
+        };
+        // Strings, numbers and IP types always serialise.
+        serde_json::to_value(&old).unwrap_or(Value::Null)
     }
 }
 
@@ -264,9 +364,33 @@ mod tests {
     }
 
     #[test]
+    fn legacy_results_and_results_without_a_version() {
+        let old = json!({"cniVersion": "0.2.0",
+            "ip4": {"ip": "192.0.2.5/24", "gateway": "192.0.2.1",
+                    "routes": [{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}]},
+            "ip6": {"ip": "2001:db8::5/64"},
+            "dns": {"nameservers": ["192.0.2.53"]}});
+        let r = CniResult::from_value(old.clone()).unwrap();
+        assert_eq!(r.ips.len(), 2);
+        assert_eq!(r.ips[0].gateway, Some("192.0.2.1".parse().unwrap()));
+        assert!(r.routes[0].is_default());
+        let v1 = r.to_value(CniVersion::V1_0_0);
+        assert_eq!(v1["ips"][1]["address"], "2001:db8::5/64");
+        assert_eq!(r.to_value(CniVersion::V0_2_0), old);
+        // No cniVersion: read in the configuration's version, refused without one.
+        let bare = json!({"ips": [{"address": "192.0.2.9/24"}]});
+        assert!(CniResult::from_value(bare.clone()).is_err());
+        let read = CniResult::from_value_as(bare, Some(CniVersion::V1_0_0)).unwrap();
+        assert_eq!(read.cni_version, "1.0.0");
+        let bare_old = json!({"ip4": {"ip": "192.0.2.9/24"}});
+        let read = CniResult::from_value_as(bare_old, Some(CniVersion::V0_1_0)).unwrap();
+        assert_eq!(read.ips[0].address.to_string(), "192.0.2.9/24");
+    }
+
+    #[test]
     fn rejects_bad_results() {
         assert!(matches!(
-            CniResult::parse(br#"{"cniVersion":"0.2.0","ip4":{}}"#),
+            CniResult::parse(br#"{"cniVersion":"0.5.0","ips":[]}"#),
             Err(ResultError::Version(_))
         ));
         assert!(matches!(

@@ -6,6 +6,10 @@ use serde_json::{Value, json};
 /// A CNI spec version this plugin accepts in configurations and results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CniVersion {
+    /// 0.1.0: results with `ip4`/`ip6` objects (as libcni, still read and written).
+    V0_1_0,
+    /// 0.2.0: the same result shape as 0.1.0.
+    V0_2_0,
     /// 0.3.0: the first version with the interfaces/ips/routes result.
     V0_3_0,
     /// 0.3.1.
@@ -20,7 +24,9 @@ pub enum CniVersion {
 
 impl CniVersion {
     /// Every supported version, oldest first.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
+        Self::V0_1_0,
+        Self::V0_2_0,
         Self::V0_3_0,
         Self::V0_3_1,
         Self::V0_4_0,
@@ -39,12 +45,19 @@ impl CniVersion {
     /// The version string.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::V0_1_0 => "0.1.0",
+            Self::V0_2_0 => "0.2.0",
             Self::V0_3_0 => "0.3.0",
             Self::V0_3_1 => "0.3.1",
             Self::V0_4_0 => "0.4.0",
             Self::V1_0_0 => "1.0.0",
             Self::V1_1_0 => "1.1.0",
         }
+    }
+
+    /// 0.1.0 and 0.2.0: results carry `ip4`/`ip6` objects instead of interfaces and ips.
+    pub fn is_legacy(self) -> bool {
+        self < Self::V0_3_0
     }
 
     /// CHECK exists from 0.4.0 on, and so does prevResult on DEL.
@@ -86,7 +99,9 @@ mod tests {
         for v in CniVersion::ALL {
             assert_eq!(CniVersion::parse(v.as_str()), Some(v));
         }
-        assert_eq!(CniVersion::parse("0.2.0"), None);
+        assert_eq!(CniVersion::parse("0.2.0"), Some(CniVersion::V0_2_0));
+        assert!(CniVersion::V0_2_0.is_legacy() && !CniVersion::V0_3_0.is_legacy());
+        assert_eq!(CniVersion::parse("0.5.0"), None);
         assert_eq!(CniVersion::parse("1.2.0"), None);
         assert_eq!(CniVersion::parse(""), None);
         assert!(CniVersion::V0_4_0.has_check());
@@ -101,7 +116,9 @@ mod tests {
         assert_eq!(reply["cniVersion"], "1.1.0");
         assert_eq!(
             reply["supportedVersions"],
-            json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+            json!([
+                "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+            ])
         );
     }
 }

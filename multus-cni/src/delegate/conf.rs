@@ -50,16 +50,11 @@ impl DelegateConf {
             }
             Some(_) => return Err(Error::network(origin, "name is not a string")),
         };
-        let version = match json.get("cniVersion") {
-            Some(Value::String(s)) => s.clone(),
-            None => return Err(Error::network(origin, "configuration has no cniVersion")),
-            Some(_) => return Err(Error::network(origin, "cniVersion is not a string")),
-        };
-        let cni_version = CniVersion::parse(&version).ok_or_else(|| Error::Version {
-            context: format!("network {origin}"),
-            version: version.clone(),
-        })?;
-        let kind = if json.contains_key("plugins") {
+        let cni_version = version_of(&json, origin)?;
+        // As libcni and Multus decide: a `type` makes it a single plugin, `plugins` beside it
+        // notwithstanding.
+        let has_type = matches!(json.get("type"), Some(Value::String(t)) if !t.is_empty());
+        let kind = if !has_type && json.contains_key("plugins") {
             ConfKind::List
         } else {
             ConfKind::Single
@@ -199,6 +194,17 @@ impl DelegateConf {
         })
     }
 
+    /// Whether a conflist turns `key` (`disableCheck`, `disableGC`) on: `true`, or the strings
+    /// `"true"`/`"false"` in any case, as libcni reads them. A single plugin has no such keys.
+    pub fn list_disables(&self, key: &str) -> bool {
+        self.kind == ConfKind::List
+            && match self.json.get(key) {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+                _ => false,
+            }
+    }
+
     /// Whether any plugin declares `cap`.
     pub fn has_capability(&self, cap: &str) -> bool {
         (0..self.plugin_count()).any(|i| self.plugin_has_capability(i, cap))
@@ -270,6 +276,29 @@ impl DelegateConf {
     }
 }
 
+/// The configuration's version as libcni picks it: the highest supported one of `cniVersions`
+/// when it lists any, else `cniVersion`, and 0.1.0 without either (what a plugin assumes).
+fn version_of(json: &Map<String, Value>, origin: &str) -> Result<CniVersion> {
+    if let Some(Value::Array(versions)) = json.get("cniVersions")
+        && let Some(best) = versions
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(CniVersion::parse)
+            .max()
+    {
+        return Ok(best);
+    }
+    let version = match json.get("cniVersion") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        None | Some(Value::Null | Value::String(_)) => return Ok(CniVersion::V0_1_0),
+        Some(_) => return Err(Error::network(origin, "cniVersion is not a string")),
+    };
+    CniVersion::parse(&version).ok_or_else(|| Error::Version {
+        context: format!("network {origin}"),
+        version,
+    })
+}
+
 /// Merges `args` into one plugin configuration's `args.cni` (made an object when it is not);
 /// the given keys win.
 pub(crate) fn merge_into_args_cni(plugin: &mut Map<String, Value>, args: &Map<String, Value>) {
@@ -300,6 +329,68 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn versions_as_lenient_as_libcni() {
+        let v = |conf: Value| DelegateConf::from_value(conf, None, "t").map(|c| c.cni_version());
+        assert_eq!(
+            v(json!({"name": "n", "type": "a"})).unwrap(),
+            CniVersion::V0_1_0
+        );
+        assert_eq!(
+            v(json!({"cniVersion": "0.2.0", "name": "n", "type": "a"})).unwrap(),
+            CniVersion::V0_2_0
+        );
+        assert_eq!(
+            v(
+                json!({"cniVersion": "0.3.1", "cniVersions": ["0.4.0", "1.0.0", "9.9.9"],
+                     "name": "n", "plugins": [{"type": "a"}]})
+            )
+            .unwrap(),
+            CniVersion::V1_0_0
+        );
+        assert_eq!(
+            v(json!({"cniVersion": "0.2.1", "name": "n", "type": "a"}))
+                .unwrap_err()
+                .code(),
+            1
+        );
+    }
+
+    #[test]
+    fn disable_check_and_gc_on_lists_only() {
+        let list = |extra: Value| {
+            let mut v = json!({"cniVersion": "1.1.0", "name": "n", "plugins": [{"type": "a"}]});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            DelegateConf::from_value(v, None, "t").unwrap()
+        };
+        assert!(list(json!({"disableCheck": true})).list_disables("disableCheck"));
+        assert!(list(json!({"disableGC": "True"})).list_disables("disableGC"));
+        assert!(!list(json!({"disableGC": "false"})).list_disables("disableGC"));
+        assert!(!list(json!({})).list_disables("disableCheck"));
+        let single = DelegateConf::from_value(
+            json!({"cniVersion": "1.1.0", "name": "n", "type": "a", "disableCheck": true}),
+            None,
+            "t",
+        )
+        .unwrap();
+        assert!(!single.list_disables("disableCheck"));
+    }
+
+    #[test]
+    fn a_type_beside_plugins_is_a_single_plugin() {
+        let c = DelegateConf::from_value(
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "macvlan",
+                   "plugins": [{"type": "bridge"}, {"type": "tuning"}]}),
+            None,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.kind(), ConfKind::Single);
+        assert_eq!(c.plugin_types(), ["macvlan"]);
+    }
 
     #[test]
     fn single_and_list() {
@@ -350,7 +441,7 @@ mod tests {
             json!({"cniVersion": "0.4.0", "type": ""}),
             json!({"cniVersion": "0.4.0", "type": 3}),
             json!({"cniVersion": "9.9.9", "type": "bridge"}),
-            json!({"type": "bridge"}),
+            json!({"cniVersion": "0.2.1", "type": "bridge"}),
             json!({"cniVersion": "0.4.0", "plugins": []}),
             json!({"cniVersion": "0.4.0", "plugins": [1]}),
             json!({"cniVersion": "0.4.0", "plugins": "x"}),

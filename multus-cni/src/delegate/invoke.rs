@@ -91,8 +91,9 @@ impl<'a> Invoker<'a> {
                 command: "ADD",
                 source: e.into(),
             })?;
-            let parsed =
-                CniResult::from_value(value.clone()).map_err(|source| Error::PluginOutput {
+            // A result without cniVersion is in the configuration's version (as libcni reads it).
+            let parsed = CniResult::from_value_as(value.clone(), Some(conf.cni_version()))
+                .map_err(|source| Error::PluginOutput {
                     network: network.to_owned(),
                     plugin: ty.clone(),
                     command: "ADD",
@@ -124,7 +125,8 @@ impl<'a> Invoker<'a> {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// CHECK through the chain with the cached ADD result.
+    /// CHECK through the chain with the cached ADD result; nothing for a conflist with
+    /// `disableCheck` (as libcni).
     pub fn check(
         &self,
         network: &str,
@@ -133,6 +135,10 @@ impl<'a> Invoker<'a> {
         target: Target<'_>,
         prev_result: &Value,
     ) -> Result<()> {
+        if conf.list_disables("disableCheck") {
+            debug!(network, "disableCheck: CHECK skipped");
+            return Ok(());
+        }
         for (i, ty) in conf.plugin_types().iter().enumerate() {
             let stdin = conf.plugin_stdin(i, runtime_config, Some(prev_result), &Map::new());
             self.run_one(network, ty, Command::Check, Some(target), &stdin)?;
@@ -141,7 +147,7 @@ impl<'a> Invoker<'a> {
     }
 
     /// STATUS (without `extra`) or GC (with `cni.dev/valid-attachments` in `extra`) on every
-    /// plugin of the chain.
+    /// plugin of the chain; no GC for a conflist with `disableGC` (as libcni).
     pub fn status_or_gc(
         &self,
         network: &str,
@@ -149,6 +155,10 @@ impl<'a> Invoker<'a> {
         command: Command,
         extra: &Map<String, Value>,
     ) -> Result<()> {
+        if command == Command::Gc && conf.list_disables("disableGC") {
+            debug!(network, "disableGC: GC skipped");
+            return Ok(());
+        }
         for (i, ty) in conf.plugin_types().iter().enumerate() {
             let stdin = conf.plugin_stdin(i, &Map::new(), None, extra);
             self.run_one(network, ty, command, None, &stdin)?;
@@ -219,5 +229,43 @@ impl<'a> Invoker<'a> {
                 },
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::delegate::{ChrootExec, ProcessExec};
+
+    #[test]
+    fn a_missing_plugin_names_the_directories_and_the_root_they_were_searched_below() {
+        let root = tempfile::tempdir().unwrap();
+        let conf = DelegateConf::from_value(
+            json!({"cniVersion": "1.0.0", "type": "calico"}),
+            Some("k8s-pod-network"),
+            "clusterNetwork",
+        )
+        .unwrap();
+        let dirs = vec![PathBuf::from("/opt/cni/bin")];
+        let chroot = ChrootExec::new(root.path());
+        let err = Invoker::new(&chroot, &dirs)
+            .check_plugins("k8s-pod-network", &conf)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"calico\"")
+                && err.contains(&format!(
+                    "/opt/cni/bin below chrootDir {}",
+                    root.path().display()
+                )),
+            "{err}"
+        );
+        let err = Invoker::new(&ProcessExec, &dirs)
+            .check_plugins("k8s-pod-network", &conf)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("not found in /opt/cni/bin"), "{err}");
     }
 }

@@ -115,11 +115,13 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
 
     let mut results: Vec<CniResult> = Vec::with_capacity(planned.len());
     for (i, p) in planned.iter_mut().enumerate() {
+        // ADD only, as Multus appends them: DEL and CHECK get the cached arguments without.
+        let add_args = with_legacy_args(&cni_args, &p.legacy_args);
         let target = Target {
             container_id: &request.container_id,
             netns: Some(netns),
             ifname: &p.ifname,
-            cni_args: &cni_args,
+            cni_args: &add_args,
         };
         let file = devinfo::owned(&p.runtime_config, &request.container_id, &p.ifname);
         if let (Some(file), true, Some(info)) = (&file, p.published, &p.device_info) {
@@ -192,6 +194,9 @@ fn finish(
     cache_path: &Path,
     pod: Option<&PodKey>,
 ) -> Result<AddOutput> {
+    // network-status shows what the plugins returned, as Multus builds it before its
+    // default-route edits.
+    let returned = results.to_vec();
     // The cached results stay the plugins' own bytes unless default-route edited them.
     if route::apply(netns, planned, results)? {
         for (d, r) in entry.delegates.iter_mut().zip(results.iter()) {
@@ -206,7 +211,7 @@ fn finish(
             }
         }
     }
-    let output = output(request, conf, netns, planned, results, pod);
+    let output = output(request, conf, netns, planned, (&returned, results), pod);
     engine
         .hooks
         .after_add(&output.attachments)
@@ -323,24 +328,41 @@ impl Rollback<'_> {
     }
 }
 
+/// `args` with the legacy pairs appended, as libcni joins Multus's `rt.Args`.
+fn with_legacy_args(args: &str, legacy: &[(String, String)]) -> String {
+    let mut out = args.to_owned();
+    for (k, v) in legacy {
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// The output of a finished ADD; `returned` are the results as the plugins returned them
+/// (network-status), `results` as default-route left them (the CNI result, attachments).
 fn output(
     request: &Request,
     conf: &NetConf,
     netns: &Path,
     planned: &[Planned],
-    results: &[CniResult],
+    (returned, results): (&[CniResult], &[CniResult]),
     pod: Option<&PodKey>,
 ) -> AddOutput {
     let mut network_status = Vec::new();
     let mut attachments = Vec::new();
-    for (p, r) in planned.iter().zip(results) {
+    for (p, r) in planned.iter().zip(returned) {
         network_status.extend(status::entries(
             &p.network,
-            &p.ifname,
             p.cluster,
             r,
             p.device_info.as_ref(),
         ));
+    }
+    for (p, r) in planned.iter().zip(results) {
         attachments.push(Attachment::from_result(
             &request.container_id,
             Some(netns),
@@ -358,5 +380,9 @@ fn output(
         cni_result,
         network_status,
         attachments,
+        warnings: planned
+            .iter()
+            .flat_map(|p| p.warnings.iter().cloned())
+            .collect(),
     }
 }

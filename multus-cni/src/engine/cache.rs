@@ -2,6 +2,11 @@
 //! the first delegate runs (temp file, fsync, rename, directory fsync), so DEL works without the
 //! API server, with the NAD gone and with the netns gone.
 //!
+//! The file is in Multus's scratch format (its JSON list of delegate records, see
+//! [`super::multus_cache::scratch::records`]) with this engine's entry embedded in the first
+//! record, so Multus's DEL, after a rollback to Multus, tears these pods down too. Entries of
+//! the earlier format (the entry as a JSON object) are still read.
+//!
 //! The delegates' results, known only after ADD, go to `<cniDir>/results/<containerID>`: a full
 //! copy of the entry with the results, written without fsync (durability there would double
 //! ADD's own cost). DEL and CHECK prefer it when it matches the durable entry; after a crash
@@ -129,11 +134,19 @@ pub fn load(path: &Path) -> Result<Option<CacheEntry>> {
     }
 }
 
+/// This engine's entry embedded in a file in Multus's format, if any.
+fn embedded(value: &Value) -> Option<&Value> {
+    value
+        .as_array()?
+        .first()?
+        .get(super::multus_cache::scratch::OWN_ENTRY_KEY)
+}
+
 /// What a cache file holds: this engine's entry, or the scratch cache of a pod Multus set up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stored {
-    /// An entry of this engine.
-    Own(CacheEntry),
+    /// An entry of this engine (boxed: it is most of the enum's size).
+    Own(Box<CacheEntry>),
     /// Multus's scratch cache (a JSON list of its delegate records), parsed as JSON; see
     /// [`super::multus_cache`].
     Multus(Value),
@@ -145,10 +158,10 @@ pub fn read(path: &Path) -> Result<Option<Stored>> {
     let Some(value) = read_json(path)? else {
         return Ok(None);
     };
-    if super::multus_cache::scratch::is_scratch(&value) {
+    if embedded(&value).is_none() && super::multus_cache::scratch::is_scratch(&value) {
         return Ok(Some(Stored::Multus(value)));
     }
-    Ok(load(path)?.map(Stored::Own))
+    Ok(load(path)?.map(|e| Stored::Own(Box::new(e))))
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
@@ -167,12 +180,16 @@ fn load_file(path: &Path) -> Result<Option<CacheEntry>> {
         return Ok(None);
     };
     let what = || format!("the attachment cache {}", path.display());
-    if super::multus_cache::scratch::is_scratch(&value) {
-        return Err(Error::decode(
-            what(),
-            "written by Multus (read it with cache::read)",
-        ));
-    }
+    let value = match embedded(&value) {
+        Some(own) => own.clone(),
+        None if super::multus_cache::scratch::is_scratch(&value) => {
+            return Err(Error::decode(
+                what(),
+                "written by Multus (read it with cache::read)",
+            ));
+        }
+        None => value,
+    };
     let entry: CacheEntry = serde_json::from_value(value).map_err(|e| Error::decode(what(), e))?;
     if entry.format != FORMAT {
         return Err(Error::decode(
@@ -205,8 +222,19 @@ fn write(path: &Path, entry: &CacheEntry, durable: bool) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::io("creating the cache directory", dir, e))?;
-    let bytes =
-        serde_json::to_vec(entry).map_err(|e| Error::decode("the attachment cache entry", e))?;
+    let encoded = if durable && !entry.delegates.is_empty() {
+        // The durable entry in Multus's format, this engine's entry in the first record.
+        let own = serde_json::to_value(entry)
+            .map_err(|e| Error::decode("the attachment cache entry", e))?;
+        let mut records = super::multus_cache::scratch::records(entry);
+        if let Some(Value::Object(first)) = records.first_mut() {
+            first.insert(super::multus_cache::scratch::OWN_ENTRY_KEY.to_owned(), own);
+        }
+        serde_json::to_vec(&records)
+    } else {
+        serde_json::to_vec(entry)
+    };
+    let bytes = encoded.map_err(|e| Error::decode("the attachment cache entry", e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -447,8 +475,51 @@ mod tests {
         assert_eq!(load(&path).unwrap_err().code(), 6);
         assert!(matches!(read(&path).unwrap(), Some(Stored::Multus(_))));
         store(&path, &entry()).unwrap();
-        assert_eq!(read(&path).unwrap(), Some(Stored::Own(entry())));
+        assert_eq!(read(&path).unwrap(), Some(Stored::Own(Box::new(entry()))));
         remove(&path).unwrap();
         assert_eq!(read(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn written_in_multus_format_and_the_old_format_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c1");
+        let mut two = entry();
+        two.delegates.push(CachedDelegate {
+            network: "pods/mv".into(),
+            ifname: "net1".into(),
+            cluster: false,
+            config: r#"{"cniVersion":"1.0.0","name":"mv","plugins":[{"type":"macvlan","ipam":{"type":"static","addresses":[]}},{"type":"tuning","capabilities":{"mac":true,"odd":"x"}}]}"#.into(),
+            runtime_config: serde_json::json!({"mac": "02:00:00:00:00:01", "ips": ["192.0.2.5/24"]})
+                .as_object()
+                .unwrap()
+                .clone(),
+            cni_args: "IgnoreUnknown=1".into(),
+            result: None,
+        });
+        store(&path, &two).unwrap();
+        let value: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        // What Multus's DEL reads: one record per delegate, Bytes the exact configuration.
+        let records = crate::engine::multus_cache::scratch::parse(&value).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].config, two.delegates[1].config.as_bytes());
+        assert_eq!(records[1].ifname_request.as_deref(), Some("net1"));
+        assert_eq!(records[0].ifname_request, None);
+        assert_eq!(records[1].mac_request.as_deref(), Some("02:00:00:00:00:01"));
+        assert_eq!(records[1].ip_request, ["192.0.2.5/24"]);
+        assert_eq!(
+            value[1]["ConfList"]["plugins"][1]["capabilities"],
+            serde_json::json!({"mac": true})
+        );
+        assert_eq!(value[0]["Conf"]["type"], "bridge");
+        // And this engine reads its own entry back.
+        assert_eq!(
+            read(&path).unwrap(),
+            Some(Stored::Own(Box::new(two.clone())))
+        );
+        assert_eq!(load(&path).unwrap(), Some(two.clone()));
+        // An entry of the earlier format (a JSON object) is still read.
+        fs::write(&path, serde_json::to_vec(&two).unwrap()).unwrap();
+        assert_eq!(read(&path).unwrap(), Some(Stored::Own(Box::new(two))));
     }
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::AddOutput;
 use crate::{
     cni::{CniResult, Request},
+    config::NetConf,
     error::Error,
     network::{PodKey, SourceError},
 };
@@ -101,13 +102,14 @@ pub struct NoHooks;
 
 impl Hooks for NoHooks {}
 
-/// Tells the world how an ADD ended: the Kubernetes front ends write the network-status
-/// annotation and post Events. Unlike [`Hooks`], it cannot fail the ADD: it runs after the
-/// outcome is settled (the cache complete, or everything rolled back) and before ADD answers.
+/// Tells the world how an ADD ended: the Kubernetes front ends (thin mode and the agent alike,
+/// through `kube::KubePublisher`) write the network-status annotation and post Events. Unlike
+/// [`Hooks`], it cannot fail the ADD: it runs after the outcome is settled (the cache complete,
+/// or everything rolled back) and before ADD answers.
 pub trait Publisher: Send + Sync {
-    /// ADD succeeded with `output`.
-    fn added(&self, request: &Request, output: &AddOutput) {
-        let _ = (request, output);
+    /// ADD succeeded with `output`, under configuration `conf`.
+    fn added(&self, request: &Request, conf: &NetConf, output: &AddOutput) {
+        let _ = (request, conf, output);
     }
 
     /// ADD failed with `error`; nothing of it is left.
@@ -119,6 +121,14 @@ pub trait Publisher: Send + Sync {
     /// `retryDeleteSeconds`: the entry is gone, and what it still held may have leaked.
     fn del_abandoned(&self, abandoned: &AbandonedDel) {
         let _ = abandoned;
+    }
+
+    /// Posts a Warning Event on `pod` with `reason` (a CamelCase word) and `message`: for what
+    /// the engine finds outside ADD (a DEL or GC that leaves something behind, ...). Best
+    /// effort; never blocks the request longer than the API's bounds. Blocking: call it from
+    /// the request's thread (as the engine runs), never from inside an async task.
+    fn warning(&self, pod: &PodKey, reason: &'static str, message: &str) {
+        let _ = (pod, reason, message);
     }
 }
 

@@ -22,7 +22,7 @@ pub use hooks::{
 pub use plan::Planned;
 use serde_json::Value;
 pub use status::NetworkStatus;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     cni::{CniResult, Command, ErrorReply, Request, version::version_reply},
@@ -43,6 +43,8 @@ pub struct AddOutput {
     pub network_status: Vec<NetworkStatus>,
     /// Every attachment made, cluster network first.
     pub attachments: Vec<Attachment>,
+    /// What the pod asked for that no plugin could take (posted as Warning Events).
+    pub warnings: Vec<String>,
 }
 
 /// What to print and how to exit.
@@ -101,6 +103,12 @@ impl Engine {
         self
     }
 
+    /// The publisher (network-status and pod Events): also the way to post a Warning Event
+    /// on a pod from DEL, GC or the embedder ([`Publisher::warning`]).
+    pub fn publisher(&self) -> &Arc<dyn Publisher> {
+        &self.publisher
+    }
+
     /// Handles a request end to end and says what to print: never panics, never fails.
     pub fn handle(&self, request: &Request) -> Reply {
         if request.command == Command::Version {
@@ -120,6 +128,9 @@ impl Engine {
         let outcome = match request.command {
             Command::Version => Ok(Some(version_reply().to_string())),
             Command::Add => self.add(request, conf).map(|out| {
+                for warning in &out.warnings {
+                    warn!(container = %request.container_id, "{warning}");
+                }
                 // Where no publisher writes it to the pod, the log is where a user finds it.
                 if tracing::enabled!(tracing::Level::INFO) {
                     let status = serde_json::to_string(&out.network_status).unwrap_or_default();
@@ -149,7 +160,7 @@ impl Engine {
     pub fn add(&self, request: &Request, conf: &NetConf) -> Result<AddOutput> {
         let outcome = add::run(self, request, conf);
         match &outcome {
-            Ok(output) => self.publisher.added(request, output),
+            Ok(output) => self.publisher.added(request, conf, output),
             Err(error) => self.publisher.add_failed(request, error),
         }
         outcome

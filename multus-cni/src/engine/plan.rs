@@ -46,6 +46,11 @@ pub struct Planned {
     /// `device_info` is what the device plugin published: copied to the delegate's
     /// `CNIDeviceInfoFile` before its ADD.
     pub published: bool,
+    /// The legacy `CNI_ARGS` pairs Multus appends for ADD (`MAC=`, then `IP=a,b`): the static
+    /// IPAM reads `IP`; tuning, sriov and ovs read `MAC`.
+    pub legacy_args: Vec<(String, String)>,
+    /// Requests no plugin of the network can take (Warning Events after ADD).
+    pub warnings: Vec<String>,
 }
 
 /// A network before interface naming.
@@ -70,7 +75,9 @@ pub(super) fn plan(
     let mut planned = Vec::new();
 
     // The cluster network, or the pod's override of it.
-    let (mut cluster, cluster_sel) =
+    // A NAD (clusterNetwork, or the pod's override) is named `<namespace>/<nad>`, a file or an
+    // inline delegate by its configuration's name, as Multus names them in network-status.
+    let (cluster, cluster_sel) =
         match annotation(DEFAULT_NETWORK_ANNOTATION).filter(|v| !v.trim().is_empty()) {
             Some(value) => {
                 let sel = parse_default_network(value, &conf.multus_namespace)?;
@@ -78,19 +85,22 @@ pub(super) fn plan(
             }
             None => (cluster_network(engine, conf)?, None),
         };
-    // Like Multus, the cluster network is named by its configuration, even when it is a NAD.
-    cluster.network = cluster.conf.name().to_owned();
     let mut rc = conf.runtime_config.clone();
+    let mut warnings = Vec::new();
     if let Some(sel) = &cluster_sel {
-        rc.extend(requested_runtime_config(&cluster, sel)?);
+        let (requested, missing) = requested_runtime_config(conf, &cluster, sel)?;
+        rc.extend(requested);
+        warnings = missing;
     }
-    planned.push(make(
+    let mut first = make(
         cluster,
         request.ifname.clone(),
         true,
         rc,
         cluster_sel.as_ref(),
-    ));
+    );
+    first.warnings = warnings;
+    planned.push(first);
 
     // Further inline delegates and defaultNetworks (not for pods in system namespaces).
     let pod_ns = pod.map(|p| p.namespace.as_str());
@@ -125,12 +135,14 @@ pub(super) fn plan(
                 ));
             }
             let r = nad_network(engine, conf, &sel)?;
-            let rc = requested_runtime_config(&r, &sel)?;
+            let (rc, warnings) = requested_runtime_config(conf, &r, &sel)?;
             let idx = planned.len();
             let ifname = sel
                 .ifname()
                 .map_or_else(|| format!("net{idx}"), str::to_owned);
-            planned.push(make(r, ifname, false, rc, Some(&sel)));
+            let mut p = make(r, ifname, false, rc, Some(&sel));
+            p.warnings = warnings;
+            planned.push(p);
         }
     }
 
@@ -167,9 +179,18 @@ fn make(
     if let Some(args) = sel.and_then(|s| s.cni_args.as_ref()) {
         conf.merge_cni_args(args);
     }
+    // The annotation's deviceID is a capability arg only, as in Multus: it reaches plugins that
+    // declare `deviceID`, and is never written into the configuration (only a device the
+    // device plugin allocated to the pod is, in `assign_devices`).
     if let Some(id) = sel.and_then(|s| s.device_id.as_deref()) {
-        conf.set_device_id(id);
         runtime_config.insert("deviceID".into(), Value::String(id.to_owned()));
+    }
+    let mut legacy_args = Vec::new();
+    if let Some(mac) = sel.and_then(|s| s.mac.as_deref()) {
+        legacy_args.push(("MAC".to_owned(), mac.to_owned()));
+    }
+    if let Some(sel) = sel.filter(|s| !s.ips.is_empty()) {
+        legacy_args.push(("IP".to_owned(), sel.ips.join(",")));
     }
     Planned {
         network: r.network,
@@ -183,6 +204,8 @@ fn make(
         resource_name: r.resource_name,
         device_info: None,
         published: false,
+        legacy_args,
+        warnings: Vec::new(),
     }
 }
 
@@ -236,7 +259,13 @@ fn named_network(engine: &Engine, conf: &NetConf, name: &str) -> Result<Resolved
             },
             _ => Error::io("reading", &file, e),
         })?;
-        let dc = DelegateConf::from_bytes(&bytes, None, &file.display().to_string())?;
+        let origin = file.display().to_string();
+        let mut value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::decode(format!("configuration of {origin}"), e))?;
+        if let Some(dir) = file.parent() {
+            append_subdirectory_plugins(&mut value, dir, &origin)?;
+        }
+        let dc = DelegateConf::from_value(value, None, &origin)?;
         return Ok(Resolved {
             network: dc.name().to_owned(),
             conf: dc,
@@ -268,6 +297,63 @@ fn named_network(engine: &Engine, conf: &NetConf, name: &str) -> Result<Resolved
             ),
         }),
     }
+}
+
+/// libcni's subdirectory chaining for a conflist file (Multus 4.2.1 loads a file
+/// `clusterNetwork` so): the plugins of `<dir>/<name>/*.conf`, in name order, follow the
+/// inline ones, unless `loadOnlyInlinedPlugins` is true. A single-plugin file is left alone.
+fn append_subdirectory_plugins(value: &mut Value, dir: &Path, origin: &str) -> Result<()> {
+    let Some(obj) = value.as_object_mut() else {
+        return Ok(());
+    };
+    let is_list = !matches!(obj.get("type"), Some(Value::String(t)) if !t.is_empty());
+    let only_inline = match obj.get("loadOnlyInlinedPlugins") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    let Some(name) = obj.get("name").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    // A name that is not a plain file name names no subdirectory.
+    if !is_list || only_inline || name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Ok(());
+    }
+    let sub = dir.join(name);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&sub) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "conf"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("listing", &sub, e)),
+    };
+    files.sort();
+    let mut extra = Vec::with_capacity(files.len());
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|e| Error::io("reading", file, e))?;
+        let plugin: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::decode(format!("plugin configuration {}", file.display()), e))?;
+        if !plugin.is_object() {
+            return Err(Error::network(
+                origin,
+                format!("{} is not a JSON object", file.display()),
+            ));
+        }
+        extra.push(plugin);
+    }
+    if extra.is_empty() {
+        return Ok(());
+    }
+    tracing::debug!(network = name, plugins = extra.len(), dir = %sub.display(), "plugins from the subdirectory chained");
+    match obj
+        .entry("plugins")
+        .or_insert_with(|| Value::Array(Vec::new()))
+    {
+        Value::Array(plugins) => plugins.extend(extra),
+        _ => return Err(Error::network(origin, "plugins is not a list")),
+    }
+    Ok(())
 }
 
 fn nad_network(engine: &Engine, conf: &NetConf, sel: &NetworkSelectionElement) -> Result<Resolved> {
@@ -345,22 +431,37 @@ fn conf_by_name(dir: &Path, name: &str) -> Result<Option<DelegateConf>> {
     Ok(None)
 }
 
-/// The runtimeConfig a selection asks for, failing when no plugin declares the capability.
+/// The runtimeConfig a selection asks for, and a warning per request no plugin declares the
+/// capability for. Like Multus (and libcni), such a request is dropped from runtimeConfig, and
+/// `ips`/`mac` still reach the plugins as legacy `CNI_ARGS`; with `requireCapabilities` it
+/// fails the ADD instead, as the NPWG specification says.
 fn requested_runtime_config(
+    conf: &NetConf,
     r: &Resolved,
     sel: &NetworkSelectionElement,
-) -> Result<Map<String, Value>> {
+) -> Result<(Map<String, Value>, Vec<String>)> {
     let mut rc = Map::new();
+    let mut warnings = Vec::new();
     let mut want = |field: &'static str, capability: &'static str, value: Option<Value>| {
         let Some(value) = value else {
             return Ok(());
         };
         if !r.conf.has_capability(capability) {
-            return Err(Error::Capability {
+            let missing = Error::Capability {
                 network: r.network.clone(),
                 field,
                 capability,
-            });
+            };
+            if conf.require_capabilities {
+                return Err(missing);
+            }
+            let legacy = match field {
+                "ips" => "; it is passed only as the legacy CNI_ARGS IP=",
+                "mac" => "; it is passed only as the legacy CNI_ARGS MAC=",
+                _ => "; it is ignored",
+            };
+            warnings.push(format!("{missing}{legacy}"));
+            return Ok(());
         }
         rc.insert(capability.to_owned(), value);
         Ok(())
@@ -389,7 +490,7 @@ fn requested_runtime_config(
             .as_ref()
             .map(|b| serde_json::to_value(b).unwrap_or_default()),
     )?;
-    Ok(rc)
+    Ok((rc, warnings))
 }
 
 fn check_ifnames(planned: &[Planned]) -> Result<()> {
@@ -406,12 +507,29 @@ fn check_ifnames(planned: &[Planned]) -> Result<()> {
     Ok(())
 }
 
+/// At most one default-route gateway per address family across the pod's networks (Multus:
+/// "does not support ECMP for default-route").
 fn check_default_routes(planned: &[Planned]) -> Result<()> {
-    if planned.iter().filter(|p| p.default_route.is_some()).count() > 1 {
-        return Err(Error::Annotation {
-            annotation: DEFAULT_NETWORK_ANNOTATION,
-            reason: "default-route is requested by more than one network".into(),
-        });
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let networks: Vec<&str> = planned
+            .iter()
+            .filter(|p| {
+                p.default_route
+                    .as_ref()
+                    .is_some_and(|g| g.iter().any(|gw| gw.is_ipv4() == v4))
+            })
+            .map(|p| p.network.as_str())
+            .collect();
+        if networks.len() > 1 {
+            return Err(Error::Annotation {
+                annotation: NETWORKS_ANNOTATION,
+                reason: format!(
+                    "default-route is set on more than one network for {family} ({}): one \
+                     default route per address family",
+                    networks.join(", ")
+                ),
+            });
+        }
     }
     Ok(())
 }

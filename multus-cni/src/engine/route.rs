@@ -1,6 +1,9 @@
-//! `default-route`: the pod's default route goes via the requested gateway on the requesting
-//! network's interface; default routes of that address family on every other interface go.
-//! The results are edited to match, so the CNI result and network-status tell the truth.
+//! `default-route`, as Multus applies it: once any network of the pod carries the key (even an
+//! empty list), every default route of the pod goes, of both address families, except that a
+//! network asking for a gateway gets its default route of that family via that gateway. So
+//! `"default-route": []` leaves the pod without the other attachments' default routes (NPWG),
+//! and an IPv4 gateway on one network and an IPv6 one on another both hold. The results are
+//! edited to match, so the CNI result tells the truth.
 use std::{net::IpAddr, path::Path};
 
 use ipnet::IpNet;
@@ -12,43 +15,32 @@ use crate::{
     error::{Error, Result},
 };
 
-/// Applies the one `default-route` request of `planned`, if any. Returns whether `results`
-/// were edited.
+/// Applies the `default-route` requests of `planned`, if any. Returns whether `results` were
+/// edited.
 pub(super) fn apply(netns: &Path, planned: &[Planned], results: &mut [CniResult]) -> Result<bool> {
-    let Some((owner, gateways)) = planned
-        .iter()
-        .enumerate()
-        .find_map(|(i, p)| p.default_route.as_ref().map(|g| (i, g)))
-    else {
-        return Ok(false);
-    };
-    if gateways.is_empty() {
+    if planned.iter().all(|p| p.default_route.is_none()) {
         return Ok(false);
     }
     let mut sock = RouteSocket::open(netns)?;
-    let ifname = &planned[owner].ifname;
-    let oif = sock.link_index(ifname)?.ok_or_else(|| Error::Ifname {
-        ifname: ifname.clone(),
-        network: planned[owner].network.clone(),
-        reason: "the plugin did not create it, so default-route cannot use it".into(),
-    })?;
-    for gw in gateways {
-        let v4 = gw.is_ipv4();
-        for route in sock.default_routes()? {
-            if route.gateway.is_some_and(|g| g.is_ipv4() == v4)
-                || (route.gateway.is_none()
-                    && (route.family == netlink_packet_route::AddressFamily::Inet) == v4)
-            {
-                sock.delete_route(&route)?;
-            }
-        }
-        sock.add_default_route(*gw, oif)?;
-        info!(%gw, ifname, network = %planned[owner].network, "default route set");
-        for (i, result) in results.iter_mut().enumerate() {
-            result
-                .routes
-                .retain(|r| !(r.is_default() && r.dst.addr().is_ipv4() == v4));
-            if i == owner {
+    for route in sock.default_routes()? {
+        sock.delete_route(&route)?;
+    }
+    for result in results.iter_mut() {
+        result.routes.retain(|r| !r.is_default());
+    }
+    for (i, p) in planned.iter().enumerate() {
+        let Some(gateways) = p.default_route.as_ref().filter(|g| !g.is_empty()) else {
+            continue;
+        };
+        let oif = sock.link_index(&p.ifname)?.ok_or_else(|| Error::Ifname {
+            ifname: p.ifname.clone(),
+            network: p.network.clone(),
+            reason: "the plugin did not create it, so default-route cannot use it".into(),
+        })?;
+        for gw in gateways {
+            sock.add_default_route(*gw, oif)?;
+            info!(%gw, ifname = %p.ifname, network = %p.network, "default route set");
+            if let Some(result) = results.get_mut(i) {
                 result.routes.push(default_route(*gw));
             }
         }

@@ -82,27 +82,17 @@ pub fn source_error(what: String, error: &multus_kube::Error) -> SourceError {
     }
 }
 
-/// The network-status annotation's value: the list as JSON, indented by four spaces like
-/// Multus writes it (both `default-route`, the spec's key, and `gateway`, Multus's).
+/// The network-status annotation's value, in the text Multus writes (see
+/// [`crate::engine::status::annotation_text`]).
 pub fn network_status_json(status: &[NetworkStatus]) -> String {
-    use serde::Serialize as _;
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut out,
-        serde_json::ser::PrettyFormatter::with_indent(b"    "),
-    );
-    // Serializing plain data into memory cannot fail; an empty list is the safe fallback.
-    if status.serialize(&mut ser).is_err() {
-        return "[]".to_owned();
-    }
-    String::from_utf8(out).unwrap_or_else(|_| "[]".to_owned())
+    crate::engine::status::annotation_text(status)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
     use crate::network::RESOURCE_NAME_ANNOTATION;
@@ -163,30 +153,5 @@ mod tests {
         assert!(e.to_string().contains("RBAC"), "{e}");
         let e = source_error("pod ns/p".into(), &api(ErrorKind::Unauthorized, "no"));
         assert!(e.to_string().contains("token"), "{e}");
-    }
-
-    #[test]
-    fn status_is_indented_and_spells_default_route() {
-        let status = vec![NetworkStatus {
-            name: "ns/n".into(),
-            interface: Some("net1".into()),
-            ips: vec!["192.0.2.10".into()],
-            mac: None,
-            mtu: None,
-            default: false,
-            dns: None,
-            default_route: vec!["192.0.2.1".into()],
-            gateway: vec!["192.0.2.1".into()],
-            device_info: None,
-        }];
-        let text = network_status_json(&status);
-        assert!(
-            text.starts_with("[\n    {\n        \"name\": \"ns/n\""),
-            "{text}"
-        );
-        let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v[0]["default-route"], json!(["192.0.2.1"]));
-        assert_eq!(v[0]["gateway"], json!(["192.0.2.1"]));
-        assert_eq!(network_status_json(&[]), "[]");
     }
 }

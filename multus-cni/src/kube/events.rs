@@ -16,6 +16,9 @@ pub const INVALID_NETWORK: &str = "InvalidNetwork";
 pub const FAILED_NETWORK_TEARDOWN: &str = "FailedNetworkTeardown";
 /// An interface was attached (Multus's reason).
 pub const ADDED_INTERFACE: &str = "AddedInterface";
+/// The pod asked for `ips`, `mac`, ... on a network none of whose plugins declares the
+/// capability: the request was dropped (this project's reason; Multus drops it silently).
+pub const MISSING_CAPABILITY: &str = "MissingCapability";
 
 /// The API server's limit on an Event message is generous; keep ours readable and bounded.
 const MAX_MESSAGE: usize = 1024;
@@ -32,7 +35,8 @@ pub struct PodEvent {
 }
 
 impl PodEvent {
-    fn new(event_type: EventType, reason: &'static str, message: String) -> Self {
+    /// An Event with its message bounded.
+    pub fn new(event_type: EventType, reason: &'static str, message: String) -> Self {
         Self {
             event_type,
             reason,
@@ -54,13 +58,13 @@ pub fn for_add_error(error: &Error) -> Option<PodEvent> {
     Some(PodEvent::new(EventType::Warning, reason, error.to_string()))
 }
 
-/// The Warning for a DEL given up (see [`crate::engine::AbandonedDel`]).
-pub fn for_abandoned_del(abandoned: &crate::engine::AbandonedDel) -> PodEvent {
-    PodEvent::new(
-        EventType::Warning,
-        FAILED_NETWORK_TEARDOWN,
-        abandoned.message(),
-    )
+/// One `MissingCapability` Warning per request of the pod that no plugin could take.
+pub fn warnings(output: &AddOutput) -> Vec<PodEvent> {
+    output
+        .warnings
+        .iter()
+        .map(|w| PodEvent::new(EventType::Warning, MISSING_CAPABILITY, w.clone()))
+        .collect()
 }
 
 /// One `AddedInterface` per attachment, worded like Multus: `Add net1 [192.0.2.10/24] from
@@ -143,7 +147,10 @@ mod tests {
                 mac: None,
                 pod: None,
             }],
+            warnings: vec!["network ns/mv: the pod asks for mac ...".into()],
         };
+        assert_eq!(warnings(&output)[0].reason, MISSING_CAPABILITY);
+        assert_eq!(warnings(&output)[0].event_type, EventType::Warning);
         let events = added_interfaces(&output);
         assert_eq!(events[0].reason, ADDED_INTERFACE);
         assert_eq!(

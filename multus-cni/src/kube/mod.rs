@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use cluster::{Cluster, api_options};
 pub use devices::PodResourcesDevices;
-pub use publish::KubePublisher;
+pub use publish::{KubePublisher, PodApi, StatusWritten};
 pub use source::KubeSource;
 
 use crate::{config::NetConf, engine::Engine};
@@ -22,10 +22,7 @@ use crate::{config::NetConf, engine::Engine};
 /// the Kubernetes source, kubelet's devices and the publisher. `None` without a cluster.
 pub fn thin_engine(conf: &NetConf) -> Option<Engine> {
     let cluster = Arc::new(Cluster::from_conf(conf)?);
-    let mut publisher = KubePublisher::new(Arc::clone(&cluster));
-    if !conf.added_interface_events {
-        publisher = publisher.without_added_interface_events();
-    }
+    let publisher = KubePublisher::new(Arc::clone(&cluster) as Arc<dyn PodApi>);
     Some(
         Engine::new(Arc::new(KubeSource::new(Arc::clone(&cluster))))
             .with_devices(Arc::new(PodResourcesDevices::new(

@@ -171,15 +171,26 @@ pub fn parse_networks(value: &str, pod_namespace: &str) -> Result<Vec<NetworkSel
             ));
         }
     }
-    let with_route = elements
-        .iter()
-        .filter(|e| e.default_route.is_some())
-        .count();
-    if with_route > 1 {
-        return Err(bad(
-            NETWORKS_ANNOTATION,
-            "default-route is set on more than one network (only one may carry the default route)",
-        ));
+    // One gateway per address family across the elements (Multus: no ECMP); an IPv4 gateway on
+    // one network and an IPv6 one on another are fine.
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let with_route = elements
+            .iter()
+            .filter(|e| {
+                e.default_route
+                    .as_ref()
+                    .is_some_and(|g| g.iter().any(|gw| gw.is_ipv4() == v4))
+            })
+            .count();
+        if with_route > 1 {
+            return Err(bad(
+                NETWORKS_ANNOTATION,
+                format!(
+                    "default-route is set on more than one network for {family} (one default \
+                     route per address family)"
+                ),
+            ));
+        }
     }
     Ok(elements)
 }
@@ -225,6 +236,19 @@ fn parse_list(
     for e in &mut elements {
         if e.namespace.as_deref().is_none_or(str::is_empty) {
             e.namespace = Some(default_namespace.to_owned());
+        }
+        // An empty optional field is unset, as in Multus (Go's zero value): templated
+        // annotations write `"mac": ""` and the like.
+        for field in [
+            &mut e.interface,
+            &mut e.interface_request,
+            &mut e.mac,
+            &mut e.infiniband_guid,
+            &mut e.device_id,
+        ] {
+            if field.as_deref() == Some("") {
+                *field = None;
+            }
         }
         validate(annotation, e)?;
     }
@@ -286,20 +310,16 @@ fn validate(annotation: &'static str, e: &NetworkSelectionElement) -> Result<()>
             format!("{key}: ips: {ip:?} is not an IP address or CIDR"),
         ));
     }
-    if let Some(mac) = e.mac.as_deref().filter(|m| !valid_hw_addr(m, 6)) {
+    if let Some(mac) = e.mac.as_deref().filter(|m| !valid_hw_addr(m)) {
         return Err(bad(
             annotation,
             format!("{key}: mac {mac:?} is not a MAC address"),
         ));
     }
-    if let Some(guid) = e
-        .infiniband_guid
-        .as_deref()
-        .filter(|g| !valid_hw_addr(g, 8))
-    {
+    if let Some(guid) = e.infiniband_guid.as_deref().filter(|g| !valid_hw_addr(g)) {
         return Err(bad(
             annotation,
-            format!("{key}: infiniband-guid {guid:?} is not an 8-byte GUID"),
+            format!("{key}: infiniband-guid {guid:?} is not a hardware address"),
         ));
     }
     for pm in &e.port_mappings {
@@ -422,18 +442,17 @@ mod tests {
             "a,",
             "/a",
             "ns/a/b",
-            "a@",
             "a@waytoolonginterfacename",
             "a@x/y",
             "a@x,b@x",
             r#"{"name": "a"}"#,
             r#"[{"name": "a", "ips": ["192.0.2.300"]}]"#,
             r#"[{"name": "a", "mac": "02:00"}]"#,
-            r#"[{"name": "a", "infiniband-guid": "02:00:00:00:00:00"}]"#,
+            r#"[{"name": "a", "infiniband-guid": "02:00:00:00:00"}]"#,
             r#"[{"name": "a", "portMappings": [{"hostPort": 0, "containerPort": 80}]}]"#,
             r#"[{"name": "a", "portMappings": [{"hostPort": 1, "containerPort": 80, "protocol": "icmp"}]}]"#,
             r#"[{"name": "a", "bandwidth": {"egressBurst": 5}}]"#,
-            r#"[{"name": "a", "default-route": ["192.0.2.1"]}, {"name": "b", "default-route": []}]"#,
+            r#"[{"name": "a", "default-route": ["192.0.2.1"]}, {"name": "b", "default-route": ["192.0.2.2"]}]"#,
             r#"[{"name": "a", "default-route": ["192.0.2.1", "192.0.2.2"]}]"#,
             r#"[{"name": "a", "ips": ["192.0.2.1"], "ipam-claim-reference": "c"}]"#,
             r#"[{"name": "a", "ips": "192.0.2.1"}]"#,
@@ -445,6 +464,16 @@ mod tests {
             assert_eq!(err.code(), 7, "{b}: {err}");
             assert!(err.to_string().contains(NETWORKS_ANNOTATION), "{b}: {err}");
         }
+        // What Multus accepts: an empty interface after `@`, a 6-byte GUID (Go's ParseMAC),
+        // an IPv4 and an IPv6 default route on two networks, an empty default-route beside one.
+        for good in [
+            "a@",
+            r#"[{"name": "a", "infiniband-guid": "02:00:00:00:00:00"}]"#,
+            r#"[{"name": "a", "default-route": ["192.0.2.1"]}, {"name": "b", "default-route": ["2001:db8::1"]}]"#,
+            r#"[{"name": "a", "default-route": ["192.0.2.1"]}, {"name": "b", "default-route": []}]"#,
+        ] {
+            assert!(parse_networks(good, "pods").is_ok(), "{good}");
+        }
     }
 
     #[test]
@@ -453,5 +482,29 @@ mod tests {
         assert_eq!(e.key(), "kube-system/calico");
         assert!(parse_default_network("a,b", "kube-system").is_err());
         assert!(parse_default_network("", "kube-system").is_err());
+    }
+
+    #[test]
+    fn empty_optional_fields_are_unset_as_in_multus() {
+        let value = json!([
+            {"name": "a", "interface": "", "mac": "", "deviceID": "", "infiniband-guid": ""},
+            {"name": "b", "interface": "", "interfaceRequest": "net5"},
+        ])
+        .to_string();
+        let got = parse_networks(&value, "pods").unwrap();
+        assert_eq!(got[0].ifname(), None);
+        assert_eq!(got[0].mac, None);
+        assert_eq!(got[0].device_id, None);
+        assert_eq!(got[0].infiniband_guid, None);
+        assert_eq!(got[1].ifname(), Some("net5"));
+        // The short form's empty interface too.
+        let short = parse_networks("a@, b", "pods").unwrap();
+        assert_eq!(short[0].ifname(), None);
+        // Go's ParseMAC forms.
+        let dotted = json!([{"name": "a", "mac": "0200.5e10.0001"}]).to_string();
+        assert_eq!(
+            parse_networks(&dotted, "pods").unwrap()[0].mac.as_deref(),
+            Some("0200.5e10.0001")
+        );
     }
 }

@@ -317,3 +317,48 @@ pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
 pub fn root(test: &str) -> bool {
     multus_testkit::require_root(test)
 }
+
+/// A chained plugin that records every stdin and `CNI_ARGS` it gets under `<node>/spy/`, passes
+/// its prevResult on for ADD, and fails DEL (code 111) while `<node>/spy/fail-DEL` exists.
+pub fn install_spy(node: &Node) -> PathBuf {
+    let bin = node.path("bin");
+    let seen = node.path("spy");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&seen).unwrap();
+    let script = format!(
+        "#!/bin/sh\nd={seen}\nn=$(ls $d | grep -c \"^$CNI_COMMAND-.*[.]stdin$\")\n\
+         cat > $d/$CNI_COMMAND-$n.stdin\nprintf '%s' \"$CNI_ARGS\" > $d/$CNI_COMMAND-$n.args\n\
+         printf '%s' \"$CNI_IFNAME\" > $d/$CNI_COMMAND-$n.ifname\n\
+         if [ -e $d/fail-$CNI_COMMAND ]; then\n\
+         echo '{{\"cniVersion\":\"1.0.0\",\"code\":111,\"msg\":\"spy told to fail\"}}'; exit 1; fi\n\
+         if [ \"$CNI_COMMAND\" = ADD ]; then jq -c .prevResult $d/ADD-$n.stdin; fi\n",
+        seen = seen.display()
+    );
+    let path = bin.join("spy");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(
+        &path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    seen
+}
+
+/// What the spy saw for its `n`th run of `command`: stdin and `CNI_ARGS`, and `CNI_IFNAME`.
+pub fn spy_saw(seen: &Path, command: &str, n: usize) -> (Value, String, String) {
+    let read = |ext: &str| std::fs::read_to_string(seen.join(format!("{command}-{n}.{ext}")));
+    (
+        serde_json::from_str(&read("stdin").unwrap()).unwrap(),
+        read("args").unwrap(),
+        read("ifname").unwrap(),
+    )
+}
+
+/// This engine's cache entry of `container` (embedded in the first record of the file, which is
+/// in Multus's format).
+pub fn own_cache_entry(node: &Node, container: &str) -> Value {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(node.path("cache").join(container)).unwrap())
+            .unwrap();
+    file[0]["multusRsEntry"].clone()
+}

@@ -21,15 +21,16 @@ fn ip(pod: &TestPod, ifname: &str) -> String {
 }
 
 /// The network-status entry the pod's `ifname` must have, from what the pod really has.
+/// Multus's keys: `default` only when true, `dns` always.
 fn entry(pod: &TestPod, network: &str, ifname: &str) -> Value {
     json!({"name": network, "interface": ifname, "ips": [ip(pod, ifname)],
-           "mac": mac(pod, ifname), "default": false})
+           "mac": mac(pod, ifname), "dns": {}})
 }
 
 fn cluster_entry(pod: &TestPod) -> Value {
     json!({"name": "cluster", "interface": "eth0", "ips": [ip(pod, "eth0")],
-           "mac": mac(pod, "eth0"), "default": true,
-           "default-route": ["203.0.113.1"], "gateway": ["203.0.113.1"]})
+           "mac": mac(pod, "eth0"), "default": true, "dns": {},
+           "gateway": ["203.0.113.1"]})
 }
 
 #[test]
@@ -71,13 +72,15 @@ fn short_and_json_annotations_through_real_nads_and_the_exact_status() {
         format!("{}/24", ip(&short, "eth0"))
     );
 
-    // network-status: exactly one entry per interface, from what the pod really has, indented
-    // like Multus writes it.
+    // network-status: exactly one entry per interface, from what the pod really has, in the
+    // NAD client's text (each entry indented on its own, joined by ",").
     let text = k.status(&short).expect("network-status written");
     assert!(
-        text.starts_with("[\n    {\n        \"name\": \"cluster\""),
+        text.starts_with("[{\n    \"name\": \"cluster\",\n    \"interface\": \"eth0\""),
         "{text}"
     );
+    assert!(text.contains("\n},{\n    \"name\": "), "{text}");
+    assert!(text.ends_with("\n}]"), "{text}");
     let status: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         status,
@@ -175,7 +178,8 @@ fn cluster_and_default_networks_come_from_multus_namespace() {
     assert_eq!(
         names,
         vec![
-            "cluster-net".to_owned(),
+            // A NAD as the cluster network is named like every NAD network (as Multus names it).
+            format!("{}/cluster-net", multus.name()),
             format!("{}/extra-net", multus.name()),
             format!("{}/bridge-net", apps.name()),
         ]
@@ -226,9 +230,11 @@ fn default_network_annotation_replaces_the_cluster_network() {
     assert_eq!(
         status,
         json!([
-            {"name": "alt", "interface": "eth0", "ips": [ip(&pod, "eth0")],
-             "mac": mac(&pod, "eth0"), "default": true,
-             "default-route": ["198.51.100.1"], "gateway": ["198.51.100.1"]},
+            // The override's NAD, named `<multusNamespace>/<nad>` as Multus names it.
+            {"name": format!("{}/alt-cluster", multus.name()), "interface": "eth0",
+             "ips": [ip(&pod, "eth0")],
+             "mac": mac(&pod, "eth0"), "default": true, "dns": {},
+             "gateway": ["198.51.100.1"]},
             entry(&pod, &format!("{}/macvlan-net", apps.name()), "net1"),
         ])
     );

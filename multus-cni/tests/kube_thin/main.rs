@@ -1,7 +1,7 @@
 //! The real `multus-cni` binary against a real kube-apiserver: run like a runtime runs it,
 //! inside a node network namespace the test made, with Debian's plugins as delegates. The
 //! binary reaches the API server through a fault proxy listening inside that namespace, as the
-//! restricted `multus` user of deploy/10-rbac.yaml unless a test says otherwise. Each test works in
+//! restricted `multus-rs` user of deploy/10-rbac.yaml unless a test says otherwise. Each test works in
 //! Kubernetes namespaces of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 

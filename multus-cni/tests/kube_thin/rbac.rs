@@ -11,7 +11,7 @@ use super::{Kube, NETWORKS, create_nad, failure};
 use crate::common::link_names;
 
 fn cluster_role_rules() -> Vec<Value> {
-    rules_of("multus")
+    rules_of("multus-rs")
 }
 
 #[test]

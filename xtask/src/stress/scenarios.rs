@@ -1,6 +1,7 @@
 //! The stress steps of one mode, on one node.
 use std::{
     path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -18,8 +19,15 @@ use crate::{
 };
 
 /// Over the second half of the cycles the agent's RSS may grow by at most this much per cycle,
-/// on a least-squares fit (a leak of one small allocation per pod is about 1 KiB per cycle).
+/// on a least-squares fit (the local source's leak was about 1 KiB per new pod file)...
 const MAX_SLOPE_KIB_PER_CYCLE: f64 = 0.1;
+/// ... or by at most this much in all (RSS moves in 4 KiB pages and the allocator keeps some:
+/// a short run's slope is page noise).
+const MAX_GROWTH_KIB: f64 = 192.0;
+/// Fewer cycles than this are still the agent's warm-up (caches, allocator arenas, the
+/// Kubernetes client's pools: several KiB per cycle over the first hundred): the trend is
+/// printed, not judged.
+const MIN_CYCLES_FOR_PLATEAU: usize = 500;
 /// How long the node may take to be clean after a step (the agent's sweep gives a killed
 /// writer's temp file a few seconds, and runs every second).
 const CLEAN_WITHIN: Duration = Duration::from_secs(20);
@@ -164,16 +172,24 @@ fn cycles(node: &StressNode, pods: &dyn Pods, n: usize, tally: &mut Tally) -> an
         .collect();
     let s = slope(&half);
     let whole = slope(&samples);
+    let growth = s * (n - n / 2) as f64;
     note(&format!(
-        "RSS slope: second half {s:.3} KiB/cycle (bound {MAX_SLOPE_KIB_PER_CYCLE}), whole run \
-         {whole:.3} KiB/cycle; growth over the second half {:.0} KiB",
-        s * (n - n / 2) as f64
+        "RSS slope: second half {s:.3} KiB/cycle, fitted growth {growth:.0} KiB (bound: \
+         {MAX_SLOPE_KIB_PER_CYCLE} KiB/cycle or {MAX_GROWTH_KIB} KiB); whole run {whole:.3} \
+         KiB/cycle"
     ));
-    tally.check(
-        "RSS flat over the second half",
-        s <= MAX_SLOPE_KIB_PER_CYCLE,
-        || format!("{s:.3} KiB/cycle"),
-    );
+    if n < MIN_CYCLES_FOR_PLATEAU {
+        note(&format!(
+            "RSS plateau not judged: {n} cycles are still warm-up (at least \
+             {MIN_CYCLES_FOR_PLATEAU})"
+        ));
+    } else {
+        tally.check(
+            "RSS flat over the second half",
+            s <= MAX_SLOPE_KIB_PER_CYCLE || growth <= MAX_GROWTH_KIB,
+            || format!("{s:.3} KiB/cycle, {growth:.0} KiB"),
+        );
+    }
     Ok(())
 }
 
@@ -223,7 +239,12 @@ fn ok(outcome: &anyhow::Result<Outcome>) -> bool {
 
 fn describe(outcome: &anyhow::Result<Outcome>) -> String {
     match outcome {
-        Ok(o) => format!("exit {} {}", o.exit, o.stdout),
+        Ok(o) => format!(
+            "exit {} {} {}",
+            o.exit,
+            o.stdout,
+            o.stderr.lines().last().unwrap_or_default()
+        ),
         Err(e) => e.to_string(),
     }
 }
@@ -274,28 +295,39 @@ fn kill_round(
         round + 1
     ));
     let burst = burst_pods(node, pods, &format!("kill{round}-"), 40)?;
-    let delay = Duration::from_millis(300 + 200 * round as u64);
-    let adds = std::thread::scope(|s| -> anyhow::Result<_> {
+    // Killed once this many ADDs answered: early, halfway, late in the burst.
+    let kill_after = [5, 20, 35][round % 3];
+    let answered = AtomicUsize::new(0);
+    let adds = std::thread::scope(|s| {
         let node_ref: &StressNode = node;
         let ns = pods.namespace();
+        let answered = &answered;
         let handles: Vec<_> = burst
             .iter()
-            .map(|p| s.spawn(move || node_ref.cni("ADD", &p.id, &p.netns.path(), ns, &p.name)))
+            .map(|p| {
+                s.spawn(move || {
+                    let out = node_ref.cni("ADD", &p.id, &p.netns.path(), ns, &p.name);
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    out
+                })
+            })
             .collect();
-        std::thread::sleep(delay);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while answered.load(Ordering::SeqCst) < kill_after && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // kill(2) by pid: the node stays shared with the threads still running their ADDs.
-        let pid = node_ref.agent_pid();
-        if let Some(pid) = pid {
+        if let Some(pid) = node_ref.agent_pid() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(0)),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        Ok(handles
+        handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect::<Vec<_>>())
-    })?;
+            .collect::<Vec<_>>()
+    });
     node.kill_agent();
     let started = Instant::now();
     node.start_agent()?;
@@ -327,7 +359,7 @@ fn kill_round(
         || failed.join("; "),
     );
     note(&format!(
-        "killed after {delay:?}: {} ADDs had succeeded, {failed_adds} failed and were retried \
+        "killed after {kill_after} answers: {} ADDs had succeeded, {failed_adds} failed and were retried \
          ({retried}); the agent was ready again in {:.2} s",
         adds.len() - failed_adds,
         restart.as_secs_f64()
@@ -415,18 +447,22 @@ fn keep(_: &mut Value) {}
 fn malformed_table() -> Vec<Bad> {
     vec![
         bad("no type", 7, |c| {
-            c.as_object_mut().map(|o| o.remove("type"));
+            if let Some(o) = c.as_object_mut() {
+                o.remove("type");
+            }
         }),
         bad("type of another plugin", 7, |c| c["type"] = json!("bridge")),
         bad("daemonSocketDir a number", 7, |c| {
-            c["daemonSocketDir"] = json!(5)
+            c["daemonSocketDir"] = json!(5);
         }),
         bad("bpffsDir relative", 7, |c| {
-            c["bpffsDir"] = json!("sys/fs/bpf")
+            c["bpffsDir"] = json!("sys/fs/bpf");
         }),
         bad("cniVersion 0.2.0", 1, |c| c["cniVersion"] = json!("0.2.0")),
         bad("no name", 7, |c| {
-            c.as_object_mut().map(|o| o.remove("name"));
+            if let Some(o) = c.as_object_mut() {
+                o.remove("name");
+            }
         }),
         bad("cniDir relative", 7, |c| c["cniDir"] = json!("cache")),
         bad("clusterNetwork file missing", 7, |c| {

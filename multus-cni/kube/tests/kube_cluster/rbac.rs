@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{cluster, create_nad, create_pod, facade, facade_via_proxy};
 
 fn cluster_role_rules() -> Vec<Value> {
-    rules_of("multus")
+    rules_of("multus-rs")
 }
 
 /// Every call the thin binary makes, on `pod`/`nad` in `ns`.
@@ -47,7 +47,7 @@ fn cluster_role_is_exactly_what_the_facade_needs() {
     create_nad(&ns, "n", Some(r#"{"type":"bridge"}"#), &json!({}));
     let proxy = FaultProxy::start(cluster.addr());
     let dir = tempfile::tempdir().unwrap();
-    // The token of user system:serviceaccount:kube-system:multus, bound by deploy/10-rbac.yaml.
+    // The token of user system:serviceaccount:kube-system:multus-rs, bound by deploy/10-rbac.yaml.
     let api = facade_via_proxy(cluster, &proxy, cluster.multus_token(), dir.path());
     for result in all_calls(&api, ns.name()) {
         result.unwrap();

@@ -16,7 +16,7 @@ fn prepare(ns: &TestNamespace) {
     ns.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "rot"}}));
     ns.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                      "metadata": {"name": "rot"},
-                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "multus"},
+                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "multus-rs"},
                      "subjects": [{"kind": "ServiceAccount", "name": "rot", "namespace": ns.name()}]}));
 }
 

@@ -96,7 +96,7 @@ pub(crate) struct Converted {
 pub(crate) fn resolve(path: &Path, stored: Stored, inv: &Invocation<'_>) -> Result<Converted> {
     match stored {
         Stored::Own(entry) => Ok(Converted {
-            entry,
+            entry: *entry,
             leftovers: Vec::new(),
         }),
         Stored::Multus(value) => {

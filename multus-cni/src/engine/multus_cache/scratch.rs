@@ -37,6 +37,100 @@ pub struct ScratchDelegate {
     pub config: Vec<u8>,
 }
 
+/// The key of the first record under which this engine keeps its own entry when it writes its
+/// cache in Multus's format (Go's decoder ignores keys that match no field).
+pub const OWN_ENTRY_KEY: &str = "multusRsEntry";
+
+/// Multus's records for `entry`'s delegates, cluster network first: what Multus's DEL needs to
+/// tear them down (`Bytes`, `Name`, `ifnameRequest` and the requests that become runtimeConfig),
+/// with `Conf`/`ConfList` trimmed to the fields Go's structs hold, as Multus writes them.
+pub fn records(entry: &crate::engine::cache::CacheEntry) -> Vec<Value> {
+    entry
+        .delegates
+        .iter()
+        .map(|d| {
+            let config: Value = serde_json::from_str(&d.config).unwrap_or(Value::Null);
+            let is_list = config.get("plugins").is_some_and(Value::is_array)
+                && !config
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.is_empty());
+            let mut r = Map::new();
+            let empty = || serde_json::json!({"ipam": {}, "dns": {}});
+            if is_list {
+                let plugins: Vec<Value> = config["plugins"]
+                    .as_array()
+                    .map(|p| p.iter().map(trimmed).collect())
+                    .unwrap_or_default();
+                let mut list = Map::new();
+                for key in ["cniVersion", "name"] {
+                    if let Some(v) = config.get(key).filter(|v| v.is_string()) {
+                        list.insert(key.to_owned(), v.clone());
+                    }
+                }
+                list.insert("plugins".into(), Value::Array(plugins));
+                r.insert("Conf".into(), empty());
+                r.insert("ConfList".into(), Value::Object(list));
+            } else {
+                r.insert("Conf".into(), trimmed(&config));
+                r.insert("ConfList".into(), serde_json::json!({}));
+            }
+            r.insert("Name".into(), Value::String(d.network.clone()));
+            if !d.cluster {
+                r.insert("ifnameRequest".into(), Value::String(d.ifname.clone()));
+            }
+            let rc = |key: &str| d.runtime_config.get(key).filter(|v| v.is_string()).cloned();
+            if let Some(mac) = rc("mac") {
+                r.insert("macRequest".into(), mac);
+            }
+            if let Some(guid) = rc("infinibandGUID") {
+                r.insert("infinibandGUIDRequest".into(), guid);
+            }
+            if let Some(id) = rc("deviceID") {
+                r.insert("deviceID".into(), id);
+            }
+            if let Some(Value::Array(ips)) = d.runtime_config.get("ips")
+                && ips.iter().all(Value::is_string)
+            {
+                r.insert("ipRequest".into(), Value::Array(ips.clone()));
+            }
+            r.insert("IsFilterV4Gateway".into(), Value::Bool(false));
+            r.insert("IsFilterV6Gateway".into(), Value::Bool(false));
+            r.insert(
+                "Bytes".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(&d.config)),
+            );
+            Value::Object(r)
+        })
+        .collect()
+}
+
+/// A plugin configuration as Go's `types.NetConf` keeps it: only fields of the right type, so
+/// Multus's decoder cannot fail on a plugin's own keys.
+fn trimmed(conf: &Value) -> Value {
+    let mut out = Map::new();
+    for key in ["cniVersion", "name", "type"] {
+        if let Some(v) = conf.get(key).filter(|v| v.is_string()) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    if let Some(Value::Object(caps)) = conf.get("capabilities") {
+        let caps: Map<String, Value> = caps
+            .iter()
+            .filter(|(_, v)| v.is_boolean())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.insert("capabilities".into(), Value::Object(caps));
+    }
+    let mut ipam = Map::new();
+    if let Some(t) = conf.pointer("/ipam/type").filter(|v| v.is_string()) {
+        ipam.insert("type".into(), t.clone());
+    }
+    out.insert("ipam".into(), Value::Object(ipam));
+    out.insert("dns".into(), Value::Object(Map::new()));
+    Value::Object(out)
+}
+
 /// Whether `bytes` look like Multus's scratch cache: a JSON array (or `null`, Go's encoding of
 /// an empty list) rather than an object.
 pub fn is_scratch(value: &Value) -> bool {

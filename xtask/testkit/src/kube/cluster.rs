@@ -20,11 +20,11 @@ use crate::{
 
 /// Token of the cluster admin (group system:masters).
 const ADMIN_TOKEN: &str = "multus-test-admin-token";
-/// Token of a user named like the ServiceAccount kube-system/multus, so the ClusterRoleBinding
+/// Token of a user named like the ServiceAccount kube-system/multus-rs, so the ClusterRoleBinding
 /// in deploy/10-rbac.yaml applies to it exactly as it would to the real service account.
 const MULTUS_TOKEN: &str = "multus-test-multus-token";
 /// The user name of [`MULTUS_TOKEN`].
-pub const MULTUS_USER: &str = "system:serviceaccount:kube-system:multus";
+pub const MULTUS_USER: &str = "system:serviceaccount:kube-system:multus-rs";
 
 /// A running test cluster.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl KubeCluster {
         &self.admin_kubeconfig
     }
 
-    /// A kubeconfig of the restricted `multus` user (deploy/10-rbac.yaml's ClusterRole).
+    /// A kubeconfig of the restricted `multus-rs` user (deploy/10-rbac.yaml's ClusterRole).
     pub fn multus_kubeconfig(&self) -> &Path {
         &self.multus_kubeconfig
     }
@@ -108,7 +108,7 @@ impl KubeCluster {
         ADMIN_TOKEN
     }
 
-    /// The restricted `multus` user's bearer token.
+    /// The restricted `multus-rs` user's bearer token.
     pub fn multus_token(&self) -> &'static str {
         MULTUS_TOKEN
     }

@@ -1,7 +1,9 @@
 //! Checks of deploy/Dockerfile that need no Docker engine: it builds with the toolchain and the
 //! bpf-linker the project pins, copies every source the workspace needs, builds the packages
-//! whose binaries it then copies (bin targets, per `cargo metadata`), and puts them where the
-//! DaemonSet runs them and where the installer looks for the binary it copies onto the node.
+//! whose binaries it then copies (bin targets, per `cargo metadata`) statically, and puts them
+//! where the DaemonSet runs them and where the installer looks for the binary it copies onto
+//! the node; and its run stage holds the same files at the same paths, with the same
+//! entrypoint, as the archive `cargo xtask image` writes.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::{
@@ -11,7 +13,11 @@ use std::{
 
 use serde_json::Value;
 
-use crate::prereqs::{BPF_LINKER_VERSION, LLVM_MAJOR, TOOLCHAIN};
+use crate::{
+    oci,
+    prereqs::{BPF_LINKER_VERSION, LLVM_MAJOR, TOOLCHAIN},
+    static_build::MUSL_TARGET,
+};
 
 /// One instruction: keyword and the rest of its (joined) line.
 #[derive(Debug)]
@@ -132,6 +138,13 @@ fn the_image_builds_what_the_daemon_set_runs() {
             .any(|r| r.contains(&format!("llvm-{LLVM_MAJOR}-dev"))),
         "{runs:?}"
     );
+    // The static build: the musl target, and musl-gcc for the crates with C parts.
+    assert!(runs.iter().any(|r| r.contains("musl-tools")), "{runs:?}");
+    assert!(
+        runs.iter()
+            .any(|r| r.contains(&format!("rustup target add {MUSL_TARGET}"))),
+        "{runs:?}"
+    );
 
     // Every source the workspace needs is copied, and exists.
     let meta = metadata();
@@ -171,6 +184,10 @@ fn the_image_builds_what_the_daemon_set_runs() {
         .find(|r| r.starts_with("cargo build"))
         .expect("a cargo build");
     assert!(build_line.contains("--release") && build_line.contains("--locked"));
+    assert!(
+        build_line.contains(&format!("--target {MUSL_TARGET}")),
+        "{build_line}"
+    );
     let words: Vec<&str> = build_line.split_whitespace().collect();
     let built: BTreeSet<&str> = words
         .windows(2)
@@ -184,7 +201,7 @@ fn the_image_builds_what_the_daemon_set_runs() {
         .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    let release = workdir.join("target/release");
+    let release = workdir.join("target").join(MUSL_TARGET).join("release");
     let mut installed = BTreeSet::new();
     for args in run.all("COPY") {
         let (options, sources, dest) = copy_parts(args);
@@ -245,4 +262,40 @@ fn the_image_builds_what_the_daemon_set_runs() {
         std::fs::read_to_string(crate::shell::repo_root().join("deploy/Dockerfile.dockerignore"))
             .unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target"));
+}
+
+/// The files the run stage's COPY lines put into the image, by absolute path.
+fn run_stage_files(run: &Stage) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    for args in run.all("COPY") {
+        let (_, sources, dest) = copy_parts(args);
+        for source in sources {
+            let path = if dest.ends_with('/') {
+                let name = Path::new(source).file_name().unwrap().to_str().unwrap();
+                format!("{dest}{name}")
+            } else {
+                dest.to_owned()
+            };
+            files.insert(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn dockerfile_copies_what_the_archive_holds() {
+    let stages = stages();
+    let run = stages.last().unwrap();
+    // Nothing below the copied files: the archive has no base image either.
+    assert_eq!(run.from, "scratch");
+    let (_, written) = super::built();
+    let layout = oci::read::layout(&written.path);
+    let archive: BTreeSet<String> = layout.files().keys().cloned().collect();
+    assert_eq!(
+        run_stage_files(run),
+        archive,
+        "deploy/Dockerfile's COPY lines and `cargo xtask image` disagree"
+    );
+    let entrypoint: Value = serde_json::from_str(run.all("ENTRYPOINT").last().unwrap()).unwrap();
+    assert_eq!(entrypoint, layout.config["config"]["Entrypoint"]);
 }
