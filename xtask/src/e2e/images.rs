@@ -36,8 +36,7 @@ fn busybox_image(reference: &str, entrypoint: &[&str]) -> anyhow::Result<Image> 
         reference: reference.to_owned(),
         architecture: oci::architecture(std::env::consts::ARCH).to_owned(),
         files: vec![
-            ImageFile::from_disk(BUSYBOX, Path::new(BUSYBOX))
-                .context("Debian's busybox-static")?,
+            ImageFile::from_disk(BUSYBOX, Path::new(BUSYBOX)).context("Debian's busybox-static")?,
         ],
         entrypoint: entrypoint.iter().map(|s| (*s).to_owned()).collect(),
         labels: BTreeMap::new(),
