@@ -196,11 +196,14 @@ pub fn hardware_type(ifname: &str) -> io::Result<u16> {
     for (dst, &src) in req.ifr_name.iter_mut().zip(name) {
         *dst = src as libc::c_char;
     }
-    // The request's type differs by libc (glibc: unsigned long, musl: int); the value fits both.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-    let request = libc::SIOCGIFHWADDR as libc::Ioctl;
     // SAFETY: SIOCGIFHWADDR reads the name and writes the hardware address into `req`.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, &raw mut req) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFHWADDR as libc::Ioctl,
+            &raw mut req,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
