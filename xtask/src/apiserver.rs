@@ -1,10 +1,12 @@
-//! The real kube-apiserver the Kubernetes tests run against, built once from Debian's
-//! `kubernetes` source package (no registry ships a current binary) and cached outside the tree.
+//! The real Kubernetes binaries the tests run: kube-apiserver for the Kubernetes tests, and the
+//! node's kubelet, kube-controller-manager and kube-scheduler for `cargo xtask e2e`. Built once
+//! from Debian's `kubernetes` source package (no registry ships a current binary) and cached
+//! outside the tree, each as `<cache>/<name>-<version>/<name>`.
 //!
-//! Steps (idempotent; a cached binary that reports the right version skips all of them):
+//! Steps (idempotent; cached binaries that report the right version skip all of them):
 //! a private apt sources list with deb-src lines, `apt-get source --download-only kubernetes`,
 //! unpack, swap the vendored reflect2 1.0.1 (crashes under Go >= 1.18) for Debian's 1.0.2, and
-//! `make WHAT=cmd/kube-apiserver` offline against the vendor tree.
+//! one `make WHAT="cmd/..."` for every missing binary, offline against the vendor tree.
 use std::{
     path::{Path, PathBuf},
     time::Instant,
@@ -35,25 +37,61 @@ fn binary_ok(path: &Path) -> bool {
         .is_some_and(|v| v.trim() == format!("Kubernetes {VERSION}"))
 }
 
+/// The API server, for the Kubernetes tests.
+pub const APISERVER: &str = "kube-apiserver";
+/// The node's binaries `cargo xtask e2e` runs next to the API server.
+pub const NODE: &[&str] = &["kubelet", "kube-controller-manager", "kube-scheduler"];
+
+/// Where binary `name` (`kube-apiserver`, `kubelet`, ...) is cached.
+pub fn cached(name: &str) -> PathBuf {
+    if name == APISERVER {
+        return cached_apiserver();
+    }
+    cache_dir().join(format!("{name}-{VERSION}")).join(name)
+}
+
 /// Makes sure the cached kube-apiserver exists (building it on the first run) and returns its path.
 pub fn ensure() -> anyhow::Result<PathBuf> {
     step("kube-apiserver for the Kubernetes tests");
-    let bin = cached_apiserver();
-    let dir = bin
-        .parent()
-        .map(Path::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("{} has no parent", bin.display()))?;
+    ensure_binaries(&[APISERVER])?;
+    Ok(cached_apiserver())
+}
+
+/// Makes sure the API server and the node's binaries are cached (one build for the missing ones);
+/// returns the API server's path.
+pub fn ensure_all() -> anyhow::Result<PathBuf> {
+    step("Kubernetes binaries (built on the first run, then cached)");
+    let mut names = vec![APISERVER];
+    names.extend_from_slice(NODE);
+    ensure_binaries(&names)?;
+    Ok(cached_apiserver())
+}
+
+/// Makes sure every binary of `names` is cached, building the missing ones in one `make` (the
+/// first run only; they share most of their packages, so one build is far cheaper than two).
+pub fn ensure_binaries(names: &[&str]) -> anyhow::Result<()> {
     crate::prereqs::ensure_debian_packages(PACKAGES)?;
-    if binary_ok(&bin) {
-        note(&format!("cached: {}", bin.display()));
-        return Ok(bin);
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| !binary_ok(&cached(name)))
+        .collect();
+    for name in names.iter().filter(|n| !missing.contains(n)) {
+        note(&format!("cached: {}", cached(name).display()));
+    }
+    if missing.is_empty() {
+        return Ok(());
     }
     if !is_root() {
-        bail!("building kube-apiserver needs root (apt-get); run `cargo xtask test` as root");
+        bail!(
+            "building {} needs root (apt-get); run as root",
+            missing.join(" ")
+        );
     }
     note(&format!(
-        "building kube-apiserver {VERSION} from Debian's kubernetes source package \
-         (first run only, about 6-10 minutes on 2 cores)"
+        "building {} {VERSION} from Debian's kubernetes source package \
+         (first run only, about 6-10 minutes on 2 cores, 15-20 for all four)",
+        missing.join(" ")
     ));
     let started = Instant::now();
     let work = cache_dir().join("build-kubernetes");
@@ -62,23 +100,34 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     }
     let tree = fetch_source(&work)?;
     replace_reflect2(&tree)?;
-    make(&tree, &work)?;
-    let built = tree.join("_output/local/go/bin/kube-apiserver");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join("kube-apiserver.tmp");
-    std::fs::copy(&built, &tmp)
-        .with_context(|| format!("copying {} to {}", built.display(), tmp.display()))?;
-    std::fs::rename(&tmp, &bin).with_context(|| format!("installing {}", bin.display()))?;
-    if !binary_ok(&bin) {
-        bail!("{} does not report Kubernetes {VERSION}", bin.display());
+    make(&tree, &work, &missing)?;
+    for name in &missing {
+        install(&tree.join("_output/local/go/bin").join(name), &cached(name))?;
     }
     std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     note(&format!(
         "built {} in {:.0?} (cached for later runs)",
-        bin.display(),
+        missing.join(" "),
         started.elapsed()
     ));
-    Ok(bin)
+    Ok(())
+}
+
+/// Copies a built binary to its cache path (through a temporary name, so a half-copied file is
+/// never taken for a cached one) and checks its version.
+fn install(built: &Path, bin: &Path) -> anyhow::Result<()> {
+    let dir = bin
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no parent", bin.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = bin.with_extension("tmp");
+    std::fs::copy(built, &tmp)
+        .with_context(|| format!("copying {} to {}", built.display(), tmp.display()))?;
+    std::fs::rename(&tmp, bin).with_context(|| format!("installing {}", bin.display()))?;
+    if !binary_ok(bin) {
+        bail!("{} does not report Kubernetes {VERSION}", bin.display());
+    }
+    Ok(())
 }
 
 /// Downloads and unpacks the source package with a private apt configuration (the machine's
@@ -136,13 +185,14 @@ fn replace_reflect2(tree: &Path) -> anyhow::Result<()> {
         .run()
 }
 
-fn make(tree: &Path, work: &Path) -> anyhow::Result<()> {
+fn make(tree: &Path, work: &Path, names: &[&str]) -> anyhow::Result<()> {
     let home = work.join("home");
     std::fs::create_dir_all(&home)?;
+    let what: Vec<String> = names.iter().map(|n| format!("cmd/{n}")).collect();
     Cmd::new("make")
         .args(["-C"])
         .args([tree])
-        .args(["WHAT=cmd/kube-apiserver"])
+        .args([format!("WHAT={}", what.join(" "))])
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=vendor")
         .env("KUBE_GIT_VERSION", VERSION)

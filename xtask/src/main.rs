@@ -8,6 +8,7 @@ mod bench_dataplane;
 mod bench_kube;
 mod bench_policy;
 mod demo;
+mod e2e;
 mod fuzz;
 mod image;
 mod manifests;
@@ -38,6 +39,9 @@ enum Command {
     Test(test::Args),
     /// The local demo.
     Demo,
+    /// A real one-node Kubernetes (built on the first run), and the product run on it as a user
+    /// runs it: `kubectl apply -f deploy/`, the quickstart, policy, metrics, restart, uninstall.
+    E2e,
     /// Regenerate the generated manifests in deploy/ (CRDs, the agent ConfigMap).
     Manifests,
     /// Build (first run only) and print the cached kube-apiserver the Kubernetes tests use.
@@ -58,10 +62,13 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let result = match cli.command {
         Command::Setup => prereqs::ensure(),
+        // All four Kubernetes binaries in one build on a fresh machine: the tests need the API
+        // server, the end-to-end run the others too.
         Command::Test(args) => prereqs::ensure()
-            .and_then(|()| apiserver::ensure())
+            .and_then(|()| apiserver::ensure_all())
             .and_then(|apiserver| test::run(&args, &apiserver)),
         Command::Demo => prereqs::ensure().and_then(|()| demo::run()),
+        Command::E2e => prereqs::ensure().and_then(|()| e2e::run_all()),
         Command::Manifests => manifests::run(),
         Command::KubeApiserver => apiserver::ensure().map(|path| println!("{}", path.display())),
         Command::Bench(args) => prereqs::ensure().and_then(|()| bench::run(&args)),

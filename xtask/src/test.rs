@@ -1,4 +1,5 @@
-//! `cargo xtask test`: formatting, the two clippy passes an aya workspace needs, then every test.
+//! `cargo xtask test`: formatting, the two clippy passes an aya workspace needs, every test, and
+//! the end-to-end run on a real one-node Kubernetes (`cargo xtask e2e`).
 use std::path::Path;
 
 use crate::shell::{Cmd, step};
@@ -60,6 +61,7 @@ pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
         test = test.args(["--", filter.as_str()]);
     }
     test.run()?;
+    // A filter picks tests; the stress run and the end-to-end run are not ones.
     if args.filter.is_some() {
         return Ok(());
     }
@@ -70,5 +72,12 @@ pub fn run(args: &Args, apiserver: &Path) -> anyhow::Result<()> {
         mode: "both".to_owned(),
         kill_rounds: 1,
         debug: true,
-    })
+    })?;
+    if !crate::shell::is_root()
+        && std::env::var(multus_testkit::root::ALLOW_SKIP_VAR).is_ok_and(|v| v == "1")
+    {
+        step("SKIPPED end-to-end run: it needs root");
+        return Ok(());
+    }
+    crate::e2e::run_all()
 }

@@ -197,7 +197,13 @@ pub fn hardware_type(ifname: &str) -> io::Result<u16> {
         *dst = src as libc::c_char;
     }
     // SAFETY: SIOCGIFHWADDR reads the name and writes the hardware address into `req`.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut req) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFHWADDR as libc::Ioctl,
+            &raw mut req,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
