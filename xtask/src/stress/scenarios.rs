@@ -458,7 +458,7 @@ fn malformed_table() -> Vec<Bad> {
         bad("bpffsDir relative", 7, |c| {
             c["bpffsDir"] = json!("sys/fs/bpf");
         }),
-        bad("cniVersion 0.2.0", 1, |c| c["cniVersion"] = json!("0.2.0")),
+        bad("cniVersion 0.2.1", 1, |c| c["cniVersion"] = json!("0.2.1")),
         bad("no name", 7, |c| {
             if let Some(o) = c.as_object_mut() {
                 o.remove("name");
