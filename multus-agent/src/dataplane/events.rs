@@ -21,7 +21,7 @@ use multus_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Action, AttachmentRecord, DirectionPolicy, DropReason, Policy, Protocol};
+use super::{Action, AttachmentRecord, DirectionPolicy, DropReason, Policy};
 
 /// Default number of events the agent keeps.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -254,45 +254,33 @@ fn direction_policy<'a>(p: &'a Policy, dir: &str) -> &'a DirectionPolicy {
 }
 
 /// The index of the first deny rule matching the dropped packet: deny beats allow, so any
-/// matching deny rule decided; the first is the one to name.
+/// matching deny rule decided; the first is the one to name. Matching is the reference
+/// evaluator's ([`crate::policy::eval::rule_matches`]), not a second copy of the semantics.
 fn deny_rule(p: &DirectionPolicy, rec: &DropRecord) -> Option<usize> {
-    let peer = if rec.direction == "egress" {
-        rec.dst
+    use crate::policy::eval::{Direction, Packet, Traffic, rule_matches};
+    let (direction, peer) = if rec.direction == "egress" {
+        (Direction::Egress, rec.dst)
     } else {
-        rec.src
-    }?;
-    p.rules.iter().position(|rule| {
-        rule.action == Action::Deny
-            && (rule.peers.is_empty()
-                || rule.peers.iter().any(|peer_match| {
-                    peer_match.cidr.contains(&peer)
-                        && !peer_match.except.iter().any(|e| e.contains(&peer))
-                }))
-            && (rule.ports.is_empty()
-                || rule.ports.iter().any(|m| {
-                    let proto_ok = match m.protocol {
-                        Protocol::Any => rec.protocol != "arp",
-                        Protocol::Arp => rec.protocol == "arp",
-                        other => other
-                            .number()
-                            .is_some_and(|n| rec.protocol == protocol_name(n)),
-                    };
-                    proto_ok
-                        && m.ports
-                            .is_none_or(|r| rec.dport.is_some_and(|d| r.start <= d && d <= r.end))
-                }))
-    })
-}
-
-fn protocol_name(n: u8) -> &'static str {
-    match n {
-        6 => "tcp",
-        17 => "udp",
-        132 => "sctp",
-        1 => "icmp",
-        58 => "icmpv6",
-        _ => "",
-    }
+        (Direction::Ingress, rec.src)
+    };
+    let port = rec.dport.unwrap_or(0);
+    let traffic = match rec.protocol.as_str() {
+        "tcp" => Traffic::Tcp(port),
+        "udp" => Traffic::Udp(port),
+        "sctp" => Traffic::Sctp(port),
+        "icmp" => Traffic::Icmp,
+        "icmpv6" => Traffic::Icmpv6,
+        "arp" => Traffic::Arp,
+        _ => Traffic::Other(0),
+    };
+    let packet = Packet {
+        direction,
+        peer: peer?,
+        traffic,
+    };
+    p.rules
+        .iter()
+        .position(|rule| rule.action == Action::Deny && rule_matches(rule, &packet))
 }
 
 /// Reads raw events off the programs' ring buffer.
@@ -464,6 +452,7 @@ mod tests {
     use multus_common::{DIR_INGRESS, policy::FAMILY_V4};
 
     use super::*;
+    use crate::dataplane::Protocol;
     use crate::dataplane::{AntiSpoof, AttachMode, AttachmentOwner, MacAddr, PortRange, Rule};
 
     fn record(policy: Policy, source: &str) -> AttachmentRecord {
