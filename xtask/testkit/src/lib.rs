@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod cni_run;
 pub mod enter;
 pub mod inside;
+pub mod ipam;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns;
