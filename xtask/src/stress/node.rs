@@ -98,15 +98,11 @@ impl StressNode {
     }
 
     fn ipam(&self, subnet: &str) -> Value {
-        let base = subnet.trim_end_matches(".0/24");
-        json!({"type": "host-local", "dataDir": self.path("ipam"),
-               "ranges": [[{"subnet": subnet, "rangeStart": format!("{base}.2"),
-                            "rangeEnd": format!("{base}.254")}]]})
+        multus_testkit::conf::host_local(&self.path("ipam"), subnet)
     }
 
     pub fn cluster_conf(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "cluster", "type": "macvlan", "master": "vpar",
-               "mode": "bridge", "ipam": self.ipam("203.0.113.0/24")})
+        multus_testkit::conf::cluster_macvlan(&self.path("ipam"))
     }
 
     /// The two secondary networks: a macvlan on `vpar` and a bridge of its own.

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cmd;
 pub mod cni_run;
+pub mod conf;
 pub mod enter;
 pub mod inside;
 pub mod ipam;
