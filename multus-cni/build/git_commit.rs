@@ -16,15 +16,7 @@ pub const UNKNOWN: &str = "unknown";
 /// work tree or git is missing.
 pub fn find(dir: &Path) -> (String, Vec<PathBuf>) {
     let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            // A caller's GIT_DIR would describe another repository.
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .output()
-            .ok()?;
+        let out = git_in(dir).args(args).output().ok()?;
         let text = String::from_utf8(out.stdout).ok()?;
         let text = text.trim();
         (out.status.success() && !text.is_empty()).then(|| text.to_owned())
@@ -46,4 +38,14 @@ pub fn find(dir: &Path) -> (String, Vec<PathBuf>) {
         .filter(|p| p.exists())
         .collect();
     (commit, watch)
+}
+
+/// `git -C dir`, blind to a caller's `GIT_DIR` (it would describe another repository).
+pub fn git_in(dir: &Path) -> Command {
+    let mut git = Command::new("git");
+    git.arg("-C")
+        .arg(dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+    git
 }

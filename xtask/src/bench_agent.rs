@@ -68,15 +68,11 @@ impl Setup {
     }
 
     fn ipam(&self, subnet: &str) -> Value {
-        let base = subnet.trim_end_matches(".0/24");
-        json!({"type": "host-local", "dataDir": self.path("ipam"),
-               "ranges": [[{"subnet": subnet, "rangeStart": format!("{base}.2"),
-                            "rangeEnd": format!("{base}.254")}]]})
+        multus_testkit::conf::host_local(&self.path("ipam"), subnet)
     }
 
     fn cluster_conf(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "cluster", "type": "macvlan", "master": "vpar",
-               "mode": "bridge", "ipam": self.ipam("203.0.113.0/24")})
+        multus_testkit::conf::cluster_macvlan(&self.path("ipam"))
     }
 
     /// Secondary `i`: each network has its own L2 (a parent or a bridge of its own), so the

@@ -7,6 +7,7 @@ mod bench_cni;
 mod bench_dataplane;
 mod bench_kube;
 mod bench_policy;
+mod containerd_conf;
 mod demo;
 mod e2e;
 mod fuzz;

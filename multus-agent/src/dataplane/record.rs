@@ -115,30 +115,13 @@ pub fn sweep_temp_files(
     age: std::time::Duration,
     grace: std::time::Duration,
 ) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix('.')
+    let pid_of = |name: &str| {
+        name.strip_prefix('.')
             .and_then(|n| n.strip_suffix(".tmp"))
             .and_then(|n| n.rsplit_once('.'))
             .map(|(_, pid)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let elapsed = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
-        if multus_cni::engine::cache::stale_temp_file(pid, elapsed, age, grace)
-            && fs::remove_file(entry.path()).is_ok()
-        {
-            removed.push(entry.path());
-        }
-    }
-    removed
+    };
+    multus_cni::engine::cache::sweep_stale(dir, pid_of, age, grace)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -427,23 +427,10 @@ impl Node {
 
     /// host-local leases left (files named like an address).
     pub fn leases(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for net in std::fs::read_dir(self.path("ipam"))
+        let mut out: Vec<String> = multus_testkit::ipam::host_local_leases(&self.path("ipam"))
             .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for f in std::fs::read_dir(net.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.parse::<std::net::IpAddr>().is_ok() {
-                    out.push(name);
-                }
-            }
-        }
+            .map(|(_, addr)| addr)
+            .collect();
         out.sort();
         out
     }

@@ -113,6 +113,14 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
         return Err(e);
     }
 
+    // What undoes the delegates added so far when a later step fails.
+    let undo = Rollback {
+        engine,
+        conf,
+        invoker: &invoker,
+        request,
+        cache_path: &cache_path,
+    };
     let mut results: Vec<CniResult> = Vec::with_capacity(planned.len());
     for (i, p) in planned.iter_mut().enumerate() {
         // ADD only, as Multus appends them: DEL and CHECK get the cached arguments without.
@@ -143,13 +151,6 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             }
             Err(e) => {
                 warn!(network = %p.network, "ADD failed, rolling back: {e}");
-                let undo = Rollback {
-                    engine,
-                    conf,
-                    invoker: &invoker,
-                    request,
-                    cache_path: &cache_path,
-                };
                 undo.run(&mut entry, i, true);
                 return Err(e);
             }
@@ -170,13 +171,6 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
     finished.inspect_err(|e| {
         warn!("ADD failed after the delegates, rolling back: {e}");
         let last = planned.len() - 1;
-        let undo = Rollback {
-            engine,
-            conf,
-            invoker: &invoker,
-            request,
-            cache_path: &cache_path,
-        };
         undo.run(&mut entry, last, false);
     })
 }

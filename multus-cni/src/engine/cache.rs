@@ -285,22 +285,33 @@ fn remove_file(path: &Path) -> Result<()> {
 pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for d in [dir.to_owned(), dir.join("results")] {
-        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = temp_file_pid(&name) else {
-                continue;
-            };
-            let elapsed = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            if stale_temp_file(pid, elapsed, age, TEMP_FILE_GRACE)
-                && fs::remove_file(entry.path()).is_ok()
-            {
-                removed.push(entry.path());
-            }
+        removed.extend(sweep_stale(&d, temp_file_pid, age, TEMP_FILE_GRACE));
+    }
+    removed
+}
+
+/// Removes the files in `dir` that `pid_of` calls temp files (giving their writer's pid when the
+/// name holds one) and [`stale_temp_file`] calls left over; returns what it removed.
+pub fn sweep_stale(
+    dir: &Path,
+    pid_of: impl Fn(&str) -> Option<Option<u32>>,
+    age: std::time::Duration,
+    grace: std::time::Duration,
+) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = pid_of(&name) else {
+            continue;
+        };
+        let elapsed = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if stale_temp_file(pid, elapsed, age, grace) && fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
         }
     }
     removed

@@ -206,22 +206,10 @@ impl Node {
 
     /// host-local leases left anywhere under the IPAM data dir (files named like an address).
     pub fn leases(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let Ok(nets) = std::fs::read_dir(self.path("ipam")) else {
-            return out;
-        };
-        for net in nets.flatten() {
-            for f in std::fs::read_dir(net.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.parse::<std::net::IpAddr>().is_ok() {
-                    out.push(format!("{}/{name}", net.file_name().to_string_lossy()));
-                }
-            }
-        }
+        let mut out: Vec<String> = multus_testkit::ipam::host_local_leases(&self.path("ipam"))
+            .into_iter()
+            .map(|(net, addr)| format!("{net}/{addr}"))
+            .collect();
         out.sort();
         out
     }

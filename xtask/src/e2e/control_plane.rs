@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use multus_testkit::kube::Rest;
+use multus_testkit::kube::{Rest, apiserver_command, etcd_command};
 use serde_json::json;
 
 use super::{host::HostLink, proc::Proc, wait};
@@ -78,35 +78,22 @@ impl ControlPlane {
         let (client, peer) = (free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut etcd = Command::new("etcd");
-        etcd.args(["--name", "e2e", "--data-dir"])
-            .arg(dir.join("etcd"))
-            .args(["--listen-client-urls", &etcd_url])
-            .args(["--advertise-client-urls", &etcd_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("e2e={peer_url}")]);
+        let etcd = etcd_command("e2e", &dir.join("etcd"), &etcd_url, &peer_url);
         plane.procs.push(Proc::spawn("etcd", etcd, logs)?);
 
-        let mut api = Command::new(cached("kube-apiserver"));
-        api.arg(format!("--etcd-servers={etcd_url}"))
-            .arg(format!("--bind-address={API_IP}"))
+        let mut api = apiserver_command(
+            &cached("kube-apiserver"),
+            &etcd_url,
+            &dir.join("certs"),
+            &tokens,
+            &sa_key,
+        );
+        api.arg(format!("--bind-address={API_IP}"))
             .arg(format!("--advertise-address={API_IP}"))
             .arg(format!("--secure-port={API_PORT}"))
             .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
-            .arg(format!("--cert-dir={}", dir.join("certs").display()))
-            .arg(format!("--token-auth-file={}", tokens.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", sa_key.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                sa_key.display()
-            ))
-            .arg("--allow-privileged=true")
             // Node names do not resolve here; `kubectl exec` and `logs` dial the node's address.
-            .arg("--kubelet-preferred-address-types=InternalIP")
-            .arg("--profiling=false");
+            .arg("--kubelet-preferred-address-types=InternalIP");
         plane.procs.push(Proc::spawn("kube-apiserver", api, logs)?);
         wait(Duration::from_secs(120), "kube-apiserver /readyz", || {
             plane.check_running()?;

@@ -133,21 +133,26 @@ impl Cluster {
     /// Saves the agent's logs (the pod is gone after the tear-down) next to the others.
     fn save_agent_logs(&self) {
         for container in ["install", "agent"] {
-            let out = self.kubectl.quiet(&[
-                "-n",
-                "kube-system",
-                "logs",
-                "-l",
-                AGENT_SELECTOR,
-                "-c",
-                container,
-                "--tail=-1",
-            ]);
+            let out = self.kubectl.quiet(&agent_logs(container, "--tail=-1"));
             if let Ok(text) = out {
                 let _ = std::fs::write(self.logs.join(format!("agent-{container}.log")), text);
             }
         }
     }
+}
+
+/// `kubectl` arguments for the logs of the agent pods' `container`, `tail` as kubectl takes it.
+fn agent_logs<'a>(container: &'a str, tail: &'a str) -> [&'a str; 8] {
+    [
+        "-n",
+        "kube-system",
+        "logs",
+        "-l",
+        AGENT_SELECTOR,
+        "-c",
+        container,
+        tail,
+    ]
 }
 
 /// Takes the machine-wide lock of the run.
@@ -195,29 +200,13 @@ fn dump(logs: &Path, kubectl: Option<&Kubectl>) {
     step("logs of the failure (full logs in the directory below)");
     note(&logs.display().to_string());
     if let Some(k) = kubectl {
+        let install = agent_logs("install", "--tail=40");
+        let agent = agent_logs("agent", "--tail=80");
         for args in [
             &["get", "nodes,pods", "-A", "-o", "wide"][..],
             &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
-            &[
-                "-n",
-                "kube-system",
-                "logs",
-                "-l",
-                AGENT_SELECTOR,
-                "-c",
-                "install",
-                "--tail=40",
-            ][..],
-            &[
-                "-n",
-                "kube-system",
-                "logs",
-                "-l",
-                AGENT_SELECTOR,
-                "-c",
-                "agent",
-                "--tail=80",
-            ][..],
+            &install[..],
+            &agent[..],
         ] {
             eprintln!("--- kubectl {}", args.join(" "));
             match k.quiet(args) {

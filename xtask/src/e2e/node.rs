@@ -152,22 +152,9 @@ impl Node {
         std::fs::create_dir_all(&base)?;
         // restrict_oom_score_adj: the VM may not lower scores (no CAP_SYS_RESOURCE); cgroupfs,
         // as kubelet is told; the sandbox image is imported, never pulled.
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-[plugins."io.containerd.grpc.v1.cri"]
+        let mut config = crate::containerd_conf::private(&base, &self.containerd_sock, true);
+        config.push_str(&format!(
+            r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
@@ -182,13 +169,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{NET_D}"
-"#,
-            root = base.join("root").display(),
-            state = base.join("state").display(),
-            sock = self.containerd_sock.display(),
-            // Not the default /opt/containerd: nothing of the runtime outside the node's dir.
-            opt = base.join("opt").display(),
-        );
+"#
+        ));
         let path = base.join("config.toml");
         std::fs::write(&path, config)?;
         let mut cmd = Command::new("containerd");

@@ -27,29 +27,7 @@ impl Containerd {
             .unwrap();
         let d = dir.path();
         let socket = d.join("c.sock");
-        // Everything containerd writes is below `d`: the opt plugin (default /opt/containerd)
-        // included; the CRI plugin is off (it would want CNI and a network of its own).
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            sock = socket.display(),
-            opt = d.join("opt").display(),
-        );
+        let config = crate::containerd_conf::private(d, &socket, false);
         std::fs::write(d.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
         let child = Command::new("containerd")

@@ -98,15 +98,11 @@ impl StressNode {
     }
 
     fn ipam(&self, subnet: &str) -> Value {
-        let base = subnet.trim_end_matches(".0/24");
-        json!({"type": "host-local", "dataDir": self.path("ipam"),
-               "ranges": [[{"subnet": subnet, "rangeStart": format!("{base}.2"),
-                            "rangeEnd": format!("{base}.254")}]]})
+        multus_testkit::conf::host_local(&self.path("ipam"), subnet)
     }
 
     pub fn cluster_conf(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "cluster", "type": "macvlan", "master": "vpar",
-               "mode": "bridge", "ipam": self.ipam("203.0.113.0/24")})
+        multus_testkit::conf::cluster_macvlan(&self.path("ipam"))
     }
 
     /// The two secondary networks: a macvlan on `vpar` and a bridge of its own.
@@ -311,23 +307,10 @@ impl StressNode {
 
     /// host-local leases (files named like an address).
     pub fn leases(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for net in std::fs::read_dir(self.path("ipam"))
+        let mut out: Vec<String> = multus_testkit::ipam::host_local_leases(&self.path("ipam"))
             .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for f in std::fs::read_dir(net.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.parse::<std::net::IpAddr>().is_ok() {
-                    out.push(name);
-                }
-            }
-        }
+            .map(|(_, addr)| addr)
+            .collect();
         out.sort();
         out
     }

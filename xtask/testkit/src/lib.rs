@@ -7,8 +7,10 @@
 pub mod cache;
 pub mod cmd;
 pub mod cni_run;
+pub mod conf;
 pub mod enter;
 pub mod inside;
+pub mod ipam;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns;

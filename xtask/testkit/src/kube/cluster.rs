@@ -308,32 +308,12 @@ fn start(binary: &Path) -> Result<KubeCluster, String> {
     let (etcd_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let mut etcd = Command::new("etcd");
-    etcd.args(["--name", "multus-test", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args(["--listen-client-urls", &etcd_url])
-        .args(["--advertise-client-urls", &etcd_url])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("multus-test={peer_url}")]);
-    let mut api = Command::new(binary);
-    api.arg(format!("--etcd-servers={etcd_url}"))
-        .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+    let etcd = super::etcd_command("multus-test", &dir.join("etcd"), &etcd_url, &peer_url);
+    let mut api = super::apiserver_command(binary, &etcd_url, &dir.join("certs"), &tokens, &sa_key);
+    api.args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
         .arg(format!("--secure-port={api_port}"))
-        .arg(format!("--cert-dir={}", dir.join("certs").display()))
-        .arg(format!("--token-auth-file={}", tokens.display()))
-        .arg("--authorization-mode=RBAC")
-        .arg("--service-account-issuer=https://kubernetes.default.svc")
-        .arg(format!("--service-account-key-file={}", sa_key.display()))
-        .arg(format!(
-            "--service-account-signing-key-file={}",
-            sa_key.display()
-        ))
         // No controller-manager creates `default` service accounts; pods do without them.
-        .arg("--disable-admission-plugins=ServiceAccount")
-        // Real clusters allow privileged pods (the agent DaemonSet is one).
-        .arg("--allow-privileged=true")
-        .arg("--profiling=false");
+        .arg("--disable-admission-plugins=ServiceAccount");
     spawn_owned(vec![("etcd", etcd), ("kube-apiserver", api)], &dir)?;
 
     let addr = SocketAddr::from(([127, 0, 0, 1], api_port));

@@ -2,6 +2,7 @@
 //! ([`KubeCluster`]), a namespace per test ([`TestNamespace`]), and a fault-injecting proxy
 //! ([`FaultProxy`]) for the failures a healthy server does not produce on demand.
 mod cluster;
+mod plane;
 mod proxy;
 mod rbac;
 mod relay;
@@ -11,6 +12,7 @@ mod tls;
 pub use cluster::{
     KubeCluster, KubeconfigAuth, MULTUS_USER, TestNamespace, crd_established, read_yaml_documents,
 };
+pub use plane::{apiserver_command, etcd_command};
 pub use proxy::{FaultProxy, Recorded, Stall};
 pub use rbac::{Attributes, allows, attributes, attrs, checked_attributes, cluster_role_rules};
 pub use relay::TcpRelay;
