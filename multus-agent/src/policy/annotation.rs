@@ -24,10 +24,10 @@ use serde::{
     de::{self, IntoDeserializer, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer},
 };
 
-use super::{error::FieldError, inputs::LocalAttachment, subnets::subnets};
-use crate::dataplane::{
+use super::model::{
     Action, AntiSpoof, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
 };
+use super::{error::FieldError, inputs::LocalAttachment, subnets::subnets};
 
 /// The NAD annotation holding the network's policy document.
 pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";

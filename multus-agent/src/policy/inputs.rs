@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use multus_kube::{NETWORK_STATUS_ANNOTATION, NadInfo, PodInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{MacAddr, Protocol};
+use super::model::{MacAddr, Protocol};
 
 /// `namespace/name` of a namespaced object; for a network, the name network-status gives it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
