@@ -29,9 +29,6 @@ use super::model::{
 };
 use super::{error::FieldError, inputs::LocalAttachment, subnets::subnets};
 
-/// The NAD annotation holding the network's policy document.
-pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";
-
 /// IPv6 peers `isolate` keeps allowed besides the network's subnets: link-local addresses and
 /// link-local multicast, which neighbour discovery needs.
 const ISOLATE_IPV6_LINK: [&str; 2] = ["fe80::/10", "ff02::/16"];

@@ -181,6 +181,9 @@ pub struct NamespaceView {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The NAD annotation holding the network's policy document ([`super::annotation`] reads it).
+pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";
+
 /// A NetworkAttachmentDefinition: its policy annotation and the CNI config the `isolate`
 /// shorthand reads the subnets from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,12 +42,12 @@ pub mod snapshot;
 pub mod subnets;
 
 pub use self::{
-    annotation::{NAD_POLICY_ANNOTATION, NadPolicy},
+    annotation::NadPolicy,
     compile::{CompiledPolicy, InvalidPolicySource, PolicySource, compile, compile_attachment},
     error::{CompileError, FieldError, ObjectError},
     inputs::{
-        AttachmentKey, LocalAttachment, NadView, NamedPort, NamespaceView, ObjectKey, PodNetwork,
-        PodView,
+        AttachmentKey, LocalAttachment, NAD_POLICY_ANNOTATION, NadView, NamedPort, NamespaceView,
+        ObjectKey, PodNetwork, PodView,
     },
     mnp::MnpEntry,
     snapshot::{NadEntry, Snapshot, Update},
