@@ -5,7 +5,6 @@
 //! Attach and detach take the write lock; scrapes and status reads share the read lock.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
     sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::Instant,
 };
@@ -14,8 +13,8 @@ use tracing::{info, warn};
 
 use crate::{
     dataplane::{
-        AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane, DataplaneError,
-        InterfaceCounters, Policy,
+        AttachMode, AttachRequest, AttachmentRecord, Dataplane, DataplaneError, InterfaceCounters,
+        Policy,
     },
     metrics::AgentMetrics,
 };
@@ -38,21 +37,6 @@ impl std::fmt::Debug for Attachments {
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
-}
-
-/// One interface to attach.
-#[derive(Debug, Clone)]
-pub struct Target<'a> {
-    /// The pod's network namespace file.
-    pub netns: &'a Path,
-    /// The interface inside it.
-    pub ifname: &'a str,
-    /// Who it belongs to.
-    pub owner: AttachmentOwner,
-    /// The policy in force from the first packet; `None`: count only.
-    pub policy: Option<&'a Policy>,
-    /// Where that policy comes from.
-    pub policy_source: Option<String>,
 }
 
 impl Attachments {
@@ -88,20 +72,13 @@ impl Attachments {
     /// Attaches every target, or none: on a failure the dataplane detaches what the call
     /// attached and the error is returned. The targets are attached concurrently (see
     /// [`Dataplane::attach_many`]).
-    pub fn attach_all(&self, targets: &[Target<'_>]) -> Result<Vec<AttachmentRecord>, String> {
-        let requests: Vec<AttachRequest<'_>> = targets
-            .iter()
-            .map(|target| AttachRequest {
-                netns: target.netns,
-                ifname: target.ifname,
-                owner: target.owner.clone(),
-                policy: target.policy,
-                policy_source: target.policy_source.as_deref(),
-            })
-            .collect();
+    pub fn attach_all(
+        &self,
+        requests: &[AttachRequest<'_>],
+    ) -> Result<Vec<AttachmentRecord>, String> {
         let mut state = self.write();
         let started = Instant::now();
-        match state.dataplane.attach_many(&requests) {
+        match state.dataplane.attach_many(requests) {
             Ok(records) => {
                 self.metrics.attach_took(started.elapsed());
                 for record in &records {
@@ -112,7 +89,7 @@ impl Attachments {
             }
             Err(e) => {
                 self.metrics.attach_op("attach", false);
-                let names: Vec<String> = targets
+                let names: Vec<String> = requests
                     .iter()
                     .map(|t| format!("{} in {}", t.ifname, t.netns.display()))
                     .collect();
@@ -226,21 +203,25 @@ impl Attachments {
         self.len() == 0
     }
 
-    /// Every attachment with its counters, read now from the pinned maps. Attachments whose
-    /// counters cannot be read are left out (a partial value would look like a reset) and
-    /// counted as errors.
-    pub fn with_counters(&self) -> Vec<(AttachmentRecord, InterfaceCounters)> {
+    /// Calls `f` with every attachment and its counters, read now from the pinned maps, and
+    /// the number of attachments, all under one read lock: the records are lent, not copied
+    /// per scrape. Attachments whose counters cannot be read are left out (a partial value
+    /// would look like a reset) and counted as errors.
+    pub fn with_counters<R>(
+        &self,
+        f: impl FnOnce(&[(&AttachmentRecord, InterfaceCounters)], usize) -> R,
+    ) -> R {
         let state = self.read();
-        let mut out = Vec::with_capacity(state.records.len());
+        let mut rows = Vec::with_capacity(state.records.len());
         for record in state.records.values() {
             match state.dataplane.counters(record.id) {
-                Ok(c) => out.push((record.clone(), c)),
+                Ok(c) => rows.push((record, c)),
                 Err(e) => {
                     self.metrics.error("counters");
                     warn!(id = record.id, "reading counters: {e}");
                 }
             }
         }
-        out
+        f(&rows, state.records.len())
     }
 }

@@ -10,8 +10,8 @@ use multus_cni::{
 };
 
 use crate::{
-    attachments::{Attachments, Target},
-    dataplane::AttachmentOwner,
+    attachments::Attachments,
+    dataplane::{AttachRequest, AttachmentOwner},
     enforce::{Enforcer, NewAttachment, PrepareError},
     policy::ObjectKey,
 };
@@ -103,20 +103,24 @@ impl Hooks for AgentHooks {
             }
             None => None,
         };
-        let targets: Vec<Target<'_>> = ours
+        let sources: Vec<Option<String>> = (0..ours.len())
+            .map(|i| prepared.as_ref().and_then(|p| p.policy_source(i)))
+            .collect();
+        let requests: Vec<AttachRequest<'_>> = ours
             .iter()
+            .zip(&sources)
             .enumerate()
-            .filter_map(|(i, a)| {
-                a.netns.as_deref().map(|netns| Target {
+            .filter_map(|(i, (a, source))| {
+                a.netns.as_deref().map(|netns| AttachRequest {
                     netns,
                     ifname: &a.ifname,
                     owner: owner(a),
                     policy: prepared.as_ref().and_then(|p| p.policy(i)),
-                    policy_source: prepared.as_ref().and_then(|p| p.policy_source(i)),
+                    policy_source: source.as_deref(),
                 })
             })
             .collect();
-        let result = self.attachments.attach_all(&targets);
+        let result = self.attachments.attach_all(&requests);
         match (&self.enforcer, prepared, result) {
             (Some(enforcer), Some(prepared), Ok(records)) => {
                 enforcer.commit(prepared, &records);

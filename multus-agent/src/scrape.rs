@@ -124,14 +124,14 @@ fn interface_labels(r: &AttachmentRecord) -> [(&'static str, &str); 4] {
 
 impl Collector for InterfaceCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let rows = self.attachments.with_counters();
-        encode_interfaces(&rows, self.attachments.len(), encoder)
+        self.attachments
+            .with_counters(|rows, attached| encode_interfaces(rows, attached, encoder))
     }
 }
 
 /// Writes the per-interface families for `rows`, and the attached-interfaces gauge.
 fn encode_interfaces(
-    rows: &[(AttachmentRecord, InterfaceCounters)],
+    rows: &[(&AttachmentRecord, InterfaceCounters)],
     attached: usize,
     mut encoder: DescriptorEncoder,
 ) -> Result<(), fmt::Error> {
@@ -274,7 +274,8 @@ mod tests {
 
     impl Collector for Fixed {
         fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-            encode_interfaces(&self.0, self.0.len(), encoder)
+            let rows: Vec<_> = self.0.iter().map(|(r, c)| (r, *c)).collect();
+            encode_interfaces(&rows, rows.len(), encoder)
         }
     }
 

@@ -4,15 +4,12 @@
 //!
 //! The records hold the policy in force (the dataplane writes it with every update) and where
 //! it comes from (`nad:<ns>/<name>+mnp:<ns>/<name>,...`, written by the agent).
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use multus_common::{DIR_EGRESS, DIR_INGRESS, DirCounters, counter_index, maps};
 use serde::Serialize;
 
 use crate::dataplane::{
-    AttachMode, AttachmentRecord, DataplaneError, DirectionCounters, InterfaceCounters, PinLayout,
-    Policy,
+    AttachMode, AttachmentRecord, DataplaneError, InterfaceCounters, PinLayout, Policy, counters,
 };
 
 /// One row of the status.
@@ -47,12 +44,15 @@ pub struct StatusRow {
 /// returned as errors next to the rows.
 pub fn read(layout: &PinLayout) -> Result<(Vec<StatusRow>, Vec<DataplaneError>), DataplaneError> {
     let (records, errors) = AttachmentRecord::load_all(&layout.records())?;
-    let counters = open_counters(&layout.maps().join(maps::COUNTERS));
+    let counters = counters::open_pinned(layout);
     let rows = records
         .into_iter()
         .map(|r| StatusRow {
             id: r.id,
-            counters: counters.as_ref().ok().and_then(|m| read_counters(m, r.id)),
+            counters: counters
+                .as_ref()
+                .ok()
+                .and_then(|m| counters::read(m, r.id).ok()),
             namespace: r.owner.namespace,
             pod: r.owner.pod,
             network: r.owner.network,
@@ -73,47 +73,6 @@ pub fn read(layout: &PinLayout) -> Result<(Vec<StatusRow>, Vec<DataplaneError>),
         errors.push(e);
     }
     Ok((rows, errors))
-}
-
-fn open_counters(path: &Path) -> Result<PerCpuArray<MapData, DirCounters>, DataplaneError> {
-    let map_err = |e| DataplaneError::Map {
-        name: maps::COUNTERS,
-        source: Box::new(e),
-    };
-    let data = MapData::from_pin(path).map_err(map_err)?;
-    let map = Map::from_map_data(data).map_err(map_err)?;
-    PerCpuArray::try_from(map).map_err(map_err)
-}
-
-fn read_counters(map: &PerCpuArray<MapData, DirCounters>, id: u32) -> Option<InterfaceCounters> {
-    let mut out = InterfaceCounters::default();
-    for (direction, sum) in [
-        (DIR_INGRESS, &mut out.ingress),
-        (DIR_EGRESS, &mut out.egress),
-    ] {
-        let values = map.get(&counter_index(id, direction), 0).ok()?;
-        for cpu in values.iter() {
-            add(sum, cpu);
-        }
-    }
-    Some(out)
-}
-
-fn add(sum: &mut DirectionCounters, c: &DirCounters) {
-    sum.packets += c.packets;
-    sum.bytes += c.bytes;
-    for (total, v) in sum.drop_packets.iter_mut().zip(c.drop_packets) {
-        *total += v;
-    }
-    for (total, v) in sum.drop_bytes.iter_mut().zip(c.drop_bytes) {
-        *total += v;
-    }
-    for (total, v) in sum.audit_packets.iter_mut().zip(c.audit_packets) {
-        *total += v;
-    }
-    for (total, v) in sum.audit_bytes.iter_mut().zip(c.audit_bytes) {
-        *total += v;
-    }
 }
 
 /// One attachment's policy as `status --policy ID` prints it: where it comes from and what it

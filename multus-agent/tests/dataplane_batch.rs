@@ -368,7 +368,7 @@ fn a_failure_before_the_programs_rolls_back_cleanly_in_both_modes() {
 
         let err = dataplane.attach_many(&requests).unwrap_err();
         assert!(
-            matches!(err, DataplaneError::Io { .. }),
+            matches!(err, DataplaneError::Io(_)),
             "only the cause is reported, the rollback went cleanly: {err:?}"
         );
         std::fs::remove_file(&records).unwrap();

@@ -16,9 +16,9 @@ use std::{
 
 use common::Dirs;
 use multus_agent::{
-    attachments::{Attachments, Target},
+    attachments::Attachments,
     changes::NadObject,
-    dataplane::{Action, AttachMode, AttachmentOwner, AttachmentRecord},
+    dataplane::{Action, AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord},
     enforce::{Change, Enforcer, Kind, NewAttachment, Peers, PrepareError, Prepared},
     metrics::{AgentMetrics, BuildInfo},
     policy::{NAD_POLICY_ANNOTATION, NadView, NamespaceView},
@@ -132,7 +132,8 @@ impl Node {
 
     /// Attaches `new` with the policy `prepared` has for it, as the agent's ADD hook does.
     fn attach(&self, new: &NewAttachment<'_>, prepared: &Prepared) -> Vec<AttachmentRecord> {
-        let target = Target {
+        let source = prepared.policy_source(0);
+        let request = AttachRequest {
             netns: new.netns,
             ifname: new.ifname,
             owner: AttachmentOwner {
@@ -142,9 +143,9 @@ impl Node {
                 container_id: new.container.into(),
             },
             policy: prepared.policy(0),
-            policy_source: prepared.policy_source(0),
+            policy_source: source.as_deref(),
         };
-        self.attachments.attach_all(&[target]).unwrap()
+        self.attachments.attach_all(&[request]).unwrap()
     }
 
     fn record(&self, id: u32) -> AttachmentRecord {

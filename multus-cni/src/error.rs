@@ -9,6 +9,31 @@ use crate::{
     network::SourceError,
 };
 
+/// A file system operation that failed, and on which path: the I/O variant of the engine's
+/// and the agent's error types.
+#[derive(Debug, Error)]
+#[error("{op} {path}: {source}")]
+pub struct PathIoError {
+    /// What was being done ("reading", "renaming into place", ...).
+    pub op: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathIoError {
+    /// `op` failed on `path` with `source`.
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
 /// Shorthand for the engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -168,16 +193,8 @@ pub enum Error {
         source: ResultError,
     },
     /// A file operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(PathIoError),
     /// The container's network namespace cannot be used.
     #[error("network namespace {path}: {reason}")]
     Netns {
@@ -265,7 +282,7 @@ impl Error {
             | Self::PluginNotFound { .. }
             | Self::AlreadyAttached { .. } => code::INVALID_CONFIG,
             Self::Source(e) => e.code(),
-            Self::Exec { .. } | Self::Io { .. } | Self::Netlink { .. } => code::IO_FAILURE,
+            Self::Exec { .. } | Self::Io(_) | Self::Netlink { .. } => code::IO_FAILURE,
             Self::Netns { .. } | Self::UnknownContainer { .. } => code::UNKNOWN_CONTAINER,
             Self::Plugin { code, .. } | Self::NotReady { code, .. } | Self::Hook { code, .. } => {
                 *code
@@ -292,11 +309,7 @@ impl Error {
 
     /// An I/O error on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Self::Io(PathIoError::new(op, path, source))
     }
 
     /// A decoding error.

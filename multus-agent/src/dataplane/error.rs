@@ -1,6 +1,8 @@
 //! Errors of the dataplane module; each names the operation and the object it failed on.
 use std::{io, path::PathBuf};
 
+use multus_cni::error::PathIoError;
+
 /// A dataplane operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -38,16 +40,8 @@ pub enum DataplaneError {
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(PathIoError),
     /// Entering a network namespace failed.
     #[error("entering network namespace {path}: {source}")]
     Netns {
@@ -146,11 +140,7 @@ pub enum DataplaneError {
 
 impl DataplaneError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Self::Io(PathIoError::new(op, path, source))
     }
 }
 

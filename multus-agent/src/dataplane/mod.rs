@@ -5,6 +5,7 @@
 //! Maps and TCX links are pinned (see [`pins`]), so enforcement and counters outlive the agent; a
 //! new [`Dataplane`] reuses the pinned maps and swaps its programs into the pinned links.
 pub mod btf;
+pub mod counters;
 pub mod error;
 pub mod events;
 pub mod netns;
@@ -134,52 +135,15 @@ impl DropReason {
     }
 }
 
-/// Counters of one direction of an attachment, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectionCounters {
-    /// Packets seen.
-    pub packets: u64,
-    /// Bytes seen (layer 2 included).
-    pub bytes: u64,
-    /// Dropped packets by reason (see `multus_common::DROP_*`).
-    pub drop_packets: [u64; DROP_REASONS],
-    /// Dropped bytes by reason.
-    pub drop_bytes: [u64; DROP_REASONS],
-    /// Packets an audit-mode policy would have dropped (they passed), by reason.
-    pub audit_packets: [u64; DROP_REASONS],
-    /// Bytes an audit-mode policy would have dropped, by reason.
-    pub audit_bytes: [u64; DROP_REASONS],
-}
-
-impl DirectionCounters {
-    fn add(&mut self, c: &DirCounters) {
-        self.packets += c.packets;
-        self.bytes += c.bytes;
-        for i in 0..DROP_REASONS {
-            self.drop_packets[i] += c.drop_packets[i];
-            self.drop_bytes[i] += c.drop_bytes[i];
-            self.audit_packets[i] += c.audit_packets[i];
-            self.audit_bytes[i] += c.audit_bytes[i];
-        }
-    }
-
-    /// Dropped packets over all reasons.
-    pub fn dropped(&self) -> u64 {
-        self.drop_packets.iter().sum()
-    }
-
-    /// Packets and bytes dropped for `reason`.
-    pub fn drops(&self, reason: DropReason) -> (u64, u64) {
-        let i = reason.index();
-        (self.drop_packets[i], self.drop_bytes[i])
-    }
-
-    /// Packets and bytes an audit-mode policy would have dropped for `reason`.
-    pub fn audited(&self, reason: DropReason) -> (u64, u64) {
-        let i = reason.index();
-        (self.audit_packets[i], self.audit_bytes[i])
+impl From<DropReason> for usize {
+    fn from(reason: DropReason) -> Self {
+        reason.index()
     }
 }
+
+/// Counters of one direction of an attachment, summed over CPUs: the map's own type, read
+/// through [`counters`].
+pub type DirectionCounters = DirCounters;
 
 /// Counters of an attachment, from the pod's point of view.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,7 +173,7 @@ pub struct AttachRequest<'a> {
 pub struct Dataplane {
     ebpf: Ebpf,
     attachments: BpfHashMap<MapData, IfaceKey, u32>,
-    counters: PerCpuArray<MapData, DirCounters>,
+    counters: counters::CounterMap,
     /// The array of policy tries (kept as a plain map: it is typed per use, see `enforce`).
     policies: Map,
     flows: BpfHashMap<MapData, FlowKey, FlowValue>,
@@ -565,7 +529,7 @@ impl Dataplane {
     /// The record of attachment `id`.
     pub fn attachment(&self, id: u32) -> Result<AttachmentRecord> {
         match AttachmentRecord::load(&self.layout.record(id)) {
-            Err(DataplaneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(DataplaneError::Io(e)) if e.source.kind() == io::ErrorKind::NotFound => {
                 Err(DataplaneError::UnknownAttachment(id))
             }
             other => other,
@@ -574,23 +538,7 @@ impl Dataplane {
 
     /// The counters of attachment `id`, summed over CPUs.
     pub fn counters(&self, id: u32) -> Result<InterfaceCounters> {
-        if id == 0 || id >= MAX_ATTACHMENTS {
-            return Err(DataplaneError::UnknownAttachment(id));
-        }
-        let mut out = InterfaceCounters::default();
-        for (direction, sum) in [
-            (DIR_INGRESS, &mut out.ingress),
-            (DIR_EGRESS, &mut out.egress),
-        ] {
-            let values = self
-                .counters
-                .get(&counter_index(id, direction), 0)
-                .map_err(|e| map_err(maps::COUNTERS, e))?;
-            for cpu in values.iter() {
-                sum.add(cpu);
-            }
-        }
-        Ok(out)
+        counters::read(&self.counters, id)
     }
 
     /// Sets the per-attachment rate limit of drop events (rate 0: no events).

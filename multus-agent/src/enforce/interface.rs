@@ -19,10 +19,12 @@ pub struct InterfaceAddrs {
 /// Reads `ifname` inside the namespace at `netns`.
 pub fn read(netns: &Path, ifname: &str) -> Result<InterfaceAddrs, DataplaneError> {
     netns::run_in(netns, || {
-        let addrs = getifaddrs().map_err(|e| DataplaneError::Io {
-            op: "listing interface addresses (getifaddrs) in",
-            path: netns.to_owned(),
-            source: e.into(),
+        let addrs = getifaddrs().map_err(|e| {
+            DataplaneError::io(
+                "listing interface addresses (getifaddrs) in",
+                netns,
+                e.into(),
+            )
         })?;
         let mut out = InterfaceAddrs::default();
         for a in addrs.filter(|a| a.interface_name == ifname) {

@@ -1,19 +1,14 @@
 //! What node install can fail on; every variant names the file or option involved.
 use std::{path::PathBuf, time::Duration};
 
+use multus_cni::error::PathIoError;
+
 /// A node install failure.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     /// A file system operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("reading", "renaming into place", ...).
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(PathIoError),
     /// A directory the install needs does not exist (usually a missing host mount).
     #[error("{what} {} does not exist or is not a directory", path.display())]
     MissingDir {
@@ -89,11 +84,7 @@ pub enum InstallError {
 impl InstallError {
     /// An I/O error on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Self::Io(PathIoError::new(op, path, source))
     }
 }
 

@@ -103,9 +103,11 @@ pub struct IfaceKey {
     pub pad: u32,
 }
 
-/// Traffic counters for one attachment and direction (one copy per CPU in the map).
+/// Traffic counters for one attachment and direction (one copy per CPU in the map; the agent
+/// sums the copies into one of these).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct DirCounters {
     /// Packets seen by the program, dropped or not.
     pub packets: u64,
@@ -119,6 +121,37 @@ pub struct DirCounters {
     pub audit_packets: [u64; DROP_REASONS],
     /// Bytes an audit-mode policy would have dropped, by `DROP_*` reason.
     pub audit_bytes: [u64; DROP_REASONS],
+}
+
+impl DirCounters {
+    /// Adds `other` (another CPU's copy) to these.
+    pub fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        for i in 0..DROP_REASONS {
+            self.drop_packets[i] += other.drop_packets[i];
+            self.drop_bytes[i] += other.drop_bytes[i];
+            self.audit_packets[i] += other.audit_packets[i];
+            self.audit_bytes[i] += other.audit_bytes[i];
+        }
+    }
+
+    /// Dropped packets over all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drop_packets.iter().sum()
+    }
+
+    /// Packets and bytes dropped for `reason` (a `DROP_*` index).
+    pub fn drops(&self, reason: impl Into<usize>) -> (u64, u64) {
+        let i = reason.into();
+        (self.drop_packets[i], self.drop_bytes[i])
+    }
+
+    /// Packets and bytes an audit-mode policy would have dropped for `reason`.
+    pub fn audited(&self, reason: impl Into<usize>) -> (u64, u64) {
+        let i = reason.into();
+        (self.audit_packets[i], self.audit_bytes[i])
+    }
 }
 
 /// What the programs remember about a device they have seen. Looking a packet's interface up by
