@@ -18,7 +18,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use multus_testkit::{BpffsDir, Netns, inside};
+use multus_testkit::{
+    BpffsDir, Netns,
+    conf::{NodeDirs, PLUGIN_DIR},
+    inside,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -26,7 +30,6 @@ use crate::{
     shell::{Cmd, is_root, note, step},
 };
 
-const PLUGIN_DIR: &str = "/usr/lib/cni";
 const METRICS: &str = "127.0.0.1:9110";
 /// Secondary networks: a macvlan on one parent, a bridge, a macvlan on another parent, a bridge.
 const NETWORKS: [&str; 4] = ["mv-a", "br-a", "mv-b", "br-b"];
@@ -96,19 +99,21 @@ impl Setup {
                "delegates": [self.cluster_conf()]})
     }
 
+    fn dirs(&self) -> NodeDirs<'_> {
+        NodeDirs {
+            dir: &self.dir,
+            bpffs: self.bpffs.path(),
+            state: &self.state,
+        }
+    }
+
     fn shim_conf(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
-               "daemonSocketDir": self.path("run"), "cniDir": self.path("cache"),
-               "binDir": PLUGIN_DIR, "bpffsDir": self.bpffs.path(),
-               "dataplaneStateDir": &self.state})
+        self.dirs().shim()
     }
 
     fn agent_conf(&self) -> Value {
-        let mut conf = json!({"socketDir": self.path("run"), "metricsAddress": "127.0.0.1",
-               "metricsPort": 9110, "bpffsDir": self.bpffs.path(),
-               "dataplaneStateDir": &self.state, "localSourceDir": self.path("local"),
-               "logLevel": "error", "cniDir": self.path("cache"), "binDir": PLUGIN_DIR,
-               "confDir": self.path("conf"), "delegates": [self.cluster_conf()]});
+        let mut conf = self.dirs().agent();
+        conf["localSourceDir"] = json!(self.path("local"));
         if let Some(mode) = &self.attach_mode {
             conf["attachMode"] = json!(mode);
         }

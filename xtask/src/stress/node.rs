@@ -10,10 +10,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use multus_testkit::{BpffsDir, Netns, inside};
+use multus_testkit::{
+    BpffsDir, Netns,
+    conf::{NodeDirs, PLUGIN_DIR},
+    inside,
+};
 use serde_json::{Value, json};
 
-pub const PLUGIN_DIR: &str = "/usr/lib/cni";
 const METRICS: &str = "127.0.0.1:9110";
 /// The secondary networks every stress pod asks for.
 pub const NETWORKS: &str = "mv,br";
@@ -101,10 +104,6 @@ impl StressNode {
         multus_testkit::conf::host_local(&self.path("ipam"), subnet)
     }
 
-    pub fn cluster_conf(&self) -> Value {
-        multus_testkit::conf::cluster_macvlan(&self.path("ipam"))
-    }
-
     /// The two secondary networks: a macvlan on `vpar` and a bridge of its own.
     pub fn nad_configs(&self) -> [(&'static str, Value); 2] {
         [
@@ -121,24 +120,25 @@ impl StressNode {
         ]
     }
 
+    fn dirs(&self) -> NodeDirs<'_> {
+        NodeDirs {
+            dir: &self.dir,
+            bpffs: self.bpffs.path(),
+            state: &self.state,
+        }
+    }
+
     /// The shim's configuration, as the install writes it for this agent.
     pub fn shim_conf(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
-               "daemonSocketDir": self.path("run"), "cniDir": self.path("cache"),
-               "binDir": PLUGIN_DIR, "bpffsDir": self.bpffs.path(),
-               "dataplaneStateDir": &self.state})
+        self.dirs().shim()
     }
 
     fn agent_conf(&self) -> Value {
-        let mut conf = json!({"socketDir": self.path("run"), "metricsAddress": "127.0.0.1",
-               "metricsPort": 9110, "bpffsDir": self.bpffs.path(),
-               "dataplaneStateDir": &self.state,
-               "logLevel": "error", "cniDir": self.path("cache"), "binDir": PLUGIN_DIR,
-               "confDir": self.path("conf"), "delegates": [self.cluster_conf()],
-               // Temp files of killed writers are swept every second.
-               "reconcileIntervalSeconds": 1,
-               // Bursts of 80: let more of them run at once than the default 4.
-               "requestConcurrency": 8});
+        let mut conf = self.dirs().agent();
+        // Temp files of killed writers are swept every second.
+        conf["reconcileIntervalSeconds"] = json!(1);
+        // Bursts of 80: let more of them run at once than the default 4.
+        conf["requestConcurrency"] = json!(8);
         match &self.source {
             Source::Standalone => conf["localSourceDir"] = json!(self.path("local")),
             Source::Kubernetes { kubeconfig, node } => {

@@ -5,12 +5,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multus_testkit::{Netns, inside};
+use multus_testkit::{Netns, conf::PLUGIN_DIR, inside};
 use serde_json::{Value, json};
 
 use super::{
     Args, Tally,
-    node::{NETWORKS, Outcome, PLUGIN_DIR, StressNode, node_links},
+    node::{NETWORKS, Outcome, StressNode, node_links},
     pods::Pods,
 };
 use crate::{
@@ -444,6 +444,21 @@ fn bad(name: &'static str, code: u64, conf: fn(&mut Value)) -> Bad {
 
 fn keep(_: &mut Value) {}
 
+impl Bad {
+    /// The same call with `var` set to `value` (`None`: unset).
+    fn env(self, var: &'static str, value: Option<&'static str>) -> Self {
+        Self {
+            env: Some((var, value)),
+            ..self
+        }
+    }
+
+    /// The same call for a pod whose annotation is `networks`.
+    fn networks(self, networks: &'static str) -> Self {
+        Self { networks, ..self }
+    }
+}
+
 fn malformed_table() -> Vec<Bad> {
     vec![
         bad("no type", 7, |c| {
@@ -471,38 +486,14 @@ fn malformed_table() -> Vec<Bad> {
         bad("logOptions.maxAge a string", 7, |c| {
             c["logOptions"] = json!({"maxAge": "5d"});
         }),
-        Bad {
-            env: Some(("CNI_COMMAND", None)),
-            ..bad("no CNI_COMMAND", 4, keep)
-        },
-        Bad {
-            env: Some(("CNI_IFNAME", Some("eth0123456789abcdef"))),
-            ..bad("ifname too long", 4, keep)
-        },
-        Bad {
-            env: Some(("CNI_NETNS", Some("/nonexistent/netns"))),
-            ..bad("netns does not exist", 3, keep)
-        },
-        Bad {
-            env: Some(("CNI_CONTAINERID", Some("../../etc/passwd"))),
-            ..bad("container id with a path", 4, keep)
-        },
-        Bad {
-            networks: "missing-net",
-            ..bad("unknown network", 7, keep)
-        },
-        Bad {
-            networks: "Bad_Name",
-            ..bad("bad network name", 7, keep)
-        },
-        Bad {
-            networks: "[{\"name\": \"mv\"",
-            ..bad("truncated annotation", 7, keep)
-        },
-        Bad {
-            networks: "no-master",
-            ..bad("macvlan master missing", 7, keep)
-        },
+        bad("no CNI_COMMAND", 4, keep).env("CNI_COMMAND", None),
+        bad("ifname too long", 4, keep).env("CNI_IFNAME", Some("eth0123456789abcdef")),
+        bad("netns does not exist", 3, keep).env("CNI_NETNS", Some("/nonexistent/netns")),
+        bad("container id with a path", 4, keep).env("CNI_CONTAINERID", Some("../../etc/passwd")),
+        bad("unknown network", 7, keep).networks("missing-net"),
+        bad("bad network name", 7, keep).networks("Bad_Name"),
+        bad("truncated annotation", 7, keep).networks("[{\"name\": \"mv\""),
+        bad("macvlan master missing", 7, keep).networks("no-master"),
     ]
 }
 
