@@ -14,6 +14,8 @@ mod e2e;
 mod fuzz;
 mod image;
 mod manifests;
+#[cfg(test)]
+mod modgraph;
 mod oci;
 mod prereqs;
 mod shell;
