@@ -21,7 +21,7 @@ use multus_agent::dataplane::{
     PortRange, Protocol, Rule,
 };
 use multus_testkit::{
-    MacvlanPods, PacketTap, Pod, require_root,
+    MacvlanPods, PacketTap, Ping, Pod, require_root,
     traffic::{self, TcpServer, Udp4},
 };
 
@@ -477,22 +477,9 @@ fn a_policy_swap_is_atomic_for_the_packets() {
     let stop = Arc::new(AtomicBool::new(false));
     let flips = std::thread::scope(|scope| {
         let pinger = scope.spawn(|| {
-            let out = a
-                .netns
-                .exec(
-                    "ping",
-                    &[
-                        "-n",
-                        "-q",
-                        "-c",
-                        "400",
-                        "-i",
-                        "0.002",
-                        "-W",
-                        "1",
-                        &b.ip4.to_string(),
-                    ],
-                )
+            let out = Ping::new(&a.netns, &b.ip4, 400)
+                .interval("0.002")
+                .output()
                 .unwrap();
             stop.store(true, Ordering::Relaxed);
             out

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multus_testkit::traffic::{self, TcpServer};
+use multus_testkit::{
+    objects,
+    traffic::{self, TcpServer},
+};
 use serde_json::{Value, json};
 
 pub use crate::kube_node::KubeNode;
@@ -45,15 +48,15 @@ impl KubeNode {
 
     /// A NAD over `subnets`, with `policy` in its annotation.
     pub fn create_nad(&self, name: &str, subnets: &[&str], policy: Option<&str>) {
-        let mut metadata = json!({"name": name});
-        if let Some(policy) = policy {
-            metadata["annotations"] = json!({POLICY: policy});
-        }
-        self.ns.create(json!({
-            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": metadata,
-            "spec": {"config": self.macvlan_config(subnets).to_string()},
-        }));
+        let annotations = match policy {
+            Some(policy) => json!({POLICY: policy}),
+            None => json!({}),
+        };
+        self.ns.create(objects::nad(
+            name,
+            &self.macvlan_config(subnets),
+            annotations,
+        ));
     }
 
     /// Merges `annotations` into the NAD's (a `null` value removes one).
@@ -92,15 +95,7 @@ impl KubeNode {
         ports: Value,
         node: &str,
     ) -> TestPod {
-        let mut object = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "annotations": {NETWORKS: networks}},
-            "spec": {
-                "nodeName": node,
-                "automountServiceAccountToken": false,
-                "containers": [{"name": "app", "image": "registry.invalid/app:1"}]
-            }
-        });
+        let mut object = objects::bound_pod(name, node, json!({NETWORKS: networks}));
         object["metadata"]["labels"] = labels;
         object["spec"]["containers"][0]["ports"] = ports;
         let created = self.ns.create(object);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use multus_kube::podresources::testing::write_checkpoint;
 use multus_testkit::{
     kube::{attributes, attrs},
-    until,
+    objects, until,
 };
 use serde_json::{Value, json};
 
@@ -25,18 +25,9 @@ impl KubeNode {
 
     /// A macvlan NAD in the API with these annotations.
     fn create_nad_with(&self, name: &str, annotations: &Value) {
-        let config = self.node.macvlan_nad("unused", name, "192.0.2.0/24");
-        std::fs::remove_file(
-            self.node
-                .path("local")
-                .join(format!("nad-unused-{name}.json")),
-        )
-        .unwrap();
-        self.ns.create(json!({
-            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "annotations": annotations},
-            "spec": {"config": config.to_string()},
-        }));
+        let config = self.node.macvlan_config("192.0.2.0/24");
+        self.ns
+            .create(objects::nad(name, &config, annotations.clone()));
     }
 
     /// A pod in the API, bound to `node`, and its namespace here.
@@ -46,18 +37,12 @@ impl KubeNode {
 
     /// A pod in the API, bound to `node`, with `networks` as its networks annotation.
     fn create_pod_asking(&self, name: &str, node: &str, networks: &str) -> TestPod {
-        let created = self.ns.create(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "annotations": {NETWORKS: networks},
-                         "labels": {"app": "demo"}},
-            "spec": {
-                "nodeName": node,
-                "automountServiceAccountToken": false,
-                "containers": [{"name": "app", "image": "registry.invalid/app:1",
-                                "env": [{"name": "TRIMMED", "value": "by the agent"}],
-                                "ports": [{"name": "http", "containerPort": 8080}]}]
-            }
-        }));
+        let mut object = objects::bound_pod(name, node, json!({NETWORKS: networks}));
+        object["metadata"]["labels"] = json!({"app": "demo"});
+        object["spec"]["containers"][0]["env"] =
+            json!([{"name": "TRIMMED", "value": "by the agent"}]);
+        object["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+        let created = self.ns.create(object);
         let mut pod = TestPod::new(self.ns.name(), name);
         pod.uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
         pod
@@ -73,28 +58,7 @@ impl KubeNode {
 
     /// The Events on `pod` (this UID) as (type, reason, message), oldest first.
     fn events(&self, pod: &TestPod) -> Vec<(String, String, String)> {
-        let path = format!("/api/v1/namespaces/{}/events", pod.namespace);
-        let list = self.cluster.admin().ok("GET", &path, None);
-        let mut events: Vec<(String, String, String, String)> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                e["involvedObject"]["name"] == pod.name.as_str()
-                    && e["involvedObject"]["uid"] == pod.uid.as_str()
-            })
-            .map(|e| {
-                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                (
-                    s(&e["firstTimestamp"]),
-                    s(&e["type"]),
-                    s(&e["reason"]),
-                    s(&e["message"]),
-                )
-            })
-            .collect();
-        events.sort();
-        events.into_iter().map(|(_, t, r, m)| (t, r, m)).collect()
+        self.cluster.pod_events(&pod.namespace, &pod.name, &pod.uid)
     }
 
     /// Requests through the proxy for one pod (`GET .../pods/NAME`, `PUT .../pods/NAME/status`)

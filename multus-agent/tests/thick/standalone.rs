@@ -1,11 +1,10 @@
 //! Standalone mode (networks and pods from local files).
 use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
-use multus_testkit::{inside, require_root};
+use multus_testkit::{inside, ping, require_root};
 
 use crate::support::{
-    Metrics, Node, PING_FRAME, PLUGIN_DIR, Run, TestPod, parse_received, static_neighbours,
-    tcx_programs,
+    Metrics, Node, PING_FRAME, PLUGIN_DIR, Run, TestPod, static_neighbours, tcx_programs,
 };
 
 const NET: &str = "pods/macvlan-net";
@@ -210,12 +209,8 @@ fn killed_agent_restarts_adopts_everything_and_counters_never_go_back() {
     let s2 = counters(&node.scrape(), &a);
     let out = ping.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&out.stdout);
-    let replies = u64::from(parse_received(&summary));
-    let sent: u64 = summary
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    let (sent, replies) = ping::summary(&summary)
+        .map(|(sent, replies)| (u64::from(sent), u64::from(replies)))
         .unwrap_or_else(|| panic!("no ping summary: {summary}"));
     let s3 = counters(&node.scrape(), &a);
     delta(s1, s0);

@@ -13,13 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multus_testkit::{BpffsDir, Netns, inside, unique_name};
+use multus_testkit::{BpffsDir, Netns, Ping, inside, objects, unique_name};
 use serde_json::{Value, json};
 
 /// Debian's reference plugins.
 pub const PLUGIN_DIR: &str = "/usr/lib/cni";
 /// The networks annotation.
-pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+pub use multus_testkit::objects::NETWORKS;
 /// Where the agent serves metrics inside the node namespace.
 pub const METRICS: &str = "127.0.0.1:9110";
 /// Layer-2 size of a default IPv4 ping (56 data + 8 ICMP + 20 IPv4 + 14 Ethernet bytes).
@@ -104,47 +104,13 @@ impl TestPod {
 
     /// Starts `count` pings to `dst`, 10 ms apart, in the background (stdout piped).
     pub fn spawn_ping(&self, dst: &str, count: u32) -> Child {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", self.netns.name(), "ping", "-n", "-q", "-c"])
-            .arg(count.to_string())
-            .args(["-i", "0.01", "-W", "1", dst])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Ping::new(&self.netns, &dst, count).spawn().unwrap()
     }
 
     /// Sends `count` pings to `dst` and returns the replies.
     pub fn ping(&self, dst: &str, count: u32) -> u32 {
-        let out = self
-            .netns
-            .exec(
-                "ping",
-                &[
-                    "-n",
-                    "-q",
-                    "-c",
-                    &count.to_string(),
-                    "-i",
-                    "0.01",
-                    "-W",
-                    "1",
-                    dst,
-                ],
-            )
-            .unwrap_or_else(|e| e.to_string());
-        parse_received(&out)
+        Ping::new(&self.netns, &dst, count).replies()
     }
-}
-
-/// Replies in ping's summary line.
-pub fn parse_received(out: &str) -> u32 {
-    out.lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(',').nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Permanent neighbour entries between two pods' `ifname`s: no ARP on the wire.
@@ -355,38 +321,32 @@ impl Node {
         Run::invoke(cmd, env, conf.to_string().as_bytes())
     }
 
+    /// A macvlan configuration on `vpar` over `subnet`.
+    pub fn macvlan_config(&self, subnet: &str) -> Value {
+        json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "vpar",
+               "mode": "bridge", "ipam": self.ipam(subnet)})
+    }
+
     /// A macvlan NAD on `vpar` over `subnet`, as a local file.
     pub fn macvlan_nad(&self, ns: &str, name: &str, subnet: &str) -> Value {
-        let config = json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "vpar",
-                            "mode": "bridge", "ipam": self.ipam(subnet)});
-        let doc = json!({
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"config": config.to_string()},
-        });
-        std::fs::write(
-            self.path("local").join(format!("nad-{ns}-{name}.json")),
-            doc.to_string(),
-        )
-        .unwrap();
+        let config = self.macvlan_config(subnet);
+        objects::write_local(
+            &self.path("local"),
+            ns,
+            None,
+            objects::nad(name, &config, json!({})),
+        );
         config
     }
 
     /// A pod file asking for `networks`.
     pub fn pod_file(&self, pod: &TestPod, networks: &str) {
-        let doc = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
-                         "annotations": {NETWORKS: networks}},
-        });
-        std::fs::write(
-            self.path("local")
-                .join(format!("pod-{}-{}.json", pod.namespace, pod.name)),
-            doc.to_string(),
-        )
-        .unwrap();
+        objects::write_local(
+            &self.path("local"),
+            &pod.namespace,
+            Some(&pod.uid),
+            objects::pod(&pod.name, json!({NETWORKS: networks})),
+        );
     }
 
     /// `/metrics` from inside the node namespace.

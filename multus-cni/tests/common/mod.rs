@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use multus_testkit::Netns;
+use multus_testkit::{Netns, objects};
 use serde_json::{Value, json};
 
 /// Debian's reference plugins.
@@ -96,17 +96,12 @@ impl Node {
 
     /// Writes a NAD file `<name>.yaml` in namespace `ns` with `config` as spec.config.
     pub fn nad(&self, ns: &str, name: &str, config: &Value) {
-        let doc = json!({
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"config": config.to_string()},
-        });
-        std::fs::write(
-            self.path("local").join(format!("nad-{ns}-{name}.json")),
-            doc.to_string(),
-        )
-        .unwrap();
+        objects::write_local(
+            &self.path("local"),
+            ns,
+            None,
+            objects::nad(name, config, json!({})),
+        );
     }
 
     /// The macvlan NAD `pods/macvlan-net` on `vpar`, 192.0.2.0/24.
@@ -142,16 +137,12 @@ impl Node {
 
     /// Writes a pod file with the given annotations.
     pub fn pod(&self, ns: &str, name: &str, uid: &str, annotations: &Value) {
-        let doc = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "uid": uid, "annotations": annotations},
-        });
-        std::fs::write(
-            self.path("local").join(format!("pod-{ns}-{name}.json")),
-            doc.to_string(),
-        )
-        .unwrap();
+        objects::write_local(
+            &self.path("local"),
+            ns,
+            Some(uid),
+            objects::pod(name, annotations.clone()),
+        );
     }
 
     /// Writes pod `pods/name` (uid `uid-name`) asking for `networks` (the annotation's value)

@@ -21,6 +21,7 @@ use common::{Node, PLUGIN_DIR, Run, link_names};
 use multus_testkit::{
     Netns,
     kube::{FaultProxy, KubeCluster, KubeconfigAuth, TestNamespace},
+    objects,
 };
 use serde_json::{Value, json};
 
@@ -112,15 +113,7 @@ impl Kube {
 
     /// Creates a pod in `ns` with `annotations` (bound to a node nothing runs) and its netns.
     fn pod(&self, ns: &TestNamespace, name: &str, annotations: &Value) -> TestPod {
-        let object = ns.create(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "annotations": annotations},
-            "spec": {
-                "nodeName": "node-a",
-                "automountServiceAccountToken": false,
-                "containers": [{"name": "app", "image": "registry.invalid/app:1"}]
-            }
-        }));
+        let object = ns.create(objects::bound_pod(name, "node-a", annotations.clone()));
         let netns = Netns::new("kpd");
         netns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
         TestPod {
@@ -154,28 +147,7 @@ impl Kube {
 
     /// `(type, reason, message)` of the Events about `pod`, oldest first.
     fn events(&self, pod: &TestPod) -> Vec<(String, String, String)> {
-        let path = format!("/api/v1/namespaces/{}/events", pod.namespace);
-        let list = self.cluster.admin().ok("GET", &path, None);
-        let mut events: Vec<(String, String, String, String)> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                e["involvedObject"]["name"] == pod.name.as_str()
-                    && e["involvedObject"]["uid"] == pod.uid.as_str()
-            })
-            .map(|e| {
-                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                (
-                    s(&e["firstTimestamp"]),
-                    s(&e["type"]),
-                    s(&e["reason"]),
-                    s(&e["message"]),
-                )
-            })
-            .collect();
-        events.sort();
-        events.into_iter().map(|(_, t, r, m)| (t, r, m)).collect()
+        self.cluster.pod_events(&pod.namespace, &pod.name, &pod.uid)
     }
 
     /// Asserts that nothing of `pod` is left: no interface, lease or cache file.
@@ -201,11 +173,7 @@ impl Kube {
 
 /// Creates NAD `name` in `ns` with `config` as spec.config and `annotations`.
 fn create_nad(ns: &TestNamespace, name: &str, config: &Value, annotations: &Value) {
-    ns.create(json!({
-        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {"config": config.to_string()},
-    }));
+    ns.create(objects::nad(name, config, annotations.clone()));
 }
 
 /// The CNI error of a failed run: (code, message).

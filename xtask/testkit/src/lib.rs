@@ -14,6 +14,8 @@ pub mod ipam;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns;
+pub mod objects;
+pub mod ping;
 pub mod root;
 pub mod tap;
 pub mod topology;
@@ -23,6 +25,7 @@ pub mod wait;
 pub use cmd::{CmdError, run, run_ok};
 pub use cni_run::CniRun;
 pub use netns::{BpffsDir, Netns, unique_name};
+pub use ping::Ping;
 pub use root::require_root;
 pub use tap::{Frame, PacketTap};
 pub use topology::{MacvlanPods, Pod};

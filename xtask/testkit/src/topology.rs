@@ -5,7 +5,10 @@
 //! is on, 2001:db8::(10+i)/64.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::netns::{Netns, unique_name};
+use crate::{
+    netns::{Netns, unique_name},
+    ping::Ping,
+};
 
 /// One pod of a [`MacvlanPods`] segment.
 #[derive(Debug)]
@@ -26,25 +29,12 @@ impl Pod {
     /// Sends exactly `count` pings to `dst` (fast interval, one-second deadline per reply) and
     /// returns how many replies came back.
     pub fn ping(&self, dst: IpAddr, count: u32) -> u32 {
-        self.ping_with(dst, count, &[])
+        Ping::new(&self.netns, &dst, count).replies()
     }
 
     /// Like [`Pod::ping`], from source address `src`.
     pub fn ping_from(&self, dst: IpAddr, count: u32, src: IpAddr) -> u32 {
-        self.ping_with(dst, count, &["-I", &src.to_string()])
-    }
-
-    fn ping_with(&self, dst: IpAddr, count: u32, extra: &[&str]) -> u32 {
-        let count_s = count.to_string();
-        let dst_s = dst.to_string();
-        let mut args = vec!["-n", "-q", "-c", &count_s, "-i", "0.01", "-W", "1"];
-        args.extend_from_slice(extra);
-        args.push(&dst_s);
-        let out = self
-            .netns
-            .exec("ping", &args)
-            .unwrap_or_else(|e| e.to_string());
-        parse_received(&out).unwrap_or(0)
+        Ping::new(&self.netns, &dst, count).source(&src).replies()
     }
 
     /// Forgets every neighbour entry (the static ones too), so ARP has to run again.
@@ -53,13 +43,6 @@ impl Pod {
         self.netns
             .ip(&["neigh", "flush", "dev", &self.ifname, "nud", "all"]);
     }
-}
-
-fn parse_received(out: &str) -> Option<u32> {
-    // "5 packets transmitted, 5 received, 0% packet loss"
-    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
-    let received = line.split(',').nth(1)?;
-    received.split_whitespace().next()?.parse().ok()
 }
 
 /// Pods on one macvlan segment (bridge mode over a veth parent). Dropping it removes the pods'
@@ -172,17 +155,4 @@ fn link_mac(netns: &Netns, ifname: &str) -> String {
         .nth(2)
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no MAC in `ip -br link show dev {ifname}`: {out}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_received;
-
-    #[test]
-    fn parses_ping_summary() {
-        let out = "--- 192.0.2.11 ping statistics ---\n\
-                   5 packets transmitted, 4 received, 20% packet loss, time 41ms\n";
-        assert_eq!(parse_received(out), Some(4));
-        assert_eq!(parse_received("garbage"), None);
-    }
 }

@@ -118,6 +118,39 @@ impl KubeCluster {
         &self.admin
     }
 
+    /// `(type, reason, message)` of the Events about pod `namespace/name` with `uid`, oldest
+    /// first.
+    #[track_caller]
+    pub fn pod_events(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Vec<(String, String, String)> {
+        let list = self.admin.ok(
+            "GET",
+            &format!("/api/v1/namespaces/{namespace}/events"),
+            None,
+        );
+        let mut events: Vec<(String, String, String, String)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["name"] == name && e["involvedObject"]["uid"] == uid)
+            .map(|e| {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    s(&e["firstTimestamp"]),
+                    s(&e["type"]),
+                    s(&e["reason"]),
+                    s(&e["message"]),
+                )
+            })
+            .collect();
+        events.sort();
+        events.into_iter().map(|(_, t, r, m)| (t, r, m)).collect()
+    }
+
     /// The directory holding the cluster's files (kubeconfigs, logs).
     pub fn dir(&self) -> &Path {
         &self.dir
