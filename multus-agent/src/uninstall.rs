@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use multus_cni::cli::thick;
+use multus_cni::thick;
 use serde_json::Value;
 
 use crate::{

@@ -1,10 +1,13 @@
-//! The on-disk record of one attachment: what the id is attached to and how.
+//! The on-disk record of one attachment: what the id is attached to and how. Its identity (id
+//! and owner) is the thick-mode contract's ([`multus_cni::thick::record`]), which the shim's DEL
+//! fallback reads while the agent is down; the rest is the agent's own.
 use std::{
     fs,
     io::{self, Write as _},
     path::{Path, PathBuf},
 };
 
+use multus_cni::thick::RecordIdentity;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -13,22 +16,7 @@ use super::{
     policy::Policy,
 };
 
-/// Who an attachment belongs to; filled in by the agent, empty for bare attachments.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentOwner {
-    /// Kubernetes namespace of the pod.
-    #[serde(default)]
-    pub namespace: String,
-    /// Pod name.
-    #[serde(default)]
-    pub pod: String,
-    /// Network name, `<nad-namespace>/<nad-name>`.
-    #[serde(default)]
-    pub network: String,
-    /// The runtime's container (sandbox) id.
-    #[serde(default)]
-    pub container_id: String,
-}
+pub use multus_cni::thick::AttachmentOwner;
 
 /// One interface the programs are attached to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +59,14 @@ impl AttachmentRecord {
             source,
         })?;
         write_atomic(path, &bytes).map_err(|e| DataplaneError::io("writing", path, e))
+    }
+
+    /// The contract's part of the record (what the shim's fallback reads).
+    pub fn identity(&self) -> RecordIdentity {
+        RecordIdentity {
+            id: self.id,
+            owner: self.owner.clone(),
+        }
     }
 
     /// Reads a record.
@@ -143,4 +139,35 @@ fn tempfile_in(dir: &Path, path: &Path) -> io::Result<(PathBuf, fs::File)> {
         .truncate(true)
         .open(&tmp)?;
     Ok((tmp, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shim's DEL fallback finds a container's attachments through the contract's view of
+    /// the record: what the agent saves must read back as the same identity there.
+    #[test]
+    fn saved_records_read_back_through_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = AttachmentRecord {
+            id: 9,
+            netns: PathBuf::from("/var/run/netns/x"),
+            ifname: "net1".to_owned(),
+            ifindex: 4,
+            netns_cookie: 77,
+            mode: AttachMode::Tcx,
+            owner: AttachmentOwner {
+                namespace: "ns".to_owned(),
+                pod: "p".to_owned(),
+                network: "ns/net".to_owned(),
+                container_id: "c9".to_owned(),
+            },
+            policy: None,
+            policy_source: None,
+        };
+        record.save(&dir.path().join("9.json")).unwrap();
+        let read = multus_cni::thick::record::identities(dir.path()).unwrap();
+        assert_eq!(read, [record.identity()]);
+    }
 }

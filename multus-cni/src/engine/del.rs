@@ -230,7 +230,8 @@ pub(super) fn del_delegates(
     errors
 }
 
-fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
+/// The attachments `entry` records, as the hooks see them.
+pub(super) fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
     let pod = entry.pod.as_ref().map(|p| PodKey {
         namespace: p.namespace.clone(),
         name: p.name.clone(),
