@@ -19,6 +19,7 @@ pub mod config;
 pub mod delegate;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod front;
 #[cfg(feature = "kube")]
 pub mod kube;

@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use multus_cni::thick::RecordIdentity;
+use multus_cni::{
+    files::{Atomic, temp_writer, write_atomic},
+    thick::RecordIdentity,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -58,7 +61,12 @@ impl AttachmentRecord {
             path: path.to_owned(),
             source,
         })?;
-        write_atomic(path, &bytes).map_err(|e| DataplaneError::io("writing", path, e))
+        let how = Atomic {
+            mode: 0o644,
+            durable: false,
+        };
+        write_atomic(path, how, |f| f.write_all(&bytes))
+            .map_err(|e| DataplaneError::io("writing", path, e))
     }
 
     /// The contract's part of the record (what the shim's fallback reads).
@@ -102,43 +110,16 @@ impl AttachmentRecord {
     }
 }
 
-/// Removes the temp files (`.<id>.json.<pid>.tmp`) that an agent killed while writing a record
-/// left in `dir`: those whose writer is not running any more, or older than `age`; never one
-/// younger than `grace` (see [`multus_cni::engine::cache::stale_temp_file`]). Returns what it
-/// removed.
+/// Removes the temp files (see [`multus_cni::files`]) that an agent killed while writing a
+/// record left in `dir`: those whose writer is not running any more, or older than `age`; never
+/// one younger than `grace` (see [`multus_cni::engine::cache::stale_temp_file`]). Returns what
+/// it removed.
 pub fn sweep_temp_files(
     dir: &Path,
     age: std::time::Duration,
     grace: std::time::Duration,
 ) -> Vec<PathBuf> {
-    let pid_of = |name: &str| {
-        name.strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .and_then(|n| n.rsplit_once('.'))
-            .map(|(_, pid)| pid.parse::<u32>().ok())
-    };
-    multus_cni::engine::cache::sweep_stale(dir, pid_of, age, grace)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    tmp.1.write_all(bytes)?;
-    fs::rename(&tmp.0, path)
-}
-
-fn tempfile_in(dir: &Path, path: &Path) -> io::Result<(PathBuf, fs::File)> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    Ok((tmp, file))
+    multus_cni::engine::cache::sweep_stale(dir, temp_writer, age, grace)
 }
 
 #[cfg(test)]

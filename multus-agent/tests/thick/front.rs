@@ -80,11 +80,26 @@ fn version_and_malformed_input_answer_alike_through_every_front_end() {
     ];
     let version = [("CNI_COMMAND", "VERSION")];
     let cases: Vec<(&str, &[(&str, &str)], Value, Option<u64>)> = vec![
-        ("VERSION", &version, json!({"cniVersion": "0.4.0", "name": "n"}), None),
+        (
+            "VERSION",
+            &version,
+            json!({"cniVersion": "0.4.0", "name": "n"}),
+            None,
+        ),
         ("VERSION, junk stdin", &version, json!("{junk"), None),
         ("no name", &add, json!({"cniVersion": "0.4.0"}), Some(7)),
-        ("unsupported version", &del, json!({"cniVersion": "9.9.9", "name": "n"}), Some(1)),
-        ("truncated JSON", &del, json!("{\"cniVersion\": \"0.3.1\", "), Some(6)),
+        (
+            "unsupported version",
+            &del,
+            json!({"cniVersion": "9.9.9", "name": "n"}),
+            Some(1),
+        ),
+        (
+            "truncated JSON",
+            &del,
+            json!("{\"cniVersion\": \"0.3.1\", "),
+            Some(6),
+        ),
         ("not an object", &add, json!([1, 2]), Some(6)),
     ];
     for (what, env, conf, code) in cases {

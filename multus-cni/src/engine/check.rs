@@ -44,8 +44,7 @@ pub(super) fn check(engine: &Engine, request: &Request, conf: &NetConf) -> Resul
     if !entry.complete {
         return Err(unknown());
     }
-    let mut dirs = entry.plugin_dirs.clone();
-    dirs.extend(conf.plugin_dirs(&request.path));
+    let dirs = conf.plugin_dirs_after(&entry.plugin_dirs, &request.path);
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     for d in &entry.delegates {
         let dc = DelegateConf::from_bytes(d.config.as_bytes(), None, &d.network)?;

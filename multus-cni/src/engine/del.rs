@@ -60,12 +60,7 @@ fn del_entry(
             message: e.message,
         });
     }
-    let mut dirs = entry.plugin_dirs.clone();
-    for d in conf.plugin_dirs(cni_path) {
-        if !dirs.contains(&d) {
-            dirs.push(d);
-        }
-    }
+    let dirs = conf.plugin_dirs_after(&entry.plugin_dirs, cni_path);
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     errors.extend(del_delegates(&invoker, netns, &mut entry));
     let abandoned = if errors.is_empty() || !conf.retry_delete_on_error {

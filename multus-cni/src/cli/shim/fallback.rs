@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::{
     cni::code,
     engine::{Attachment, Engine, HookError, Hooks},
+    files::remove_if_exists,
     front::{Call, Handler, Reply},
     network::NoSource,
     thick::{PinLayout, layout::LINK_DIRECTIONS, record},
@@ -53,7 +54,7 @@ fn remove_link_pins(layout: &PinLayout, id: u32) -> Result<(), String> {
     };
     for direction in LINK_DIRECTIONS {
         let pin = layout.link(id, direction);
-        gone(fs::remove_file(&pin), &pin, "unpinning")?;
+        remove_if_exists(&pin).map_err(|e| format!("unpinning {}: {e}", pin.display()))?;
     }
     let dir = layout.link_dir(id);
     gone(fs::remove_dir(&dir), &dir, "removing")
