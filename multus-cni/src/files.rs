@@ -120,13 +120,16 @@ mod tests {
 
     use super::*;
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
+    /// The only file in `dir` (no temp file beside it).
+    fn only_file(dir: &Path) -> String {
+        let all: Vec<_> = fs::read_dir(dir).unwrap().collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        all[0]
+            .as_ref()
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
+            .file_name()
+            .to_string_lossy()
+            .into_owned()
     }
 
     #[test]
@@ -145,7 +148,7 @@ mod tests {
             fs::metadata(&target).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(names(dir.path()), ["c1"]);
+        assert_eq!(only_file(dir.path()), "c1");
     }
 
     #[test]
@@ -164,7 +167,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "disk full");
         assert_eq!(fs::read_to_string(&target).unwrap(), "old");
-        assert_eq!(names(dir.path()), ["c1"]);
+        assert_eq!(only_file(dir.path()), "c1");
         assert!(write_atomic(Path::new("/"), how, |_| Ok(())).is_err());
     }
 

@@ -79,7 +79,9 @@ fn version_and_malformed_input_answer_alike_through_every_front_end() {
         ("CNI_IFNAME", "eth0"),
     ];
     let version = [("CNI_COMMAND", "VERSION")];
-    let cases: Vec<(&str, &[(&str, &str)], Value, Option<u64>)> = vec![
+    // (what, environment, configuration, the error code; `None`: VERSION's answer)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Value, Option<u64>);
+    let cases: Vec<Case<'_>> = vec![
         (
             "VERSION",
             &version,
