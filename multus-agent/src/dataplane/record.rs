@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     AttachMode,
     error::{DataplaneError, Result},
-    policy::Policy,
 };
+use crate::policy::model::Policy;
 
 pub use multus_cni::thick::AttachmentOwner;
 
