@@ -15,8 +15,12 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/multus";
 /// Default directory of the agent's dataplane records (tmpfs).
 pub const DEFAULT_DATAPLANE_STATE_DIR: &str = "/run/multus/dataplane";
-/// The hooks an attachment's links are pinned under, one file each in its link directory.
-pub const LINK_DIRECTIONS: [&str; 2] = ["ingress", "egress"];
+/// Pin name of an attachment's ingress link, in its link directory.
+pub const INGRESS_LINK: &str = "ingress";
+/// Pin name of an attachment's egress link, in its link directory.
+pub const EGRESS_LINK: &str = "egress";
+/// Every link pin of an attachment.
+pub const LINK_DIRECTIONS: [&str; 2] = [INGRESS_LINK, EGRESS_LINK];
 
 /// Paths of one dataplane instance.
 #[derive(Clone, Debug, PartialEq, Eq)]

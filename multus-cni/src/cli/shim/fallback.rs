@@ -6,7 +6,7 @@
 //! are removed (a pin is what keeps a link, and the program on it, alive); the attachment
 //! records stay, and the agent finishes the job when it starts: it finds records whose
 //! interface is gone and removes their map entries and the records themselves.
-use std::{collections::BTreeSet, fs, io, path::Path, sync::Arc};
+use std::{collections::BTreeSet, fs, io, sync::Arc};
 
 use tracing::{info, warn};
 
@@ -46,18 +46,17 @@ pub(crate) fn unpin_containers(
 }
 
 fn remove_link_pins(layout: &PinLayout, id: u32) -> Result<(), String> {
-    let gone = |r: io::Result<()>, path: &Path, what: &str| match r {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(format!("{what} {}: {e}", path.display()))
-        }
-        _ => Ok(()),
-    };
     for direction in LINK_DIRECTIONS {
         let pin = layout.link(id, direction);
         remove_if_exists(&pin).map_err(|e| format!("unpinning {}: {e}", pin.display()))?;
     }
     let dir = layout.link_dir(id);
-    gone(fs::remove_dir(&dir), &dir, "removing")
+    match fs::remove_dir(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(format!("removing {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The fallback's DEL hook: unpin the container's links before the delegates run.
