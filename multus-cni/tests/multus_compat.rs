@@ -413,10 +413,11 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
 
 #[test]
 fn the_device_info_file_of_a_multus_pod_goes_with_its_delegate() {
-    if !root("the_device_info_file_of_a_multus_pod_goes_with_its_delegate") {
+    let Some(node) =
+        common::root_node("the_device_info_file_of_a_multus_pod_goes_with_its_delegate")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     let pod = Netns::new("cpd");
     let devinfo = node
