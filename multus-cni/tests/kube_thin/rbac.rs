@@ -3,7 +3,8 @@
 //! not fail a pod, logs) clearly.
 
 use multus_testkit::kube::{
-    KubeconfigAuth, Rest, attrs, checked_attributes, cluster_role_rules as rules_of, until,
+    KubeconfigAuth, Rest, checked_attributes, cluster_role_rules as rules_of,
+    cni_binary_attributes, until,
 };
 use serde_json::{Value, json};
 
@@ -36,15 +37,7 @@ fn the_binary_works_with_exactly_the_cluster_role() {
         &cluster_role_rules(),
         k.cluster.multus_token(),
     );
-    assert_eq!(
-        used,
-        vec![
-            attrs("", "events", "create"),
-            attrs("", "pods", "get"),
-            attrs("", "pods/status", "update"),
-            attrs("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
-        ]
-    );
+    assert_eq!(used, cni_binary_attributes());
     k.run("DEL", "c-rbac", &pod, &conf).ok();
     k.assert_clean(&pod);
 }

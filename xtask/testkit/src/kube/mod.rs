@@ -14,7 +14,10 @@ pub use cluster::{
 };
 pub use plane::{apiserver_command, etcd_command};
 pub use proxy::{FaultProxy, Recorded, Stall};
-pub use rbac::{Attributes, allows, attributes, attrs, checked_attributes, cluster_role_rules};
+pub use rbac::{
+    Attributes, allows, attributes, attrs, checked_attributes, cluster_role_rules,
+    cni_binary_attributes,
+};
 pub use relay::TcpRelay;
 pub use rest::{Rest, collection_path};
 

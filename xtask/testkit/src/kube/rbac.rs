@@ -78,6 +78,17 @@ pub fn checked_attributes(requests: &[Recorded], rules: &[Value], token: &str) -
     used
 }
 
+/// Every request kind of the CNI binary's Kubernetes calls (read the pod and its NADs, write
+/// network-status, post Events), sorted as [`checked_attributes`] returns them.
+pub fn cni_binary_attributes() -> Vec<Attributes> {
+    vec![
+        attrs("", "events", "create"),
+        attrs("", "pods", "get"),
+        attrs("", "pods/status", "update"),
+        attrs("k8s.cni.cncf.io", "network-attachment-definitions", "get"),
+    ]
+}
+
 /// `(group, resource, verb)` as owned strings.
 pub fn attrs(group: &str, resource: &str, verb: &str) -> Attributes {
     (group.to_owned(), resource.to_owned(), verb.to_owned())
