@@ -1,5 +1,5 @@
 //! The blocking Kubernetes API facade the agent's threads share: live GETs for the engine's
-//! source and policy, status writes, and the Events on invalid policy objects.
+//! source and for policy, and the Events on invalid policy objects.
 use std::{
     collections::VecDeque,
     fmt::Debug,
