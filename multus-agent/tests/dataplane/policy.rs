@@ -2,7 +2,7 @@
 //! traffic (ping, TCP, UDP, hand-built frames), exact drop counters, and nothing left behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

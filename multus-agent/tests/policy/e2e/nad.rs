@@ -11,7 +11,7 @@ use multus_testkit::{
 };
 use serde_json::json;
 
-use crate::fixture::{
+use super::fixture::{
     KubeNode, POLICY, WITHIN, address, agent_role_rules, attachment_id, invalid_policy_event,
     passes, servers, status_policy, until,
 };

@@ -4,7 +4,7 @@
 //! compiled policy must also be one the dataplane can install.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod policy_fixture;
+use crate::policy_fixture;
 
 use multus_agent::{
     dataplane::{self, Action},

@@ -2,7 +2,7 @@
 //! directories. No root needed.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod install_support;
+use crate::install_support;
 
 use std::{
     fs,

@@ -8,7 +8,7 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    fixture::{
+    e2e::fixture::{
         KubeNode, WITHIN, attachment_id, enable_ipv6, invalid_policy_event, passes, servers,
         status_policy, until,
     },

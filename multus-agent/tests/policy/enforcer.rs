@@ -4,8 +4,8 @@
 //! object that was never valid.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
-mod policy_fixture;
+use crate::common;
+use crate::policy_fixture;
 
 use std::{
     net::IpAddr,

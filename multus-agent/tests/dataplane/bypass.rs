@@ -5,7 +5,7 @@
 //! through a packet socket, every check is what arrived and what the counters say.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read as _, Write as _},

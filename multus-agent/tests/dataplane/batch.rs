@@ -4,7 +4,7 @@
 //! interface leaves no program, pin, map entry or record on any of them.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use std::{
     collections::BTreeSet,

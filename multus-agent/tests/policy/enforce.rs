@@ -3,8 +3,8 @@
 //! traffic.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
-mod policy_fixture;
+use crate::common;
+use crate::policy_fixture;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -3,7 +3,7 @@
 //! objects read like v1beta2 ones.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod policy_fixture;
+use crate::policy_fixture;
 
 use multus_agent::policy::{AttachmentKey, CompileError, MnpEntry, ObjectError, compile};
 use multus_kube::crd::v1beta1;

@@ -3,7 +3,7 @@
 //! attachment whose policy changes may be missing).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod policy_fixture;
+use crate::policy_fixture;
 
 use std::collections::BTreeSet;
 

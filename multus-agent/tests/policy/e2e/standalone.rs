@@ -7,7 +7,7 @@ use multus_testkit::require_root;
 use serde_json::{Value, json};
 
 use crate::{
-    fixture::{
+    e2e::fixture::{
         POLICY, WITHIN, address, agent_config, attachment_id, passes, servers, status_policy, until,
     },
     support::{Node, TestPod},

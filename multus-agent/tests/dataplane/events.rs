@@ -2,7 +2,7 @@
 //! packets, the ring buffer drained and resolved into records naming pod, 5-tuple and rule.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},

@@ -2,7 +2,7 @@
 //! namespaces, real pings, exact counters, and nothing left behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use std::{
     net::{IpAddr, SocketAddr},

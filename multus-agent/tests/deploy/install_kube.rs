@@ -3,7 +3,7 @@
 //! which the old token is revoked (Multus #852: "Unauthorized" once the token expired).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod install_support;
+use crate::install_support;
 
 use std::{fs, time::Duration};
 

@@ -4,10 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod fixture;
-#[path = "../thick/kube_node.rs"]
-mod kube_node;
 mod mnp;
 mod nad;
 mod standalone;
-#[path = "../thick/support.rs"]
-mod support;
