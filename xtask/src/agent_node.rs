@@ -75,14 +75,9 @@ impl AgentNode {
     pub fn new(bin: PathBuf, name: &str, prefix: &str, ipv6: bool) -> anyhow::Result<Self> {
         let netns = Netns::new(prefix);
         if !ipv6 {
-            netns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-            netns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+            netns.disable_ipv6();
         }
-        netns.ip(&[
-            "link", "add", "vpar", "type", "veth", "peer", "name", "vpeer",
-        ]);
-        netns.ip(&["link", "set", "vpar", "up"]);
-        netns.ip(&["link", "set", "vpeer", "up"]);
+        netns.add_veth_parent();
         let pid = std::process::id();
         let node = Self {
             netns,

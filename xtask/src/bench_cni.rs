@@ -94,11 +94,7 @@ pub(crate) fn in_node(
 pub(crate) fn prepare(binary: PathBuf) -> anyhow::Result<Setup> {
     step("namespaces, networks and configuration");
     let node = Netns::new("bnd");
-    node.ip(&[
-        "link", "add", "vpar", "type", "veth", "peer", "name", "vpeer",
-    ]);
-    node.ip(&["link", "set", "vpar", "up"]);
-    node.ip(&["link", "set", "vpeer", "up"]);
+    node.add_veth_parent();
     let pod = Netns::new("bpd");
     pod.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
     let dir = std::env::temp_dir().join(format!("multus-bench-{}", std::process::id()));

@@ -53,8 +53,7 @@ pub struct TestPod {
 impl TestPod {
     pub fn new(namespace: &str, name: &str) -> Self {
         let netns = Netns::new("apd");
-        netns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-        netns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+        netns.disable_ipv6();
         Self {
             netns,
             namespace: namespace.to_owned(),
@@ -90,16 +89,7 @@ impl TestPod {
 
     /// Interface names.
     pub fn links(&self) -> Vec<String> {
-        let out = self.netns.ip(&["-j", "link", "show"]);
-        let v: Value = serde_json::from_str(&out).unwrap();
-        let mut names: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-            .collect();
-        names.sort();
-        names
+        self.netns.link_names()
     }
 
     /// Starts `count` pings to `dst`, 10 ms apart, in the background (stdout piped).
@@ -144,13 +134,8 @@ impl Node {
         let netns = Netns::new("and");
         // Only the pods' frames may cross the parent: its own IPv6 chatter (neighbour
         // advertisements, MLD reports) reaches every macvlan and spoils exact counts.
-        netns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-        netns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
-        netns.ip(&[
-            "link", "add", "vpar", "type", "veth", "peer", "name", "vpeer",
-        ]);
-        netns.ip(&["link", "set", "vpar", "up"]);
-        netns.ip(&["link", "set", "vpeer", "up"]);
+        netns.disable_ipv6();
+        netns.add_veth_parent();
         let dir = tempfile::Builder::new()
             .prefix("multus-agent-test")
             .tempdir()

@@ -28,11 +28,7 @@ impl Node {
     /// A node namespace with `vpar` (macvlan parent) up.
     pub fn new() -> Self {
         let netns = Netns::new("cnd");
-        netns.ip(&[
-            "link", "add", "vpar", "type", "veth", "peer", "name", "vpeer",
-        ]);
-        netns.ip(&["link", "set", "vpar", "up"]);
-        netns.ip(&["link", "set", "vpeer", "up"]);
+        netns.add_veth_parent();
         let dir = tempfile::Builder::new()
             .prefix("multus-cni-test")
             .tempdir()
@@ -257,16 +253,7 @@ pub fn assert_clean(node: &Node, pod: Option<&Netns>) {
 
 /// Link names in a namespace.
 pub fn link_names(ns: &Netns) -> Vec<String> {
-    let out = ns.ip(&["-j", "link", "show"]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let mut names: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-        .collect();
-    names.sort();
-    names
+    ns.link_names()
 }
 
 /// IPv4 addresses (with prefix) on `ifname` in `ns`.

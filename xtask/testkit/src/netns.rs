@@ -64,6 +64,40 @@ impl Netns {
             panic!("{e}");
         }
     }
+
+    /// Turns IPv6 off in the namespace: no neighbour or MLD chatter spoils exact counts.
+    #[track_caller]
+    pub fn disable_ipv6(&self) {
+        self.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
+        self.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+    }
+
+    /// Adds the veth pair `vpar`/`vpeer`, both up: the parent of a test node's macvlans, which
+    /// leads nowhere outside the namespace.
+    #[track_caller]
+    pub fn add_veth_parent(&self) {
+        self.ip(&[
+            "link", "add", "vpar", "type", "veth", "peer", "name", "vpeer",
+        ]);
+        self.ip(&["link", "set", "vpar", "up"]);
+        self.ip(&["link", "set", "vpeer", "up"]);
+    }
+
+    /// The names of the namespace's links, sorted.
+    #[track_caller]
+    pub fn link_names(&self) -> Vec<String> {
+        let out = self.ip(&["-j", "link", "show"]);
+        let links: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("`ip -j link show` in {}: {e}: {out}", self.name));
+        let mut names: Vec<String> = links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 impl Drop for Netns {

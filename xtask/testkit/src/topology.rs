@@ -81,18 +81,14 @@ impl MacvlanPods {
         let node = Netns::new("mvn");
         // The veth pair only carries the pods' frames: without this, its own IPv6 chatter
         // (router solicitations, MLD reports) reaches every pod and spoils exact counts.
-        node.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-        node.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
-        let (parent, peer) = ("vpar", "vpeer");
-        node.ip(&["link", "add", parent, "type", "veth", "peer", "name", peer]);
-        node.ip(&["link", "set", parent, "up"]);
-        node.ip(&["link", "set", peer, "up"]);
+        node.disable_ipv6();
+        node.add_veth_parent();
+        let parent = "vpar";
         let mut pods = Vec::new();
         for i in 0..n {
             let netns = Netns::new("mvp");
             if !ipv6 {
-                netns.sysctl("net.ipv6.conf.all.disable_ipv6", "1");
-                netns.sysctl("net.ipv6.conf.default.disable_ipv6", "1");
+                netns.disable_ipv6();
             }
             let tmp = unique_name("mv");
             let index = ifindex.map(|i| i.to_string());
