@@ -9,8 +9,8 @@
 //! A case is one line: a name and the policies, as `(namespace, spec in YAML)`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use crate::common;
-use crate::policy_fixture;
+mod common;
+mod policy_fixture;
 
 use std::{
     collections::BTreeMap,
