@@ -1,13 +1,13 @@
 //! The maps and read-only globals of the programs. Every shared map is pinned by name, so a new
 //! loader reuses them: counters continue, policies, flows and the device cache stay in force.
 use aya_ebpf::{
-    btf_maps::{ArrayOfMaps, LpmTrie},
+    btf_maps::{ArrayOfMaps, LpmTrie, LruHashMap as BtfLruHashMap},
     macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use multus_common::{
     DIRECTIONS, DeviceEntry, DirCounters, EVENT_RING_BYTES, EventBucket, EventConfig, EventStats,
-    FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS,
+    FlowBudget, FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS,
     MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
 };
 
@@ -38,9 +38,18 @@ pub type PolicyTrie = LpmTrie<PolicyKey, PolicyValue, { MAX_POLICY_ENTRIES as us
 #[btf_map(name = "MULTUS_POLICY", pin_by_name)]
 pub static POLICIES: ArrayOfMaps<PolicyTrie, { MAX_ATTACHMENTS as usize }> = ArrayOfMaps::new();
 
-/// Flows a policy allowed, so that their replies pass the other direction.
-#[map(name = "MULTUS_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+/// One attachment's connection table: an LRU of its own, so one pod's flows can only evict its
+/// own. The agent creates it with the attachment's policy (`MAX_FLOWS` is the template's size).
+pub type FlowTable = BtfLruHashMap<FlowKey, FlowValue, { MAX_FLOWS as usize }>;
+
+/// Flows a policy allowed, so that their replies pass the other direction: one table per
+/// attachment.
+#[btf_map(name = "MULTUS_FLOWS", pin_by_name)]
+pub static FLOWS: ArrayOfMaps<FlowTable, { MAX_ATTACHMENTS as usize }> = ArrayOfMaps::new();
+
+/// Capacity, live flows and evictions of each attachment's connection table.
+#[map(name = "MULTUS_FLOW_BUDGET")]
+pub static FLOW_BUDGETS: Array<FlowBudget> = Array::pinned(MAX_ATTACHMENTS, 0);
 
 /// Datagrams in flight in fragments: the first fragment's layer-4 fields (see `fragments`).
 #[map(name = "MULTUS_FRAGS")]
