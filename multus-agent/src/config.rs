@@ -363,7 +363,11 @@ impl AgentConfig {
                 z::MapSizing::for_node(
                     k.int("maxPods", 1..=10_000, z::DEFAULT_MAX_PODS)?,
                     k.int("attachmentsPerPod", 1..=64, z::DEFAULT_ATTACHMENTS_PER_POD)?,
-                    k.int("flowsPerAttachment", 16..=1 << 20, z::DEFAULT_FLOWS_PER_ATTACHMENT)?,
+                    k.int(
+                        "flowsPerAttachment",
+                        16..=1 << 20,
+                        z::DEFAULT_FLOWS_PER_ATTACHMENT,
+                    )?,
                 )
             },
             node_name: k.string("nodeName")?,

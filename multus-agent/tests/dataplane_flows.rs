@@ -64,7 +64,9 @@ fn a_pod_flooding_new_flows_evicts_only_its_own() {
     let flooder_socket = udp(flooder, 0);
     let mut answer_to = Vec::new();
     for socket in [&quiet_socket, &flooder_socket] {
-        socket.send_to(b"open", server.local_addr().unwrap()).unwrap();
+        socket
+            .send_to(b"open", server.local_addr().unwrap())
+            .unwrap();
         let mut buf = [0u8; 64];
         let (_, from) = server.recv_from(&mut buf).unwrap();
         server.send_to(b"answer", from).unwrap();
@@ -79,7 +81,9 @@ fn a_pod_flooding_new_flows_evicts_only_its_own() {
     // up and give them the LRU's second chance).
     let flood = 20 * u16::try_from(TABLE).unwrap();
     let first_flood = udp(flooder, 0);
-    first_flood.send_to(b"x", server.local_addr().unwrap()).unwrap();
+    first_flood
+        .send_to(b"x", server.local_addr().unwrap())
+        .unwrap();
     for _ in 1..flood {
         udp(flooder, 0)
             .send_to(b"x", server.local_addr().unwrap())

@@ -183,7 +183,11 @@ fn the_default_sizing_loads_under_the_daemonsets_memory_limit() {
     let sizing = MapSizing::default();
     let cgroup = MemoryCgroup::new(DAEMONSET_LIMIT);
     let (ok, out) = cgroup.load(sizing);
-    assert!(ok, "loading under {} MiB failed:\n{out}", DAEMONSET_LIMIT / MIB);
+    assert!(
+        ok,
+        "loading under {} MiB failed:\n{out}",
+        DAEMONSET_LIMIT / MIB
+    );
     let model = sizing.memory(possible_cpus());
     let peak = cgroup.peak();
     println!(

@@ -71,7 +71,10 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
             };
             // Only one CPU creates a flow (the others find it there): the count stays exact.
             // A full table evicts its least recently used flow.
-            if table.insert(&s.flow, &value, u64::from(BPF_NOEXIST)).is_ok() {
+            if table
+                .insert(&s.flow, &value, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
                 counted_insert(id);
             }
         }

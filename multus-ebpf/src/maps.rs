@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use multus_common::{
     DIRECTIONS, DeviceEntry, DirCounters, EVENT_RING_BYTES, EventBucket, EventConfig, EventStats,
-    FlowBudget, FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS,
-    MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
+    FlowBudget, FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS,
+    MAX_FRAGMENTS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
 };
 
 use crate::packet::Packet;

@@ -6,7 +6,6 @@
 //! the record. It also sweeps map entries, policies and link pins that no record accounts for.
 use std::{collections::BTreeSet, fs, io};
 
-
 use super::{
     AttachMode, Dataplane,
     attach::{self, HOOKS},
