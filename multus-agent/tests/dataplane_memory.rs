@@ -172,7 +172,7 @@ impl Drop for MemoryCgroup {
 }
 
 fn possible_cpus() -> u32 {
-    aya::util::nr_cpus().map(|n| n.get() as u32).unwrap()
+    aya::util::nr_cpus().unwrap().get()
 }
 
 #[test]
