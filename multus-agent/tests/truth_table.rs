@@ -592,6 +592,7 @@ fn the_dataplane_follows_the_networkpolicy_model() {
     if !require_root("the_dataplane_follows_the_networkpolicy_model") {
         return;
     }
+    let _serial = serial();
     let cases = all_cases();
     assert!(cases.len() >= 40, "{} cases", cases.len());
     if let Err(e) = sctp_socket() {
@@ -777,6 +778,15 @@ fn install(
     model
 }
 
+/// One test of this file at a time: each runs dozens of probing threads, and a probe that times
+/// out because the other test loads the machine would read as a drop.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Packets attachment `id`'s policy would have dropped in audit mode, both directions.
 fn audited(fx: &Fixture, id: u32) -> u64 {
     let c = fx.counters(id);
@@ -818,6 +828,7 @@ fn policies_changing_while_probes_run() {
     if !require_root("policies_changing_while_probes_run") {
         return;
     }
+    let _serial = serial();
     let net = MacvlanPods::dual_stack(9);
     let members: Vec<Member> = net
         .pods

@@ -20,7 +20,7 @@ use multus_common::{
 };
 
 use crate::{
-    maps::{FLOW_BUDGETS, FLOWS, FlowTable, Scratch},
+    maps::{FLOW_BUDGETS, FLOWS, FlowTable, RECENT_SLOTS, Scratch},
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Quoted},
 };
 
@@ -219,16 +219,26 @@ fn timeout(proto: u8, closing: u8) -> u64 {
 /// that much later.)
 #[inline(always)]
 fn recently_confirmed(s: &Scratch, generation: u32, now: u64) -> bool {
-    s.recent.generation == generation
-        && now.wrapping_sub(s.recent.checked_ns) < FLOW_REFRESH_NS
-        && same_flow(&s.recent.key, &s.flow)
+    let recent = &s.recent[recent_slot(&s.flow)];
+    recent.generation == generation
+        && now.wrapping_sub(recent.checked_ns) < FLOW_REFRESH_NS
+        && same_flow(&recent.key, &s.flow)
 }
 
 #[inline(always)]
 fn confirm(s: &mut Scratch, generation: u32, now: u64) {
-    s.recent.key = s.flow;
-    s.recent.generation = generation;
-    s.recent.checked_ns = now;
+    let recent = &mut s.recent[recent_slot(&s.flow)];
+    recent.key = s.flow;
+    recent.generation = generation;
+    recent.checked_ns = now;
+}
+
+/// The slot of a flow among the recently confirmed ones.
+#[inline(always)]
+fn recent_slot(flow: &FlowKey) -> usize {
+    let mix =
+        u32::from(flow.local_port) ^ u32::from(flow.peer_port) ^ flow.peer[3] ^ flow.attach_id;
+    ((mix ^ (mix >> 8) ^ (mix >> 16)) as usize) & (RECENT_SLOTS - 1)
 }
 
 /// Word-by-word comparison (array equality would become a call to a byte-loop `bcmp`).

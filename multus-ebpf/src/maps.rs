@@ -81,8 +81,11 @@ pub struct LastDevice {
     pub epoch: u32,
 }
 
-/// The flow the previous packet on this CPU and direction belonged to, and when the connection
-/// table was last seen to hold it: a steady flow skips the table lookup for up to a second.
+/// Slots of the per-CPU recently-confirmed flows (a power of two: the slot is picked by masking).
+pub const RECENT_SLOTS: usize = 8;
+
+/// A flow a recent packet on this CPU and direction belonged to, and when the connection table
+/// was last seen to hold it: a steady flow skips the table lookup for up to a second.
 #[repr(C, align(8))]
 pub struct RecentFlow {
     pub key: FlowKey,
@@ -133,7 +136,9 @@ impl LpmKey {
 #[repr(C, align(8))]
 pub struct Scratch {
     pub last_device: LastDevice,
-    pub recent: RecentFlow,
+    /// Flows this CPU recently confirmed, direct-mapped by ports and peer (one slot would
+    /// thrash when flows interleave).
+    pub recent: [RecentFlow; RECENT_SLOTS],
     pub pkt: Packet,
     pub key: LpmKey,
     pub flow: FlowKey,
@@ -144,6 +149,33 @@ const _: () = assert!(size_of::<LpmKey>() == size_of::<Key<PolicyKey>>());
 
 #[map(name = "MULTUS_SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
+
+/// Slots of the per-CPU peer cache (a power of two: the slot is picked by masking).
+pub const PEER_SLOTS: usize = 8;
+
+/// A peer's policy trie entry as a lookup found it: valid while the epoch is the same (the agent
+/// bumps it with every policy change, as it does for attachment changes).
+#[repr(C, align(8))]
+pub struct PeerSlot {
+    pub id: u32,
+    pub epoch: u32,
+    pub family: u32,
+    /// Non-zero once the slot holds an entry.
+    pub used: u32,
+    pub peer: [u32; 4],
+    pub value: PolicyValue,
+}
+
+/// The last peers' trie entries of one direction on one CPU, direct-mapped by address: the
+/// longest-prefix match over a large policy is the costliest step of a packet, and most packets
+/// come from (or go to) a peer the CPU has just seen.
+#[repr(C, align(8))]
+pub struct PeerCache {
+    pub slots: [PeerSlot; PEER_SLOTS],
+}
+
+#[map(name = "MULTUS_PEERS")]
+pub static PEERS: PerCpuArray<PeerCache> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
 // Field offsets of the running kernel, set by the loader from its BTF (read-only data).
 #[unsafe(no_mangle)]

@@ -91,6 +91,8 @@ impl Dataplane {
         outer
             .set(id, &trie, 0)
             .map_err(|e| map_err(maps::POLICIES, e))?;
+        // The programs cache peers' trie entries per epoch: the old policy's must not count.
+        self.bump_epoch()?;
         // Our descriptor closes here; the array holds the trie from now on.
         Ok(generation)
     }
@@ -101,7 +103,8 @@ impl Dataplane {
             return Err(DataplaneError::MissingMap(maps::POLICIES));
         };
         match sys::delete_array_of_maps_elem(data.fd().as_fd(), id) {
-            Ok(()) => Ok(()),
+            // A cached peer entry of the removed policy must not count (see `install_policy`).
+            Ok(()) => self.bump_epoch(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(DataplaneError::io("deleting a slot of", maps::POLICIES, e)),
         }
