@@ -52,6 +52,14 @@ fn memory_child() {
     }
 }
 
+/// The full name of [`memory_child`] in this test binary (its module path without the crate).
+fn child_test_name() -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::memory_child"),
+        None => "memory_child".to_owned(),
+    }
+}
+
 /// A memory cgroup of this test with a limit, removed on drop. cgroup v2 where the memory
 /// controller is there, else v1's memory hierarchy.
 struct MemoryCgroup {
@@ -139,7 +147,12 @@ impl MemoryCgroup {
         let procs = self.dir.join("cgroup.procs");
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args(["memory_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                child_test_name().as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, orders);
         // SAFETY: between fork and exec, only a write(2) of a fixed buffer to an open file:
         // "0" moves the writing process, the child, into the cgroup before it runs anything.
