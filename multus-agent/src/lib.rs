@@ -9,12 +9,14 @@
 )]
 pub mod access;
 pub mod attachments;
+pub mod changes;
 pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod enforce;
 pub mod hooks;
 pub mod install;
+pub mod kube_api;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
@@ -23,6 +25,7 @@ pub mod policy;
 pub mod publish;
 pub mod reconcile;
 pub mod run;
+pub mod scrape;
 pub mod server;
 pub mod source;
 pub mod status;

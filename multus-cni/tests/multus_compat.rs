@@ -355,10 +355,9 @@ fn del_tears_down_what_multus_set_up() {
 
 #[test]
 fn del_works_with_the_netns_gone() {
-    if !root("del_works_with_the_netns_gone") {
+    let Some(node) = common::root_node("del_works_with_the_netns_gone") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let p = multus_add(&node, "c1", &pod, "gone", &three_delegates(&node, None));
     assert_eq!(node.leases().len(), 3);
@@ -413,11 +412,45 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
 }
 
 #[test]
-fn gc_deletes_stale_multus_entries() {
-    if !root("gc_deletes_stale_multus_entries") {
+fn the_device_info_file_of_a_multus_pod_goes_with_its_delegate() {
+    let Some(node) =
+        common::root_node("the_device_info_file_of_a_multus_pod_goes_with_its_delegate")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
+    let seen = install_spy(&node);
+    let pod = Netns::new("cpd");
+    let devinfo = node
+        .path("devinfo")
+        .join("cni")
+        .join("pods-bridge-net-c1_data0");
+    std::fs::create_dir_all(devinfo.parent().unwrap()).unwrap();
+    std::fs::write(&devinfo, r#"{"type": "pci", "version": "1.1.0"}"#).unwrap();
+    let mut delegates = three_delegates(&node, Some(spy_plugin()));
+    delegates[2].caps["CNIDeviceInfoFile"] = json!(devinfo);
+    let p = multus_add(&node, "c1", &pod, "dev", &delegates);
+    let conf = multus_conf(&node, "1.0.0");
+    let netns = pod.path().to_string_lossy().into_owned();
+    std::fs::write(seen.join("fail-DEL"), "").unwrap();
+    let del = run(&node, "DEL", &p, &netns, &conf);
+    assert_eq!(del.code, 1, "{del:?}");
+    // Its delegate still needs DEL: the file stays with it, as for this engine's own entries.
+    assert!(
+        devinfo.exists(),
+        "removed before its delegate's DEL succeeded"
+    );
+    std::fs::remove_file(seen.join("fail-DEL")).unwrap();
+    let retry = run(&node, "DEL", &p, &netns, &conf);
+    assert_eq!(retry.code, 0, "{retry:?}");
+    assert!(!devinfo.exists(), "left after its delegate's DEL");
+    assert_clean(&node, Some(&pod));
+}
+
+#[test]
+fn gc_deletes_stale_multus_entries() {
+    let Some(node) = common::root_node("gc_deletes_stale_multus_entries") else {
+        return;
+    };
     let keep = Netns::new("cpd");
     let lost = Netns::new("cpd");
     let two = |node: &Node| {
@@ -456,10 +489,9 @@ fn gc_deletes_stale_multus_entries() {
 /// the raw plugins in `CNINetworkConfigList`. DEL must use the raw ones, or the lease leaks.
 #[test]
 fn del_uses_the_raw_conflist_of_multus_4_2_caches() {
-    if !root("del_uses_the_raw_conflist_of_multus_4_2_caches") {
+    let Some(node) = common::root_node("del_uses_the_raw_conflist_of_multus_4_2_caches") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let mut delegates = three_delegates(&node, None);
     delegates.remove(1);
@@ -497,10 +529,9 @@ fn del_uses_the_raw_conflist_of_multus_4_2_caches() {
 /// its plugins and releases the address, as Multus's libcni would.
 #[test]
 fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
-    if !root("del_of_a_multus_pod_with_a_0_2_0_delegate") {
+    let Some(node) = common::root_node("del_of_a_multus_pod_with_a_0_2_0_delegate") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let mut cluster = node.cluster_conf("0.4.0");
     cluster["name"] = json!("cbr0");
@@ -531,10 +562,10 @@ fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
 /// interface and every lease goes.
 #[test]
 fn a_pod_set_up_here_is_torn_down_from_multus_records_alone() {
-    if !root("a_pod_set_up_here_is_torn_down_from_multus_records_alone") {
+    let Some(node) = common::root_node("a_pod_set_up_here_is_torn_down_from_multus_records_alone")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.bridge_nad("1.0.0");
     node.pod(

@@ -24,13 +24,10 @@ use serde::{
     de::{self, IntoDeserializer, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer},
 };
 
-use super::{error::FieldError, inputs::LocalAttachment, subnets::subnets};
-use crate::dataplane::{
+use super::model::{
     Action, AntiSpoof, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
 };
-
-/// The NAD annotation holding the network's policy document.
-pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";
+use super::{error::FieldError, inputs::LocalAttachment, subnets::subnets};
 
 /// IPv6 peers `isolate` keeps allowed besides the network's subnets: link-local addresses and
 /// link-local multicast, which neighbour discovery needs.
