@@ -10,4 +10,6 @@ mod bypass;
 mod common;
 mod counters;
 mod events;
+mod flows;
+mod memory;
 mod policy;
