@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
+mod policy_fixture;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -11,10 +12,13 @@ use std::{
 
 use common::Dirs;
 use ipnet::IpNet;
-use multus_agent::dataplane::{
-    AntiSpoof, AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane,
-    DirectionPolicy, DropReason, Policy, PortRange, Protocol, Rule,
-    events::{self, DropRecord, EventLimit, EventReader},
+use multus_agent::{
+    dataplane::{
+        AntiSpoof, AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane,
+        DirectionPolicy, DropReason, Policy, PortRange, Protocol, Rule,
+        events::{self, DropRecord, EventLimit, EventReader},
+    },
+    policy::{LocalAttachment, NamespaceView, Snapshot, compile_attachment},
 };
 use multus_testkit::{MacvlanPods, Pod, require_root, traffic};
 
@@ -301,4 +305,142 @@ fn a_flood_emits_at_most_burst_plus_rate_and_counts_the_rest() {
     send_udp(a, v4(a), sink.local_addr().unwrap(), 10);
     assert!(ev.records(&record).is_empty());
     assert_eq!(ev.dataplane.event_counts(record.id).unwrap(), counts);
+}
+
+/// The network of the compiled-policy test: pods a and b (192.0.2.10 and .11) are inside its
+/// subnet, 192.0.2.99 is not.
+const STORAGE_CONFIG: &str = r#"{"cniVersion":"1.0.0","name":"storage","type":"macvlan",
+  "ipam":{"type":"host-local","subnet":"192.0.2.8/30"}}"#;
+
+/// Compiles `infra/a`'s policy on `infra/storage` from `snapshot` and installs it.
+fn install_compiled(
+    ev: &mut Events,
+    snapshot: &Snapshot,
+    local: &LocalAttachment,
+    id: u32,
+) -> AttachmentRecord {
+    let compiled = compile_attachment(snapshot, local)
+        .expect("compiles")
+        .expect("a policy applies");
+    ev.dataplane
+        .set_policy_from(id, &compiled.policy, Some(&compiled.source.to_string()))
+        .expect("install")
+}
+
+#[test]
+fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing() {
+    use policy_fixture::{mnp, nad, pod};
+    if !require_root(
+        "compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing",
+    ) {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut ev = Events::new();
+    let record = ev.attach(a, "a", &Policy::default());
+    let mut snapshot = Snapshot::new();
+    snapshot.upsert_namespace(NamespaceView {
+        name: "infra".to_owned(),
+        labels: Default::default(),
+    });
+    let (a_ip, b_ip) = (a.ip4.to_string(), b.ip4.to_string());
+    for (name, ip) in [("infra/a", &a_ip), ("infra/b", &b_ip)] {
+        snapshot.upsert_pod(pod(
+            name,
+            &[("app", "db")],
+            &[],
+            &[("infra/storage", &[ip.as_str()])],
+        ));
+    }
+    let local = LocalAttachment {
+        pod: policy_fixture::key("infra/a"),
+        interface: a.ifname.clone(),
+        network: policy_fixture::key("infra/storage"),
+        ips: vec![v4(a)],
+        mac: a.mac.parse().unwrap(),
+    };
+
+    // A deny rule of the NAD's annotation.
+    let annotation = format!("egress: {{deny: [{{to: {b_ip}, ports: udp/9000-9999}}]}}");
+    snapshot.upsert_nad(nad("infra/storage", STORAGE_CONFIG, Some(&annotation)));
+    let record = install_compiled(&mut ev, &snapshot, &local, record.id);
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    let sport = send_udp(a, v4(a), sink.local_addr().unwrap(), 2);
+    let records = ev.records(&record);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for r in &records {
+        assert_eq!((r.pod.as_str(), r.direction.as_str()), ("a", "egress"));
+        assert_eq!(r.reason, DropReason::PolicyDeny.label());
+        assert_eq!((r.protocol.as_str(), r.src, r.dst), ("udp", Some(v4(a)), Some(v4(b))));
+        assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
+        assert_eq!(
+            r.rule,
+            "NetworkAttachmentDefinition infra/storage: egress.deny[0]"
+        );
+    }
+
+    // A MultiNetworkPolicy's default deny, over the same NAD: only the policy that isolates
+    // ingress is named.
+    snapshot.upsert_mnp(&mnp(
+        "infra/db-policy",
+        Some("infra/storage"),
+        "{podSelector: {matchLabels: {app: db}}, policyTypes: [Ingress], ingress: [{ports: [{port: 5432}]}]}",
+    ));
+    let record = install_compiled(&mut ev, &snapshot, &local, record.id);
+    let source = record.policy_source.clone().unwrap();
+    assert_eq!(source, "nad:infra/storage+mnp:infra/db-policy");
+    let sink_a = traffic::udp_socket(&a.netns, SocketAddr::new(v4(a), 5432));
+    let sport = send_udp(b, v4(b), sink_a.local_addr().unwrap(), 1);
+    let records = ev.records(&record);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!((r.pod.as_str(), r.direction.as_str()), ("a", "ingress"));
+    assert_eq!(r.reason, DropReason::DefaultDeny.label());
+    assert_eq!((r.protocol.as_str(), r.src, r.dst), ("udp", Some(v4(b)), Some(v4(a))));
+    assert_eq!((r.sport, r.dport), (Some(sport), Some(5432)));
+    assert_eq!(
+        r.rule,
+        "MultiNetworkPolicy infra/db-policy: default deny (ingress)"
+    );
+
+    // isolate: a peer outside the network's subnet; antiSpoof: a source not the pod's.
+    snapshot.remove_mnp(&policy_fixture::key("infra/db-policy"));
+    snapshot.upsert_nad(nad(
+        "infra/storage",
+        STORAGE_CONFIG,
+        Some("isolate: true\nantiSpoof: true"),
+    ));
+    let record = install_compiled(&mut ev, &snapshot, &local, record.id);
+    b.netns
+        .ip(&["addr", "add", "192.0.2.99/24", "dev", &b.ifname]);
+    let outside = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    let sport = send_udp(b, outside, sink_a.local_addr().unwrap(), 1);
+    let records: Vec<_> = ev
+        .records(&record)
+        .into_iter()
+        .filter(|r| r.protocol == "udp")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!((r.direction.as_str(), r.src, r.dst), ("ingress", Some(outside), Some(v4(a))));
+    assert_eq!((r.sport, r.dport), (Some(sport), Some(5432)));
+    assert_eq!(r.reason, DropReason::PolicyDeny.label());
+    assert_eq!(r.rule, "NetworkAttachmentDefinition infra/storage: isolate");
+
+    a.netns
+        .ip(&["addr", "add", "192.0.2.98/24", "dev", &a.ifname]);
+    let forged = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 98));
+    let sport = send_udp(a, forged, sink.local_addr().unwrap(), 1);
+    let records: Vec<_> = ev
+        .records(&record)
+        .into_iter()
+        .filter(|r| r.protocol == "udp")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!((r.direction.as_str(), r.src, r.dst), ("egress", Some(forged), Some(v4(b))));
+    assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
+    assert_eq!(r.reason, DropReason::Spoofed.label());
+    assert_eq!(r.rule, "antiSpoof: source 192.0.2.98 is not the interface's");
 }

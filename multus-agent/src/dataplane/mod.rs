@@ -36,8 +36,8 @@ pub use self::{
     gc::GcReport,
     pins::PinLayout,
     policy::{
-        Action, AntiSpoof, DirectionPolicy, MacAddr, Peer, Policy, PolicyError, PortMatch,
-        PortRange, Protocol, Rule,
+        Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy,
+        PolicyError, PortMatch, PortRange, Protocol, Rule,
     },
     record::{AttachmentOwner, AttachmentRecord},
 };

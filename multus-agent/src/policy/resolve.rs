@@ -19,7 +19,8 @@ use super::{
     snapshot::Snapshot,
 };
 use crate::dataplane::{
-    Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
+    Action, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange, Protocol,
+    Rule,
 };
 
 /// The policy the applying MultiNetworkPolicies give `target`'s attachment to `network`; `None`
@@ -39,8 +40,9 @@ pub fn mnp_policy(
         nets: BTreeSet::from([network.clone()]),
     };
     let direction = |egress: bool| {
-        let mut covered = false;
+        let mut covering = Vec::new();
         let mut rules = Vec::new();
+        let name = if egress { "egress" } else { "ingress" };
         for (entry, mnp_rules) in applying {
             let list = if egress {
                 &mnp_rules.egress
@@ -48,16 +50,24 @@ pub fn mnp_policy(
                 &mnp_rules.ingress
             };
             if let Some(list) = list {
-                covered = true;
-                for rule in list {
+                covering.push(mnp_origin(entry, String::new()));
+                for (i, rule) in list.iter().enumerate() {
+                    let start = rules.len();
                     resolver.rule(entry, rule, egress, &mut rules);
+                    let origin = mnp_origin(entry, format!("{name}[{i}]"));
+                    for r in &mut rules[start..] {
+                        r.origins = vec![origin.clone()];
+                    }
                 }
             }
         }
-        if covered {
-            DirectionPolicy::deny_by_default(rules)
-        } else {
+        if covering.is_empty() {
             DirectionPolicy::default()
+        } else {
+            DirectionPolicy {
+                default_from: covering,
+                ..DirectionPolicy::deny_by_default(rules)
+            }
         }
     };
     Some(Policy {
@@ -66,6 +76,16 @@ pub fn mnp_policy(
         audit: false,
         anti_spoof: None,
     })
+}
+
+/// A place in a MultiNetworkPolicy (`ingress[1]`), or the whole policy (`path` empty).
+fn mnp_origin(entry: &MnpEntry, path: String) -> Origin {
+    Origin {
+        kind: ObjectKind::MultiNetworkPolicy,
+        namespace: entry.key.namespace.clone(),
+        name: entry.key.name.clone(),
+        path,
+    }
 }
 
 struct Resolver<'a> {
@@ -276,5 +296,6 @@ fn push(out: &mut Vec<Rule>, peers: Option<Vec<Peer>>, ports: Vec<PortMatch>) {
         action: Action::Allow,
         peers,
         ports,
+        origins: Vec::new(),
     });
 }

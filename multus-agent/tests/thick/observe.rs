@@ -84,7 +84,7 @@ fn observe_shows_a_nad_deny_drop_with_pod_packet_and_rule() {
         assert_eq!(e["icmp"], json!([8, 0]));
         assert_eq!(
             e["rule"],
-            "NetworkAttachmentDefinition infra/storage: egress.rules[0] (deny)"
+            "NetworkAttachmentDefinition infra/storage: egress.deny[0]"
         );
     }
     // Filters: another pod, direction or reason selects none; --last bounds the count.
