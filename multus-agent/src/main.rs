@@ -42,6 +42,9 @@ enum Command {
     Status(cli::StatusArgs),
     /// Show the last dropped packets of the running agent: pod, packet, reason and rule.
     Observe(cli::ObserveArgs),
+    /// Say whether a pod's interface would pass or drop a packet, and which rule decides,
+    /// from the installed policy (no packet is sent; works with the agent down).
+    Explain(cli::ExplainArgs),
     /// Attach the TC programs to an interface inside a network namespace.
     Attach {
         #[command(flatten)]
@@ -153,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => cli::run(&args)?,
         Command::Status(args) => cli::status(&args)?,
         Command::Observe(args) => cli::observe(&args)?,
+        Command::Explain(args) => cli::explain(&args)?,
         Command::Attach {
             dataplane,
             netns,

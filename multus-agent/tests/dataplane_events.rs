@@ -63,6 +63,29 @@ impl Events {
             .expect("attach")
     }
 
+    /// `multus-agent explain` over this dataplane's pins and records.
+    fn explain_command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_multus-agent"))
+            .arg("explain")
+            .arg("--bpffs-dir")
+            .arg(self._dirs.bpffs.path())
+            .arg("--state-dir")
+            .arg(self._dirs.state.path())
+            .args(args)
+            .env_remove("MULTUS_AGENT_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// `multus-agent explain infra/a -o json ARGS`, which must succeed.
+    fn explain(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["infra/a", "-o", "json"];
+        all.extend(args);
+        let out = self.explain_command(&all);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Every event in the ring after a short settle, resolved against `record`.
     fn records(&mut self, record: &AttachmentRecord) -> Vec<DropRecord> {
         let boot = events::boot_time();
@@ -372,7 +395,10 @@ fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing
     for r in &records {
         assert_eq!((r.pod.as_str(), r.direction.as_str()), ("a", "egress"));
         assert_eq!(r.reason, DropReason::PolicyDeny.label());
-        assert_eq!((r.protocol.as_str(), r.src, r.dst), ("udp", Some(v4(a)), Some(v4(b))));
+        assert_eq!(
+            (r.protocol.as_str(), r.src, r.dst),
+            ("udp", Some(v4(a)), Some(v4(b)))
+        );
         assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
         assert_eq!(
             r.rule,
@@ -397,11 +423,103 @@ fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing
     let r = &records[0];
     assert_eq!((r.pod.as_str(), r.direction.as_str()), ("a", "ingress"));
     assert_eq!(r.reason, DropReason::DefaultDeny.label());
-    assert_eq!((r.protocol.as_str(), r.src, r.dst), ("udp", Some(v4(b)), Some(v4(a))));
+    assert_eq!(
+        (r.protocol.as_str(), r.src, r.dst),
+        ("udp", Some(v4(b)), Some(v4(a)))
+    );
     assert_eq!((r.sport, r.dport), (Some(sport), Some(5432)));
     assert_eq!(
         r.rule,
         "MultiNetworkPolicy infra/db-policy: default deny (ingress)"
+    );
+
+    // `explain` says the same from the pins and records, and names the rules that pass.
+    let b_peer = b_ip.as_str();
+    let said = ev.explain(&[
+        "--direction",
+        "ingress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "5432",
+    ]);
+    assert_eq!(
+        (said["verdict"].as_str(), said["reason"].as_str()),
+        (Some("drop"), Some("default_deny"))
+    );
+    assert_eq!(
+        said["rule"],
+        "MultiNetworkPolicy infra/db-policy: default deny (ingress)"
+    );
+    assert_eq!(said["source"], "nad:infra/storage+mnp:infra/db-policy");
+    let said = ev.explain(&[
+        "--direction",
+        "ingress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "tcp",
+        "--port",
+        "5432",
+    ]);
+    assert_eq!(
+        (said["verdict"].as_str(), said["reason"].as_str()),
+        (Some("pass"), None)
+    );
+    assert_eq!(
+        said["rule"],
+        "MultiNetworkPolicy infra/db-policy: ingress[0]"
+    );
+    let said = ev.explain(&[
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "9000",
+    ]);
+    assert_eq!(
+        (said["verdict"].as_str(), said["reason"].as_str()),
+        (Some("drop"), Some("policy_deny"))
+    );
+    assert_eq!(
+        said["rule"],
+        "NetworkAttachmentDefinition infra/storage: egress.deny[0]"
+    );
+    let said = ev.explain(&[
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "8999",
+    ]);
+    assert_eq!(said["verdict"], "pass");
+    assert_eq!(
+        said["rule"],
+        "NetworkAttachmentDefinition infra/storage + MultiNetworkPolicy infra/db-policy: \
+         default allow (egress)"
+    );
+    let unknown = ev.explain_command(&[
+        "infra/nobody",
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "icmp",
+    ]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no attachment of pod infra/nobody"),
+        "{stderr}"
     );
 
     // isolate: a peer outside the network's subnet; antiSpoof: a source not the pod's.
@@ -423,7 +541,10 @@ fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing
         .collect();
     assert_eq!(records.len(), 1, "{records:#?}");
     let r = &records[0];
-    assert_eq!((r.direction.as_str(), r.src, r.dst), ("ingress", Some(outside), Some(v4(a))));
+    assert_eq!(
+        (r.direction.as_str(), r.src, r.dst),
+        ("ingress", Some(outside), Some(v4(a)))
+    );
     assert_eq!((r.sport, r.dport), (Some(sport), Some(5432)));
     assert_eq!(r.reason, DropReason::PolicyDeny.label());
     assert_eq!(r.rule, "NetworkAttachmentDefinition infra/storage: isolate");
@@ -439,8 +560,14 @@ fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing
         .collect();
     assert_eq!(records.len(), 1, "{records:#?}");
     let r = &records[0];
-    assert_eq!((r.direction.as_str(), r.src, r.dst), ("egress", Some(forged), Some(v4(b))));
+    assert_eq!(
+        (r.direction.as_str(), r.src, r.dst),
+        ("egress", Some(forged), Some(v4(b)))
+    );
     assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
     assert_eq!(r.reason, DropReason::Spoofed.label());
-    assert_eq!(r.rule, "antiSpoof: source 192.0.2.98 is not the interface's");
+    assert_eq!(
+        r.rule,
+        "antiSpoof: source 192.0.2.98 is not the interface's"
+    );
 }

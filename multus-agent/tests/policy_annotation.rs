@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use multus_agent::{
     dataplane::{
-        Action, AntiSpoof, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch,
-        PortRange, Protocol, Rule,
+        Action, AntiSpoof, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange,
+        Protocol, Rule,
     },
     policy::{LocalAttachment, NadPolicy, ObjectKey},
 };

@@ -8,6 +8,7 @@ pub mod btf;
 pub mod compile;
 pub mod error;
 pub mod events;
+pub mod lookup;
 pub mod netns;
 pub mod pins;
 pub mod policy;
@@ -36,8 +37,8 @@ pub use self::{
     gc::GcReport,
     pins::PinLayout,
     policy::{
-        Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy,
-        PolicyError, PortMatch, PortRange, Protocol, Rule,
+        Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy, PolicyError,
+        PortMatch, PortRange, Protocol, Rule,
     },
     record::{AttachmentOwner, AttachmentRecord},
 };

@@ -19,8 +19,7 @@ use super::{
     snapshot::Snapshot,
 };
 use crate::dataplane::{
-    Action, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange, Protocol,
-    Rule,
+    Action, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
 };
 
 /// The policy the applying MultiNetworkPolicies give `target`'s attachment to `network`; `None`
