@@ -134,6 +134,10 @@ pub struct ObserveArgs {
     /// Only the last N matching drops.
     #[arg(long, value_name = "N")]
     last: Option<usize>,
+    /// Only drops since this time (RFC 3339, `2026-12-03T09:00:00Z`) or this long ago (`90s`,
+    /// `5m`, `1h30m`).
+    #[arg(long, value_name = "TIME|DURATION")]
+    since: Option<String>,
     /// Keep printing new drops as they come (every second) until interrupted.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -302,6 +306,12 @@ pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
         reason: args.reason.clone(),
         last: args.last,
         after: None,
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| observe::since_ms(s, std::time::SystemTime::now()))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     // Following goes on from the newest drop of the log, whatever the first batch showed.
     let mut newest = 0;

@@ -571,3 +571,72 @@ fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing
         "antiSpoof: source 192.0.2.98 is not the interface's"
     );
 }
+
+#[test]
+fn a_full_ring_counts_lost_events_and_the_metrics_show_them() {
+    if !require_root("a_full_ring_counts_lost_events_and_the_metrics_show_them") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
+    // No rate limit to speak of: every drop wants an event, and nobody reads the ring yet.
+    dataplane
+        .set_event_limit(EventLimit {
+            rate: 10_000_000,
+            burst: 1_000_000,
+        })
+        .unwrap();
+    let reader = dataplane.take_event_reader().expect("a reader");
+    let policy = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![Rule::deny().peer(host(b.ip4))]),
+        ..Policy::default()
+    };
+    let netns = a.netns.path();
+    let id = dataplane
+        .attach(&AttachRequest {
+            netns: &netns,
+            ifname: &a.ifname,
+            owner: AttachmentOwner::default(),
+            policy: Some(&policy),
+            policy_source: Some(SOURCE),
+        })
+        .unwrap()
+        .id;
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    // The ring holds 1 MiB of 72-byte events with their 8-byte headers: about 13,000.
+    let ring_events = u64::from(multus_common::EVENT_RING_BYTES) / 80;
+    let mut sent = 0;
+    while sent < 4 * ring_events {
+        send_udp(a, v4(a), sink.local_addr().unwrap(), 1000);
+        sent += 1000;
+    }
+    let counts = dataplane.event_counts(id).unwrap();
+    let drops = dataplane.counters(id).unwrap().egress.dropped();
+    assert!(counts.lost > 0, "{counts:?}");
+    assert!(counts.emitted <= ring_events + 1, "{counts:?}");
+    assert_eq!(
+        counts.emitted + counts.suppressed + counts.lost,
+        drops,
+        "{counts:?}"
+    );
+
+    // The agent's reader drains what the ring holds and carries the lost count to the metrics.
+    let metrics = multus_agent::metrics::AgentMetrics::default();
+    let log = std::sync::Arc::new(events::EventLog::new(100_000));
+    multus_agent::observe::spawn_reader(reader, dirs.layout(), log.clone(), metrics.clone())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metrics.drop_event_totals().2 < counts.lost && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (emitted, _, lost) = metrics.drop_event_totals();
+    assert_eq!(lost, counts.lost);
+    assert_eq!(emitted, counts.emitted);
+    assert_eq!(log.select(|_| true, None).len() as u64, counts.emitted);
+    println!(
+        "full ring: {drops} drops, {} events, {} lost",
+        counts.emitted, counts.lost
+    );
+}

@@ -91,6 +91,9 @@ fn observe_shows_a_nad_deny_drop_with_pod_packet_and_rule() {
     assert!(observe(&node, &["-o", "json", "--pod", "infra/b"]).is_empty());
     assert!(observe(&node, &["-o", "json", "--direction", "ingress"]).is_empty());
     assert!(observe(&node, &["-o", "json", "--reason", "spoofed"]).is_empty());
+    // --since: a duration back from now, or a time.
+    assert!(observe(&node, &["-o", "json", "--since", "10m"]).len() >= 3);
+    assert!(observe(&node, &["-o", "json", "--since", "2099-01-01T00:00:00Z"]).is_empty());
     assert_eq!(
         observe(
             &node,
