@@ -90,6 +90,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Set the drop event rate limit of every attachment (the agent sets it from
+    /// `dropEventRate` and `dropEventBurst` when it starts).
+    EventLimit {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// Events per second and attachment (0: no events).
+        #[arg(long)]
+        rate: u32,
+        /// Events an attachment may emit at once.
+        #[arg(long, default_value_t = multus_agent::dataplane::events::DEFAULT_BURST)]
+        burst: u32,
+    },
     /// Remove attachments whose namespace or interface is gone.
     Gc {
         #[command(flatten)]
@@ -213,6 +225,15 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Command::EventLimit {
+            dataplane,
+            rate,
+            burst,
+        } => {
+            open(&dataplane)?
+                .set_event_limit(multus_agent::dataplane::events::EventLimit { rate, burst })?;
+            println!("drop events: {rate} per second, bursts of {burst}");
         }
         Command::Gc { dataplane } => {
             let report = open(&dataplane)?.gc();
