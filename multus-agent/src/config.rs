@@ -8,6 +8,7 @@
 //! runtime asked for.
 use std::{
     net::{IpAddr, Ipv6Addr},
+    ops::RangeInclusive,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -235,6 +236,28 @@ impl Keys {
             other => Ok(other),
         }
     }
+
+    /// `key` as an integer in `range`, in the field's type; `default` when the key is absent.
+    fn int<T: TryFrom<u64>>(
+        &mut self,
+        key: &str,
+        range: RangeInclusive<u64>,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match self.uint(key, *range.end())? {
+            None => Ok(default),
+            Some(0) if *range.start() == 1 => Err(key_err(key, "must be greater than 0")),
+            Some(n) if !range.contains(&n) => Err(key_err(
+                key,
+                format!(
+                    "expected an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(n) => T::try_from(n).map_err(|_| key_err(key, "out of range")),
+        }
+    }
 }
 
 fn key_err(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -319,31 +342,19 @@ impl AgentConfig {
         let config = Self {
             socket_dir: socket_dir.or(daemon_socket_dir).unwrap_or(d.socket_dir),
             metrics_address,
-            metrics_port: k
-                .uint("metricsPort", u64::from(u16::MAX))?
-                .map_or(d.metrics_port, |p| p as u16),
+            metrics_port: k.int("metricsPort", 0..=u64::from(u16::MAX), d.metrics_port)?,
             health_address,
-            health_port: k
-                .uint("healthPort", u64::from(u16::MAX))?
-                .map_or(d.health_port, |p| p as u16),
-            connection_limit: k
-                .positive("connectionLimit", 65_536)?
-                .map_or(d.connection_limit, |n| n as usize),
-            request_concurrency: k
-                .positive("requestConcurrency", 1024)?
-                .map_or(d.request_concurrency, |n| n as usize),
-            max_request_bytes: k
-                .positive("maxRequestBytes", 64 * 1024 * 1024)?
-                .map_or(d.max_request_bytes, |n| n as usize),
-            drop_event_buffer: k
-                .positive("dropEventBuffer", 1 << 20)?
-                .map_or(d.drop_event_buffer, |n| n as usize),
-            drop_event_rate: k
-                .uint("dropEventRate", 1_000_000)?
-                .map_or(d.drop_event_rate, |n| n as u32),
-            drop_event_burst: k
-                .positive("dropEventBurst", 1_000_000)?
-                .map_or(d.drop_event_burst, |n| n as u32),
+            health_port: k.int("healthPort", 0..=u64::from(u16::MAX), d.health_port)?,
+            connection_limit: k.int("connectionLimit", 1..=65_536, d.connection_limit)?,
+            request_concurrency: k.int("requestConcurrency", 1..=1024, d.request_concurrency)?,
+            max_request_bytes: k.int(
+                "maxRequestBytes",
+                1..=64 * 1024 * 1024,
+                d.max_request_bytes,
+            )?,
+            drop_event_buffer: k.int("dropEventBuffer", 1..=1 << 20, d.drop_event_buffer)?,
+            drop_event_rate: k.int("dropEventRate", 0..=1_000_000, d.drop_event_rate)?,
+            drop_event_burst: k.int("dropEventBurst", 1..=1_000_000, d.drop_event_burst)?,
             node_name: k.string("nodeName")?,
             source,
             pod_cache_wait: k

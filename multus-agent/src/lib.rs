@@ -9,6 +9,7 @@
 )]
 pub mod access;
 pub mod attachments;
+pub mod changes;
 pub mod cni;
 pub mod config;
 pub mod dataplane;
@@ -16,6 +17,7 @@ pub mod enforce;
 pub mod explain;
 pub mod hooks;
 pub mod install;
+pub mod kube_api;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
@@ -24,6 +26,7 @@ pub mod policy;
 pub mod publish;
 pub mod reconcile;
 pub mod run;
+pub mod scrape;
 pub mod server;
 pub mod source;
 pub mod status;

@@ -32,14 +32,12 @@ use crate::{
     },
     enforce::{self, Enforcer, Peers, report::KubeEvents},
     hooks::AgentHooks,
+    kube_api::BlockingApi,
     metrics::{self, AgentMetrics, BuildInfo},
     publish::AgentPublisher,
-    reconcile,
+    reconcile, scrape,
     server::{self, Serves, Shared},
-    source::{
-        self,
-        kube::{BlockingApi, KubePods},
-    },
+    source::{self, kube::KubePods},
     sweep,
 };
 
@@ -257,7 +255,7 @@ async fn serve(
         attach_mode: attachments.mode().to_string(),
         kernel: metrics::kernel_release(),
     };
-    let registry = Arc::new(metrics::registry(&metrics, Arc::clone(&attachments), build));
+    let registry = Arc::new(scrape::registry(&metrics, Arc::clone(&attachments), build));
     let shared = Arc::new(Shared {
         handler,
         requests: Arc::new(Semaphore::new(config.request_concurrency)),

@@ -234,12 +234,12 @@ async fn metrics_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRes
     }
     // Reading 1,000 attachments' counters takes milliseconds of syscalls: off the async threads.
     let registry = Arc::clone(&shared.registry);
-    match tokio::task::spawn_blocking(move || crate::metrics::encode(&registry)).await {
+    match tokio::task::spawn_blocking(move || crate::scrape::encode(&registry)).await {
         Ok(Ok(body)) => {
             let mut resp = text(StatusCode::OK, body);
             resp.headers_mut().insert(
                 CONTENT_TYPE,
-                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+                http::HeaderValue::from_static(crate::scrape::CONTENT_TYPE),
             );
             resp
         }

@@ -25,7 +25,7 @@ use multus_agent::{
     access::AGENT,
     config::AgentConfig,
     install::cli::InstallArgs,
-    policy::{annotation::NAD_POLICY_ANNOTATION, mnp::MnpEntry},
+    policy::{NAD_POLICY_ANNOTATION, mnp::MnpEntry},
     uninstall::UninstallArgs,
 };
 use multus_kube::{
@@ -1369,7 +1369,7 @@ struct Rule {
 /// description, and is documented in docs/metrics.md with what to do.
 #[test]
 fn every_alert_names_metrics_the_agent_exports_and_is_documented() {
-    let exported = multus_agent::metrics::series_names();
+    let exported = multus_agent::scrape::series_names();
     let docs: Vec<Doc> = docs_of(&applied_files(&repo().join("deploy/monitoring")))
         .into_iter()
         .filter(|d| d.kind() == "PrometheusRule")
@@ -1432,7 +1432,7 @@ fn every_alert_names_metrics_the_agent_exports_and_is_documented() {
 /// `container_network_*`, which it joins with), without running the agent.
 #[test]
 fn every_dashboard_query_names_metrics_the_agent_exports() {
-    let exported = multus_agent::metrics::series_names();
+    let exported = multus_agent::scrape::series_names();
     let path = repo().join("deploy/grafana/multus-dashboard.json");
     let dashboard: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let mut exprs = Vec::new();

@@ -165,7 +165,7 @@ fn the_intersection_passes_exactly_what_both_pass() {
         let both = intersect(&a, &b);
         both.validate().unwrap();
         let tidy = canonical(both.clone());
-        dataplane::compile::compile(&tidy)
+        dataplane::trie::build(&tidy)
             .unwrap_or_else(|e| panic!("round {round}: not installable: {e}\n{tidy:#?}"));
         for _ in 0..150 {
             let p = rng.packet();

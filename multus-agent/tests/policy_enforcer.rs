@@ -17,12 +17,12 @@ use std::{
 use common::Dirs;
 use multus_agent::{
     attachments::{Attachments, Target},
+    changes::NadObject,
     dataplane::{Action, AttachMode, AttachmentOwner, AttachmentRecord},
-    enforce::{
-        Change, Enforcer, Kind, NewAttachment, Peers, PrepareError, Prepared, change::NadObject,
-    },
-    metrics::{self, AgentMetrics, BuildInfo},
+    enforce::{Change, Enforcer, Kind, NewAttachment, Peers, PrepareError, Prepared},
+    metrics::{AgentMetrics, BuildInfo},
     policy::{NAD_POLICY_ANNOTATION, NadView, NamespaceView},
+    scrape,
 };
 use multus_testkit::{MacvlanPods, Pod, require_root};
 use policy_fixture::{key, labels, pod};
@@ -156,7 +156,7 @@ impl Node {
     }
 
     fn updates(&self, operation: &str) -> u64 {
-        let registry = metrics::registry(
+        let registry = scrape::registry(
             &self.metrics,
             Arc::clone(&self.attachments),
             BuildInfo {
@@ -166,7 +166,7 @@ impl Node {
                 kernel: String::new(),
             },
         );
-        let text = metrics::encode(&registry).unwrap();
+        let text = scrape::encode(&registry).unwrap();
         let series = format!(
             "multus_agent_policy_updates_total{{operation=\"{operation}\",result=\"success\"}} "
         );

@@ -366,7 +366,7 @@ fn the_compiler_follows_networkpolicy_semantics() {
         let compiled =
             compile(&snapshot, &attachment).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         if let Some(c) = &compiled {
-            dataplane::compile::compile(&c.policy)
+            dataplane::trie::build(&c.policy)
                 .unwrap_or_else(|e| panic!("{}: not installable: {e}", case.name));
         }
         for (direction, peer, traffic, want) in &case.checks {

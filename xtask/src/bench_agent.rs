@@ -10,24 +10,20 @@
 //! 2. The agent's peak RSS with 500 attachments (125 pods with 4 secondaries each).
 //! 3. `/metrics` scrape time with 1,000 attachments.
 use std::{
-    io::Write as _,
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
-use multus_testkit::{BpffsDir, Netns, inside};
+use multus_testkit::{Netns, conf::PLUGIN_DIR, inside};
 use serde_json::{Value, json};
 
 use crate::{
+    agent_node::AgentNode,
     bench_cni::{ms, percentile},
     shell::{Cmd, is_root, note, step},
 };
 
-const PLUGIN_DIR: &str = "/usr/lib/cni";
-const METRICS: &str = "127.0.0.1:9110";
 /// Secondary networks: a macvlan on one parent, a bridge, a macvlan on another parent, a bridge.
 const NETWORKS: [&str; 4] = ["mv-a", "br-a", "mv-b", "br-b"];
 
@@ -46,33 +42,12 @@ pub struct Args {
 }
 
 struct Setup {
-    attach_mode: Option<String>,
-    chroot_dir: Option<String>,
-    node: Netns,
-    dir: PathBuf,
-    state: PathBuf,
-    bpffs: BpffsDir,
-    bin: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
+    node: AgentNode,
 }
 
 impl Setup {
     fn path(&self, sub: &str) -> PathBuf {
-        self.dir.join(sub)
-    }
-
-    fn ipam(&self, subnet: &str) -> Value {
-        multus_testkit::conf::host_local(&self.path("ipam"), subnet)
-    }
-
-    fn cluster_conf(&self) -> Value {
-        multus_testkit::conf::cluster_macvlan(&self.path("ipam"))
+        self.node.path(sub)
     }
 
     /// Secondary `i`: each network has its own L2 (a parent or a bridge of its own), so the
@@ -81,11 +56,11 @@ impl Setup {
         let subnet = ["192.0.2.0/24", "198.51.100.0/24"][i % 2];
         match i {
             0 => json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "vpar",
-                        "mode": "bridge", "ipam": self.ipam(subnet)}),
+                        "mode": "bridge", "ipam": self.node.ipam(subnet)}),
             2 => json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "vpar2",
-                        "mode": "bridge", "ipam": self.ipam(subnet)}),
+                        "mode": "bridge", "ipam": self.node.ipam(subnet)}),
             _ => json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": format!("b{i}"),
-                        "ipam": self.ipam(subnet)}),
+                        "ipam": self.node.ipam(subnet)}),
         }
     }
 
@@ -93,29 +68,11 @@ impl Setup {
         json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus",
                "cniDir": self.path("cache"), "binDir": PLUGIN_DIR,
                "confDir": self.path("conf"), "localSourceDir": self.path("local"),
-               "delegates": [self.cluster_conf()]})
+               "delegates": [multus_testkit::conf::cluster_macvlan(&self.path("ipam"))]})
     }
 
     fn shim_conf(&self) -> Value {
-        json!({"cniVersion": "1.0.0", "name": "multus-cni-network", "type": "multus-shim",
-               "daemonSocketDir": self.path("run"), "cniDir": self.path("cache"),
-               "binDir": PLUGIN_DIR, "bpffsDir": self.bpffs.path(),
-               "dataplaneStateDir": &self.state})
-    }
-
-    fn agent_conf(&self) -> Value {
-        let mut conf = json!({"socketDir": self.path("run"), "metricsAddress": "127.0.0.1",
-               "metricsPort": 9110, "bpffsDir": self.bpffs.path(),
-               "dataplaneStateDir": &self.state, "localSourceDir": self.path("local"),
-               "logLevel": "error", "cniDir": self.path("cache"), "binDir": PLUGIN_DIR,
-               "confDir": self.path("conf"), "delegates": [self.cluster_conf()]});
-        if let Some(mode) = &self.attach_mode {
-            conf["attachMode"] = json!(mode);
-        }
-        if let Some(dir) = &self.chroot_dir {
-            conf["chrootDir"] = json!(dir);
-        }
-        conf
+        self.node.shim_conf()
     }
 
     fn write_pod(&self, name: &str, secondaries: usize) -> anyhow::Result<()> {
@@ -139,48 +96,19 @@ impl Setup {
         pod: &Path,
         name: &str,
     ) -> anyhow::Result<Duration> {
-        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={name}");
-        let started = Instant::now();
-        let mut child = inside::command(&self.node.path(), self.bin.join("multus-cni"))?
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", pod)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", PLUGIN_DIR)
-            .env("CNI_ARGS", args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running multus-cni")?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(conf.to_string().as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        let took = started.elapsed();
-        if !out.status.success() {
+        let out = self.node.cni(conf, command, id, pod, "bench", name)?;
+        if out.exit != 0 {
             bail!(
                 "multus-cni {command} {id} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                out.stdout,
+                out.stderr
             );
         }
-        Ok(took)
+        Ok(out.took)
     }
 
     fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let addr: SocketAddr = METRICS.parse()?;
-        Ok(inside::http_get(&self.node.path(), addr, path)?)
-    }
-}
-
-/// The agent process; killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.node.get(path)
     }
 }
 
@@ -201,37 +129,30 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "multus-agent",
         ])
         .run()?;
-    let setup = prepare(args.attach_mode.clone(), args.chroot_dir.clone())?;
-    let agent = start_agent(&setup)?;
+    let mut setup = prepare(args.attach_mode.as_deref(), args.chroot_dir.as_deref())?;
+    step("starting multus-agent (release) in the node namespace");
+    let pid = setup.node.start_agent()?;
     for secondaries in [1usize, 4] {
         latency(&setup, secondaries, args.runs)?;
     }
-    capacity(&setup, &agent)
+    capacity(&setup, pid)
 }
 
-fn prepare(attach_mode: Option<String>, chroot_dir: Option<String>) -> anyhow::Result<Setup> {
+fn prepare(attach_mode: Option<&str>, chroot_dir: Option<&str>) -> anyhow::Result<Setup> {
     step("namespaces, networks and configuration");
-    let node = Netns::new("bnd");
-    for (parent, peer) in [("vpar", "vpeer"), ("vpar2", "vpeer2")] {
-        node.ip(&["link", "add", parent, "type", "veth", "peer", "name", peer]);
-        node.ip(&["link", "set", parent, "up"]);
-        node.ip(&["link", "set", peer, "up"]);
-    }
-    let pid = std::process::id();
     let bin = crate::shell::target_dir("release");
-    let setup = Setup {
-        attach_mode,
-        chroot_dir,
-        node,
-        dir: std::env::temp_dir().join(format!("multus-bench-agent-{pid}")),
-        // Records live on tmpfs in production (/run), like bpffs: not on the disk.
-        state: PathBuf::from(format!("/run/multus-bench-agent-{pid}")),
-        bpffs: BpffsDir::new("bag"),
-        bin,
-    };
-    for sub in ["local", "cache", "ipam", "conf", "run"] {
-        std::fs::create_dir_all(setup.path(sub))?;
+    let mut node = AgentNode::new(bin, "bench-agent", "bnd", true)?;
+    node.netns.ip(&[
+        "link", "add", "vpar2", "type", "veth", "peer", "name", "vpeer2",
+    ]);
+    node.netns.ip(&["link", "set", "vpar2", "up"]);
+    node.netns.ip(&["link", "set", "vpeer2", "up"]);
+    for (key, value) in [("attachMode", attach_mode), ("chrootDir", chroot_dir)] {
+        if let Some(value) = value {
+            node.agent_keys.insert(key.to_owned(), json!(value));
+        }
     }
+    let setup = Setup { node };
     for (i, net) in NETWORKS.iter().enumerate() {
         let doc = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": net, "namespace": "bench"},
@@ -243,33 +164,10 @@ fn prepare(attach_mode: Option<String>, chroot_dir: Option<String>) -> anyhow::R
     }
     note(&format!(
         "node {}, files in {}",
-        setup.node.name(),
-        setup.dir.display()
+        setup.node.netns.name(),
+        setup.node.dir.display()
     ));
     Ok(setup)
-}
-
-fn start_agent(setup: &Setup) -> anyhow::Result<Agent> {
-    step("starting multus-agent (release) in the node namespace");
-    let config = setup.path("agent.json");
-    std::fs::write(&config, setup.agent_conf().to_string())?;
-    let child = inside::command(&setup.node.path(), setup.bin.join("multus-agent"))?
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting multus-agent")?;
-    let agent = Agent(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(setup.get("/readyz"), Ok((200, _))) {
-        ensure!(
-            Instant::now() < deadline,
-            "the agent did not get ready in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(agent)
 }
 
 /// Sum and count of a histogram in a scrape.
@@ -371,8 +269,7 @@ fn attached(setup: &Setup) -> anyhow::Result<u64> {
         .context("no multus_agent_attached_interfaces in the scrape")
 }
 
-fn capacity(setup: &Setup, agent: &Agent) -> anyhow::Result<()> {
-    let pid = agent.0.id();
+fn capacity(setup: &Setup, pid: u32) -> anyhow::Result<()> {
     let (_, idle) = inside::rss_kib(pid)?;
     let mut pods: Vec<(Netns, String)> = Vec::new();
     let add_pods = |n: usize, pods: &mut Vec<(Netns, String)>| -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's automation. Every command first makes sure the machine has what
 //! it needs (see [`prereqs`]), so a fresh machine needs nothing but this repository and rustup.
+mod agent_node;
 mod apiserver;
 mod bench;
 mod bench_agent;
@@ -13,6 +14,8 @@ mod e2e;
 mod fuzz;
 mod image;
 mod manifests;
+#[cfg(test)]
+mod modgraph;
 mod oci;
 mod prereqs;
 mod shell;

@@ -127,9 +127,9 @@ pub enum DataplaneError {
         /// The namespace file.
         netns: PathBuf,
     },
-    /// A policy that cannot be compiled.
+    /// A policy that is invalid or does not fit its trie.
     #[error("invalid policy: {0}")]
-    Policy(#[source] super::policy::PolicyError),
+    Policy(#[source] crate::policy::model::PolicyError),
     /// A record file could not be parsed.
     #[error("attachment record {path}: {source}")]
     Record {

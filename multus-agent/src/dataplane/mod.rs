@@ -5,18 +5,17 @@
 //! Maps and TCX links are pinned (see [`pins`]), so enforcement and counters outlive the agent; a
 //! new [`Dataplane`] reuses the pinned maps and swaps its programs into the pinned links.
 pub mod btf;
-pub mod compile;
 pub mod error;
 pub mod events;
 pub mod lookup;
 pub mod netns;
 pub mod pins;
-pub mod policy;
 pub mod record;
+pub mod trie;
 
 mod attach;
-mod enforce;
 mod gc;
+mod policy_maps;
 mod sys;
 
 use std::{collections::BTreeSet, fmt, fs, io, path::Path};
@@ -36,11 +35,11 @@ pub use self::{
     error::{DataplaneError, Result},
     gc::GcReport,
     pins::PinLayout,
-    policy::{
-        Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy, PolicyError,
-        PortMatch, PortRange, Protocol, Rule,
-    },
     record::{AttachmentOwner, AttachmentRecord},
+};
+pub use crate::policy::model::{
+    Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy, PolicyError,
+    PortMatch, PortRange, Protocol, Rule,
 };
 
 /// The eBPF object built from `multus-ebpf` by this crate's build script.
@@ -365,7 +364,7 @@ impl Dataplane {
         // A bad policy fails before anything exists.
         let compiled = reqs
             .iter()
-            .map(|req| req.policy.map(compile::compile).transpose())
+            .map(|req| req.policy.map(trie::build).transpose())
             .collect::<Result<Vec<_>, _>>()
             .map_err(DataplaneError::Policy)?;
         let found = netns::run_each(reqs.iter().map(|req| (req.netns, || locate(req))));
@@ -417,7 +416,7 @@ impl Dataplane {
         &mut self,
         records: &[AttachmentRecord],
         keys: &[IfaceKey],
-        policies: Vec<Option<compile::Compiled>>,
+        policies: Vec<Option<trie::TrieEntries>>,
     ) -> Result<()> {
         // Records first: whatever happens next, a restart knows these ids exist and can clean
         // them.

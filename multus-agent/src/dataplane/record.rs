@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     AttachMode,
     error::{DataplaneError, Result},
-    policy::Policy,
 };
+use crate::policy::model::Policy;
 
 /// Who an attachment belongs to; filled in by the agent, empty for bare attachments.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

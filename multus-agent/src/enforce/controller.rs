@@ -20,16 +20,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multus_cni::network::SourceError;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{
-    change::{Change, Kind, MnpObject, NadObject},
-    report::{Problem, ProblemReporter},
-};
+use super::report::{Problem, ProblemReporter};
 use crate::{
     attachments::Attachments,
+    changes::{Change, Kind, MnpObject, NadObject, PodLookup},
     dataplane::DataplaneError,
     metrics::AgentMetrics,
     policy::{
@@ -64,17 +61,6 @@ pub enum Peers {
     /// This node's own attachments (standalone mode: no network-status is written anywhere),
     /// added to the pods the local files describe.
     LocalAttachments,
-}
-
-/// A pod's labels and ports, for an ADD whose pod the snapshot does not hold yet.
-pub trait PodLookup: Send + Sync {
-    /// The pod `namespace/name` (with `uid`, when given); `None` when it does not exist.
-    fn pod(
-        &self,
-        namespace: &str,
-        name: &str,
-        uid: Option<&str>,
-    ) -> Result<Option<PodView>, SourceError>;
 }
 
 /// Keeps every attachment's policy current.

@@ -16,14 +16,16 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::change::{self, Change, Translate};
-use crate::metrics::AgentMetrics;
+use crate::{
+    changes::{self, Change, Translate},
+    metrics::AgentMetrics,
+};
 
 /// Starts the pod and MultiNetworkPolicy watches on the current runtime.
 pub fn start(client: &Client, tx: &mpsc::Sender<Change>, metrics: &AgentMetrics) {
     spawn(
         Api::<Pod>::all(client.clone()),
-        change::PODS,
+        changes::PODS,
         tx.clone(),
         metrics.clone(),
         "policy_pods",
@@ -32,7 +34,7 @@ pub fn start(client: &Client, tx: &mpsc::Sender<Change>, metrics: &AgentMetrics)
     // The API server serves v1beta1 objects as v1beta2 (the storage version).
     spawn(
         Api::<MultiNetworkPolicy>::all(client.clone()),
-        change::MNPS,
+        changes::MNPS,
         tx.clone(),
         metrics.clone(),
         "multi_network_policies",

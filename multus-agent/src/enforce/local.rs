@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use super::change::{self, Change, Kind};
+use crate::changes::{self, Change, Kind};
 use crate::policy::{FieldError, MnpEntry, ObjectError, ObjectKey};
 
 /// A file's changes, for one (size, mtime).
@@ -142,16 +142,16 @@ fn document(path: &Path, doc: Value) -> Option<Change> {
     };
     match kind.as_str() {
         "NetworkAttachmentDefinition" => match crd::nad_from_value(doc) {
-            Ok(nad) => Some(change::nad_typed(&nad)),
+            Ok(nad) => Some(changes::nad_typed(&nad)),
             Err(e) => skipped(&e),
         },
         "MultiNetworkPolicy" => Some(mnp_document(doc, &version)),
         "Pod" => match serde_json::from_value::<Pod>(doc) {
-            Ok(pod) => Some(change::pod(&pod)),
+            Ok(pod) => Some(changes::pod(&pod)),
             Err(e) => skipped(&e),
         },
         "Namespace" => match serde_json::from_value::<Namespace>(doc) {
-            Ok(ns) => Some(change::namespace(&ns)),
+            Ok(ns) => Some(changes::namespace(&ns)),
             Err(e) => skipped(&e),
         },
         _ => None,
@@ -170,9 +170,9 @@ fn mnp_document(doc: Value, version: &str) -> Change {
             .unwrap_or_default(),
     );
     let read = if version.ends_with("/v1beta1") {
-        serde_json::from_value::<v1beta1::MultiNetworkPolicy>(doc).map(|p| change::mnp_v1beta1(&p))
+        serde_json::from_value::<v1beta1::MultiNetworkPolicy>(doc).map(|p| changes::mnp_v1beta1(&p))
     } else {
-        serde_json::from_value::<v1beta2::MultiNetworkPolicy>(doc).map(|p| change::mnp(&p))
+        serde_json::from_value::<v1beta2::MultiNetworkPolicy>(doc).map(|p| changes::mnp(&p))
     };
     read.unwrap_or_else(|e| {
         let error = ObjectError::MultiNetworkPolicy {
@@ -181,7 +181,7 @@ fn mnp_document(doc: Value, version: &str) -> Change {
         };
         Change::Mnp(
             key.clone(),
-            Some(change::MnpObject {
+            Some(changes::MnpObject {
                 entry: MnpEntry {
                     key,
                     networks: None,

@@ -13,8 +13,7 @@ use std::sync::{Arc, mpsc};
 use multus_kube::{EventTarget, EventType};
 use tracing::{debug, warn};
 
-use super::change::Kind;
-use crate::{policy::ObjectKey, source::kube::BlockingApi};
+use crate::{changes::Kind, kube_api::BlockingApi, policy::ObjectKey};
 
 /// The Event reason of an invalid NAD policy annotation or MultiNetworkPolicy.
 pub const INVALID_POLICY_REASON: &str = "InvalidPolicy";

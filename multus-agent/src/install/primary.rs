@@ -211,27 +211,31 @@ mod tests {
         let p = dir.path().join("10-a.conf");
         fs::write(&p, r#"{"cniVersion": "0.4.0", "name": "a", "type": "bri"#).unwrap();
         assert!(matches!(load(&p).unwrap(), Lookup::Incomplete { .. }));
-        fs::write(
-            &p,
-            r#"{"cniVersion": "0.4.0", "name": "a", "type": "bridge"} x"#,
-        )
-        .unwrap();
-        let err = load(&p).unwrap_err();
-        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        // A finished file that is wrong is an error naming what is wrong.
+        for (content, expected) in [
+            (
+                r#"{"cniVersion": "0.4.0", "name": "a", "type": "bridge"} x"#,
+                "not valid JSON",
+            ),
+            (
+                r#"{"cniVersion": "0.2.1", "name": "a", "type": "bridge"}"#,
+                "\"0.2.1\" is not supported",
+            ),
+            (r#"{"cniVersion": "0.4.0", "type": "bridge"}"#, "no name"),
+        ] {
+            fs::write(&p, content).unwrap();
+            let err = load(&p).unwrap_err();
+            assert!(err.to_string().contains(expected), "{content}: {err}");
+        }
         fs::write(
             &p,
             r#"{"cniVersion": "0.2.1", "name": "a", "type": "bridge"}"#,
         )
         .unwrap();
-        let err = load(&p).unwrap_err();
-        assert!(matches!(err, InstallError::Version { .. }), "{err}");
-        assert!(
-            err.to_string().contains("\"0.2.1\" is not supported"),
-            "{err}"
-        );
-        fs::write(&p, r#"{"cniVersion": "0.4.0", "type": "bridge"}"#).unwrap();
-        let err = load(&p).unwrap_err();
-        assert!(err.to_string().contains("no name"), "{err}");
+        assert!(matches!(
+            load(&p).unwrap_err(),
+            InstallError::Version { .. }
+        ));
         fs::write(
             &p,
             r#"{"cniVersion": "0.4.0", "name": "a", "type": "bridge"}"#,

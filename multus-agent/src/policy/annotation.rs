@@ -24,18 +24,15 @@ use serde::{
     de::{self, IntoDeserializer, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer},
 };
 
+use super::model::{
+    Action, AntiSpoof, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange,
+    Protocol, Rule,
+};
 use super::{
     error::FieldError,
     inputs::{LocalAttachment, ObjectKey},
     subnets::subnets,
 };
-use crate::dataplane::{
-    Action, AntiSpoof, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange,
-    Protocol, Rule,
-};
-
-/// The NAD annotation holding the network's policy document.
-pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";
 
 /// IPv6 peers `isolate` keeps allowed besides the network's subnets: link-local addresses and
 /// link-local multicast, which neighbour discovery needs.

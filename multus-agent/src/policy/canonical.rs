@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use crate::dataplane::{Action, DirectionPolicy, Origin, Peer, Policy, PortMatch, Rule};
+use super::model::{Action, DirectionPolicy, Origin, Peer, Policy, PortMatch, Rule};
 
 /// `policy` in canonical form; it matches exactly the same packets.
 pub fn canonical(policy: Policy) -> Policy {
@@ -131,7 +131,7 @@ fn sorted_peers(mut peers: Vec<Peer>) -> Vec<Peer> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use crate::dataplane::{PortRange, Protocol};
+    use crate::policy::model::{PortRange, Protocol};
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -12,9 +12,7 @@
 //!
 //! ARP and neighbour discovery pass unless a deny rule matches them in either policy, so the
 //! union of the deny rules is exact for them too.
-use crate::dataplane::{
-    Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
-};
+use super::model::{Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule};
 
 use super::canonical::{PeerSet, peer_set};
 

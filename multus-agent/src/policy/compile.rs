@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::model::Policy;
 use super::{
     canonical::canonical,
     combine::intersect,
@@ -12,7 +13,6 @@ use super::{
     resolve::mnp_policy,
     snapshot::Snapshot,
 };
-use crate::dataplane::Policy;
 
 /// Where an attachment's policy comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,11 +2,8 @@
 //! attachment and every object that stands in its way.
 use std::fmt;
 
-use super::{
-    annotation::NAD_POLICY_ANNOTATION,
-    inputs::{AttachmentKey, ObjectKey},
-};
-use crate::dataplane::PolicyError;
+use super::inputs::{AttachmentKey, NAD_POLICY_ANNOTATION, ObjectKey};
+use super::model::PolicyError;
 
 /// A field of a policy document and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! anti-spoofing) and audit mode. The compiler's tests judge compiled policies with it.
 use std::net::IpAddr;
 
-use crate::dataplane::{Action, DirectionPolicy, Peer, Policy, PortMatch, Protocol, Rule};
+use super::model::{Action, DirectionPolicy, Peer, Policy, PortMatch, Protocol, Rule};
 
 /// Which way a packet goes, seen from the pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,7 +111,7 @@ fn port_matches(m: &PortMatch, traffic: Traffic) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use crate::dataplane::PortRange;
+    use crate::policy::model::PortRange;
 
     fn pkt(direction: Direction, peer: &str, traffic: Traffic) -> Packet {
         Packet {

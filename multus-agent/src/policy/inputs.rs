@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use multus_kube::{NETWORK_STATUS_ANNOTATION, NadInfo, PodInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{MacAddr, Protocol};
+use super::model::{MacAddr, Protocol};
 
 /// `namespace/name` of a namespaced object; for a network, the name network-status gives it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -180,6 +180,9 @@ pub struct NamespaceView {
     /// Labels.
     pub labels: BTreeMap<String, String>,
 }
+
+/// The NAD annotation holding the network's policy document ([`super::annotation`] reads it).
+pub const NAD_POLICY_ANNOTATION: &str = "multus-rs.io/policy";
 
 /// A NetworkAttachmentDefinition: its policy annotation and the CNI config the `isolate`
 /// shorthand reads the subnets from.

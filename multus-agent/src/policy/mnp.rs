@@ -10,12 +10,12 @@ use multus_kube::crd::{
     MultiNetworkPolicyPeer, MultiNetworkPolicyPort, POLICY_FOR_ANNOTATION, v1beta1, v1beta2,
 };
 
+use super::model::{Peer, PortRange, Protocol};
 use super::{
     error::{FieldError, ObjectError},
     inputs::{ObjectKey, PodView, port_protocol},
     selector::Selector,
 };
-use crate::dataplane::{Peer, PortRange, Protocol};
 
 /// A MultiNetworkPolicy as the compiler uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]

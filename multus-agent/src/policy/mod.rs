@@ -1,5 +1,6 @@
-//! The policy compiler: NAD policy annotations and MultiNetworkPolicies → the
-//! [`crate::dataplane::Policy`] of each attachment on this node.
+//! The policy model and its compiler. [`model`] is what one attachment enforces (a leaf: the
+//! dataplane installs it, nothing here touches eBPF); the rest compiles NAD policy annotations
+//! and MultiNetworkPolicies into the [`model::Policy`] of each attachment on this node.
 //!
 //! Pure and synchronous. The caller keeps a [`Snapshot`] of pods, namespaces, NADs and
 //! MultiNetworkPolicies (from watches, or from local files in standalone mode), registers the
@@ -7,7 +8,7 @@
 //!
 //! ```no_run
 //! # use multus_agent::policy::{Snapshot, NadView, compile};
-//! # fn install(_: &multus_agent::policy::AttachmentKey, _: &multus_agent::dataplane::Policy) {}
+//! # fn install(_: &multus_agent::policy::AttachmentKey, _: &multus_agent::policy::model::Policy) {}
 //! # let mut snapshot = Snapshot::new();
 //! # let nad = NadView::default();
 //! let update = snapshot.upsert_nad(nad);
@@ -34,18 +35,19 @@ pub mod eval;
 pub mod index;
 pub mod inputs;
 pub mod mnp;
+pub mod model;
 pub mod resolve;
 pub mod selector;
 pub mod snapshot;
 pub mod subnets;
 
 pub use self::{
-    annotation::{NAD_POLICY_ANNOTATION, NadPolicy},
+    annotation::NadPolicy,
     compile::{CompiledPolicy, InvalidPolicySource, PolicySource, compile, compile_attachment},
     error::{CompileError, FieldError, ObjectError},
     inputs::{
-        AttachmentKey, LocalAttachment, NadView, NamedPort, NamespaceView, ObjectKey, PodNetwork,
-        PodView,
+        AttachmentKey, LocalAttachment, NAD_POLICY_ANNOTATION, NadView, NamedPort, NamespaceView,
+        ObjectKey, PodNetwork, PodView,
     },
     mnp::MnpEntry,
     snapshot::{NadEntry, Snapshot, Update},

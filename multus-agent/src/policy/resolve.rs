@@ -11,15 +11,15 @@ use std::{
 
 use ipnet::IpNet;
 
+use super::model::{
+    Action, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
+};
 use super::{
     eval::peer_contains,
     inputs::{ObjectKey, PodView},
     mnp::{MnpEntry, MnpPeer, MnpRule, MnpRules, PortSpec},
     selector::Selector,
     snapshot::Snapshot,
-};
-use crate::dataplane::{
-    Action, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
 };
 
 /// The policy the applying MultiNetworkPolicies give `target`'s attachment to `network`; `None`

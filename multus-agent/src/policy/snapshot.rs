@@ -7,9 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use multus_kube::crd::v1beta2::MultiNetworkPolicy;
 
 use super::{
-    annotation::{NAD_POLICY_ANNOTATION, NadPolicy},
+    annotation::NadPolicy,
     error::ObjectError,
-    inputs::{AttachmentKey, LocalAttachment, NadView, NamespaceView, ObjectKey, PodView},
+    inputs::{
+        AttachmentKey, LocalAttachment, NAD_POLICY_ANNOTATION, NadView, NamespaceView, ObjectKey,
+        PodView,
+    },
     mnp::MnpEntry,
 };
 

@@ -460,18 +460,7 @@ fn clean_up(mut node: Node, pods: [Sandbox; 2], runtime: &Runtime) -> anyhow::Re
         cache.is_empty(),
         "cached attachments left after DEL: {cache:?}"
     );
-    // host-local keeps a lock and its last address per network; a lease is a file named
-    // after its address.
-    let leases: Vec<String> = node
-        .files("ipam")
-        .into_iter()
-        .filter(|f| {
-            Path::new(f)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-        })
-        .collect();
+    let leases = multus_testkit::ipam::host_local_leases(&node.path("ipam"));
     ensure!(
         leases.is_empty(),
         "address leases left after DEL: {leases:?}"

@@ -10,7 +10,7 @@ use multus_testkit::{
 };
 use serde_json::{Value, json};
 
-use super::node::{Source, StressNode};
+use super::node::{Source, StressChecks as _, StressNode};
 
 const NETWORKS_KEY: &str = "k8s.v1.cni.cncf.io/networks";
 

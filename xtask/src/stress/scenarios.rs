@@ -5,12 +5,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use multus_testkit::{Netns, inside};
+use multus_testkit::{Netns, conf::PLUGIN_DIR, inside};
 use serde_json::{Value, json};
 
 use super::{
     Args, Tally,
-    node::{NETWORKS, Outcome, PLUGIN_DIR, StressNode, node_links},
+    node::{self, NETWORKS, Outcome, StressChecks as _, StressNode, node_links},
     pods::Pods,
 };
 use crate::{
@@ -43,15 +43,29 @@ struct BurstPod {
 pub fn run_mode(mode: &str, pods: &dyn Pods, args: &Args, tally: &mut Tally) -> anyhow::Result<()> {
     step(&format!("{mode}: node, agent, networks"));
     let bin = crate::shell::target_dir(if args.debug { "debug" } else { "release" });
-    let mut node = StressNode::new(bin, &mode[..4])?;
+    let mut node = node::new(bin, &mode[..4])?;
     pods.prepare(&mut node)?;
     node.start_agent()?;
     // One warm-up pod creates the bridge; from then on the node's links are its own.
     let warm = Netns::new("spw");
     pods.create(&node, "warmup", NETWORKS)?;
-    let add = node.cni("ADD", "warmup", &warm.path(), pods.namespace(), "warmup")?;
+    let add = node.cni(
+        &node.shim_conf(),
+        "ADD",
+        "warmup",
+        &warm.path(),
+        pods.namespace(),
+        "warmup",
+    )?;
     tally.check("warm-up ADD", add.exit == 0, || format!("{add:?}"));
-    let del = node.cni("DEL", "warmup", &warm.path(), pods.namespace(), "warmup")?;
+    let del = node.cni(
+        &node.shim_conf(),
+        "DEL",
+        "warmup",
+        &warm.path(),
+        pods.namespace(),
+        "warmup",
+    )?;
     tally.check("warm-up DEL", del.exit == 0, || format!("{del:?}"));
     pods.delete(&node, "warmup")?;
     let base_links = node_links(&node.netns);
@@ -130,8 +144,22 @@ fn cycles(node: &StressNode, pods: &dyn Pods, n: usize, tally: &mut Tally) -> an
     for i in 0..n {
         let name = format!("cycle{i}");
         pods.create(node, &name, NETWORKS)?;
-        let add = node.cni("ADD", &name, &pod.path(), pods.namespace(), &name)?;
-        let del = node.cni("DEL", &name, &pod.path(), pods.namespace(), &name)?;
+        let add = node.cni(
+            &node.shim_conf(),
+            "ADD",
+            &name,
+            &pod.path(),
+            pods.namespace(),
+            &name,
+        )?;
+        let del = node.cni(
+            &node.shim_conf(),
+            "DEL",
+            &name,
+            &pod.path(),
+            pods.namespace(),
+            &name,
+        )?;
         pods.delete(node, &name)?;
         adds.push(add.took);
         dels.push(del.took);
@@ -224,7 +252,18 @@ fn all_at_once(
     std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
-            .map(|p| s.spawn(move || node.cni(command, &p.id, &p.netns.path(), ns, &p.name)))
+            .map(|p| {
+                s.spawn(move || {
+                    node.cni(
+                        &node.shim_conf(),
+                        command,
+                        &p.id,
+                        &p.netns.path(),
+                        ns,
+                        &p.name,
+                    )
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -306,7 +345,14 @@ fn kill_round(
             .iter()
             .map(|p| {
                 s.spawn(move || {
-                    let out = node_ref.cni("ADD", &p.id, &p.netns.path(), ns, &p.name);
+                    let out = node_ref.cni(
+                        &node_ref.shim_conf(),
+                        "ADD",
+                        &p.id,
+                        &p.netns.path(),
+                        ns,
+                        &p.name,
+                    );
                     answered.fetch_add(1, Ordering::SeqCst);
                     out
                 })
@@ -339,13 +385,27 @@ fn kill_round(
         if ok(add) {
             continue;
         }
-        let del = node.cni("DEL", &p.id, &p.netns.path(), pods.namespace(), &p.name);
+        let del = node.cni(
+            &node.shim_conf(),
+            "DEL",
+            &p.id,
+            &p.netns.path(),
+            pods.namespace(),
+            &p.name,
+        );
         tally.check(
             &format!("DEL after the failed ADD of {}", p.name),
             ok(&del),
             || describe(&del),
         );
-        let again = node.cni("ADD", &p.id, &p.netns.path(), pods.namespace(), &p.name);
+        let again = node.cni(
+            &node.shim_conf(),
+            "ADD",
+            &p.id,
+            &p.netns.path(),
+            pods.namespace(),
+            &p.name,
+        );
         tally.check(&format!("retried ADD of {}", p.name), ok(&again), || {
             describe(&again)
         });
@@ -444,6 +504,21 @@ fn bad(name: &'static str, code: u64, conf: fn(&mut Value)) -> Bad {
 
 fn keep(_: &mut Value) {}
 
+impl Bad {
+    /// The same call with `var` set to `value` (`None`: unset).
+    fn env(self, var: &'static str, value: Option<&'static str>) -> Self {
+        Self {
+            env: Some((var, value)),
+            ..self
+        }
+    }
+
+    /// The same call for a pod whose annotation is `networks`.
+    fn networks(self, networks: &'static str) -> Self {
+        Self { networks, ..self }
+    }
+}
+
 fn malformed_table() -> Vec<Bad> {
     vec![
         bad("no type", 7, |c| {
@@ -471,38 +546,14 @@ fn malformed_table() -> Vec<Bad> {
         bad("logOptions.maxAge a string", 7, |c| {
             c["logOptions"] = json!({"maxAge": "5d"});
         }),
-        Bad {
-            env: Some(("CNI_COMMAND", None)),
-            ..bad("no CNI_COMMAND", 4, keep)
-        },
-        Bad {
-            env: Some(("CNI_IFNAME", Some("eth0123456789abcdef"))),
-            ..bad("ifname too long", 4, keep)
-        },
-        Bad {
-            env: Some(("CNI_NETNS", Some("/nonexistent/netns"))),
-            ..bad("netns does not exist", 3, keep)
-        },
-        Bad {
-            env: Some(("CNI_CONTAINERID", Some("../../etc/passwd"))),
-            ..bad("container id with a path", 4, keep)
-        },
-        Bad {
-            networks: "missing-net",
-            ..bad("unknown network", 7, keep)
-        },
-        Bad {
-            networks: "Bad_Name",
-            ..bad("bad network name", 7, keep)
-        },
-        Bad {
-            networks: "[{\"name\": \"mv\"",
-            ..bad("truncated annotation", 7, keep)
-        },
-        Bad {
-            networks: "no-master",
-            ..bad("macvlan master missing", 7, keep)
-        },
+        bad("no CNI_COMMAND", 4, keep).env("CNI_COMMAND", None),
+        bad("ifname too long", 4, keep).env("CNI_IFNAME", Some("eth0123456789abcdef")),
+        bad("netns does not exist", 3, keep).env("CNI_NETNS", Some("/nonexistent/netns")),
+        bad("container id with a path", 4, keep).env("CNI_CONTAINERID", Some("../../etc/passwd")),
+        bad("unknown network", 7, keep).networks("missing-net"),
+        bad("bad network name", 7, keep).networks("Bad_Name"),
+        bad("truncated annotation", 7, keep).networks("[{\"name\": \"mv\""),
+        bad("macvlan master missing", 7, keep).networks("no-master"),
     ]
 }
 

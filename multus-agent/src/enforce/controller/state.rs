@@ -10,8 +10,9 @@ use tracing::{debug, info, warn};
 
 use super::{Enforcer, Keys, Peers};
 use crate::{
+    changes::Kind,
     dataplane::AttachmentRecord,
-    enforce::{change::Kind, interface},
+    enforce::interface,
     policy::{
         CompiledPolicy, LocalAttachment, ObjectKey, PodNetwork, PodView, PolicySource, Snapshot,
     },

@@ -86,19 +86,13 @@ impl FakeKubelet {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let socket = socket.to_owned();
+        // Built here so that a failure is the caller's error; a current-thread runtime moves.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let thread = std::thread::Builder::new()
             .name("fake-kubelet".to_owned())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
                 runtime.block_on(async move {
                     let listener = match tokio::net::UnixListener::bind(&socket) {
                         Ok(l) => l,

@@ -34,18 +34,10 @@ fn left(pins_before: &BTreeSet<String>) -> Vec<String> {
             .into_iter()
             .map(|f| format!("cache {CACHE}/{f}")),
     );
-    // host-local keeps a lock and its last address per network; a lease is named after its
-    // address.
     out.extend(
-        files_below(Path::new(LEASES))
+        multus_testkit::ipam::host_local_leases(Path::new(LEASES))
             .into_iter()
-            .filter(|f| {
-                Path::new(f)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-            })
-            .map(|f| format!("lease {LEASES}/{f}")),
+            .map(|(net, addr)| format!("lease {LEASES}/{net}/{addr}")),
     );
     out
 }

@@ -1,4 +1,4 @@
-//! The compiler checked against a direct reading of the policy semantics: a software model of
+//! The trie builder checked against a direct reading of the policy semantics: a software model of
 //! the programs' trie lookups over the compiled entries must give the verdict that evaluating
 //! every rule by hand gives, for random policies and packets.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use crate::dataplane::policy::{AntiSpoof, Peer, PortMatch, PortRange};
+use crate::policy::model::{AntiSpoof, Peer, PortMatch, PortRange};
 
 /// What a packet looks like to the rules.
 #[derive(Clone, Copy, Debug)]
@@ -104,7 +104,7 @@ fn tcp(port: u16) -> Probe {
 }
 
 fn check(policy: &Policy, cases: &[(&str, Probe, u8)]) {
-    let compiled = compile(policy).unwrap();
+    let compiled = build(policy).unwrap();
     for &(peer, probe, want) in cases {
         let peer = ip(peer);
         assert_eq!(
@@ -201,7 +201,7 @@ fn arp_is_only_matched_by_rules_naming_it() {
             ("192.0.2.12", tcp(80), VERDICT_DENY),
         ],
     );
-    let compiled = compile(&policy).unwrap();
+    let compiled = build(&policy).unwrap();
     let meta = compiled
         .entries
         .iter()
@@ -264,7 +264,7 @@ fn many_port_blocks_go_to_the_trie_as_a_shared_set() {
         VERDICT_ALLOW,
     ));
     check(&policy, &cases);
-    let compiled = compile(&policy).unwrap();
+    let compiled = build(&policy).unwrap();
     let peers = |blocks: u8| {
         compiled
             .entries
@@ -311,7 +311,7 @@ fn bad_policies_are_refused_with_the_reason() {
         ]),
         ..Policy::default()
     };
-    let err = compile(&bad_except).unwrap_err().to_string();
+    let err = build(&bad_except).unwrap_err().to_string();
     assert!(
         err.contains("192.0.2.128/26") && err.contains("192.0.2.0/25"),
         "{err}"
@@ -324,7 +324,7 @@ fn bad_policies_are_refused_with_the_reason() {
         ..Policy::default()
     };
     assert!(matches!(
-        compile(&mixed_family),
+        build(&mixed_family),
         Err(PolicyError::ExceptOutsideCidr { .. })
     ));
 
@@ -335,7 +335,7 @@ fn bad_policies_are_refused_with_the_reason() {
         ..Policy::default()
     };
     assert!(matches!(
-        compile(&empty_range),
+        build(&empty_range),
         Err(PolicyError::EmptyPortRange { start: 90, end: 80 })
     ));
 
@@ -352,7 +352,7 @@ fn bad_policies_are_refused_with_the_reason() {
         ..Policy::default()
     };
     assert!(matches!(
-        compile(&icmp_ports),
+        build(&icmp_ports),
         Err(PolicyError::PortsWithoutPortProtocol {
             protocol: Protocol::Icmp,
             ..
@@ -372,7 +372,7 @@ fn meta_flags_follow_the_policy() {
             router: false,
         }),
     };
-    let mut compiled = compile(&policy).unwrap();
+    let mut compiled = build(&policy).unwrap();
     compiled.set_generation(42);
     let meta = |dir: u32| {
         compiled
@@ -420,7 +420,7 @@ fn meta_flags_follow_the_policy() {
     if let Some(a) = router.anti_spoof.as_mut() {
         a.router = true;
     }
-    let compiled = compile(&router).unwrap();
+    let compiled = build(&router).unwrap();
     let egress = compiled
         .entries
         .iter()
@@ -444,7 +444,7 @@ fn ten_thousand_cidrs_fit_with_one_entry_each() {
         ingress: DirectionPolicy::allow_by_default(rules),
         ..Policy::default()
     };
-    let compiled = compile(&policy).unwrap();
+    let compiled = build(&policy).unwrap();
     // 10,000 peer entries, a root per direction and family, and the two meta entries.
     assert_eq!(compiled.entries.len(), 10_006);
 }
@@ -571,7 +571,7 @@ fn random_policies_match_the_rules_read_by_hand() {
             egress: DirectionPolicy::deny_by_default(rules.clone()),
             ..Policy::default()
         };
-        let compiled = compile(&policy).unwrap();
+        let compiled = build(&policy).unwrap();
         for _ in 0..300 {
             let v6 = rng.below(3) == 0;
             let peer = rng.addr(v6);

@@ -1,4 +1,4 @@
-//! Compiling a [`Policy`] into the entries of one attachment's policy trie.
+//! Building the entries of one attachment's policy trie from its [`Policy`].
 //!
 //! The programs do one longest-prefix lookup for the peer, so every prefix that appears in the
 //! policy (peer CIDRs and their excepts, plus `/0` for rules without peers) gets the verdict of
@@ -23,7 +23,7 @@ use multus_common::{
     },
 };
 
-use super::policy::{Action, DirectionPolicy, Policy, PolicyError, Protocol, Rule};
+use crate::policy::model::{Action, DirectionPolicy, Policy, PolicyError, Protocol, Rule};
 
 /// One trie entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +38,12 @@ pub struct Entry {
 
 /// The entries of a policy trie, ready to be written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Compiled {
-    /// Every entry; meta entries carry generation 0 until [`Compiled::set_generation`].
+pub struct TrieEntries {
+    /// Every entry; meta entries carry generation 0 until [`TrieEntries::set_generation`].
     pub entries: Vec<Entry>,
 }
 
-impl Compiled {
+impl TrieEntries {
     /// Stamps the policy generation into the meta and peer entries (the programs compare it
     /// with the generation recorded in the connection table).
     pub fn set_generation(&mut self, generation: u32) {
@@ -57,8 +57,8 @@ impl Compiled {
     }
 }
 
-/// Compiles `policy`; fails on what [`Policy::validate`] rejects or when it does not fit.
-pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
+/// Builds `policy`'s trie entries; fails on what [`Policy::validate`] rejects or when it does not fit.
+pub fn build(policy: &Policy) -> Result<TrieEntries, PolicyError> {
     policy.validate()?;
     let mut entries = Vec::new();
     let mut sets = PortSets::default();
@@ -70,7 +70,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
         let dir = dir as u8;
         let meta = dir_meta(dir, policy, this, other);
         for family in [FAMILY_V4, FAMILY_V6] {
-            compile_peers(dir, family, &this.rules, meta, &mut sets, &mut entries);
+            peer_entries(dir, family, &this.rules, meta, &mut sets, &mut entries);
         }
         entries.push(Entry {
             prefix_len: META_PREFIX,
@@ -98,7 +98,7 @@ pub fn compile(policy: &Policy) -> Result<Compiled, PolicyError> {
             max: MAX_POLICY_ENTRIES,
         });
     }
-    Ok(Compiled { entries })
+    Ok(TrieEntries { entries })
 }
 
 fn dir_meta(dir: u8, policy: &Policy, this: &DirectionPolicy, other: &DirectionPolicy) -> DirMeta {
@@ -189,7 +189,7 @@ impl Prefix {
 }
 
 /// The verdict of a set of rules over protocols and ports: `fallback` for whatever `ports`
-/// does not cover. Equal sets compile to the same trie data.
+/// does not cover. Equal sets give the same trie data.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Verdicts {
     fallback: u8,
@@ -349,7 +349,7 @@ fn port_prefixes(start: u16, end: u16) -> Vec<(u16, u32)> {
 }
 
 /// The peer entries of one direction and family.
-fn compile_peers(
+fn peer_entries(
     dir: u8,
     family: u8,
     rules: &[Rule],

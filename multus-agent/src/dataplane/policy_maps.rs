@@ -11,13 +11,13 @@ use multus_common::{FlowKey, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, maps};
 
 use super::{
     Dataplane,
-    compile::{self, Compiled},
     error::{DataplaneError, Result},
     is_absent, map_err,
-    policy::Policy,
     record::AttachmentRecord,
     sys,
+    trie::{self, TrieEntries},
 };
+use crate::policy::model::Policy;
 
 /// LPM tries must be created without preallocation.
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -40,7 +40,7 @@ impl Dataplane {
         source: Option<&str>,
     ) -> Result<AttachmentRecord> {
         let mut record = self.attachment(id)?;
-        let compiled = compile::compile(policy).map_err(DataplaneError::Policy)?;
+        let compiled = trie::build(policy).map_err(DataplaneError::Policy)?;
         self.install_policy(id, compiled)?;
         record.policy = Some(policy.clone());
         record.policy_source = source.map(str::to_owned);
@@ -87,7 +87,7 @@ impl Dataplane {
     }
 
     /// Builds a new trie from `compiled` and swaps it in; returns its generation.
-    pub(super) fn install_policy(&mut self, id: u32, mut compiled: Compiled) -> Result<u32> {
+    pub(super) fn install_policy(&mut self, id: u32, mut compiled: TrieEntries) -> Result<u32> {
         let mut trie = PolicyTrie::create(MAX_POLICY_ENTRIES, BPF_F_NO_PREALLOC)
             .map_err(|e| map_err(maps::POLICIES, e))?;
         let generation = trie

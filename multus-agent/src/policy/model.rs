@@ -1,5 +1,5 @@
 //! The policy one attachment enforces, as the policy compiler (NAD annotations,
-//! MultiNetworkPolicy) produces it and [`super::Dataplane::set_policy`] installs it.
+//! MultiNetworkPolicy) produces it and [`crate::dataplane::Dataplane::set_policy`] installs it.
 //!
 //! Semantics, per direction (ingress: what the pod receives, peer = source; egress: what the pod
 //! sends, peer = destination):

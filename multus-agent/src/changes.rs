@@ -1,6 +1,7 @@
-//! Changes to the compiler's inputs, as the watches and the local directory deliver them: one
-//! object added, replaced or removed, or the start and end of a full listing (after which
-//! objects of that kind not listed are gone).
+//! Changes to the policy compiler's inputs, as the watches and the local directory deliver them
+//! to the [`crate::enforce::Enforcer`]: one object added, replaced or removed, or the start and
+//! end of a full listing (after which objects of that kind not listed are gone); and the
+//! [`PodLookup`] an ADD falls back on for a pod no change delivered yet.
 use std::fmt;
 
 use k8s_openapi::{
@@ -8,9 +9,21 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{api::DynamicObject, runtime::watcher};
+use multus_cni::network::SourceError;
 use multus_kube::crd::{self, v1beta1, v1beta2};
 
 use crate::policy::{MnpEntry, NadView, NamespaceView, ObjectKey, PodView};
+
+/// A pod's labels and ports, for an ADD whose pod the snapshot does not hold yet.
+pub trait PodLookup: Send + Sync {
+    /// The pod `namespace/name` (with `uid`, when given); `None` when it does not exist.
+    fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<PodView>, SourceError>;
+}
 
 /// The kinds of objects policy reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
