@@ -625,8 +625,13 @@ fn a_full_ring_counts_lost_events_and_the_metrics_show_them() {
     // The agent's reader drains what the ring holds and carries the lost count to the metrics.
     let metrics = multus_agent::metrics::AgentMetrics::default();
     let log = std::sync::Arc::new(events::EventLog::new(100_000));
-    multus_agent::observe::spawn_reader(reader, dirs.layout(), log.clone(), metrics.clone())
-        .unwrap();
+    multus_agent::observe::spawn_reader(
+        reader,
+        dirs.layout(),
+        std::sync::Arc::clone(&log),
+        metrics.clone(),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while metrics.drop_event_totals().2 < counts.lost && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
