@@ -521,6 +521,29 @@ fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing
         stderr.contains("no attachment of pod infra/nobody"),
         "{stderr}"
     );
+    // A record that no longer says what the trie holds is reported, not papered over.
+    let path = ev._dirs.layout().record(record.id);
+    let mut tampered = record.clone();
+    if let Some(p) = tampered.policy.as_mut() {
+        p.egress.rules.clear();
+    }
+    tampered.save(&path).unwrap();
+    let out = ev.explain_command(&[
+        "infra/a",
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "9000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("disagree"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DROP (policy_deny)"));
+    record.save(&path).unwrap();
 
     // isolate: a peer outside the network's subnet; antiSpoof: a source not the pod's.
     snapshot.remove_mnp(&policy_fixture::key("infra/db-policy"));
