@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Node, assert_clean, link_names, root};
+use common::{Node, assert_clean, link_names};
 use multus_testkit::Netns;
 use serde_json::{Value, json};
 
@@ -70,14 +70,12 @@ fn cached_networks(node: &Node, container: &str) -> Vec<String> {
 
 #[test]
 fn missing_macvlan_master_is_a_config_error_naming_it() {
-    if !root("missing_macvlan_master_is_a_config_error_naming_it") {
+    let Some(node) = common::root_node("missing_macvlan_master_is_a_config_error_naming_it") else {
         return;
-    }
-    let node = Node::new();
+    };
     let missing = multus_testkit::unique_name("nomaster");
     macvlan_on(&node, "orphan", &missing);
-    node.pod("pods", "p", "uid-p", &json!({NETWORKS: "orphan"}));
-    let pod = Netns::new("cpd");
+    let pod = node.pod_asking("p", "orphan");
     let conf = node.multus_conf("1.0.0");
     let node_links = node.links();
     let add = node.run("ADD", "c1", Some(&pod), "p", &conf);
@@ -96,10 +94,9 @@ fn missing_macvlan_master_is_a_config_error_naming_it() {
 
 #[test]
 fn a_delegate_whose_add_failed_is_not_kept_for_del() {
-    if !root("a_delegate_whose_add_failed_is_not_kept_for_del") {
+    let Some(node) = common::root_node("a_delegate_whose_add_failed_is_not_kept_for_del") else {
         return;
-    }
-    let node = Node::new();
+    };
     // Debian's macvlan checks the MTU against its master's in loadConf, which its DEL runs
     // too: this delegate fails its ADD, and fails every DEL of it for the same reason.
     node.nad(
@@ -108,8 +105,7 @@ fn a_delegate_whose_add_failed_is_not_kept_for_del() {
         &json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "vpar", "mtu": 65000,
                 "ipam": node.ipam("192.0.2.0/24", None)}),
     );
-    node.pod("pods", "p", "uid-p", &json!({NETWORKS: "too-big"}));
-    let pod = Netns::new("cpd");
+    let pod = node.pod_asking("p", "too-big");
     let conf = node.multus_conf("1.0.0");
     let add = node.run("ADD", "c1", Some(&pod), "p", &conf);
     assert_eq!(add.code, 1, "{add:?}");
@@ -127,14 +123,14 @@ fn a_delegate_whose_add_failed_is_not_kept_for_del() {
 
 #[test]
 fn a_del_that_can_never_succeed_is_given_up_within_its_bounds() {
-    if !root("a_del_that_can_never_succeed_is_given_up_within_its_bounds") {
+    let Some(node) =
+        common::root_node("a_del_that_can_never_succeed_is_given_up_within_its_bounds")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     let master = Master::new(&node);
     macvlan_on(&node, "mv", &master.name);
-    node.pod("pods", "p", "uid-p", &json!({NETWORKS: "mv"}));
-    let pod = Netns::new("cpd");
+    let pod = node.pod_asking("p", "mv");
     let conf = bounded_conf(&node, "1.0.0");
     node.run("ADD", "c1", Some(&pod), "p", &conf).ok();
     let leases = node.leases();
@@ -175,10 +171,9 @@ fn a_del_that_can_never_succeed_is_given_up_within_its_bounds() {
 
 #[test]
 fn gc_is_not_held_hostage_by_one_entry() {
-    if !root("gc_is_not_held_hostage_by_one_entry") {
+    let Some(node) = common::root_node("gc_is_not_held_hostage_by_one_entry") else {
         return;
-    }
-    let node = Node::new();
+    };
     let master = Master::new(&node);
     macvlan_on(&node, "mv", &master.name);
     node.macvlan_nad("1.0.0");

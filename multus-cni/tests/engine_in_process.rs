@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Node, addrs, in_netns, link_names, root};
+use common::{addrs, in_netns, link_names};
 use multus_cni::{
     Engine, NetConf,
     cni::Request,
@@ -63,10 +63,9 @@ impl Hooks for Recorder {
 
 #[test]
 fn network_status_hooks_and_counting() {
-    if !root("network_status_hooks_and_counting") {
+    let Some(node) = common::root_node("network_status_hooks_and_counting") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.bridge_nad("1.0.0");
     node.pod(
@@ -136,10 +135,9 @@ fn network_status_hooks_and_counting() {
 
 #[test]
 fn a_failing_hook_rolls_the_add_back() {
-    if !root("a_failing_hook_rolls_the_add_back") {
+    let Some(node) = common::root_node("a_failing_hook_rolls_the_add_back") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.pod("pods", "h", "u-h", &json!({NETWORKS: "macvlan-net"}));
     let pod = Netns::new("cpd");
@@ -184,10 +182,11 @@ impl DeviceProvider for OneDevice {
 
 #[test]
 fn requested_ips_reach_only_capable_plugins_and_devices_resolve() {
-    if !root("requested_ips_reach_only_capable_plugins_and_devices_resolve") {
+    let Some(node) =
+        common::root_node("requested_ips_reach_only_capable_plugins_and_devices_resolve")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     // macvlan + static IPAM, taking the address from runtimeConfig ips.
     let doc = json!({
         "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",

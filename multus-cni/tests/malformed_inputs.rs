@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Node, link_names, root};
+use common::{Node, link_names};
 use multus_testkit::Netns;
 use serde_json::{Value, json};
 
@@ -325,10 +325,9 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn malformed_and_hostile_inputs_fail_cleanly() {
-    if !root("malformed_and_hostile_inputs_fail_cleanly") {
+    let Some(node) = common::root_node("malformed_and_hostile_inputs_fail_cleanly") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.bridge_nad("1.0.0");
     node.nad(

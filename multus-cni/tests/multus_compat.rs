@@ -355,10 +355,9 @@ fn del_tears_down_what_multus_set_up() {
 
 #[test]
 fn del_works_with_the_netns_gone() {
-    if !root("del_works_with_the_netns_gone") {
+    let Some(node) = common::root_node("del_works_with_the_netns_gone") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let p = multus_add(&node, "c1", &pod, "gone", &three_delegates(&node, None));
     assert_eq!(node.leases().len(), 3);
@@ -414,10 +413,9 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
 
 #[test]
 fn gc_deletes_stale_multus_entries() {
-    if !root("gc_deletes_stale_multus_entries") {
+    let Some(node) = common::root_node("gc_deletes_stale_multus_entries") else {
         return;
-    }
-    let node = Node::new();
+    };
     let keep = Netns::new("cpd");
     let lost = Netns::new("cpd");
     let two = |node: &Node| {
@@ -456,10 +454,9 @@ fn gc_deletes_stale_multus_entries() {
 /// the raw plugins in `CNINetworkConfigList`. DEL must use the raw ones, or the lease leaks.
 #[test]
 fn del_uses_the_raw_conflist_of_multus_4_2_caches() {
-    if !root("del_uses_the_raw_conflist_of_multus_4_2_caches") {
+    let Some(node) = common::root_node("del_uses_the_raw_conflist_of_multus_4_2_caches") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let mut delegates = three_delegates(&node, None);
     delegates.remove(1);
@@ -497,10 +494,9 @@ fn del_uses_the_raw_conflist_of_multus_4_2_caches() {
 /// its plugins and releases the address, as Multus's libcni would.
 #[test]
 fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
-    if !root("del_of_a_multus_pod_with_a_0_2_0_delegate") {
+    let Some(node) = common::root_node("del_of_a_multus_pod_with_a_0_2_0_delegate") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let mut cluster = node.cluster_conf("0.4.0");
     cluster["name"] = json!("cbr0");
@@ -531,10 +527,10 @@ fn del_of_a_multus_pod_with_a_0_2_0_delegate() {
 /// interface and every lease goes.
 #[test]
 fn a_pod_set_up_here_is_torn_down_from_multus_records_alone() {
-    if !root("a_pod_set_up_here_is_torn_down_from_multus_records_alone") {
+    let Some(node) = common::root_node("a_pod_set_up_here_is_torn_down_from_multus_records_alone")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.bridge_nad("1.0.0");
     node.pod(

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Node, addrs, assert_clean, install_spy, root, routes, spy_saw};
+use common::{Node, addrs, assert_clean, install_spy, routes, spy_saw};
 use multus_testkit::Netns;
 use serde_json::{Value, json};
 
@@ -42,10 +42,9 @@ fn keys(v: &Value) -> Vec<String> {
 /// configuration (no `deviceID`, no `pciBusID`), nor into the cache DEL replays.
 #[test]
 fn annotation_device_id_is_a_capability_arg_only() {
-    if !root("annotation_device_id_is_a_capability_arg_only") {
+    let Some(node) = common::root_node("annotation_device_id_is_a_capability_arg_only") else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     node.nad(
         "pods",
@@ -96,10 +95,11 @@ fn annotation_device_id_is_a_capability_arg_only() {
 /// the runtime's in Multus's order, on ADD only. The dropped capability requests are said.
 #[test]
 fn legacy_mac_and_ip_args_reach_plugins_without_the_capability() {
-    if !root("legacy_mac_and_ip_args_reach_plugins_without_the_capability") {
+    let Some(node) =
+        common::root_node("legacy_mac_and_ip_args_reach_plugins_without_the_capability")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     node.nad(
         "pods",
@@ -153,10 +153,10 @@ fn legacy_mac_and_ip_args_reach_plugins_without_the_capability() {
 /// any plugin runs, and nothing is left.
 #[test]
 fn require_capabilities_refuses_what_no_plugin_declares() {
-    if !root("require_capabilities_refuses_what_no_plugin_declares") {
+    let Some(node) = common::root_node("require_capabilities_refuses_what_no_plugin_declares")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     node.nad(
         "pods",
@@ -213,10 +213,9 @@ fn default_routes(pod: &Netns) -> Vec<String> {
 /// the other attachments' default routes.
 #[test]
 fn default_route_per_family_and_empty_list() {
-    if !root("default_route_per_family_and_empty_list") {
+    let Some(node) = common::root_node("default_route_per_family_and_empty_list") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.nad(
         "pods",
@@ -277,10 +276,9 @@ fn default_route_per_family_and_empty_list() {
 /// plugins get no CHECK, and the cluster network no GC; without the keys they get both.
 #[test]
 fn disable_check_and_disable_gc_are_honoured() {
-    if !root("disable_check_and_disable_gc_are_honoured") {
+    let Some(node) = common::root_node("disable_check_and_disable_gc_are_honoured") else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     for (name, disabled) in [("quiet-net", true), ("loud-net", false)] {
         node.nad(
@@ -343,10 +341,10 @@ fn disable_check_and_disable_gc_are_honoured() {
 /// its own, as libcni loads it (Multus 4.2.1), unless `loadOnlyInlinedPlugins` says not to.
 #[test]
 fn a_cluster_network_file_chains_its_subdirectory_plugins() {
-    if !root("a_cluster_network_file_chains_its_subdirectory_plugins") {
+    let Some(node) = common::root_node("a_cluster_network_file_chains_its_subdirectory_plugins")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     let dir = node.path("net.d");
     std::fs::create_dir_all(dir.join("cluster")).unwrap();
@@ -397,10 +395,9 @@ fn a_cluster_network_file_chains_its_subdirectory_plugins() {
 /// `cniVersion` (the highest supported wins) all attach, and go on DEL.
 #[test]
 fn old_and_unversioned_delegates_attach() {
-    if !root("old_and_unversioned_delegates_attach") {
+    let Some(node) = common::root_node("old_and_unversioned_delegates_attach") else {
         return;
-    }
-    let node = Node::new();
+    };
     let seen = install_spy(&node);
     let macvlan = |subnet: &str| {
         json!({"type": "macvlan", "master": "vpar", "mode": "bridge",

@@ -98,10 +98,9 @@ fn add_and_del_three_networks_in_every_version() {
 
 #[test]
 fn two_pods_ping_over_net1() {
-    if !root("two_pods_ping_over_net1") {
+    let Some(node) = common::root_node("two_pods_ping_over_net1") else {
         return;
-    }
-    let node = Node::new();
+    };
     let a = three_network_pod(&node, "1.0.0", "a");
     node.pod(
         "pods",
@@ -131,10 +130,9 @@ fn two_pods_ping_over_net1() {
 
 #[test]
 fn two_hundred_add_del_cycles_leave_nothing() {
-    if !root("two_hundred_add_del_cycles_leave_nothing") {
+    let Some(node) = common::root_node("two_hundred_add_del_cycles_leave_nothing") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = three_network_pod(&node, "1.0.0", "cycle");
     let conf = node.multus_conf("1.0.0");
     // The bridges stay after the first DEL (the bridge plugin never deletes them).
@@ -154,10 +152,9 @@ fn two_hundred_add_del_cycles_leave_nothing() {
 
 #[test]
 fn failed_delegate_rolls_back_everything() {
-    if !root("failed_delegate_rolls_back_everything") {
+    let Some(node) = common::root_node("failed_delegate_rolls_back_everything") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     // A chain whose second plugin fails after the bridge and host-local did their work: the
     // rollback must undo the failing network itself too, not only the ones before it.
@@ -169,13 +166,7 @@ fn failed_delegate_rolls_back_everything() {
             {"type": "tuning", "sysctl": {"net.no.such.key": "1"}}
         ]}),
     );
-    node.pod(
-        "pods",
-        "p",
-        "uid-p",
-        &json!({NETWORKS: "macvlan-net,broken"}),
-    );
-    let pod = Netns::new("cpd");
+    let pod = node.pod_asking("p", "macvlan-net,broken");
     let conf = node.multus_conf("1.0.0");
     let run = node.run("ADD", "c1", Some(&pod), "p", &conf);
     assert_eq!(run.code, 1, "{run:?}");
@@ -191,10 +182,9 @@ fn failed_delegate_rolls_back_everything() {
 
 #[test]
 fn del_works_without_nads_and_without_netns() {
-    if !root("del_works_without_nads_and_without_netns") {
+    let Some(node) = common::root_node("del_works_without_nads_and_without_netns") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = three_network_pod(&node, "0.4.0", "gone");
     let conf = node.multus_conf("0.4.0");
     node.run("ADD", "c1", Some(&pod), "gone", &conf).ok();
@@ -222,18 +212,14 @@ fn del_works_without_nads_and_without_netns() {
 
 #[test]
 fn default_route_moves_to_the_requested_network() {
-    if !root("default_route_moves_to_the_requested_network") {
+    let Some(node) = common::root_node("default_route_moves_to_the_requested_network") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
-    node.pod(
-        "pods",
+    let pod = node.pod_asking(
         "gw",
-        "uid-gw",
-        &json!({NETWORKS: json!([{"name": "macvlan-net", "default-route": ["192.0.2.1"]}]).to_string()}),
+        json!([{"name": "macvlan-net", "default-route": ["192.0.2.1"]}]).to_string(),
     );
-    let pod = Netns::new("cpd");
     let conf = node.multus_conf("1.0.0");
     let add = node.run("ADD", "c1", Some(&pod), "gw", &conf).ok();
     let r = routes(&pod);
@@ -260,10 +246,9 @@ fn default_route_moves_to_the_requested_network() {
 
 #[test]
 fn status_follows_the_readiness_indicator() {
-    if !root("status_follows_the_readiness_indicator") {
+    let Some(node) = common::root_node("status_follows_the_readiness_indicator") else {
         return;
-    }
-    let node = Node::new();
+    };
     let ready = node.path("ready");
     let mut conf = node.multus_conf("1.1.0");
     conf["readinessindicatorfile"] = json!(ready);
@@ -289,10 +274,9 @@ fn status_follows_the_readiness_indicator() {
 
 #[test]
 fn gc_deletes_attachments_the_runtime_forgot() {
-    if !root("gc_deletes_attachments_the_runtime_forgot") {
+    let Some(node) = common::root_node("gc_deletes_attachments_the_runtime_forgot") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.pod("pods", "keep", "u1", &json!({NETWORKS: "macvlan-net"}));
     node.pod("pods", "lost", "u2", &json!({NETWORKS: "macvlan-net"}));
@@ -319,10 +303,9 @@ fn gc_deletes_attachments_the_runtime_forgot() {
 
 #[test]
 fn version_and_stdout_holds_only_the_reply() {
-    if !root("version_and_stdout_holds_only_the_reply") {
+    let Some(node) = common::root_node("version_and_stdout_holds_only_the_reply") else {
         return;
-    }
-    let node = Node::new();
+    };
     let v = node
         .run_raw(&[("CNI_COMMAND", "VERSION")], br#"{"cniVersion":"1.1.0"}"#)
         .ok();
@@ -362,10 +345,9 @@ fn version_and_stdout_holds_only_the_reply() {
 
 #[test]
 fn cluster_network_resolves_like_multus() {
-    if !root("cluster_network_resolves_like_multus") {
+    let Some(node) = common::root_node("cluster_network_resolves_like_multus") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = Netns::new("cpd");
     let cluster = node.cluster_conf("1.0.0");
     // A file in confDir, named by its CNI name; the same file by absolute path; its directory;
@@ -413,10 +395,11 @@ fn cluster_network_resolves_like_multus() {
 
 #[test]
 fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
-    if !root("default_networks_skip_system_namespaces_and_isolation_allows_globals") {
+    let Some(node) =
+        common::root_node("default_networks_skip_system_namespaces_and_isolation_allows_globals")
+    else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     node.nad(
         "default",
@@ -480,10 +463,9 @@ fn default_networks_skip_system_namespaces_and_isolation_allows_globals() {
 
 #[test]
 fn results_convert_down_to_the_configured_version() {
-    if !root("results_convert_down_to_the_configured_version") {
+    let Some(node) = common::root_node("results_convert_down_to_the_configured_version") else {
         return;
-    }
-    let node = Node::new();
+    };
     let pod = three_network_pod(&node, "1.0.0", "down");
     for version in ["0.3.0", "0.3.1", "0.4.0"] {
         // The delegates speak 1.0.0; the runtime asked for an older version.
@@ -520,10 +502,9 @@ fn flaky_plugin(node: &Node) -> std::path::PathBuf {
 
 #[test]
 fn failed_del_keeps_what_is_left_for_the_retry() {
-    if !root("failed_del_keeps_what_is_left_for_the_retry") {
+    let Some(node) = common::root_node("failed_del_keeps_what_is_left_for_the_retry") else {
         return;
-    }
-    let node = Node::new();
+    };
     let marker = flaky_plugin(&node);
     node.macvlan_nad("1.0.0");
     node.nad(
@@ -569,10 +550,9 @@ fn failed_del_keeps_what_is_left_for_the_retry() {
 
 #[test]
 fn static_pods_pass_the_uid_check() {
-    if !root("static_pods_pass_the_uid_check") {
+    let Some(node) = common::root_node("static_pods_pass_the_uid_check") else {
         return;
-    }
-    let node = Node::new();
+    };
     node.macvlan_nad("1.0.0");
     // The API object of a static pod is a mirror: its uid is not the one kubelet passes.
     node.pod(

@@ -154,6 +154,18 @@ impl Node {
         .unwrap();
     }
 
+    /// Writes pod `pods/name` (uid `uid-name`) asking for `networks` (the annotation's value)
+    /// and makes its network namespace.
+    pub fn pod_asking(&self, name: &str, networks: impl Into<Value>) -> Netns {
+        self.pod(
+            "pods",
+            name,
+            &format!("uid-{name}"),
+            &json!({"k8s.v1.cni.cncf.io/networks": networks.into()}),
+        );
+        Netns::new("cpd")
+    }
+
     /// Runs the binary in the node namespace like a runtime: `env` plus `config` on stdin.
     pub fn run_raw(&self, env: &[(&str, &str)], config: &[u8]) -> Run {
         let mut cmd = Command::new("ip");
@@ -304,6 +316,11 @@ pub fn in_netns<T: Send>(ns: &Path, f: impl FnOnce() -> T + Send) -> T {
 /// Whether root tests run (see multus_testkit::require_root).
 pub fn root(test: &str) -> bool {
     multus_testkit::require_root(test)
+}
+
+/// The root guard and a fresh node: `None` (said loudly) when root tests cannot run.
+pub fn root_node(test: &str) -> Option<Node> {
+    root(test).then(Node::new)
 }
 
 /// A chained plugin that records every stdin and `CNI_ARGS` it gets under `<node>/spy/`, passes
