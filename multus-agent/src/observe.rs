@@ -294,44 +294,71 @@ fn dechunk(body: &str) -> String {
     out
 }
 
-/// A table of drop records, one per line, oldest first.
+/// A table of drop records, one per line, oldest first; each column as wide as its widest cell.
 pub fn table(records: &[DropRecord]) -> String {
-    let mut out = format!(
-        "{:<24} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
-        "TIME", "POD", "IFACE", "DIR", "PROTO", "SOURCE -> DESTINATION", "REASON", "RULE"
-    );
-    for r in records {
-        let time = time_text(r.time_ms);
-        let endpoint = |addr: Option<std::net::IpAddr>, port: Option<u16>| match (addr, port) {
-            (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.to_string(),
-            (None, _) => "-".to_owned(),
-        };
-        let mut flow = format!(
-            "{} -> {}",
-            endpoint(r.src, r.sport),
-            endpoint(r.dst, r.dport)
-        );
-        if let Some((t, c)) = r.icmp {
-            flow.push_str(&format!(" type {t} code {c}"));
+    const HEADER: [&str; 8] = [
+        "TIME",
+        "POD",
+        "IFACE",
+        "DIR",
+        "PROTO",
+        "SOURCE -> DESTINATION",
+        "REASON",
+        "RULE",
+    ];
+    let endpoint = |addr: Option<std::net::IpAddr>, port: Option<u16>| match (addr, port) {
+        (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "-".to_owned(),
+    };
+    let rows: Vec<[String; 8]> = records
+        .iter()
+        .map(|r| {
+            let mut flow = format!(
+                "{} -> {}",
+                endpoint(r.src, r.sport),
+                endpoint(r.dst, r.dport)
+            );
+            if let Some((t, c)) = r.icmp {
+                flow.push_str(&format!(" type {t} code {c}"));
+            }
+            let reason = if r.audit {
+                format!("{} (audit)", r.reason)
+            } else {
+                r.reason.clone()
+            };
+            [
+                time_text(r.time_ms),
+                format!("{}/{}", r.namespace, r.pod),
+                r.interface.clone(),
+                r.direction.clone(),
+                r.protocol.clone(),
+                flow,
+                reason,
+                r.rule.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
         }
-        let reason = if r.audit {
-            format!("{} (audit)", r.reason)
-        } else {
-            r.reason.clone()
-        };
-        out.push_str(&format!(
-            "{:<24} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
-            time,
-            format!("{}/{}", r.namespace, r.pod),
-            r.interface,
-            r.direction,
-            r.protocol,
-            flow,
-            reason,
-            r.rule
-        ));
+    }
+    let mut out = String::new();
+    let header = HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$} ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -384,6 +411,40 @@ mod tests {
         assert_eq!(Filter::from_query(&f.to_query()).unwrap(), f);
         assert!(Filter::from_query("colour=red").is_err());
         assert!(Filter::from_query("pod=%zz").is_err());
+    }
+
+    #[test]
+    fn the_table_aligns_long_cells() {
+        let record = |src: &str, rule: &str| DropRecord {
+            seq: 1,
+            time_ms: 0,
+            attachment: 1,
+            namespace: "default".into(),
+            pod: "samplepod-1".into(),
+            network: "default/macvlan-conf".into(),
+            interface: "net1".into(),
+            direction: "ingress".into(),
+            reason: "policy_deny".into(),
+            audit: false,
+            protocol: "icmp".into(),
+            src: Some(src.parse().unwrap()),
+            dst: Some("198.51.100.200".parse().unwrap()),
+            sport: None,
+            dport: None,
+            icmp: Some((8, 0)),
+            len: 98,
+            rule: rule.into(),
+        };
+        let table = table(&[record("198.51.100.201", "a"), record("2001:db8::1", "b")]);
+        let at: Vec<usize> = table
+            .lines()
+            .map(|l| l.find("REASON").or_else(|| l.find("policy_deny")).unwrap())
+            .collect();
+        assert!(at.iter().all(|a| *a == at[0]), "{table}");
+        assert!(
+            table.contains("198.51.100.201 -> 198.51.100.200 type 8 code 0 "),
+            "{table}"
+        );
     }
 
     #[test]
