@@ -7,46 +7,32 @@ use multus_kube::access::{self, Access, CodePath, Identity};
 /// `spec.nodeName`), listed then watched.
 pub const WATCH_PODS: CodePath = CodePath {
     name: "multus_agent::source::kube pod cache",
-    requests: &[Access::core("pods", "list"), Access::core("pods", "watch")],
+    requests: &Access::list_watch("", "pods"),
 };
 
 /// The NetworkAttachmentDefinition watch cache of [`crate::source::kube`].
 pub const WATCH_NADS: CodePath = CodePath {
     name: "multus_agent::source::kube NAD cache",
-    requests: &[Access::nad("list"), Access::nad("watch")],
+    requests: &Access::list_watch(access::NAD_GROUP, access::NAD_RESOURCE),
 };
 
 /// The namespace watch cache of [`crate::source::kube`] (labels, for namespace selectors).
 pub const WATCH_NAMESPACES: CodePath = CodePath {
     name: "multus_agent::source::kube namespace cache",
-    requests: &[
-        Access::core("namespaces", "list"),
-        Access::core("namespaces", "watch"),
-    ],
+    requests: &Access::list_watch("", "namespaces"),
 };
 
 /// The pod watch of [`crate::enforce::kube`]: pods of every namespace, whose labels, ports and
 /// network-status make them policy peers.
 pub const WATCH_ALL_PODS: CodePath = CodePath {
     name: "multus_agent::enforce::kube pod watch",
-    requests: &[Access::core("pods", "list"), Access::core("pods", "watch")],
+    requests: &Access::list_watch("", "pods"),
 };
 
 /// The MultiNetworkPolicy watch of [`crate::enforce::kube`].
 pub const WATCH_MNPS: CodePath = CodePath {
     name: "multus_agent::enforce::kube MultiNetworkPolicy watch",
-    requests: &[
-        Access {
-            group: access::NAD_GROUP,
-            resource: "multi-networkpolicies",
-            verb: "list",
-        },
-        Access {
-            group: access::NAD_GROUP,
-            resource: "multi-networkpolicies",
-            verb: "watch",
-        },
-    ],
+    requests: &Access::list_watch(access::NAD_GROUP, "multi-networkpolicies"),
 };
 
 /// The agent's identity: the watches, the live reads of a pod or NAD its caches do not have

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use multus_cni::{cli::thick, config::LogOptions};
+use multus_cni::{config::LogOptions, thick};
 use serde_json::{Map, Value};
 
 use crate::dataplane::AttachMode;
@@ -394,26 +394,6 @@ impl AgentConfig {
     pub fn socket_path(&self) -> PathBuf {
         thick::socket_path(&self.socket_dir)
     }
-
-    /// The request's CNI configuration with this agent's overrides applied.
-    pub fn merge_into(&self, stdin: &[u8]) -> Result<Vec<u8>, multus_cni::Error> {
-        if self.cni_overrides.is_empty() {
-            return Ok(stdin.to_vec());
-        }
-        let mut value: Value = serde_json::from_slice(stdin)
-            .map_err(|e| multus_cni::Error::decode("the network configuration", e))?;
-        let Some(obj) = value.as_object_mut() else {
-            return Err(multus_cni::Error::decode(
-                "the network configuration",
-                "expected a JSON object",
-            ));
-        };
-        for (key, v) in &self.cni_overrides {
-            obj.insert(key.clone(), v.clone());
-        }
-        serde_json::to_vec(&value)
-            .map_err(|e| multus_cni::Error::decode("the merged network configuration", e))
-    }
 }
 
 #[cfg(test)]
@@ -454,16 +434,6 @@ mod tests {
         );
         let keys: Vec<_> = c.cni_overrides.keys().map(String::as_str).collect();
         assert_eq!(keys, ["clusterNetwork", "cniDir"]);
-        let merged = c
-            .merge_into(br#"{"cniVersion":"1.0.0","name":"n","type":"multus-shim","cniDir":"/a"}"#)
-            .unwrap();
-        let merged: Value = serde_json::from_slice(&merged).unwrap();
-        assert_eq!(merged["cniDir"], "/var/lib/x");
-        assert_eq!(merged["cniVersion"], "1.0.0");
-        assert_eq!(
-            merged["clusterNetwork"],
-            "/etc/cni/net.d/10-flannel.conflist"
-        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use multus_agent::dataplane::{AttachMode, AttachRequest, Dataplane, PinLayout, Policy};
-use multus_cni::cli::thick;
+use multus_cni::thick;
 
 #[derive(Parser)]
 #[command(

@@ -240,7 +240,7 @@ fn stats_delta(
 
 /// Fetches the events `filter` selects from the agent listening in `socket_dir`.
 pub fn fetch(socket_dir: &Path, filter: &Filter) -> anyhow::Result<Vec<DropRecord>> {
-    let path = multus_cni::cli::thick::socket_path(socket_dir);
+    let path = multus_cni::thick::socket_path(socket_dir);
     let mut stream = UnixStream::connect(&path)
         .with_context(|| format!("connecting to the agent at {}", path.display()))?;
     stream

@@ -24,9 +24,9 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use multus_cni::{
-    cli::thick::{self, CNI_ENDPOINT, ENV_VARS, EXIT_CODE_HEADER},
-    cni::code,
-    engine::Reply,
+    cni::{CniVersion, code},
+    front::Reply,
+    thick::{self, CNI_ENDPOINT, ENV_VARS, EXIT_CODE_HEADER},
 };
 use prometheus_client::registry::Registry;
 use tokio::{
@@ -146,8 +146,8 @@ async fn cni_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRespons
             match value.to_str() {
                 Ok(v) => env.push((var, v.to_owned())),
                 Err(_) => {
-                    let reply = thick::error_reply(
-                        &[],
+                    let reply = Reply::error(
+                        CniVersion::LATEST.as_str(),
                         code::INVALID_ENV,
                         format!("{var} is not visible ASCII"),
                     );
@@ -160,8 +160,8 @@ async fn cni_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRespons
         shared.metrics.error("request_size");
         cni_response(
             StatusCode::PAYLOAD_TOO_LARGE,
-            thick::error_reply(
-                &[],
+            Reply::error(
+                CniVersion::LATEST.as_str(),
                 code::INVALID_CONFIG,
                 format!(
                     "the configuration ({size}) is larger than the agent's maxRequestBytes ({})",
@@ -182,7 +182,11 @@ async fn cni_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRespons
     let Ok(_permit) = Arc::clone(&shared.requests).acquire_owned().await else {
         return cni_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            thick::error_reply(&[], code::TRY_AGAIN_LATER, "the agent is shutting down"),
+            Reply::error(
+                CniVersion::LATEST.as_str(),
+                code::TRY_AGAIN_LATER,
+                "the agent is shutting down",
+            ),
         );
     };
     let _in_flight = shared.metrics.in_flight();
@@ -197,7 +201,11 @@ async fn cni_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRespons
         Err(e) => {
             return cni_response(
                 StatusCode::BAD_REQUEST,
-                thick::error_reply(&[], code::IO_FAILURE, format!("reading the request: {e}")),
+                Reply::error(
+                    CniVersion::LATEST.as_str(),
+                    code::IO_FAILURE,
+                    format!("reading the request: {e}"),
+                ),
             );
         }
     };
@@ -208,7 +216,7 @@ async fn cni_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRespons
                 .find(|(name, _)| *name == key)
                 .map(|(_, v)| v.clone())
         };
-        handler.handle(&lookup, &body)
+        handler.handle(&lookup, body)
     })
     .await;
     match joined {
@@ -218,7 +226,11 @@ async fn cni_request(shared: Arc<Shared>, req: Request<Incoming>) -> HttpRespons
             warn!("CNI request handler failed: {e}");
             cni_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                thick::error_reply(&[], code::PLUGIN_FAILED, format!("internal error: {e}")),
+                Reply::error(
+                    CniVersion::LATEST.as_str(),
+                    code::PLUGIN_FAILED,
+                    format!("internal error: {e}"),
+                ),
             )
         }
     }

@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use multus_cni::cli::thick;
+use multus_cni::thick;
 use serde_json::Value;
 
 use crate::{
@@ -191,9 +191,9 @@ fn detach_all(opts: &Options, report: &mut Report) {
 }
 
 fn remove_file(path: &Path, report: &mut Report) {
-    match fs::remove_file(path) {
-        Ok(()) => report.removed.push(path.to_owned()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    match multus_cni::files::remove_if_exists(path) {
+        Ok(true) => report.removed.push(path.to_owned()),
+        Ok(false) => {}
         Err(e) => report
             .errors
             .push(format!("removing {}: {e}", path.display())),

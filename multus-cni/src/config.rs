@@ -270,10 +270,7 @@ fn wrong_type(key: &str, expected: &str, got: &Value) -> Error {
 }
 
 fn path_list(s: &str) -> Vec<PathBuf> {
-    s.split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect()
+    crate::cni::request::split_path_list(s)
 }
 
 impl NetConf {
@@ -485,8 +482,14 @@ impl NetConf {
 
     /// The directory list for delegate plugins: `binDir`, then `CNI_PATH`.
     pub fn plugin_dirs(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
-        let mut dirs = self.bin_dir.clone();
-        for p in cni_path {
+        self.plugin_dirs_after(&[], cni_path)
+    }
+
+    /// The directory list for delegate plugins of a cached attachment: `recorded` (the list
+    /// its ADD used), then `binDir`, then `CNI_PATH`; each directory once.
+    pub fn plugin_dirs_after(&self, recorded: &[PathBuf], cni_path: &[PathBuf]) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::with_capacity(recorded.len() + self.bin_dir.len());
+        for p in recorded.iter().chain(&self.bin_dir).chain(cni_path) {
             if !dirs.contains(p) {
                 dirs.push(p.clone());
             }

@@ -1,10 +1,11 @@
 //! The CNI engine: parses a runtime's request, resolves the networks a pod asks for, runs the
 //! delegate plugins, rolls back on failure and caches what DEL needs.
 //!
-//! Entry points: [`engine::Engine`] (both front ends), [`network::NetworkSource`] (where pods
-//! and NADs come from), [`engine::Hooks`] and [`engine::DeviceProvider`] (the embedder's seams),
+//! Entry points: [`front::serve`] (how every front end turns an invocation into a reply),
+//! [`engine::Engine`] (what it runs), [`network::NetworkSource`] (where pods and NADs come
+//! from), [`engine::Hooks`] and [`engine::DeviceProvider`] (the embedder's seams),
 //! [`engine::Publisher`] (how ADD's outcome is published), [`cli::run`] (the thin-mode binary),
-//! and, with the `kube` feature, [`kube`]: the Kubernetes source, network-status, Events and
+//! [`thick`] (the contract between the shim and the agent), and, with the `kube` feature, [`kube`]: the Kubernetes source, network-status, Events and
 //! device IDs.
 #![cfg_attr(
     test,
@@ -18,9 +19,12 @@ pub mod config;
 pub mod delegate;
 pub mod engine;
 pub mod error;
+pub mod files;
+pub mod front;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod network;
+pub mod thick;
 
 pub use config::NetConf;
 pub use engine::{AddOutput, Attachment, Engine, Hooks, NetworkStatus};

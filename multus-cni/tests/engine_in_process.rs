@@ -148,7 +148,8 @@ fn a_failing_hook_rolls_the_add_back() {
     });
     let engine = Engine::new(Arc::new(LocalFiles::new(node.path("local")))).with_hooks(hooks);
     let reply = in_netns(&node.netns.path(), || {
-        engine.handle(&request("ADD", "c1", &pod, "h", &conf))
+        let req = request("ADD", "c1", &pod, "h", &conf);
+        engine.handle(&req, &NetConf::parse(&req.config).unwrap())
     });
     assert_eq!(reply.exit_code, 1);
     let err: Value = serde_json::from_str(&reply.stdout).unwrap();

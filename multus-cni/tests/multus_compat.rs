@@ -412,6 +412,41 @@ fn a_failing_delegate_keeps_the_cache_for_the_retry() {
 }
 
 #[test]
+fn the_device_info_file_of_a_multus_pod_goes_with_its_delegate() {
+    let Some(node) =
+        common::root_node("the_device_info_file_of_a_multus_pod_goes_with_its_delegate")
+    else {
+        return;
+    };
+    let seen = install_spy(&node);
+    let pod = Netns::new("cpd");
+    let devinfo = node
+        .path("devinfo")
+        .join("cni")
+        .join("pods-bridge-net-c1_data0");
+    std::fs::create_dir_all(devinfo.parent().unwrap()).unwrap();
+    std::fs::write(&devinfo, r#"{"type": "pci", "version": "1.1.0"}"#).unwrap();
+    let mut delegates = three_delegates(&node, Some(spy_plugin()));
+    delegates[2].caps["CNIDeviceInfoFile"] = json!(devinfo);
+    let p = multus_add(&node, "c1", &pod, "dev", &delegates);
+    let conf = multus_conf(&node, "1.0.0");
+    let netns = pod.path().to_string_lossy().into_owned();
+    std::fs::write(seen.join("fail-DEL"), "").unwrap();
+    let del = run(&node, "DEL", &p, &netns, &conf);
+    assert_eq!(del.code, 1, "{del:?}");
+    // Its delegate still needs DEL: the file stays with it, as for this engine's own entries.
+    assert!(
+        devinfo.exists(),
+        "removed before its delegate's DEL succeeded"
+    );
+    std::fs::remove_file(seen.join("fail-DEL")).unwrap();
+    let retry = run(&node, "DEL", &p, &netns, &conf);
+    assert_eq!(retry.code, 0, "{retry:?}");
+    assert!(!devinfo.exists(), "left after its delegate's DEL");
+    assert_clean(&node, Some(&pod));
+}
+
+#[test]
 fn gc_deletes_stale_multus_entries() {
     let Some(node) = common::root_node("gc_deletes_stale_multus_entries") else {
         return;

@@ -22,14 +22,14 @@ use super::{
     AttachMode,
     error::{DataplaneError, Result},
     netns,
-    pins::PinLayout,
+    pins::{self, PinLayout},
     sys,
 };
 
 /// The two hooks, with their program and pin names.
 pub(crate) const HOOKS: [(TcAttachType, &str, &str); 2] = [
-    (TcAttachType::Ingress, programs::INGRESS, "ingress"),
-    (TcAttachType::Egress, programs::EGRESS, "egress"),
+    (TcAttachType::Ingress, programs::INGRESS, pins::INGRESS_LINK),
+    (TcAttachType::Egress, programs::EGRESS, pins::EGRESS_LINK),
 ];
 
 /// One interface of a batch, resolved: where it is and the attachment id it gets.

@@ -1,10 +1,16 @@
-//! The on-disk record of one attachment: what the id is attached to and how.
+//! The on-disk record of one attachment: what the id is attached to and how. Its identity (id
+//! and owner) is the thick-mode contract's ([`multus_cni::thick::record`]), which the shim's DEL
+//! fallback reads while the agent is down; the rest is the agent's own.
 use std::{
     fs,
     io::{self, Write as _},
     path::{Path, PathBuf},
 };
 
+use multus_cni::{
+    files::{Atomic, temp_writer, write_atomic},
+    thick::RecordIdentity,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -13,22 +19,7 @@ use super::{
 };
 use crate::policy::model::Policy;
 
-/// Who an attachment belongs to; filled in by the agent, empty for bare attachments.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentOwner {
-    /// Kubernetes namespace of the pod.
-    #[serde(default)]
-    pub namespace: String,
-    /// Pod name.
-    #[serde(default)]
-    pub pod: String,
-    /// Network name, `<nad-namespace>/<nad-name>`.
-    #[serde(default)]
-    pub network: String,
-    /// The runtime's container (sandbox) id.
-    #[serde(default)]
-    pub container_id: String,
-}
+pub use multus_cni::thick::AttachmentOwner;
 
 /// One interface the programs are attached to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +61,20 @@ impl AttachmentRecord {
             path: path.to_owned(),
             source,
         })?;
-        write_atomic(path, &bytes).map_err(|e| DataplaneError::io("writing", path, e))
+        let how = Atomic {
+            mode: 0o644,
+            durable: false,
+        };
+        write_atomic(path, how, |f| f.write_all(&bytes))
+            .map_err(|e| DataplaneError::io("writing", path, e))
+    }
+
+    /// The contract's part of the record (what the shim's fallback reads).
+    pub fn identity(&self) -> RecordIdentity {
+        RecordIdentity {
+            id: self.id,
+            owner: self.owner.clone(),
+        }
     }
 
     /// Reads a record.
@@ -106,41 +110,45 @@ impl AttachmentRecord {
     }
 }
 
-/// Removes the temp files (`.<id>.json.<pid>.tmp`) that an agent killed while writing a record
-/// left in `dir`: those whose writer is not running any more, or older than `age`; never one
-/// younger than `grace` (see [`multus_cni::engine::cache::stale_temp_file`]). Returns what it
-/// removed.
+/// Removes the temp files (see [`multus_cni::files`]) that an agent killed while writing a
+/// record left in `dir`: those whose writer is not running any more, or older than `age`; never
+/// one younger than `grace` (see [`multus_cni::engine::cache::stale_temp_file`]). Returns what
+/// it removed.
 pub fn sweep_temp_files(
     dir: &Path,
     age: std::time::Duration,
     grace: std::time::Duration,
 ) -> Vec<PathBuf> {
-    let pid_of = |name: &str| {
-        name.strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .and_then(|n| n.rsplit_once('.'))
-            .map(|(_, pid)| pid.parse::<u32>().ok())
-    };
-    multus_cni::engine::cache::sweep_stale(dir, pid_of, age, grace)
+    multus_cni::engine::cache::sweep_stale(dir, temp_writer, age, grace)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    tmp.1.write_all(bytes)?;
-    fs::rename(&tmp.0, path)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn tempfile_in(dir: &Path, path: &Path) -> io::Result<(PathBuf, fs::File)> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    Ok((tmp, file))
+    /// The shim's DEL fallback finds a container's attachments through the contract's view of
+    /// the record: what the agent saves must read back as the same identity there.
+    #[test]
+    fn saved_records_read_back_through_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = AttachmentRecord {
+            id: 9,
+            netns: PathBuf::from("/var/run/netns/x"),
+            ifname: "net1".to_owned(),
+            ifindex: 4,
+            netns_cookie: 77,
+            mode: AttachMode::Tcx,
+            owner: AttachmentOwner {
+                namespace: "ns".to_owned(),
+                pod: "p".to_owned(),
+                network: "ns/net".to_owned(),
+                container_id: "c9".to_owned(),
+            },
+            policy: None,
+            policy_source: None,
+        };
+        record.save(&dir.path().join("9.json")).unwrap();
+        let read = multus_cni::thick::record::identities(dir.path()).unwrap();
+        assert_eq!(read, [record.identity()]);
+    }
 }

@@ -7,87 +7,28 @@
 //! Temp files are named `.<target>.tmp-<pid>-<n>`: hidden, and without a `.conf`, `.conflist`
 //! or `.json` ending, so no runtime ever loads one as a CNI configuration.
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{self, Read, Write},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
+use multus_cni::files::{Atomic, temp_prefix, write_atomic};
+
 use super::error::{InstallError, Result};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// The temp-file prefix used for `target`'s file name.
-fn temp_prefix(file_name: &str) -> String {
-    format!(".{file_name}.tmp-")
-}
-
-/// Removes a temp file unless it was renamed into place.
-struct TempFile {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Writes the content produced by `fill` to `target` atomically with permissions `mode`.
+/// Writes the content produced by `fill` to `target` atomically and durably with permissions
+/// `mode` ([`multus_cni::files`], whose temp names [`sweep`] knows).
 fn replace_with(
     target: &Path,
     mode: u32,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<()> {
-    let (dir, name) = split(target)?;
-    let mut tmp = TempFile {
-        path: dir.join(format!(
-            "{}{}-{}",
-            temp_prefix(name),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        )),
-        armed: true,
+    let how = Atomic {
+        mode,
+        durable: true,
     };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp.path)
-        .map_err(|e| InstallError::io("creating temp file", &tmp.path, e))?;
-    fill(&mut file).map_err(|e| InstallError::io("writing temp file", &tmp.path, e))?;
-    // The umask may have narrowed the creation mode; the target's mode is part of the contract.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| InstallError::io("setting the mode of", &tmp.path, e))?;
-    file.sync_all()
-        .map_err(|e| InstallError::io("syncing temp file", &tmp.path, e))?;
-    drop(file);
-    fs::rename(&tmp.path, target)
-        .map_err(|e| InstallError::io("renaming into place", target, e))?;
-    tmp.armed = false;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| InstallError::io("syncing directory", dir, e))
-}
-
-fn split(target: &Path) -> Result<(&Path, &str)> {
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
-    let name = target.file_name().and_then(|n| n.to_str());
-    match (dir, name) {
-        (Some(dir), Some(name)) => Ok((dir, name)),
-        _ => Err(InstallError::Option {
-            option: "path",
-            reason: format!(
-                "{} is not a file path with a directory and a UTF-8 name",
-                target.display()
-            ),
-        }),
-    }
+    write_atomic(target, how, fill).map_err(|e| InstallError::io("replacing", target, e))
 }
 
 /// Replaces `target` with `bytes`, mode `mode`, atomically and durably.

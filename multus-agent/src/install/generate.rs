@@ -25,7 +25,7 @@ pub const CONF_FILE: &str = "00-multus.conf";
 /// The conflist file name (CNI 1.0.0 and newer).
 pub const CONFLIST_FILE: &str = "00-multus.conflist";
 /// The default socket directory written for the shim (Multus's `/run/multus`).
-pub const DEFAULT_SOCKET_DIR: &str = "/run/multus";
+pub use multus_cni::thick::DEFAULT_SOCKET_DIR;
 
 /// How the runtime reaches the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]

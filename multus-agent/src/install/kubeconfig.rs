@@ -166,12 +166,9 @@ impl KubeconfigOptions {
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(InstallError::io("removing", path, e))
-        }
-        _ => Ok(()),
-    }
+    multus_cni::files::remove_if_exists(path)
+        .map(drop)
+        .map_err(|e| InstallError::io("removing", path, e))
 }
 
 #[cfg(test)]

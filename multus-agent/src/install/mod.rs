@@ -249,11 +249,11 @@ impl Installer {
             _ => generate::CONF_FILE,
         };
         let other = self.opts.cni_conf_dir.join(other);
-        match fs::remove_file(&other) {
-            Ok(()) => {
+        match multus_cni::files::remove_if_exists(&other) {
+            Ok(true) => {
                 tracing::info!(removed = %other.display(), replaced_by = %file.display(), "removed the multus configuration of the other format");
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(false) => {}
             Err(e) => return Err(InstallError::io("removing", other, e)),
         }
         self.primary = Some(primary.path.clone());

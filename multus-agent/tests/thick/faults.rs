@@ -41,10 +41,14 @@ fn temp_files_of_killed_writers_are_swept_at_start_and_while_running() {
     let dead = dead_pid();
     let cache = node.path("cache");
     let records = node.path("state").join("attachments");
-    // What kill -9 of a writer leaves: the engine's cache and results, and a record.
+    // What kill -9 of a writer leaves: the engine's cache and results, and a record, named by
+    // the one atomic writer, and as the writers before it named them.
     let left = [
-        cache.join(format!(".ctr1.tmp{dead}")),
-        cache.join("results").join(format!(".ctr1.tmp{dead}")),
+        cache.join(format!(".ctr1.tmp-{dead}-0")),
+        cache.join("results").join(format!(".ctr1.tmp-{dead}-3")),
+        records.join(format!(".8.json.tmp-{dead}-1")),
+        cache.join(format!(".ctr4.tmp{dead}")),
+        cache.join("results").join(format!(".ctr4.tmp{dead}")),
         records.join(format!(".7.json.{dead}.tmp")),
     ];
     for f in &left {

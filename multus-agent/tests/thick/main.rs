@@ -4,6 +4,7 @@
 
 mod chroot;
 mod faults;
+mod front;
 mod kube;
 mod kube_node;
 mod listeners;

@@ -34,6 +34,22 @@ impl Access {
             verb,
         }
     }
+
+    /// What a watch cache of `resource` in `group` requests: `list`, then `watch`.
+    pub const fn list_watch(group: &'static str, resource: &'static str) -> [Self; 2] {
+        [
+            Self {
+                group,
+                resource,
+                verb: "list",
+            },
+            Self {
+                group,
+                resource,
+                verb: "watch",
+            },
+        ]
+    }
 }
 
 impl std::fmt::Display for Access {

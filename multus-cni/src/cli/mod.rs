@@ -3,7 +3,6 @@
 //! A configuration of type `multus-shim` makes it the thick-mode shim instead (see [`shim`]).
 pub mod logging;
 pub mod shim;
-pub mod thick;
 
 use std::{
     io::{Read, Write},
@@ -14,10 +13,11 @@ use std::{
 #[cfg(not(feature = "kube"))]
 use crate::network::{PodInfo, PodKey, SourceError};
 use crate::{
-    cni::{Command, ErrorReply, Request, version::version_reply},
+    cni::{CniVersion, code},
     config::NetConf,
     delegate::{CountingExec, Exec, ProcessExec},
-    engine::{Engine, Reply, stdin_version},
+    engine::Engine,
+    front::{self, Call, Handler, Reply, Stdin},
     network::{LocalFiles, NetworkSource, source::NoSource},
 };
 
@@ -83,7 +83,8 @@ impl NetworkSource for NoKubernetes {
 }
 
 /// Runs one CNI invocation: `env` gives the `CNI_*` variables, `stdin` the configuration; the
-/// reply goes to `stdout`. `make_engine` builds the engine for the parsed configuration; plugins
+/// reply goes to `stdout`. A shim configuration goes to [`shim::run`]; any other goes through
+/// [`front::serve`], where `make_engine` builds the engine for the parsed configuration. Plugins
 /// always run as processes through a counter, so the final `timing` log line (verbose level)
 /// says how much of the run was spent in delegates. Returns the exit status.
 pub fn run<E, R, W, M>(env: E, mut stdin: R, mut stdout: W, make_engine: M) -> i32
@@ -91,51 +92,23 @@ where
     E: Fn(&str) -> Option<String>,
     R: Read,
     W: Write,
-    M: FnOnce(&NetConf) -> Engine,
+    M: Fn(&NetConf) -> Engine,
 {
     let mut config = Vec::new();
     let reply = match stdin.read_to_end(&mut config) {
-        Err(e) => failure(
-            "1.1.0",
-            crate::cni::code::IO_FAILURE,
+        Err(e) => Reply::error(
+            CniVersion::LATEST.as_str(),
+            code::IO_FAILURE,
             format!("reading stdin: {e}"),
         ),
-        Ok(_) if thick::is_shim_config(&config) => shim::run(&env, &config),
-        Ok(_) => match Request::from_env(&env, config.clone()) {
-            Err(e) => {
-                let e = crate::error::Error::from(e);
-                logging::init_fallback();
-                tracing::error!("{e}");
-                failure(&stdin_version(&config), e.code(), e.to_string())
+        Ok(_) => {
+            let stdin = Stdin::new(config);
+            if stdin.is_shim() {
+                shim::run(&env, stdin)
+            } else {
+                front::serve(&env, stdin, None, &Thin(make_engine))
             }
-            Ok(request) if request.command == Command::Version => Reply {
-                stdout: version_reply().to_string(),
-                exit_code: 0,
-            },
-            Ok(request) => match NetConf::parse(&request.config) {
-                Err(e) => {
-                    logging::init_fallback();
-                    tracing::error!(command = %request.command, "{e}");
-                    failure(&stdin_version(&request.config), e.code(), e.to_string())
-                }
-                Ok(conf) => {
-                    logging::init(&conf);
-                    let started = Instant::now();
-                    let counter = Arc::new(CountingExec::new(ProcessExec));
-                    let engine =
-                        make_engine(&conf).with_exec(Arc::clone(&counter) as Arc<dyn Exec>);
-                    let reply = engine.handle_with(&request, &conf);
-                    tracing::info!(
-                        command = %request.command,
-                        total_us = started.elapsed().as_micros(),
-                        delegate_us = counter.nanos() / 1000,
-                        delegate_runs = counter.calls(),
-                        "timing"
-                    );
-                    reply
-                }
-            },
-        },
+        }
     };
     if !reply.stdout.is_empty() {
         // Nothing else can be told to the runtime if stdout itself fails.
@@ -145,9 +118,28 @@ where
     reply.exit_code
 }
 
-fn failure(version: &str, code: u32, msg: String) -> Reply {
-    Reply {
-        stdout: ErrorReply::new(version, code, msg).to_json(),
-        exit_code: 1,
+/// Thin mode around the engine: logging from the configuration, the engine built for it, and
+/// the timing line.
+struct Thin<M>(M);
+
+impl<M: Fn(&NetConf) -> Engine> Handler for Thin<M> {
+    fn run(&self, call: &Call) -> Reply {
+        logging::init(&call.conf);
+        let started = Instant::now();
+        let counter = Arc::new(CountingExec::new(ProcessExec));
+        let engine = (self.0)(&call.conf).with_exec(Arc::clone(&counter) as Arc<dyn Exec>);
+        let reply = engine.handle(&call.request, &call.conf);
+        tracing::info!(
+            command = %call.request.command,
+            total_us = started.elapsed().as_micros(),
+            delegate_us = counter.nanos() / 1000,
+            delegate_runs = counter.calls(),
+            "timing"
+        );
+        reply
+    }
+
+    fn unreadable(&self) {
+        logging::init_fallback();
     }
 }

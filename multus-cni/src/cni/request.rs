@@ -150,12 +150,7 @@ impl Request {
             Err(e) => return Err(e.into()),
         };
         let path = get("CNI_PATH")
-            .map(|p| {
-                p.split(':')
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
+            .map(|p| split_path_list(&p))
             .unwrap_or_default();
         Ok(Self {
             command,
@@ -167,6 +162,14 @@ impl Request {
             config,
         })
     }
+}
+
+/// A `:`-separated directory list (`CNI_PATH`, `binDir`), empty entries dropped.
+pub fn split_path_list(list: &str) -> Vec<PathBuf> {
+    list.split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// The spec's container id rule: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`. It also keeps the id safe to

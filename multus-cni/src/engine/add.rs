@@ -132,7 +132,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             cni_args: &add_args,
         };
         let file = devinfo::owned(&p.runtime_config, &request.container_id, &p.ifname);
-        if let (Some(file), true, Some(info)) = (&file, p.published, &p.device_info) {
+        if let (Some(file), Some(info)) = (&file, p.published_device_info()) {
             // Best effort, as in Multus: the delegate can do without it.
             if let Err(e) = devinfo::write(file, info) {
                 warn!(network = %p.network, "{e}");
@@ -143,9 +143,7 @@ pub(super) fn run(engine: &Engine, request: &Request, conf: &NetConf) -> Result<
             Ok((value, parsed)) => {
                 info!(network = %p.network, ifname = %p.ifname, "attached");
                 // What the delegate left in its device-information file is what it reports.
-                if let Some(info) = file.as_deref().and_then(devinfo::read) {
-                    p.device_info = Some(info);
-                }
+                p.reported_device_info = file.as_deref().and_then(devinfo::read);
                 entry.delegates[i].result = Some(value);
                 results.push(parsed);
             }
@@ -349,12 +347,7 @@ fn output(
     let mut network_status = Vec::new();
     let mut attachments = Vec::new();
     for (p, r) in planned.iter().zip(returned) {
-        network_status.extend(status::entries(
-            &p.network,
-            p.cluster,
-            r,
-            p.device_info.as_ref(),
-        ));
+        network_status.extend(status::entries(&p.network, p.cluster, r, p.device_info()));
     }
     for (p, r) in planned.iter().zip(results) {
         attachments.push(Attachment::from_result(

@@ -13,16 +13,19 @@
 //! that lost it, DEL still has every configuration byte it needs (only `prevResult` is missing,
 //! which the spec lets plugins do without on DEL).
 use std::{
-    fs::{self, File, OpenOptions},
+    fs,
     io::Write as _,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    files::{Atomic, remove_if_exists, temp_writer, write_atomic},
+};
 
 /// Format marker of this project's cache files.
 pub const FORMAT: &str = "multus-rs/v1";
@@ -235,32 +238,12 @@ fn write(path: &Path, entry: &CacheEntry, durable: bool) -> Result<()> {
         serde_json::to_vec(entry)
     };
     let bytes = encoded.map_err(|e| Error::decode("the attachment cache entry", e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        if durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if durable {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("writing the attachment cache", path, e)
-    })
+    let how = Atomic {
+        mode: 0o600,
+        durable,
+    };
+    write_atomic(path, how, |f| f.write_all(&bytes))
+        .map_err(|e| Error::io("writing the attachment cache", path, e))
 }
 
 /// Removes the cache entry at `path` and its results (missing is fine).
@@ -270,22 +253,20 @@ pub fn remove(path: &Path) -> Result<()> {
 }
 
 fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing the attachment cache", path, e)),
-    }
+    remove_if_exists(path)
+        .map(drop)
+        .map_err(|e| Error::io("removing the attachment cache", path, e))
 }
 
 /// Removes the temp files a process killed mid-write left in `dir` and `dir/results`; returns
 /// what it removed. A temp file goes when its writer (the pid in its name,
-/// `.<containerID>.tmp<pid>`) is no longer running, or when it is older than `age` whatever its
+/// `.<containerID>.tmp-<pid>-<n>`, see [`crate::files`]) is no longer running, or when it is older than `age` whatever its
 /// name says (a reused pid). A file younger than [`TEMP_FILE_GRACE`] always stays: its writer may
 /// be running in a pid namespace this process cannot see.
 pub fn sweep_temp_files(dir: &Path, age: std::time::Duration) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for d in [dir.to_owned(), dir.join("results")] {
-        removed.extend(sweep_stale(&d, temp_file_pid, age, TEMP_FILE_GRACE));
+        removed.extend(sweep_stale(&d, temp_writer, age, TEMP_FILE_GRACE));
     }
     removed
 }
@@ -347,14 +328,6 @@ pub fn process_alive(pid: u32) -> bool {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Err(nix::errno::Errno::ESRCH)
     )
-}
-
-/// The writer's pid of a cache temp file `.<containerID>.tmp<pid>`: `Some(None)` for a temp
-/// file without a readable pid, `None` for a name that is no temp file.
-fn temp_file_pid(name: &str) -> Option<Option<u32>> {
-    let rest = name.strip_prefix('.')?;
-    let (_, pid) = rest.rsplit_once(".tmp")?;
-    Some(pid.parse().ok())
 }
 
 /// The container ids with a cache entry in `dir` (temp files skipped).
@@ -458,7 +431,7 @@ mod tests {
             (&orphan, ago(60)),
             (&live, ago(60)),
         ] {
-            File::options()
+            fs::File::options()
                 .write(true)
                 .open(p)
                 .unwrap()

@@ -3,7 +3,9 @@
 use serde_json::Map;
 
 use super::{
-    Engine, cache,
+    Attachment, Engine,
+    cache::{self, Stored},
+    del::attachments,
     multus_cache::{self, Invocation},
     plan::cluster_network_conf,
 };
@@ -14,7 +16,16 @@ use crate::{
     error::{Error, Result},
 };
 
-pub(super) fn check(engine: &Engine, request: &Request, conf: &NetConf) -> Result<()> {
+/// What the cache holds for a container, as CHECK read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    /// Every cached attachment, cluster network first.
+    pub attachments: Vec<Attachment>,
+    /// Multus wrote the entry: this engine's hooks never saw the container's ADD.
+    pub by_multus: bool,
+}
+
+pub(super) fn check(engine: &Engine, request: &Request, conf: &NetConf) -> Result<Cached> {
     if !conf.cni_version.has_check() {
         return Err(Error::CommandVersion {
             command: "CHECK",
@@ -28,12 +39,12 @@ pub(super) fn check(engine: &Engine, request: &Request, conf: &NetConf) -> Resul
         path: path.clone(),
     };
     let stored = cache::read(&path)?.ok_or_else(unknown)?;
+    let by_multus = matches!(stored, Stored::Multus(_));
     let entry = multus_cache::resolve(&path, stored, &Invocation::request(request, conf))?.entry;
     if !entry.complete {
         return Err(unknown());
     }
-    let mut dirs = entry.plugin_dirs.clone();
-    dirs.extend(conf.plugin_dirs(&request.path));
+    let dirs = conf.plugin_dirs_after(&entry.plugin_dirs, &request.path);
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     for d in &entry.delegates {
         let dc = DelegateConf::from_bytes(d.config.as_bytes(), None, &d.network)?;
@@ -50,7 +61,10 @@ pub(super) fn check(engine: &Engine, request: &Request, conf: &NetConf) -> Resul
         };
         invoker.check(&d.network, &dc, &d.runtime_config, target, prev)?;
     }
-    Ok(())
+    Ok(Cached {
+        attachments: attachments(&entry, request.netns.as_deref()),
+        by_multus,
+    })
 }
 
 pub(super) fn status(engine: &Engine, request: &Request, conf: &NetConf) -> Result<()> {

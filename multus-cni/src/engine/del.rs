@@ -60,12 +60,7 @@ fn del_entry(
             message: e.message,
         });
     }
-    let mut dirs = entry.plugin_dirs.clone();
-    for d in conf.plugin_dirs(cni_path) {
-        if !dirs.contains(&d) {
-            dirs.push(d);
-        }
-    }
+    let dirs = conf.plugin_dirs_after(&entry.plugin_dirs, cni_path);
     let invoker = Invoker::new(engine.exec.as_ref(), &dirs);
     errors.extend(del_delegates(&invoker, netns, &mut entry));
     let abandoned = if errors.is_empty() || !conf.retry_delete_on_error {
@@ -230,7 +225,8 @@ pub(super) fn del_delegates(
     errors
 }
 
-fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
+/// The attachments `entry` records, as the hooks see them.
+pub(super) fn attachments(entry: &CacheEntry, netns: Option<&Path>) -> Vec<Attachment> {
     let pod = entry.pod.as_ref().map(|p| PodKey {
         namespace: p.namespace.clone(),
         name: p.name.clone(),

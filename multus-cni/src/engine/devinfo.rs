@@ -6,14 +6,17 @@
 use std::{
     fs,
     io::{ErrorKind, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::{Path, PathBuf},
 };
 
 use serde_json::{Map, Value};
 use tracing::warn;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    files::{Atomic, remove_if_exists, write_atomic},
+};
 
 /// The runtimeConfig key (and capability) naming the file.
 pub const KEY: &str = "CNIDeviceInfoFile";
@@ -51,23 +54,11 @@ pub fn write(file: &Path, info: &Value) -> Result<()> {
         .mode(0o755)
         .create(dir)
         .map_err(err)?;
-    let name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("devinfo");
-    let temp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(info.to_string().as_bytes()))
-        .and_then(|()| fs::rename(&temp, file));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written.map_err(err)
+    let how = Atomic {
+        mode: 0o644,
+        durable: false,
+    };
+    write_atomic(file, how, |f| f.write_all(info.to_string().as_bytes())).map_err(err)
 }
 
 /// The JSON object in `file`, if there is one (a delegate may have written or rewritten it).
@@ -90,15 +81,9 @@ pub fn read(file: &Path) -> Option<Value> {
 
 /// Removes `file`; a file already gone is no error.
 pub fn remove(file: &Path) -> Result<()> {
-    match fs::remove_file(file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(
-            "removing the delegate's device information",
-            file,
-            e,
-        )),
-    }
+    remove_if_exists(file)
+        .map(drop)
+        .map_err(|e| Error::io("removing the delegate's device information", file, e))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The engine: one entry point for both front ends (the `multus-cni` binary in thin mode, and
-//! the agent in-process). It turns a [`Request`] into delegate runs, a cache, a CNI result and
-//! the network-status list.
+//! The engine: what both front ends run (the `multus-cni` binary in thin mode, and the agent
+//! in-process), once [`crate::front::serve`] has read the request. It turns a [`Request`] into
+//! delegate runs, a cache, a CNI result and the network-status list.
 mod add;
 pub mod cache;
 mod check;
@@ -15,6 +15,7 @@ pub mod status;
 
 use std::sync::Arc;
 
+pub use check::Cached;
 pub use hooks::{
     AbandonedDel, Attachment, Device, DeviceProvider, DeviceRequest, HookError, Hooks, Leftover,
     NoDevices, NoHooks, NoPublisher, Publisher,
@@ -22,13 +23,14 @@ pub use hooks::{
 pub use plan::Planned;
 use serde_json::Value;
 pub use status::NetworkStatus;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::{
-    cni::{CniResult, Command, ErrorReply, Request, version::version_reply},
+    cni::{CniResult, Command, Request},
     config::NetConf,
     delegate::{Exec, ProcessExec},
-    error::{Error, Result},
+    error::Result,
+    front::Reply,
     network::NetworkSource,
 };
 
@@ -45,15 +47,6 @@ pub struct AddOutput {
     pub attachments: Vec<Attachment>,
     /// What the pod asked for that no plugin could take (posted as Warning Events).
     pub warnings: Vec<String>,
-}
-
-/// What to print and how to exit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// Everything for stdout (the result, the VERSION reply, or the error JSON); may be empty.
-    pub stdout: String,
-    /// The process exit status: 0 on success, 1 on error.
-    pub exit_code: i32,
 }
 
 /// The CNI engine. Cheap to clone; share one per process.
@@ -109,24 +102,11 @@ impl Engine {
         &self.publisher
     }
 
-    /// Handles a request end to end and says what to print: never panics, never fails.
-    pub fn handle(&self, request: &Request) -> Reply {
-        if request.command == Command::Version {
-            return Reply {
-                stdout: version_reply().to_string(),
-                exit_code: 0,
-            };
-        }
-        match NetConf::parse(&request.config) {
-            Ok(conf) => self.handle_with(request, &conf),
-            Err(e) => error_reply(&stdin_version(&request.config), &e, request.command),
-        }
-    }
-
-    /// Like [`Engine::handle`] with the configuration already parsed.
-    pub fn handle_with(&self, request: &Request, conf: &NetConf) -> Reply {
+    /// Runs a parsed request end to end and says what to print: never panics, never fails.
+    /// Front ends reach it through [`crate::front::serve`].
+    pub fn handle(&self, request: &Request, conf: &NetConf) -> Reply {
         let outcome = match request.command {
-            Command::Version => Ok(Some(version_reply().to_string())),
+            Command::Version => return Reply::version(),
             Command::Add => self.add(request, conf).map(|out| {
                 for warning in &out.warnings {
                     warn!(container = %request.container_id, "{warning}");
@@ -139,19 +119,16 @@ impl Engine {
                 Some(out.result.to_string())
             }),
             Command::Del => self.del(request, conf).map(|()| None),
-            Command::Check => self.check(request, conf).map(|()| None),
+            Command::Check => self.check(request, conf).map(|_| None),
             Command::Status => self.status(request, conf).map(|()| None),
             Command::Gc => self.gc(request, conf).map(|()| None),
         };
         match outcome {
             Ok(stdout) => {
                 info!(command = %request.command, container = %request.container_id, "done");
-                Reply {
-                    stdout: stdout.unwrap_or_default(),
-                    exit_code: 0,
-                }
+                Reply::success(stdout.unwrap_or_default())
             }
-            Err(e) => error_reply(conf.cni_version.as_str(), &e, request.command),
+            Err(e) => Reply::failed(conf.cni_version.as_str(), Some(request.command), &e),
         }
     }
 
@@ -171,8 +148,9 @@ impl Engine {
         del::run(self, request, conf)
     }
 
-    /// CHECK: run CHECK on every cached delegate, secondaries included.
-    pub fn check(&self, request: &Request, conf: &NetConf) -> Result<()> {
+    /// CHECK: run CHECK on every cached delegate, secondaries included; says what the cache
+    /// holds for the container, for the embedder's own checks.
+    pub fn check(&self, request: &Request, conf: &NetConf) -> Result<Cached> {
         check::check(self, request, conf)
     }
 
@@ -184,27 +162,6 @@ impl Engine {
     /// GC: DEL every cached attachment the runtime no longer lists.
     pub fn gc(&self, request: &Request, conf: &NetConf) -> Result<()> {
         del::gc(self, request, conf)
-    }
-}
-
-/// The supported `cniVersion` of a configuration that may not parse, for error replies.
-pub(crate) fn stdin_version(config: &[u8]) -> String {
-    serde_json::from_slice::<Value>(config)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .filter(|v| crate::cni::CniVersion::parse(v).is_some())
-        .unwrap_or_else(|| crate::cni::CniVersion::LATEST.as_str().to_owned())
-}
-
-fn error_reply(version: &str, e: &Error, command: Command) -> Reply {
-    error!(%command, code = e.code(), "{e}");
-    Reply {
-        stdout: ErrorReply::new(version, e.code(), e.to_string()).to_json(),
-        exit_code: 1,
     }
 }
 

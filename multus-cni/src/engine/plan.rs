@@ -41,16 +41,35 @@ pub struct Planned {
     pub default_route: Option<Vec<IpAddr>>,
     /// NAD resource name, for the device provider.
     resource_name: Option<String>,
-    /// Device information for network-status.
-    pub device_info: Option<Value>,
-    /// `device_info` is what the device plugin published: copied to the delegate's
-    /// `CNIDeviceInfoFile` before its ADD.
-    pub published: bool,
+    /// The device the provider assigned, as it answered (its id is merged into `conf`).
+    pub device: Option<Device>,
+    /// What the delegate left in its device-information file after ADD.
+    pub reported_device_info: Option<Value>,
     /// The legacy `CNI_ARGS` pairs Multus appends for ADD (`MAC=`, then `IP=a,b`): the static
     /// IPAM reads `IP`; tuning, sriov and ovs read `MAC`.
     pub legacy_args: Vec<(String, String)>,
     /// Requests no plugin of the network can take (Warning Events after ADD).
     pub warnings: Vec<String>,
+}
+
+impl Planned {
+    /// The device information for network-status: what the delegate reported, else what the
+    /// device provider knew.
+    pub fn device_info(&self) -> Option<&Value> {
+        self.reported_device_info
+            .as_ref()
+            .or_else(|| self.device.as_ref()?.device_info.as_ref())
+    }
+
+    /// The device plugin's own information, to copy to the delegate's device-information file
+    /// before its ADD (as Multus does).
+    pub fn published_device_info(&self) -> Option<&Value> {
+        self.device
+            .as_ref()
+            .filter(|d| d.published)?
+            .device_info
+            .as_ref()
+    }
 }
 
 /// A network before interface naming.
@@ -202,8 +221,8 @@ fn make(
         runtime_config,
         default_route: sel.and_then(|s| s.default_route.clone()),
         resource_name: r.resource_name,
-        device_info: None,
-        published: false,
+        device: None,
+        reported_device_info: None,
         legacy_args,
         warnings: Vec::new(),
     }
@@ -551,19 +570,13 @@ fn assign_devices(engine: &Engine, pod: Option<&PodKey>, planned: &mut [Planned]
         .collect();
     let devices = engine.devices.assign(pod, &requests)?;
     for (&i, device) in wanted.iter().zip(devices) {
-        if let Some(Device {
-            device_id,
-            device_info,
-            published,
-        }) = device
-        {
+        if let Some(device) = device {
             let p = &mut planned[i];
             // A device from the resource wins over a deviceID in the annotation.
-            p.conf.set_device_id(&device_id);
+            p.conf.set_device_id(&device.device_id);
             p.runtime_config
-                .insert("deviceID".into(), Value::String(device_id));
-            p.device_info = device_info;
-            p.published = published;
+                .insert("deviceID".into(), Value::String(device.device_id.clone()));
+            p.device = Some(device);
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! A small synchronous HTTP/1.1 client over a unix socket: one request, `Connection: close`,
-//! the answer read to the end. Enough for the thick protocol (see [`super::super::thick`]), and
+//! the answer read to the end. Enough for the thick protocol (see [`crate::thick`]), and
 //! no async runtime in the CNI binary.
 use std::{
     io::{self, Read as _, Write as _},
@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::cli::thick::{CNI_ENDPOINT, EXIT_CODE_HEADER};
+use crate::thick::{CNI_ENDPOINT, EXIT_CODE_HEADER};
 
 /// Largest answer read from the agent (a CNI result is a few KiB).
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;

@@ -6,83 +6,34 @@
 //! are removed (a pin is what keeps a link, and the program on it, alive); the attachment
 //! records stay, and the agent finishes the job when it starts: it finds records whose
 //! interface is gone and removes their map entries and the records themselves.
-use std::{
-    collections::BTreeSet,
-    fs, io,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{collections::BTreeSet, fs, io, sync::Arc};
 
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::{
-    cni::{Request, code},
-    config::NetConf,
-    engine::{Attachment, Engine, HookError, Hooks, Reply},
+    cni::code,
+    engine::{Attachment, Engine, HookError, Hooks},
+    files::remove_if_exists,
+    front::{Call, Handler, Reply},
     network::NoSource,
+    thick::{PinLayout, layout::LINK_DIRECTIONS, record},
 };
-
-/// Where the agent's dataplane keeps what the fallback must unpin.
-#[derive(Debug, Clone)]
-pub(crate) struct DataplaneDirs {
-    /// The bpffs directory (`<bpffs>/links/<id>/{ingress,egress}`).
-    pub bpffs: PathBuf,
-    /// The record directory's parent (`<state>/attachments/<id>.json`).
-    pub state: PathBuf,
-}
-
-impl DataplaneDirs {
-    /// The pin directory of attachment `id`'s links.
-    pub(crate) fn link_dir(&self, id: u32) -> PathBuf {
-        self.bpffs.join("links").join(id.to_string())
-    }
-
-    /// The directory of attachment records.
-    pub(crate) fn records(&self) -> PathBuf {
-        self.state.join("attachments")
-    }
-}
-
-/// The fields of an attachment record the fallback reads.
-#[derive(Deserialize)]
-struct RecordView {
-    id: u32,
-    #[serde(default)]
-    owner: OwnerView,
-}
-
-#[derive(Deserialize, Default)]
-struct OwnerView {
-    #[serde(default)]
-    container_id: String,
-}
 
 /// Removes the link pins of every attachment owned by one of `containers`; returns the ids.
 pub(crate) fn unpin_containers(
-    dirs: &DataplaneDirs,
+    layout: &PinLayout,
     containers: &BTreeSet<&str>,
 ) -> Result<Vec<u32>, String> {
-    let records = dirs.records();
-    let entries = match fs::read_dir(&records) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("listing {}: {e}", records.display())),
-    };
+    let records = layout.records();
+    let identities =
+        record::identities(&records).map_err(|e| format!("listing {}: {e}", records.display()))?;
     let mut unpinned = Vec::new();
     let mut errors = Vec::new();
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        if path.extension().is_none_or(|ext| ext != "json") {
-            continue;
-        }
-        let Ok(bytes) = fs::read(&path) else { continue };
-        let Ok(record) = serde_json::from_slice::<RecordView>(&bytes) else {
-            continue;
-        };
+    for record in identities {
         if !containers.contains(record.owner.container_id.as_str()) {
             continue;
         }
-        match remove_link_pins(&dirs.link_dir(record.id)) {
+        match remove_link_pins(layout, record.id) {
             Ok(()) => unpinned.push(record.id),
             Err(e) => errors.push(e),
         }
@@ -94,20 +45,22 @@ pub(crate) fn unpin_containers(
     }
 }
 
-fn remove_link_pins(dir: &Path) -> Result<(), String> {
-    let gone = |r: io::Result<()>| match r {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    };
-    for hook in ["ingress", "egress"] {
-        let pin = dir.join(hook);
-        gone(fs::remove_file(&pin)).map_err(|e| format!("unpinning {}: {e}", pin.display()))?;
+fn remove_link_pins(layout: &PinLayout, id: u32) -> Result<(), String> {
+    for direction in LINK_DIRECTIONS {
+        let pin = layout.link(id, direction);
+        remove_if_exists(&pin).map_err(|e| format!("unpinning {}: {e}", pin.display()))?;
     }
-    gone(fs::remove_dir(dir)).map_err(|e| format!("removing {}: {e}", dir.display()))
+    let dir = layout.link_dir(id);
+    match fs::remove_dir(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(format!("removing {}: {e}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The fallback's DEL hook: unpin the container's links before the delegates run.
-struct UnpinLinks(DataplaneDirs);
+struct UnpinLinks(PinLayout);
 
 impl Hooks for UnpinLinks {
     fn on_del(&self, attachments: &[Attachment]) -> Result<(), HookError> {
@@ -132,16 +85,20 @@ impl Hooks for UnpinLinks {
     }
 }
 
-/// Runs DEL in-process: the engine with no network source (DEL reads only the cache) and a hook
-/// that unpins the container's eBPF links.
-pub(crate) fn del(request: &Request, conf: &NetConf, dirs: DataplaneDirs) -> Reply {
-    warn!(
-        container = %request.container_id,
-        "multus-agent is not reachable: running DEL in the shim from the cache"
-    );
-    Engine::new(Arc::new(NoSource))
-        .with_hooks(Arc::new(UnpinLinks(dirs)))
-        .handle_with(request, conf)
+/// DEL in the shim's process: the engine with no network source (DEL reads only the cache)
+/// and a hook that unpins the container's eBPF links. Reached through [`crate::front::serve`].
+pub(crate) struct FallbackDel(pub(crate) PinLayout);
+
+impl Handler for FallbackDel {
+    fn run(&self, call: &Call) -> Reply {
+        warn!(
+            container = %call.request.container_id,
+            "multus-agent is not reachable: running DEL in the shim from the cache"
+        );
+        Engine::new(Arc::new(NoSource))
+            .with_hooks(Arc::new(UnpinLinks(self.0.clone())))
+            .handle(&call.request, &call.conf)
+    }
 }
 
 #[cfg(test)]
@@ -152,10 +109,7 @@ mod tests {
     fn unpins_only_the_containers_links() {
         let bpffs = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
-        let dirs = DataplaneDirs {
-            bpffs: bpffs.path().to_owned(),
-            state: state.path().to_owned(),
-        };
+        let dirs = PinLayout::new(bpffs.path(), state.path());
         fs::create_dir_all(dirs.records()).unwrap();
         for (id, container) in [(1, "c1"), (2, "c2"), (3, "c1")] {
             fs::create_dir_all(dirs.link_dir(id)).unwrap();

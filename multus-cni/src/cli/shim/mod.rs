@@ -18,13 +18,14 @@ use serde_json::{Map, Value};
 
 use self::{
     client::{SendError, send},
-    fallback::DataplaneDirs,
+    fallback::FallbackDel,
 };
-use super::{logging, thick};
+use super::logging;
 use crate::{
-    cni::{Command, Request, code, version::version_reply},
+    cni::{Command, code},
     config::NetConf,
-    engine::Reply,
+    front::{self, Reply, Stdin},
+    thick::{self, PinLayout},
 };
 
 /// How long the shim waits for the agent's answer. ADD may queue behind other requests in the
@@ -35,7 +36,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(240);
 #[derive(Debug, Clone)]
 struct ShimConf {
     socket: PathBuf,
-    dataplane: DataplaneDirs,
+    dataplane: PinLayout,
 }
 
 impl ShimConf {
@@ -62,65 +63,72 @@ impl ShimConf {
         };
         Ok(Self {
             socket: thick::socket_path(&dir("daemonSocketDir", thick::DEFAULT_SOCKET_DIR)?),
-            dataplane: DataplaneDirs {
-                bpffs: dir("bpffsDir", thick::DEFAULT_BPFFS_DIR)?,
-                state: dir("dataplaneStateDir", thick::DEFAULT_DATAPLANE_STATE_DIR)?,
-            },
+            dataplane: PinLayout::new(
+                dir("bpffsDir", thick::DEFAULT_BPFFS_DIR)?,
+                dir("dataplaneStateDir", thick::DEFAULT_DATAPLANE_STATE_DIR)?,
+            ),
         })
     }
 }
 
-/// The shim configuration as a [`NetConf`], for logging and the DEL fallback. A shim
-/// configuration need not name the cluster network (the agent knows it); DEL reads only the
-/// cache, so a placeholder satisfies the parser.
-fn netconf(obj: &Map<String, Value>) -> crate::Result<NetConf> {
+/// What the shim merges into its configuration before parsing it as a [`NetConf`] (for logging
+/// and the DEL fallback): a shim configuration need not name the cluster network (the agent
+/// knows it), and DEL reads only the cache, so a placeholder satisfies the parser.
+fn placeholder(obj: &Map<String, Value>) -> Option<Map<String, Value>> {
     let set = |key: &str| obj.get(key).is_some_and(|v| !v.is_null());
     if set("clusterNetwork") || set("delegates") {
-        return NetConf::from_object(obj);
+        return None;
     }
-    let mut obj = obj.clone();
-    obj.insert(
+    let mut merge = Map::new();
+    merge.insert(
         "clusterNetwork".to_owned(),
         Value::String("multus-agent".to_owned()),
     );
-    NetConf::from_object(&obj)
+    Some(merge)
 }
 
-/// Handles one invocation in shim mode; `config` is the runtime's stdin.
-pub fn run<E>(env: &E, config: &[u8]) -> Reply
+/// The shim configuration as a [`NetConf`], with the [`placeholder`] merged in.
+fn netconf(obj: &Map<String, Value>) -> crate::Result<NetConf> {
+    match placeholder(obj) {
+        None => NetConf::from_object(obj),
+        Some(merge) => {
+            let mut obj = obj.clone();
+            obj.extend(merge);
+            NetConf::from_object(&obj)
+        }
+    }
+}
+
+/// Handles one invocation in shim mode; `stdin` is the runtime's (a shim configuration).
+pub fn run<E>(env: &E, stdin: Stdin) -> Reply
 where
     E: Fn(&str) -> Option<String>,
 {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(config) else {
-        return thick::error_reply(
-            config,
+    let Ok(obj) = stdin.object() else {
+        return stdin.error(
             code::DECODING_FAILURE,
             "the shim configuration is not a JSON object",
         );
     };
-    let parsed = netconf(&obj).and_then(|c| ShimConf::from_object(&obj).map(|s| (c, s)));
+    let parsed = netconf(obj).and_then(|c| ShimConf::from_object(obj).map(|s| (c, s)));
     let (conf, shim) = match parsed {
         Ok(both) => both,
         Err(e) => {
             logging::init_fallback();
             tracing::error!("{e}");
-            return thick::error_reply(config, e.code(), e.to_string());
+            return stdin.error(e.code(), e.to_string());
         }
     };
     logging::init(&conf);
     let command = env("CNI_COMMAND").unwrap_or_default();
     if command == Command::Version.as_str() {
-        return Reply {
-            stdout: version_reply().to_string(),
-            exit_code: 0,
-        };
+        return Reply::version();
     }
     let mut headers = Vec::new();
     for var in thick::ENV_VARS {
         if let Some(value) = env(var) {
             if !thick::is_header_safe(&value) {
-                return thick::error_reply(
-                    config,
+                return stdin.error(
                     code::INVALID_ENV,
                     format!("{var} holds characters the shim cannot forward: {value:?}"),
                 );
@@ -128,7 +136,7 @@ where
             headers.push((var, value));
         }
     }
-    let outcome = send(&shim.socket, &headers, config, ANSWER_TIMEOUT);
+    let outcome = send(&shim.socket, &headers, stdin.bytes(), ANSWER_TIMEOUT);
     let socket = shim.socket.display();
     let failed = |what: String| {
         tracing::error!(%command, "{what}");
@@ -137,7 +145,7 @@ where
         } else {
             code::TRY_AGAIN_LATER
         };
-        thick::error_reply(config, code, what)
+        stdin.error(code, what)
     };
     match outcome {
         Ok(answer) => match answer.exit_code {
@@ -155,13 +163,8 @@ where
         Err(SendError::Unreachable(_) | SendError::Dropped(_))
             if command == Command::Del.as_str() =>
         {
-            match Request::from_env(env, config.to_vec()) {
-                Ok(request) => fallback::del(&request, &conf, shim.dataplane),
-                Err(e) => {
-                    let e = crate::Error::from(e);
-                    thick::error_reply(config, e.code(), e.to_string())
-                }
-            }
+            let merge = placeholder(obj);
+            front::serve(env, stdin, merge.as_ref(), &FallbackDel(shim.dataplane))
         }
         Err(SendError::Unreachable(e)) => failed(format!(
             "multus-agent is not reachable at {socket} ({e}); try again later"
@@ -196,7 +199,7 @@ mod tests {
         }));
         let shim = ShimConf::from_object(&o).unwrap();
         assert_eq!(shim.socket, PathBuf::from("/run/x/multus.sock"));
-        assert_eq!(shim.dataplane.bpffs, PathBuf::from("/sys/fs/bpf/multus"));
+        assert_eq!(shim.dataplane, PinLayout::default());
         let conf = netconf(&o).unwrap();
         assert_eq!(conf.cni_dir, PathBuf::from("/var/lib/cni/multus"));
         assert_eq!(conf.plugin_type, "multus-shim");
@@ -219,7 +222,7 @@ mod tests {
             // The whole invocation answers with it, whatever the command.
             let reply = run(
                 &|k: &str| (k == "CNI_COMMAND").then(|| "DEL".to_owned()),
-                v.to_string().as_bytes(),
+                Stdin::new(v.to_string().into_bytes()),
             );
             assert_eq!(reply.exit_code, 1);
             assert!(reply.stdout.contains(key), "{}", reply.stdout);
@@ -245,7 +248,7 @@ mod tests {
         .to_string()
         .into_bytes();
         let reply = |env: &dyn Fn(&str) -> Option<String>| {
-            let r = run(&env, &conf);
+            let r = run(&env, Stdin::new(conf.clone()));
             let v: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
             (r.exit_code, v["code"].as_u64())
         };
@@ -265,7 +268,10 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ]);
         assert_eq!(reply(&del), (0, None));
-        let version = run(&env_of(&[("CNI_COMMAND", "VERSION")]), &conf);
+        let version = run(
+            &env_of(&[("CNI_COMMAND", "VERSION")]),
+            Stdin::new(conf.clone()),
+        );
         assert!(version.stdout.contains("supportedVersions"));
         let bad = env_of(&[("CNI_COMMAND", "ADD"), ("CNI_ARGS", "a=b\nc")]);
         assert_eq!(reply(&bad), (1, Some(4)));

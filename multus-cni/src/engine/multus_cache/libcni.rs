@@ -112,11 +112,9 @@ pub fn read(path: &Path) -> Result<Option<CachedAttachment>> {
 
 /// Removes the cache file at `path` (missing is fine).
 pub fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing libcni's result cache", path, e)),
-    }
+    crate::files::remove_if_exists(path)
+        .map(drop)
+        .map_err(|e| Error::io("removing libcni's result cache", path, e))
 }
 
 /// The `ifName` libcni recorded for `network`'s attachment of `container_id`: the first file

@@ -87,7 +87,7 @@ impl<'a> Invocation<'a> {
 pub(crate) struct Converted {
     /// The teardown, in this engine's terms.
     pub entry: CacheEntry,
-    /// libcni's result files and the device-info files of the entry's delegates.
+    /// libcni's result files (a delegate's device-info file goes with its own DEL).
     pub leftovers: Vec<PathBuf>,
 }
 
@@ -156,9 +156,6 @@ pub(crate) fn convert(path: &Path, value: &Value, inv: &Invocation<'_>) -> Resul
             Some(c) => c.capability_args.clone(),
             None => multus_runtime_config(index == 0, record, inv, &ifname),
         };
-        if let Some(file) = devinfo::owned(&runtime_config, inv.container_id, &ifname) {
-            leftovers.push(file);
-        }
         delegates.push(CachedDelegate {
             network,
             result: cached

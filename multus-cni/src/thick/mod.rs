@@ -1,4 +1,9 @@
-//! The thick-mode wire protocol between the `multus-cni` shim and `multus-agent`.
+//! The thick-mode contract between the `multus-cni` shim and `multus-agent`, in one place: the
+//! socket protocol (here), where the dataplane pins and records ([`layout`]) and what a record
+//! says about its owner ([`record`]). The shim's DEL fallback, the agent and `multus-agent
+//! status` all read them from here; nothing in this module needs eBPF.
+//!
+//! # The socket protocol
 //!
 //! HTTP/1.1 over a unix socket (`<socketDir>/multus.sock`, root only), one request per
 //! connection:
@@ -16,12 +21,13 @@
 //! exit status in the `CNI-Exit-Code` header. An answer without that header did not come from
 //! the CNI handler (a proxy, a wrong socket) and is treated as a transport failure. So the whole
 //! exchange can be replayed with `curl --unix-socket`.
+pub mod layout;
+pub mod record;
+
 use std::path::{Path, PathBuf};
 
-use crate::{
-    cni::ErrorReply,
-    engine::{Reply, stdin_version},
-};
+pub use layout::{DEFAULT_BPFFS_DIR, DEFAULT_DATAPLANE_STATE_DIR, PinLayout};
+pub use record::{AttachmentOwner, RecordIdentity};
 
 /// Default directory of the agent's socket (Multus's `daemonSocketDir`/`socketDir`).
 pub const DEFAULT_SOCKET_DIR: &str = "/run/multus";
@@ -42,10 +48,6 @@ pub const ENV_VARS: [&str; 6] = [
     "CNI_ARGS",
     "CNI_PATH",
 ];
-/// Default bpffs directory of the agent's dataplane pins.
-pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/multus";
-/// Default directory of the agent's dataplane records (tmpfs).
-pub const DEFAULT_DATAPLANE_STATE_DIR: &str = "/run/multus/dataplane";
 
 /// The socket inside `dir`.
 pub fn socket_path(dir: &Path) -> PathBuf {
@@ -60,22 +62,6 @@ pub fn is_header_safe(value: &str) -> bool {
         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
-/// An error reply (exit status 1) in the spec version of `config` (the runtime's stdin), or the
-/// newest version when the configuration does not say.
-pub fn error_reply(config: &[u8], code: u32, msg: impl Into<String>) -> Reply {
-    Reply {
-        stdout: ErrorReply::new(&stdin_version(config), code, msg).to_json(),
-        exit_code: 1,
-    }
-}
-
-/// Where a shim configuration lives in its JSON: `"type": "multus-shim"` at the top level.
-pub fn is_shim_config(config: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(config)
-        .ok()
-        .is_some_and(|v| v.get("type").and_then(serde_json::Value::as_str) == Some(SHIM_TYPE))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,20 +74,5 @@ mod tests {
         assert!(is_header_safe("/var/run/netns/cni-1234"));
         assert!(!is_header_safe("a\r\nInjected: yes"));
         assert!(!is_header_safe("caf\u{e9}"));
-    }
-
-    #[test]
-    fn shim_detection_and_error_version() {
-        assert!(is_shim_config(
-            br#"{"type":"multus-shim","cniVersion":"0.3.1"}"#
-        ));
-        assert!(!is_shim_config(br#"{"type":"multus"}"#));
-        assert!(!is_shim_config(b"not json"));
-        let r = error_reply(br#"{"cniVersion":"0.3.1"}"#, 11, "later");
-        assert_eq!(r.exit_code, 1);
-        assert_eq!(
-            r.stdout,
-            r#"{"cniVersion":"0.3.1","code":11,"msg":"later"}"#
-        );
     }
 }
