@@ -97,6 +97,8 @@ pub struct AgentConfig {
     pub drop_event_rate: u32,
     /// `dropEventBurst`: drop events an attachment may emit at once.
     pub drop_event_burst: u32,
+    /// `maxPods`, `attachmentsPerPod`, `flowsPerAttachment`: how large the dataplane's maps are.
+    pub map_sizing: crate::dataplane::MapSizing,
     /// `nodeName` (or `MULTUS_NODE_NAME`): this node, for the pod watch.
     pub node_name: Option<String>,
     /// Kubernetes or standalone.
@@ -150,6 +152,7 @@ impl Default for AgentConfig {
             drop_event_buffer: crate::dataplane::events::DEFAULT_CAPACITY,
             drop_event_rate: crate::dataplane::events::DEFAULT_RATE,
             drop_event_burst: crate::dataplane::events::DEFAULT_BURST,
+            map_sizing: crate::dataplane::MapSizing::default(),
             node_name: None,
             source: SourceMode::Standalone {
                 dir: PathBuf::from(DEFAULT_LOCAL_SOURCE_DIR),
@@ -355,6 +358,18 @@ impl AgentConfig {
             drop_event_buffer: k.int("dropEventBuffer", 1..=1 << 20, d.drop_event_buffer)?,
             drop_event_rate: k.int("dropEventRate", 0..=1_000_000, d.drop_event_rate)?,
             drop_event_burst: k.int("dropEventBurst", 1..=1_000_000, d.drop_event_burst)?,
+            map_sizing: {
+                use crate::dataplane::sizing as z;
+                z::MapSizing::for_node(
+                    k.int("maxPods", 1..=10_000, z::DEFAULT_MAX_PODS)?,
+                    k.int("attachmentsPerPod", 1..=64, z::DEFAULT_ATTACHMENTS_PER_POD)?,
+                    k.int(
+                        "flowsPerAttachment",
+                        16..=1 << 20,
+                        z::DEFAULT_FLOWS_PER_ATTACHMENT,
+                    )?,
+                )
+            },
             node_name: k.string("nodeName")?,
             source,
             pod_cache_wait: k

@@ -51,8 +51,8 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     let metrics = AgentMetrics::default();
     let layout = PinLayout::new(&config.bpffs_dir, &config.dataplane_state_dir);
     let mode = config.attach_mode.unwrap_or_else(AttachMode::detect);
-    let (mut dataplane, adoption) =
-        Dataplane::load(layout.clone(), mode).context("loading the dataplane")?;
+    let (mut dataplane, adoption) = Dataplane::load_sized(layout.clone(), mode, config.map_sizing)
+        .context("loading the dataplane")?;
     let events = drop_events(&config, &layout, &mut dataplane, &metrics)?;
     for id in &adoption.adopted {
         metrics.attach_op("adopt", true);

@@ -233,6 +233,27 @@ fn encode_interfaces(
                 }
             }
         }
+        let mut evictions = encoder.encode_descriptor(
+            "multus_flow_table_evictions",
+            "New flows of a secondary interface that pushed one of its own older flows out of its \
+             full connection table (their replies then meet the policy)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (record, counters) in rows.iter().filter(|(r, _)| r.policy.is_some()) {
+            ConstCounter::new(counters.flows.evictions)
+                .encode(evictions.encode_family(&interface_labels(record))?)?;
+        }
+        let mut live = encoder.encode_descriptor(
+            "multus_flow_table_flows",
+            "Flows in a secondary interface's connection table",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (record, counters) in rows.iter().filter(|(r, _)| r.policy.is_some()) {
+            ConstGauge::new(i64::try_from(counters.flows.live).unwrap_or(i64::MAX))
+                .encode(live.encode_family(&interface_labels(record))?)?;
+        }
         let mut info = encoder.encode_descriptor(
             "pod_network_name_info",
             "The network of each pod interface, to join with per-interface metrics (always 0)",

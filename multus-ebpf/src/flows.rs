@@ -6,9 +6,13 @@
 //! against the new policy ([`Reply::Recheck`]) and, when it is still allowed, the flow carries on
 //! under the new generation. TCP, UDP and SCTP flows are tracked, and ICMP echo (a request
 //! opens, a reply answers); ICMP errors about a tracked flow count as its replies.
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+//!
+//! Each attachment has a table of its own (an LRU the agent creates with the policy), so a pod
+//! opening flows by the thousand evicts only its own least recently used flows, never another
+//! pod's idle ones; [`FlowBudget`] counts those evictions.
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns};
 use multus_common::{
-    DIR_EGRESS, DIR_INGRESS, FlowKey, FlowValue,
+    DIR_EGRESS, DIR_INGRESS, FlowBudget, FlowKey, FlowValue,
     policy::{
         FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_CLOSED_NS, FLOW_TIMEOUT_DATAGRAM_NS,
         FLOW_TIMEOUT_STREAM_NS,
@@ -16,7 +20,7 @@ use multus_common::{
 };
 
 use crate::{
-    maps::{FLOWS, Scratch},
+    maps::{FLOW_BUDGETS, FLOWS, FlowTable, RECENT_SLOTS, Scratch},
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Quoted},
 };
 
@@ -38,7 +42,10 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     if !ends && !opens && recently_confirmed(s, generation, now) {
         return;
     }
-    match FLOWS.get_ptr_mut(&s.flow) {
+    let Some(table) = FLOWS.get(id) else {
+        return;
+    };
+    match table.get_ptr_mut(&s.flow) {
         // SAFETY: a map value pointer from the lookup; a racing writer can only store another
         // timestamp or generation, both whole words.
         Some(flow) if unsafe { (*flow).generation } == generation => unsafe {
@@ -62,8 +69,14 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
                 closing: 0,
                 pad: 0,
             };
-            // A full table evicts its least recently used flow; nothing to do on error.
-            let _ = FLOWS.insert(&s.flow, &value, 0);
+            // Only one CPU creates a flow (the others find it there): the count stays exact.
+            // A full table evicts its least recently used flow.
+            if table
+                .insert(&s.flow, &value, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
+                counted_insert(id);
+            }
         }
     }
     confirm(s, generation, now);
@@ -92,7 +105,10 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Re
     if !ends && recently_confirmed(s, generation, now) {
         return Reply::Yes;
     }
-    let Some(flow) = FLOWS.get_ptr_mut(&s.flow) else {
+    let Some(table) = FLOWS.get(id) else {
+        return Reply::No;
+    };
+    let Some(flow) = table.get_ptr_mut(&s.flow) else {
         return Reply::No;
     };
     // SAFETY: a map value pointer from the lookup above (see `record`).
@@ -100,7 +116,7 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Re
         let idle = now.wrapping_sub((*flow).last_seen_ns);
         if idle > timeout(s.pkt.proto, (*flow).closing) {
             // Dead: make room at once rather than when the LRU gets to it.
-            let _ = FLOWS.remove(&s.flow);
+            counted_remove(table, &s.flow, id);
             return Reply::No;
         }
         if (*flow).generation != generation {
@@ -122,7 +138,10 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Re
 /// Moves the flow in `s.flow`, which the policy in force was found to allow, to `generation`.
 #[inline(always)]
 pub fn restamp(s: &mut Scratch, generation: u32) {
-    if let Some(flow) = FLOWS.get_ptr_mut(&s.flow) {
+    let Some(table) = FLOWS.get(s.flow.attach_id) else {
+        return;
+    };
+    if let Some(flow) = table.get_ptr_mut(&s.flow) {
         // SAFETY: a map value pointer from the lookup; whole-word stores.
         unsafe {
             (*flow).generation = generation;
@@ -163,7 +182,10 @@ pub fn is_related(s: &mut Scratch, q: &Quoted, id: u32, direction: u32, generati
     flow.peer_port = peer_port;
     flow.local = mapped(v4, local);
     flow.peer = mapped(v4, peer);
-    let Some(entry) = FLOWS.get_ptr(&s.flow) else {
+    let Some(table) = FLOWS.get(id) else {
+        return Reply::No;
+    };
+    let Some(entry) = table.get_ptr(&s.flow) else {
         return Reply::No;
     };
     // SAFETY: plain helper call without arguments.
@@ -197,16 +219,26 @@ fn timeout(proto: u8, closing: u8) -> u64 {
 /// that much later.)
 #[inline(always)]
 fn recently_confirmed(s: &Scratch, generation: u32, now: u64) -> bool {
-    s.recent.generation == generation
-        && now.wrapping_sub(s.recent.checked_ns) < FLOW_REFRESH_NS
-        && same_flow(&s.recent.key, &s.flow)
+    let recent = &s.recent[recent_slot(&s.flow)];
+    recent.generation == generation
+        && now.wrapping_sub(recent.checked_ns) < FLOW_REFRESH_NS
+        && same_flow(&recent.key, &s.flow)
 }
 
 #[inline(always)]
 fn confirm(s: &mut Scratch, generation: u32, now: u64) {
-    s.recent.key = s.flow;
-    s.recent.generation = generation;
-    s.recent.checked_ns = now;
+    let recent = &mut s.recent[recent_slot(&s.flow)];
+    recent.key = s.flow;
+    recent.generation = generation;
+    recent.checked_ns = now;
+}
+
+/// The slot of a flow among the recently confirmed ones.
+#[inline(always)]
+fn recent_slot(flow: &FlowKey) -> usize {
+    let mix =
+        u32::from(flow.local_port) ^ u32::from(flow.peer_port) ^ flow.peer[3] ^ flow.attach_id;
+    ((mix ^ (mix >> 8) ^ (mix >> 16)) as usize) & (RECENT_SLOTS - 1)
 }
 
 /// Word-by-word comparison (array equality would become a call to a byte-loop `bcmp`).
@@ -270,9 +302,63 @@ fn flow_key(s: &mut Scratch, id: u32, direction: u32, opening: bool) -> bool {
     true
 }
 
-/// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so the two families never collide.
+/// Counts a flow the programs created in attachment `id`'s table: one more live flow, or, when
+/// the table was full already, one eviction (the LRU made room by dropping one of its flows).
 #[inline(always)]
-fn mapped(v4: bool, addr: [u32; 4]) -> [u32; 4] {
+fn counted_insert(id: u32) {
+    let Some(budget) = FLOW_BUDGETS.get_ptr_mut(id) else {
+        return;
+    };
+    // SAFETY: a map value pointer from the lookup; the counters are only ever changed by atomic
+    // adds, and a racing reader sees a whole word.
+    unsafe {
+        let budget: *mut FlowBudget = budget;
+        if (*budget).live >= (*budget).capacity {
+            atomic_add(&raw mut (*budget).evictions, 1);
+        } else {
+            atomic_add(&raw mut (*budget).live, 1);
+        }
+    }
+}
+
+/// Removes a flow from attachment `id`'s table and counts it gone (only the CPU whose delete
+/// succeeded counts it).
+#[inline(always)]
+fn counted_remove(table: &FlowTable, key: &FlowKey, id: u32) {
+    if table.remove(key).is_err() {
+        return;
+    }
+    let Some(budget) = FLOW_BUDGETS.get_ptr_mut(id) else {
+        return;
+    };
+    // SAFETY: as in `counted_insert`.
+    unsafe {
+        let budget: *mut FlowBudget = budget;
+        if (*budget).live > 0 {
+            atomic_add(&raw mut (*budget).live, u64::MAX);
+        }
+    }
+}
+
+/// An atomic add whose result is not used: the BPF target has no compare-and-swap, so core's
+/// atomic types offer no `fetch_add`, but the instruction set has a plain atomic add.
+///
+/// # Safety
+/// `dst` must point to a live, aligned map value word.
+#[inline(always)]
+unsafe fn atomic_add(dst: *mut u64, value: u64) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, value,
+        );
+    }
+}
+
+/// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), so the two families never collide
+/// (in the connection table and the fragment table alike).
+#[inline(always)]
+pub fn mapped(v4: bool, addr: [u32; 4]) -> [u32; 4] {
     if v4 {
         [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr[0]]
     } else {

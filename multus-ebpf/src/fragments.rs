@@ -8,6 +8,7 @@
 use multus_common::{FragValue, policy::FAMILY_V4};
 
 use crate::{
+    flows::mapped,
     maps::{FRAGMENTS, Scratch},
     packet::{FRAG_FIRST, FRAG_LATER},
 };
@@ -51,15 +52,5 @@ pub fn track(s: &mut Scratch, id: u32, direction: u32) {
         pkt.icmp_id = first.icmp_id;
         pkt.icmp_type = first.icmp_type;
         pkt.has_l4 = true;
-    }
-}
-
-/// IPv4 addresses as IPv4-mapped IPv6, as in the connection table.
-#[inline(always)]
-fn mapped(v4: bool, addr: [u32; 4]) -> [u32; 4] {
-    if v4 {
-        [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), addr[0]]
-    } else {
-        addr
     }
 }

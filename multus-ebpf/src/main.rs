@@ -4,6 +4,10 @@
 //! counters, the attachment's policy trie, and the flows its policy allowed.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The BPF target has no compare-and-swap, so core's atomics lack `fetch_add`; the flow table's
+// counters use the plain atomic add intrinsic instead (the eBPF build runs with build-std).
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 
 #[cfg(target_arch = "bpf")]
 mod device;

@@ -1,14 +1,14 @@
 //! The maps and read-only globals of the programs. Every shared map is pinned by name, so a new
 //! loader reuses them: counters continue, policies, flows and the device cache stay in force.
 use aya_ebpf::{
-    btf_maps::{ArrayOfMaps, LpmTrie},
+    btf_maps::{ArrayOfMaps, LpmTrie, LruHashMap as BtfLruHashMap},
     macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use multus_common::{
     DIRECTIONS, DeviceEntry, DirCounters, EVENT_RING_BYTES, EventBucket, EventConfig, EventStats,
-    FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS, MAX_FRAGMENTS,
-    MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
+    FlowBudget, FlowKey, FlowValue, FragKey, FragValue, IfaceKey, MAX_ATTACHMENTS, MAX_FLOWS,
+    MAX_FRAGMENTS, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue,
 };
 
 use crate::packet::Packet;
@@ -38,9 +38,18 @@ pub type PolicyTrie = LpmTrie<PolicyKey, PolicyValue, { MAX_POLICY_ENTRIES as us
 #[btf_map(name = "MULTUS_POLICY", pin_by_name)]
 pub static POLICIES: ArrayOfMaps<PolicyTrie, { MAX_ATTACHMENTS as usize }> = ArrayOfMaps::new();
 
-/// Flows a policy allowed, so that their replies pass the other direction.
-#[map(name = "MULTUS_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+/// One attachment's connection table: an LRU of its own, so one pod's flows can only evict its
+/// own. The agent creates it with the attachment's policy (`MAX_FLOWS` is the template's size).
+pub type FlowTable = BtfLruHashMap<FlowKey, FlowValue, { MAX_FLOWS as usize }>;
+
+/// Flows a policy allowed, so that their replies pass the other direction: one table per
+/// attachment.
+#[btf_map(name = "MULTUS_FLOWS", pin_by_name)]
+pub static FLOWS: ArrayOfMaps<FlowTable, { MAX_ATTACHMENTS as usize }> = ArrayOfMaps::new();
+
+/// Capacity, live flows and evictions of each attachment's connection table.
+#[map(name = "MULTUS_FLOW_BUDGET")]
+pub static FLOW_BUDGETS: Array<FlowBudget> = Array::pinned(MAX_ATTACHMENTS, 0);
 
 /// Datagrams in flight in fragments: the first fragment's layer-4 fields (see `fragments`).
 #[map(name = "MULTUS_FRAGS")]
@@ -72,8 +81,11 @@ pub struct LastDevice {
     pub epoch: u32,
 }
 
-/// The flow the previous packet on this CPU and direction belonged to, and when the connection
-/// table was last seen to hold it: a steady flow skips the table lookup for up to a second.
+/// Slots of the per-CPU recently-confirmed flows (a power of two: the slot is picked by masking).
+pub const RECENT_SLOTS: usize = 8;
+
+/// A flow a recent packet on this CPU and direction belonged to, and when the connection table
+/// was last seen to hold it: a steady flow skips the table lookup for up to a second.
 #[repr(C, align(8))]
 pub struct RecentFlow {
     pub key: FlowKey,
@@ -124,7 +136,9 @@ impl LpmKey {
 #[repr(C, align(8))]
 pub struct Scratch {
     pub last_device: LastDevice,
-    pub recent: RecentFlow,
+    /// Flows this CPU recently confirmed, direct-mapped by ports and peer (one slot would
+    /// thrash when flows interleave).
+    pub recent: [RecentFlow; RECENT_SLOTS],
     pub pkt: Packet,
     pub key: LpmKey,
     pub flow: FlowKey,
@@ -135,6 +149,33 @@ const _: () = assert!(size_of::<LpmKey>() == size_of::<Key<PolicyKey>>());
 
 #[map(name = "MULTUS_SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
+
+/// Slots of the per-CPU peer cache (a power of two: the slot is picked by masking).
+pub const PEER_SLOTS: usize = 8;
+
+/// A peer's policy trie entry as a lookup found it: valid while the epoch is the same (the agent
+/// bumps it with every policy change, as it does for attachment changes).
+#[repr(C, align(8))]
+pub struct PeerSlot {
+    pub id: u32,
+    pub epoch: u32,
+    pub family: u32,
+    /// Non-zero once the slot holds an entry.
+    pub used: u32,
+    pub peer: [u32; 4],
+    pub value: PolicyValue,
+}
+
+/// The last peers' trie entries of one direction on one CPU, direct-mapped by address: the
+/// longest-prefix match over a large policy is the costliest step of a packet, and most packets
+/// come from (or go to) a peer the CPU has just seen.
+#[repr(C, align(8))]
+pub struct PeerCache {
+    pub slots: [PeerSlot; PEER_SLOTS],
+}
+
+#[map(name = "MULTUS_PEERS")]
+pub static PEERS: PerCpuArray<PeerCache> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
 
 // Field offsets of the running kernel, set by the loader from its BTF (read-only data).
 #[unsafe(no_mangle)]

@@ -23,7 +23,7 @@ use multus_common::{
 use crate::{
     flows::{self, Reply},
     fragments,
-    maps::{PolicyTrie, Scratch},
+    maps::{PEER_SLOTS, PEERS, PeerSlot, PolicyTrie, Scratch},
     packet::{
         self, FRAG_NONE, ICMP_REDIRECT, IPPROTO_ICMP, IPPROTO_ICMPV6, L3, ND_NEIGHBOUR_ADVERT,
         ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, PULL_LEN, Packet,
@@ -78,13 +78,8 @@ pub fn decide(
         s.pkt.src_words()
     };
     let family = s.pkt.family;
-    s.key.set(
-        PEER_PREFIX_BASE + family_bits(family),
-        [KIND_PEER, direction as u8, family, 0],
-        peer,
-    );
     // Every direction and family has a /0 entry; a miss means a trie without one: no opinion.
-    let Some(entry) = trie.get(s.key.as_key()) else {
+    let Some(entry) = peer_entry(trie, s, id, direction, family, peer) else {
         return Verdict::Pass;
     };
     let meta = &entry.meta;
@@ -138,6 +133,72 @@ pub fn decide(
         Verdict::Pass
     } else {
         drop(reason, entry)
+    }
+}
+
+/// The trie entry of `peer` (the longest prefix containing it), from this CPU's peer cache when
+/// it holds the peer under the current epoch, else from the trie (and then cached).
+#[inline(always)]
+fn peer_entry<'a>(
+    trie: &'a PolicyTrie,
+    s: &mut Scratch,
+    id: u32,
+    direction: u32,
+    family: u8,
+    peer: [u32; 4],
+) -> Option<&'a PolicyValue> {
+    let epoch = s.last_device.epoch;
+    let mix = peer[0] ^ peer[1] ^ peer[2] ^ peer[3];
+    let index = ((mix ^ (mix >> 8) ^ (mix >> 16) ^ (mix >> 24)) as usize) & (PEER_SLOTS - 1);
+    let cache = PEERS.get_ptr_mut(direction);
+    if let Some(cache) = cache {
+        // SAFETY: this CPU's slot of the per-CPU map, used by this run only; the entry stays
+        // valid for the rest of the run (nothing else writes it while the program runs).
+        let slot: &'a PeerSlot = unsafe { &(*cache).slots[index] };
+        if slot.used != 0
+            && slot.id == id
+            && slot.epoch == epoch
+            && slot.family == u32::from(family)
+            && slot.peer[0] == peer[0]
+            && slot.peer[1] == peer[1]
+            && slot.peer[2] == peer[2]
+            && slot.peer[3] == peer[3]
+        {
+            return Some(&slot.value);
+        }
+    }
+    s.key.set(
+        PEER_PREFIX_BASE + family_bits(family),
+        [KIND_PEER, direction as u8, family, 0],
+        peer,
+    );
+    let entry = trie.get(s.key.as_key())?;
+    if let Some(cache) = cache {
+        // SAFETY: as above.
+        let slot = unsafe { &mut (*cache).slots[index] };
+        slot.id = id;
+        slot.epoch = epoch;
+        slot.family = u32::from(family);
+        slot.peer = peer;
+        copy_value(&mut slot.value, entry);
+        slot.used = 1;
+    }
+    Some(entry)
+}
+
+const _: () = assert!(size_of::<PolicyValue>().is_multiple_of(4));
+
+/// Copies a trie value word by word (a struct copy may become a call to a byte loop).
+#[inline(always)]
+fn copy_value(dst: &mut PolicyValue, src: &PolicyValue) {
+    const WORDS: usize = size_of::<PolicyValue>() / 4;
+    let (d, s) = (
+        core::ptr::from_mut(dst).cast::<u32>(),
+        core::ptr::from_ref(src).cast::<u32>(),
+    );
+    for i in 0..WORDS {
+        // SAFETY: both point to a whole `PolicyValue` of `WORDS` 4-aligned words.
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
     }
 }
 

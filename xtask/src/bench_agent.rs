@@ -152,6 +152,8 @@ fn prepare(attach_mode: Option<&str>, chroot_dir: Option<&str>) -> anyhow::Resul
             node.agent_keys.insert(key.to_owned(), json!(value));
         }
     }
+    // The capacity step holds 1,000 attachments (250 pods with 4 each): size the maps for it.
+    node.agent_keys.insert("maxPods".to_owned(), json!(260));
     let setup = Setup { node };
     for (i, net) in NETWORKS.iter().enumerate() {
         let doc = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",

@@ -39,9 +39,12 @@ use crate::shell::{Cmd, build_agent, is_root, note, step};
 const PORT: u16 = 5201;
 /// UDP payload size of the small-packet run.
 const UDP_PAYLOAD: u64 = 64;
-/// The two targets of the issue.
-const THROUGHPUT_TARGET: f64 = 0.90;
-const RUN_TIME_TARGET_NS: f64 = 200.0;
+/// The targets with the rules in: TCP throughput and the 64-byte UDP rate against no program,
+/// and the run time per packet as the kernel's statistics measure it (their own clock reads
+/// included, so the program's own time is less).
+const TCP_TARGET: f64 = 1.00;
+const UDP_TARGET: f64 = 0.95;
+const RUN_TIME_TARGET_NS: f64 = 100.0;
 /// The agent's default drop event limit (`dropEventRate`, `dropEventBurst`).
 const DEFAULT_EVENT_RATE: u32 = 100;
 const DEFAULT_EVENT_BURST: u32 = 200;
@@ -762,27 +765,25 @@ fn print_report(
         .position(|s| *s == Scenario::ProgramRules)
         .unwrap_or(2);
     let ratio = median(&tcp[filtered]) / tcp_base;
+    let udp_ratio = median(&udp[filtered]) / udp_base;
     let worst_ns = run_times
         .iter()
         .filter(|(s, _, _)| *s == Scenario::ProgramRules)
         .flat_map(|(_, i, e)| [i, e])
         .filter_map(|v| v.map(|(ns, _)| ns))
         .fold(f64::NAN, f64::max);
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
     println!(
-        "targets with {} rules: TCP >= {:.0}% of baseline: {} ({:.0}%); run time < {RUN_TIME_TARGET_NS:.0} ns/packet: {} ({worst_ns:.0} ns, slower hook)",
+        "targets with {} rules: TCP >= {:.0}% of baseline: {} ({:.0}%); 64-byte UDP >= {:.0}%: {} \
+         ({:.0}%); run time <= {RUN_TIME_TARGET_NS:.0} ns/packet: {} ({worst_ns:.0} ns, slower hook)",
         args.rules,
-        THROUGHPUT_TARGET * 100.0,
-        if ratio >= THROUGHPUT_TARGET {
-            "met"
-        } else {
-            "MISSED"
-        },
+        TCP_TARGET * 100.0,
+        verdict(ratio >= TCP_TARGET),
         ratio * 100.0,
-        if worst_ns < RUN_TIME_TARGET_NS {
-            "met"
-        } else {
-            "MISSED"
-        },
+        UDP_TARGET * 100.0,
+        verdict(udp_ratio >= UDP_TARGET),
+        udp_ratio * 100.0,
+        verdict(worst_ns <= RUN_TIME_TARGET_NS),
     );
     println!(
         "ingress/egress ns: kernel BPF statistics (kernel.bpf_stats_enabled), ingress over 64-byte UDP \

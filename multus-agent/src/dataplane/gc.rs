@@ -6,8 +6,6 @@
 //! the record. It also sweeps map entries, policies and link pins that no record accounts for.
 use std::{collections::BTreeSet, fs, io};
 
-use multus_common::MAX_ATTACHMENTS;
-
 use super::{
     AttachMode, Dataplane,
     attach::{self, HOOKS},
@@ -123,17 +121,8 @@ impl Dataplane {
         }
         self.bump_epoch()?;
         self.forget_devices(|id| !keep.contains(&id))?;
-        for id in (1..MAX_ATTACHMENTS).filter(|id| !keep.contains(id)) {
+        for id in (1..self.sizing.max_attachments).filter(|id| !keep.contains(id)) {
             self.remove_policy(id)?;
-        }
-        let mut dead_flows = BTreeSet::new();
-        for key in self.flows.keys() {
-            let key = key.map_err(|e| map_err(multus_common::maps::FLOWS, e))?;
-            if !keep.contains(&key.attach_id) {
-                dead_flows.insert(key.attach_id);
-            }
-        }
-        for id in dead_flows {
             self.forget_flows(id)?;
         }
         let links = self.layout.links();

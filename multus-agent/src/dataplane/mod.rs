@@ -7,10 +7,12 @@
 pub mod btf;
 pub mod error;
 pub mod events;
+pub mod flows;
 pub mod lookup;
 pub mod netns;
 pub mod pins;
 pub mod record;
+pub mod sizing;
 pub mod trie;
 
 mod attach;
@@ -27,15 +29,17 @@ use aya::{
 };
 use multus_common::{
     DIR_EGRESS, DIR_INGRESS, DROP_REASONS, DeviceEntry, DirCounters, EventBucket, EventConfig,
-    EventStats, FlowKey, FlowValue, IfaceKey, MAX_ATTACHMENTS, counter_index, globals, maps,
+    EventStats, FlowBudget, IfaceKey, counter_index, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
 pub use self::{
     error::{DataplaneError, Result},
+    flows::FlowTableStats,
     gc::GcReport,
     pins::PinLayout,
     record::{AttachmentOwner, AttachmentRecord},
+    sizing::{MapMemory, MapSizing},
 };
 pub use crate::policy::model::{
     Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy, PolicyError,
@@ -189,6 +193,9 @@ pub struct InterfaceCounters {
     pub ingress: DirectionCounters,
     /// What the pod sent (TC egress).
     pub egress: DirectionCounters,
+    /// The attachment's connection table.
+    #[serde(default)]
+    pub flows: FlowTableStats,
 }
 
 /// What to attach to.
@@ -213,7 +220,9 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, DirCounters>,
     /// The array of policy tries (kept as a plain map: it is typed per use, see `enforce`).
     policies: Map,
-    flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    /// The array of per-attachment connection tables (see `flows`).
+    flows: Map,
+    flow_budgets: Array<MapData, FlowBudget>,
     devices: BpfHashMap<MapData, u64, DeviceEntry>,
     epoch: Array<MapData, u32>,
     event_config: Array<MapData, EventConfig>,
@@ -224,6 +233,8 @@ pub struct Dataplane {
     layout: PinLayout,
     mode: AttachMode,
     nr_cpus: usize,
+    /// The sizes the maps have (those of the pins when a previous loader made them).
+    sizing: MapSizing,
 }
 
 impl fmt::Debug for Dataplane {
@@ -246,14 +257,44 @@ pub struct Adoption {
 
 impl Dataplane {
     /// Loads the programs once, reusing maps pinned under `layout` (creating them on first use),
-    /// and swaps the new programs into every TCX link a previous loader pinned there.
+    /// and swaps the new programs into every TCX link a previous loader pinned there. The maps
+    /// get the default [`MapSizing`].
     pub fn load(layout: PinLayout, mode: AttachMode) -> Result<(Self, Adoption)> {
+        Self::load_sized(layout, mode, MapSizing::default())
+    }
+
+    /// [`Dataplane::load`] with maps sized by `sizing` when they are created. Maps a previous
+    /// loader pinned keep their size (the programs' state lives in them): a new sizing takes
+    /// effect once they are gone.
+    pub fn load_sized(
+        layout: PinLayout,
+        mode: AttachMode,
+        sizing: MapSizing,
+    ) -> Result<(Self, Adoption)> {
         for dir in [layout.maps(), layout.links(), layout.records()] {
             fs::create_dir_all(&dir).map_err(|e| DataplaneError::io("creating", &dir, e))?;
         }
         let maps_dir = layout.maps();
         let offsets = btf::NetnsOffsets::from_kernel().map_err(DataplaneError::Btf)?;
-        let mut ebpf = EbpfLoader::new()
+        let sizing = match MapSizing::pinned(&maps_dir) {
+            Some(pinned) if pinned != sizing.max_attachments => {
+                tracing::warn!(
+                    pinned,
+                    configured = sizing.max_attachments,
+                    "reusing pinned maps sized for another number of attachments"
+                );
+                MapSizing {
+                    max_attachments: pinned,
+                    ..sizing
+                }
+            }
+            _ => sizing,
+        };
+        let mut loader = EbpfLoader::new();
+        for (name, entries) in sizing.map_entries() {
+            loader.map_max_entries(name, entries);
+        }
+        let mut ebpf = loader
             .default_map_pin_directory(&maps_dir)
             .override_global(globals::SKB_DEV, &offsets.skb_dev, true)
             .override_global(globals::DEV_NET, &offsets.dev_net, true)
@@ -276,7 +317,10 @@ impl Dataplane {
         let policies = ebpf
             .take_map(maps::POLICIES)
             .ok_or(DataplaneError::MissingMap(maps::POLICIES))?;
-        let flows = take_map(&mut ebpf, maps::FLOWS)?;
+        let flows = ebpf
+            .take_map(maps::FLOWS)
+            .ok_or(DataplaneError::MissingMap(maps::FLOWS))?;
+        let flow_budgets = take_map(&mut ebpf, maps::FLOW_BUDGETS)?;
         let devices = take_map(&mut ebpf, maps::DEVICES)?;
         let epoch = take_map(&mut ebpf, maps::EPOCH)?;
         // The rate limit stays what the agent set (zero, no events, until one does): a command
@@ -294,6 +338,7 @@ impl Dataplane {
             counters,
             policies,
             flows,
+            flow_budgets,
             devices,
             epoch,
             event_config,
@@ -303,9 +348,15 @@ impl Dataplane {
             layout,
             mode,
             nr_cpus,
+            sizing,
         };
         let adoption = dataplane.adopt();
         Ok((dataplane, adoption))
+    }
+
+    /// The sizes the maps were created with.
+    pub fn sizing(&self) -> MapSizing {
+        self.sizing
     }
 
     /// The attach mode used for new attachments.
@@ -575,7 +626,7 @@ impl Dataplane {
 
     /// The counters of attachment `id`, summed over CPUs.
     pub fn counters(&self, id: u32) -> Result<InterfaceCounters> {
-        if id == 0 || id >= MAX_ATTACHMENTS {
+        if id == 0 || id >= self.sizing.max_attachments {
             return Err(DataplaneError::UnknownAttachment(id));
         }
         let mut out = InterfaceCounters::default();
@@ -591,6 +642,7 @@ impl Dataplane {
                 sum.add(cpu);
             }
         }
+        out.flows = self.flow_table_stats(id)?;
         Ok(out)
     }
 
@@ -608,7 +660,7 @@ impl Dataplane {
 
     /// Drop events of attachment `id` emitted, suppressed by the rate limit, and lost.
     pub fn event_counts(&self, id: u32) -> Result<events::EventCounts> {
-        if id == 0 || id >= MAX_ATTACHMENTS {
+        if id == 0 || id >= self.sizing.max_attachments {
             return Err(DataplaneError::UnknownAttachment(id));
         }
         let values = self
@@ -689,12 +741,12 @@ impl Dataplane {
                 }
             }
         }
-        let ids: Vec<u32> = (1..MAX_ATTACHMENTS)
+        let ids: Vec<u32> = (1..self.sizing.max_attachments)
             .filter(|id| !used.contains(id))
             .take(n)
             .collect();
         if ids.len() < n {
-            return Err(DataplaneError::IdsExhausted(MAX_ATTACHMENTS));
+            return Err(DataplaneError::IdsExhausted(self.sizing.max_attachments));
         }
         Ok(ids)
     }

@@ -3,16 +3,16 @@
 //! Every installation builds a fresh policy trie and swaps it into the attachment's slot of the
 //! array of maps with one update: a packet sees the old policy or the new one, never a mix, and
 //! the kernel frees the old trie once no running program can hold it. The trie's map id is the
-//! policy's generation, so flows recorded under an older policy stop counting at once.
+//! policy's generation: flows recorded under an older policy are checked against the new one.
 use std::{io, os::fd::AsFd as _};
 
 use aya::maps::{ArrayOfMaps, IterableMap as _, LpmTrie, Map, MapData, lpm_trie::Key};
-use multus_common::{FlowKey, MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, maps};
+use multus_common::{MAX_POLICY_ENTRIES, PolicyKey, PolicyValue, maps};
 
 use super::{
     Dataplane,
     error::{DataplaneError, Result},
-    is_absent, map_err,
+    map_err,
     record::AttachmentRecord,
     sys,
     trie::{self, TrieEntries},
@@ -70,24 +70,10 @@ impl Dataplane {
         }
     }
 
-    /// How many flows of attachment `id` the connection table holds.
-    pub fn flows(&self, id: u32) -> Result<usize> {
-        Ok(self.flow_keys(id)?.len())
-    }
-
-    fn flow_keys(&self, id: u32) -> Result<Vec<FlowKey>> {
-        let mut keys = Vec::new();
-        for key in self.flows.keys() {
-            let key = key.map_err(|e| map_err(maps::FLOWS, e))?;
-            if key.attach_id == id {
-                keys.push(key);
-            }
-        }
-        Ok(keys)
-    }
-
     /// Builds a new trie from `compiled` and swaps it in; returns its generation.
     pub(super) fn install_policy(&mut self, id: u32, mut compiled: TrieEntries) -> Result<u32> {
+        // Replies need somewhere to find their flows before the first packet is policed.
+        self.ensure_flow_table(id)?;
         let mut trie = PolicyTrie::create(MAX_POLICY_ENTRIES, BPF_F_NO_PREALLOC)
             .map_err(|e| map_err(maps::POLICIES, e))?;
         let generation = trie
@@ -105,6 +91,8 @@ impl Dataplane {
         outer
             .set(id, &trie, 0)
             .map_err(|e| map_err(maps::POLICIES, e))?;
+        // The programs cache peers' trie entries per epoch: the old policy's must not count.
+        self.bump_epoch()?;
         // Our descriptor closes here; the array holds the trie from now on.
         Ok(generation)
     }
@@ -115,22 +103,10 @@ impl Dataplane {
             return Err(DataplaneError::MissingMap(maps::POLICIES));
         };
         match sys::delete_array_of_maps_elem(data.fd().as_fd(), id) {
-            Ok(()) => Ok(()),
+            // A cached peer entry of the removed policy must not count (see `install_policy`).
+            Ok(()) => self.bump_epoch(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(DataplaneError::io("deleting a slot of", maps::POLICIES, e)),
         }
-    }
-
-    /// Removes attachment `id`'s flows from the connection table.
-    pub(super) fn forget_flows(&mut self, id: u32) -> Result<()> {
-        for key in self.flow_keys(id)? {
-            match self.flows.remove(&key) {
-                // Evicted in between: fine.
-                Ok(()) => {}
-                Err(e) if is_absent(&e) => {}
-                Err(e) => return Err(map_err(maps::FLOWS, e)),
-            }
-        }
-        Ok(())
     }
 }

@@ -12,7 +12,11 @@ use std::{
     path::Path,
 };
 
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+/// `BPF_MAP_TYPE_LRU_HASH`.
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -33,6 +37,20 @@ struct MapElemAttr {
     key: u64,
     value: u64,
     flags: u64,
+}
+
+/// The start of `union bpf_attr` for `BPF_MAP_CREATE` (the rest stays zero).
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
 }
 
 /// `union bpf_attr` for `BPF_OBJ_GET` and `BPF_OBJ_PIN`.
@@ -107,6 +125,46 @@ pub fn delete_array_of_maps_elem(map: BorrowedFd<'_>, index: u32) -> io::Result<
         ..MapElemAttr::default()
     };
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
+}
+
+/// Creates an LRU hash map of `max_entries` (aya creates only the plain hash from userspace).
+pub fn create_lru_hash(
+    name: &str,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_LRU_HASH,
+        key_size,
+        value_size,
+        max_entries,
+        ..MapCreateAttr::default()
+    };
+    // The kernel takes up to 15 bytes of name and a NUL.
+    for (dst, src) in attr.map_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src;
+    }
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: BPF_MAP_CREATE returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Puts map `inner` into element `index` of an array of maps (the kernel takes only `BPF_ANY`
+/// there: a map in the slot is replaced).
+pub fn set_array_of_maps_elem(
+    map: BorrowedFd<'_>,
+    index: u32,
+    inner: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let value = inner.as_raw_fd() as u32;
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: std::ptr::from_ref(&index) as u64,
+        value: std::ptr::from_ref(&value) as u64,
+        ..MapElemAttr::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
 /// A bpffs path as the kernel wants it.

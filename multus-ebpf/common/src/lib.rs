@@ -11,17 +11,21 @@
 pub mod policy;
 
 pub use policy::{
-    DirMeta, FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, PortBlock,
+    DirMeta, FlowBudget, FlowKey, FlowValue, FragKey, FragValue, PolicyKey, PolicyValue, PortBlock,
 };
 
-/// Largest attachment id plus one; ids are in `1..MAX_ATTACHMENTS` (0 means "none").
+/// Largest attachment id plus one that the object's maps are declared with; ids are in
+/// `1..MAX_ATTACHMENTS` (0 means "none"). The agent sizes the per-attachment maps from the node
+/// at load time (see the agent's map sizing), so this is only the upper bound.
 pub const MAX_ATTACHMENTS: u32 = 16_384;
 
 /// Capacity of one attachment's policy trie (entries are allocated on use, this is a cap).
 pub const MAX_POLICY_ENTRIES: u32 = 131_072;
 
-/// Capacity of the node-wide connection table (an LRU: the least recently used flow goes first).
-pub const MAX_FLOWS: u32 = 65_536;
+/// Capacity of one attachment's connection table as declared in the object (the template of the
+/// array of tables); the agent creates each attachment's table with the capacity it is configured
+/// with. Each table is an LRU of its own: a pod opening many flows evicts only its own.
+pub const MAX_FLOWS: u32 = 1_024;
 
 /// Capacity of the node-wide fragment table (an LRU of datagrams in flight in fragments).
 pub const MAX_FRAGMENTS: u32 = 8_192;
@@ -55,8 +59,12 @@ pub mod maps {
     pub const COUNTERS: &str = "MULTUS_COUNTERS";
     /// Array of maps: attachment id to that attachment's policy trie.
     pub const POLICIES: &str = "MULTUS_POLICY";
-    /// LRU connection table: flows a policy allowed, so their replies pass.
+    /// Array of maps: attachment id to that attachment's LRU connection table (flows a policy
+    /// allowed, so their replies pass).
     pub const FLOWS: &str = "MULTUS_FLOWS";
+    /// Per attachment: its connection table's capacity, live flows and evictions
+    /// ([`super::FlowBudget`]).
+    pub const FLOW_BUDGETS: &str = "MULTUS_FLOW_BUDGET";
     /// LRU cache: a device's kernel address to its attachment id (see [`super::DeviceEntry`]).
     pub const DEVICES: &str = "MULTUS_DEVICES";
     /// One-element array: the epoch that device cache entries must carry to count.
@@ -240,6 +248,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: plain `#[repr(C)]` data with explicit padding.
     unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: plain `#[repr(C)]` data of u64 fields.
+    unsafe impl aya::Pod for super::FlowBudget {}
     // SAFETY: plain `#[repr(C)]` data of u32 fields.
     unsafe impl aya::Pod for super::DeviceEntry {}
     // SAFETY: plain `#[repr(C)]` data of u32 fields.

@@ -231,6 +231,22 @@ pub struct FlowValue {
     pub pad: u16,
 }
 
+/// The bookkeeping of one attachment's connection table, shared by all CPUs (updated with atomic
+/// adds). The LRU evicts silently; the programs count a new flow recorded while the table already
+/// held `capacity` flows as an eviction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowBudget {
+    /// Flows the table holds, as far as the programs know (new flows recorded minus flows they
+    /// removed, at most `capacity`).
+    pub live: u64,
+    /// New flows recorded while the table was full: each pushed the table's least recently used
+    /// flow out.
+    pub evictions: u64,
+    /// The table's capacity (set by the agent when it creates the table; zero: no table).
+    pub capacity: u64,
+}
+
 /// A fragmented datagram in flight, from the point of view of one attachment and direction: its
 /// non-first fragments carry no layer-4 header and borrow the first fragment's.
 #[repr(C)]
