@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use multus_agent::{
     config::{AgentConfig, SourceMode},
     dataplane::PinLayout,
-    logging, observe, run, status,
+    explain, logging, observe, run, status,
 };
 
 /// Flags of `multus-agent run`; each overrides the configuration file's key.
@@ -55,9 +55,9 @@ pub struct RunArgs {
     log_file: Option<PathBuf>,
 }
 
-/// Flags of `multus-agent status`.
+/// Where the dataplane's pins and records are (`status`, `explain`).
 #[derive(clap::Args)]
-pub struct StatusArgs {
+pub struct StateArgs {
     /// Read `bpffsDir` and `dataplaneStateDir` from this configuration file.
     #[arg(long, env = "MULTUS_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -67,15 +67,41 @@ pub struct StatusArgs {
     /// `dataplaneStateDir`.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Only attachments of pods in this namespace.
+}
+
+impl StateArgs {
+    fn layout(&self) -> anyhow::Result<PinLayout> {
+        let config = load(self.config.as_ref())?;
+        Ok(PinLayout::new(
+            self.bpffs_dir.as_ref().unwrap_or(&config.bpffs_dir),
+            self.state_dir
+                .as_ref()
+                .unwrap_or(&config.dataplane_state_dir),
+        ))
+    }
+}
+
+/// Which pods and networks to show (`status`, `observe`).
+#[derive(clap::Args)]
+pub struct PodSelection {
+    /// Only pods in this namespace.
     #[arg(long, short = 'n')]
     namespace: Option<String>,
-    /// Only this pod's attachments (`NAME`, or `NAMESPACE/NAME`).
+    /// Only this pod (`NAME`, or `NAMESPACE/NAME`).
     #[arg(long)]
     pod: Option<String>,
-    /// Only attachments to this network (the NAD's `NAME`, or `NAMESPACE/NAME`).
+    /// Only this network (the NAD's `NAME`, or `NAMESPACE/NAME`).
     #[arg(long)]
     network: Option<String>,
+}
+
+/// Flags of `multus-agent status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
+    select: PodSelection,
     /// `table`; `wide` (adds attach mode, container, netns, drops per direction); `pods`
     /// (one line per pod, its interfaces summed); `json`.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
@@ -97,15 +123,8 @@ pub struct ObserveArgs {
     /// `socketDir`: where the running agent listens.
     #[arg(long)]
     socket_dir: Option<PathBuf>,
-    /// Only drops of pods in this namespace.
-    #[arg(long, short = 'n')]
-    namespace: Option<String>,
-    /// Only this pod's drops (`NAME`, or `NAMESPACE/NAME`).
-    #[arg(long)]
-    pod: Option<String>,
-    /// Only drops on this network (the NAD's `NAME`, or `NAMESPACE/NAME`).
-    #[arg(long)]
-    network: Option<String>,
+    #[command(flatten)]
+    select: PodSelection,
     /// Only `ingress` (to the pod) or `egress` (from it).
     #[arg(long, value_parser = ["ingress", "egress"])]
     direction: Option<String>,
@@ -115,12 +134,72 @@ pub struct ObserveArgs {
     /// Only the last N matching drops.
     #[arg(long, value_name = "N")]
     last: Option<usize>,
+    /// Only drops since this time (RFC 3339, `2026-12-03T09:00:00Z`) or this long ago (`90s`,
+    /// `5m`, `1h30m`).
+    #[arg(long, value_name = "TIME|DURATION")]
+    since: Option<String>,
     /// Keep printing new drops as they come (every second) until interrupted.
     #[arg(long, short = 'f')]
     follow: bool,
     /// `table` or `json` (JSON lines).
     #[arg(long, short = 'o', value_enum, default_value_t = ObserveOutput::Table)]
     output: ObserveOutput,
+}
+
+/// Flags of `multus-agent explain`.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// The pod, `NAMESPACE/NAME` (`NAME` alone: in `default`).
+    pod: String,
+    /// The interface inside the pod (needed when it has several attachments).
+    #[arg(long, short = 'i')]
+    interface: Option<String>,
+    /// The network instead of the interface (the NAD's `NAME`, or `NAMESPACE/NAME`).
+    #[arg(long, conflicts_with = "interface")]
+    network: Option<String>,
+    /// `ingress` (the pod receives from the peer) or `egress` (the pod sends to it).
+    #[arg(long, value_parser = ["ingress", "egress"])]
+    direction: String,
+    /// The other end's address.
+    #[arg(long)]
+    peer: IpAddr,
+    /// The protocol.
+    #[arg(long, value_enum)]
+    protocol: ExplainProtocol,
+    /// The destination port (TCP, UDP, SCTP).
+    #[arg(long, required_if_eq_any = [("protocol", "tcp"), ("protocol", "udp"), ("protocol", "sctp")])]
+    port: Option<u16>,
+    /// `text` or `json`.
+    #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
+    output: ExplainOutput,
+}
+
+/// The protocols `explain` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainProtocol {
+    /// TCP (with --port).
+    Tcp,
+    /// UDP (with --port).
+    Udp,
+    /// SCTP (with --port).
+    Sctp,
+    /// ICMP.
+    Icmp,
+    /// ICMPv6 (other than neighbour discovery).
+    Icmpv6,
+    /// ARP (the peer: the sender on ingress, the target on egress).
+    Arp,
+}
+
+/// How `explain` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainOutput {
+    /// A few lines.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 /// How `observe` prints.
@@ -214,18 +293,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
     let config = load(args.config.as_ref())?;
     let socket_dir = args.socket_dir.as_ref().unwrap_or(&config.socket_dir);
-    let (namespace, pod) = match args.pod.as_deref().and_then(|p| p.split_once('/')) {
+    let select = &args.select;
+    let (namespace, pod) = match select.pod.as_deref().and_then(|p| p.split_once('/')) {
         Some((ns, name)) => (Some(ns.to_owned()), Some(name.to_owned())),
-        None => (args.namespace.clone(), args.pod.clone()),
+        None => (select.namespace.clone(), select.pod.clone()),
     };
     let mut filter = observe::Filter {
         namespace,
         pod,
-        network: args.network.clone(),
+        network: select.network.clone(),
         direction: args.direction.clone(),
         reason: args.reason.clone(),
         last: args.last,
         after: None,
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| observe::since_ms(s, std::time::SystemTime::now()))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     // Following goes on from the newest drop of the log, whatever the first batch showed.
     let mut newest = 0;
@@ -271,21 +357,15 @@ pub fn observe(args: &ObserveArgs) -> anyhow::Result<()> {
 
 /// `multus-agent status`.
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let config = load(args.config.as_ref())?;
-    let layout = PinLayout::new(
-        args.bpffs_dir.as_ref().unwrap_or(&config.bpffs_dir),
-        args.state_dir
-            .as_ref()
-            .unwrap_or(&config.dataplane_state_dir),
-    );
+    let layout = args.state.layout()?;
     let (rows, errors) = status::read(&layout)?;
     for e in &errors {
         eprintln!("warning: {e}");
     }
     let filter = status::Filter {
-        namespace: args.namespace.clone(),
-        pod: args.pod.clone(),
-        network: args.network.clone(),
+        namespace: args.select.namespace.clone(),
+        pod: args.select.pod.clone(),
+        network: args.select.network.clone(),
     };
     let rows: Vec<_> = rows.into_iter().filter(|r| filter.matches(r)).collect();
     if let Some(id) = args.policy {
@@ -301,6 +381,45 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         Output::Table => print!("{}", status::table(&rows, false)),
         Output::Wide => print!("{}", status::table(&rows, true)),
         Output::Pods => print!("{}", status::pods_table(&rows)),
+    }
+    Ok(())
+}
+
+/// `multus-agent explain`.
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
+    use multus_agent::policy::eval::{Direction, Packet, Traffic};
+    let layout = args.state.layout()?;
+    let port = args.port.unwrap_or(0);
+    let traffic = match args.protocol {
+        ExplainProtocol::Tcp => Traffic::Tcp(port),
+        ExplainProtocol::Udp => Traffic::Udp(port),
+        ExplainProtocol::Sctp => Traffic::Sctp(port),
+        ExplainProtocol::Icmp => Traffic::Icmp,
+        ExplainProtocol::Icmpv6 => Traffic::Icmpv6,
+        ExplainProtocol::Arp => Traffic::Arp,
+    };
+    let direction = if args.direction == "egress" {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let query = explain::Query {
+        pod: args.pod.clone(),
+        interface: args.interface.clone(),
+        network: args.network.clone(),
+        packet: Packet {
+            direction,
+            peer: args.peer,
+            traffic,
+        },
+    };
+    let out = explain::explain(&layout, &query)?;
+    match args.output {
+        ExplainOutput::Json => println!("{}", serde_json::to_string(&out)?),
+        ExplainOutput::Text => print!("{}", explain::text(&out)),
+    }
+    if let Some(d) = &out.disagreement {
+        anyhow::bail!("the installed policy and its record disagree: {d}");
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod enforce;
+pub mod explain;
 pub mod hooks;
 pub mod install;
 pub mod kube_api;

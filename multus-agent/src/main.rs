@@ -42,6 +42,9 @@ enum Command {
     Status(cli::StatusArgs),
     /// Show the last dropped packets of the running agent: pod, packet, reason and rule.
     Observe(cli::ObserveArgs),
+    /// Say whether a pod's interface would pass or drop a packet, and which rule decides,
+    /// from the installed policy (no packet is sent; works with the agent down).
+    Explain(cli::ExplainArgs),
     /// Attach the TC programs to an interface inside a network namespace.
     Attach {
         #[command(flatten)]
@@ -86,6 +89,18 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Set the drop event rate limit of every attachment (the agent sets it from
+    /// `dropEventRate` and `dropEventBurst` when it starts).
+    EventLimit {
+        #[command(flatten)]
+        dataplane: DataplaneArgs,
+        /// Events per second and attachment (0: no events).
+        #[arg(long)]
+        rate: u32,
+        /// Events an attachment may emit at once.
+        #[arg(long, default_value_t = multus_agent::dataplane::events::DEFAULT_BURST)]
+        burst: u32,
     },
     /// Remove attachments whose namespace or interface is gone.
     Gc {
@@ -153,6 +168,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => cli::run(&args)?,
         Command::Status(args) => cli::status(&args)?,
         Command::Observe(args) => cli::observe(&args)?,
+        Command::Explain(args) => cli::explain(&args)?,
         Command::Attach {
             dataplane,
             netns,
@@ -209,6 +225,15 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Command::EventLimit {
+            dataplane,
+            rate,
+            burst,
+        } => {
+            open(&dataplane)?
+                .set_event_limit(multus_agent::dataplane::events::EventLimit { rate, burst })?;
+            println!("drop events: {rate} per second, bursts of {burst}");
         }
         Command::Gc { dataplane } => {
             let report = open(&dataplane)?.gc();

@@ -219,6 +219,15 @@ impl AgentMetrics {
         self.drop_events_lost.inc_by(lost);
     }
 
+    /// The drop event counters so far: emitted, suppressed, lost.
+    pub fn drop_event_totals(&self) -> (u64, u64, u64) {
+        (
+            self.drop_events.get(),
+            self.drop_events_suppressed.get(),
+            self.drop_events_lost.get(),
+        )
+    }
+
     /// How many DELs were given up so far.
     pub fn abandoned_deletes(&self) -> u64 {
         self.abandoned_deletes.get()

@@ -7,7 +7,7 @@ use std::{
     os::unix::net::UnixStream,
     path::Path,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
@@ -44,6 +44,8 @@ pub struct Filter {
     pub last: Option<usize>,
     /// Only records logged after this sequence number (`--follow`).
     pub after: Option<u64>,
+    /// Only drops at or after this time, milliseconds since the Unix epoch (`--since`).
+    pub since_ms: Option<u64>,
 }
 
 impl Filter {
@@ -62,6 +64,7 @@ impl Filter {
             && is(&self.direction, &r.direction)
             && is(&self.reason, &r.reason)
             && self.after.is_none_or(|seq| r.seq > seq)
+            && self.since_ms.is_none_or(|t| r.time_ms >= t)
     }
 
     /// The filter as a query string.
@@ -84,6 +87,9 @@ impl Filter {
         if let Some(n) = self.after {
             parts.push(format!("after={n}"));
         }
+        if let Some(t) = self.since_ms {
+            parts.push(format!("since={t}"));
+        }
         parts.join("&")
     }
 
@@ -104,6 +110,9 @@ impl Filter {
                 }
                 "after" => {
                     f.after = Some(value.parse().map_err(|_| format!("after={value:?}"))?);
+                }
+                "since" => {
+                    f.since_ms = Some(value.parse().map_err(|_| format!("since={value:?}"))?);
                 }
                 other => return Err(format!("unknown filter {other:?}")),
             }
@@ -285,70 +294,105 @@ fn dechunk(body: &str) -> String {
     out
 }
 
-/// A table of drop records, one per line, oldest first.
+/// A table of drop records, one per line, oldest first; each column as wide as its widest cell.
 pub fn table(records: &[DropRecord]) -> String {
-    let mut out = format!(
-        "{:<24} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
-        "TIME", "POD", "IFACE", "DIR", "PROTO", "SOURCE -> DESTINATION", "REASON", "RULE"
-    );
-    for r in records {
-        let time = chrono_like(r.time_ms);
-        let endpoint = |addr: Option<std::net::IpAddr>, port: Option<u16>| match (addr, port) {
-            (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
-            (Some(a), Some(p)) => format!("{a}:{p}"),
-            (Some(a), None) => a.to_string(),
-            (None, _) => "-".to_owned(),
-        };
-        let mut flow = format!(
-            "{} -> {}",
-            endpoint(r.src, r.sport),
-            endpoint(r.dst, r.dport)
-        );
-        if let Some((t, c)) = r.icmp {
-            flow.push_str(&format!(" type {t} code {c}"));
+    const HEADER: [&str; 8] = [
+        "TIME",
+        "POD",
+        "IFACE",
+        "DIR",
+        "PROTO",
+        "SOURCE -> DESTINATION",
+        "REASON",
+        "RULE",
+    ];
+    let endpoint = |addr: Option<std::net::IpAddr>, port: Option<u16>| match (addr, port) {
+        (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "-".to_owned(),
+    };
+    let rows: Vec<[String; 8]> = records
+        .iter()
+        .map(|r| {
+            let mut flow = format!(
+                "{} -> {}",
+                endpoint(r.src, r.sport),
+                endpoint(r.dst, r.dport)
+            );
+            if let Some((t, c)) = r.icmp {
+                flow.push_str(&format!(" type {t} code {c}"));
+            }
+            let reason = if r.audit {
+                format!("{} (audit)", r.reason)
+            } else {
+                r.reason.clone()
+            };
+            [
+                time_text(r.time_ms),
+                format!("{}/{}", r.namespace, r.pod),
+                r.interface.clone(),
+                r.direction.clone(),
+                r.protocol.clone(),
+                flow,
+                reason,
+                r.rule.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
         }
-        let reason = if r.audit {
-            format!("{} (audit)", r.reason)
-        } else {
-            r.reason.clone()
-        };
-        out.push_str(&format!(
-            "{:<24} {:<28} {:<7} {:<7} {:<6} {:<44} {:<12} {}\n",
-            time,
-            format!("{}/{}", r.namespace, r.pod),
-            r.interface,
-            r.direction,
-            r.protocol,
-            flow,
-            reason,
-            r.rule
-        ));
+    }
+    let mut out = String::new();
+    let header = HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$} ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of milliseconds since the epoch (UTC, civil calendar).
-fn chrono_like(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of milliseconds since the epoch (UTC).
+fn time_text(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or(jiff::Timestamp::MAX)
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// `--since`: an RFC 3339 time (`2026-12-03T09:00:00Z`), or a duration back from `now`
+/// (`90s`, `5m`, `1h30m`), as milliseconds since the epoch.
+pub fn since_ms(text: &str, now: SystemTime) -> Result<u64, String> {
+    let text = text.trim();
+    let at = if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        t
+    } else {
+        let back: jiff::SignedDuration = text.parse().map_err(|_| {
+            format!(
+                "--since {text:?}: neither a time (2026-12-03T09:00:00Z) nor a duration (5m, 1h30m)"
+            )
+        })?;
+        if back.is_negative() {
+            return Err(format!(
+                "--since {text:?}: a duration back in time cannot be negative"
+            ));
+        }
+        let now = jiff::Timestamp::try_from(now).map_err(|e| format!("the clock: {e}"))?;
+        now.checked_sub(back)
+            .map_err(|e| format!("--since {text:?}: {e}"))?
+    };
+    u64::try_from(at.as_millisecond()).map_err(|_| format!("--since {text:?}: before 1970"))
 }
 
 #[cfg(test)]
@@ -370,8 +414,58 @@ mod tests {
     }
 
     #[test]
+    fn the_table_aligns_long_cells() {
+        let record = |src: &str, rule: &str| DropRecord {
+            seq: 1,
+            time_ms: 0,
+            attachment: 1,
+            namespace: "default".into(),
+            pod: "samplepod-1".into(),
+            network: "default/macvlan-conf".into(),
+            interface: "net1".into(),
+            direction: "ingress".into(),
+            reason: "policy_deny".into(),
+            audit: false,
+            protocol: "icmp".into(),
+            src: Some(src.parse().unwrap()),
+            dst: Some("198.51.100.200".parse().unwrap()),
+            sport: None,
+            dport: None,
+            icmp: Some((8, 0)),
+            len: 98,
+            rule: rule.into(),
+        };
+        let table = table(&[record("198.51.100.201", "a"), record("2001:db8::1", "b")]);
+        let at: Vec<usize> = table
+            .lines()
+            .map(|l| l.find("REASON").or_else(|| l.find("policy_deny")).unwrap())
+            .collect();
+        assert!(at.iter().all(|a| *a == at[0]), "{table}");
+        assert!(
+            table.contains("198.51.100.201 -> 198.51.100.200 type 8 code 0 "),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn civil_time_of_known_instants() {
-        assert_eq!(chrono_like(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(chrono_like(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(time_text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time_text(951_782_400_123), "2000-02-29T00:00:00.123Z");
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_back() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(since_ms("2000-02-29T00:00:00.5Z", now), Ok(951_782_400_500));
+        assert_eq!(since_ms("90s", now), Ok(951_782_310_000));
+        assert_eq!(since_ms("1h30m", now), Ok(951_777_000_000));
+        for bad in ["yesterday", "", "-5m", "2000-02-30T00:00:00Z"] {
+            assert!(since_ms(bad, now).is_err(), "{bad:?}");
+        }
+        let f = Filter {
+            since_ms: Some(951_782_310_000),
+            ..Filter::default()
+        };
+        assert_eq!(Filter::from_query(&f.to_query()).unwrap(), f);
     }
 }

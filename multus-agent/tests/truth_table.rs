@@ -27,7 +27,12 @@ use common::Fixture;
 use ipnet::IpNet;
 use multus_agent::{
     dataplane::{AttachMode, Protocol},
-    policy::{LocalAttachment, NamespaceView, Snapshot, compile::compile_attachment},
+    explain::explain_attachment,
+    policy::{
+        LocalAttachment, NamespaceView, Snapshot,
+        compile::compile_attachment,
+        eval::{Direction, Packet, Traffic},
+    },
 };
 use multus_testkit::{MacvlanPods, Pod, require_root, traffic};
 use policy_fixture::{key, labels, mnp, nad, pod};
@@ -689,6 +694,7 @@ fn the_dataplane_follows_the_networkpolicy_model() {
                 .flat_map(|h| h.join().unwrap())
                 .collect()
         });
+        failures.extend(explain_disagreements(&fx, &ids, &members, &results, name));
         let wrong = results.values().filter(|(want, got)| want != got).count();
         let audited_now: u64 = ids.iter().map(|id| audited(&fx, *id)).sum();
         if nad_model.as_ref().is_some_and(NadModel::audit)
@@ -708,6 +714,62 @@ fn the_dataplane_follows_the_networkpolicy_model() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `multus-agent explain`'s verdicts, read from the installed tries, against what every probe
+/// observed: the source's egress and the destination's ingress must both pass exactly when the
+/// probe got through. One line per probe that disagrees, and any disagreement `explain` itself
+/// reports between a trie and its record.
+fn explain_disagreements(
+    fx: &Fixture,
+    ids: &[u32],
+    members: &[Member],
+    results: &BTreeMap<(usize, usize, Probe), (bool, bool)>,
+    case: &str,
+) -> Vec<String> {
+    let layout = fx.layout();
+    let records: Vec<_> = ids
+        .iter()
+        .map(|id| fx.dataplane.attachment(*id).unwrap())
+        .collect();
+    let mut out = Vec::new();
+    for (&(i, j, (proto, port, v6)), &(_, got)) in results {
+        let traffic = match proto {
+            Proto::Tcp => Traffic::Tcp(port),
+            Proto::Udp => Traffic::Udp(port),
+        };
+        let ask = |at: usize, direction, peer: &Member| {
+            let packet = Packet {
+                direction,
+                peer: peer.ip(v6),
+                traffic,
+            };
+            explain_attachment(&layout, &records[at], &packet).unwrap()
+        };
+        let egress = ask(i, Direction::Egress, &members[j]);
+        let ingress = ask(j, Direction::Ingress, &members[i]);
+        for e in [&egress, &ingress] {
+            if let Some(d) = &e.disagreement {
+                out.push(format!("case {case:?}: explain: {d}"));
+            }
+        }
+        if (egress.passes() && ingress.passes()) != got {
+            out.push(format!(
+                "case {case:?}: {} -> {} {} {port} {}: observed {}, explain says egress {} \
+                 ({}), ingress {} ({})",
+                members[i].id(),
+                members[j].id(),
+                proto.name(),
+                if v6 { "IPv6" } else { "IPv4" },
+                if got { "pass" } else { "drop" },
+                egress.verdict,
+                egress.rule,
+                ingress.verdict,
+                ingress.rule,
+            ));
+        }
+    }
+    out
 }
 
 /// Compiles a case's objects (the NAD with its config and annotation, the MultiNetworkPolicies)

@@ -45,6 +45,9 @@ const UDP_PAYLOAD: u64 = 64;
 const TCP_TARGET: f64 = 1.00;
 const UDP_TARGET: f64 = 0.95;
 const RUN_TIME_TARGET_NS: f64 = 100.0;
+/// The agent's default drop event limit (`dropEventRate`, `dropEventBurst`).
+const DEFAULT_EVENT_RATE: u32 = 100;
+const DEFAULT_EVENT_BURST: u32 = 200;
 
 /// Options of `cargo xtask bench dataplane`.
 #[derive(clap::Args)]
@@ -195,7 +198,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         warm.push((scenario, times));
     }
 
+    step(&format!(
+        "pass and drop paths with drop events, {} CIDR rules (BPF_PROG_TEST_RUN, ingress)",
+        args.rules
+    ));
+    let denied = cidrs
+        .first()
+        .map_or(Ipv4Addr::new(10, 0, 0, 1), |(a, _)| *a);
+    let paths = drop_path_times(&agent, &policy, denied, client.ip4, server.ip4, work.path())?;
+    for (label, ns) in &paths {
+        note(&format!("{label:<40} {ns:.0} ns"));
+    }
+
     print_report(args, &tcp, &udp, &run_times, &warm);
+    print_paths(&paths);
     Ok(())
 }
 
@@ -451,32 +467,118 @@ fn warm_run_times(
     let payload = [0x5a; UDP_PAYLOAD as usize];
     let mut out = [0.0; 2];
     for (slot, hook, frame) in [(0, "ingress", to_server), (1, "egress", from_server)] {
-        let prog = programs
-            .iter()
-            .find(|p| p.hook == hook)
-            .with_context(|| format!("no {hook} program on the probe's loopback"))?;
+        let prog = program(&programs, hook)?;
         let file = dir.join(format!("{hook}.frame"));
-        fs::write(&file, frame.frame(&payload))
-            .with_context(|| format!("writing {}", file.display()))?;
-        let (id, file) = (prog.id.to_string(), file.to_string_lossy().into_owned());
-        let report = probe.exec(
-            "bpftool",
-            &[
-                "prog", "run", "id", &id, "data_in", &file, "repeat", "1000000",
-            ],
-        )?;
-        out[slot] = report
-            .split("duration (average):")
-            .nth(1)
-            .and_then(|rest| {
-                rest.trim()
-                    .strip_suffix("ns")
-                    .or_else(|| rest.split("ns").next())
-            })
-            .and_then(|n| n.trim().parse().ok())
-            .with_context(|| format!("no duration in bpftool's report: {report}"))?;
+        out[slot] = test_run(&probe, prog.id, &frame.frame(&payload), &file, 1_000_000)?;
     }
     Ok((out[0], out[1]))
+}
+
+/// The program on `hook` among `programs`.
+fn program<'a>(programs: &'a [Program], hook: &str) -> anyhow::Result<&'a Program> {
+    programs
+        .iter()
+        .find(|p| p.hook == hook)
+        .with_context(|| format!("no {hook} program on the probe's loopback"))
+}
+
+/// Mean run time of program `prog` (its id) over `repeat` runs of `frame` (`BPF_PROG_TEST_RUN` through bpftool,
+/// inside `probe`), written to `file` first.
+fn test_run(
+    probe: &Netns,
+    prog: u64,
+    frame: &[u8],
+    file: &Path,
+    repeat: u32,
+) -> anyhow::Result<f64> {
+    fs::write(file, frame).with_context(|| format!("writing {}", file.display()))?;
+    let (id, file) = (prog.to_string(), file.to_string_lossy().into_owned());
+    let repeat = repeat.to_string();
+    let report = probe.exec(
+        "bpftool",
+        &[
+            "prog", "run", "id", &id, "data_in", &file, "repeat", &repeat,
+        ],
+    )?;
+    report
+        .split("duration (average):")
+        .nth(1)
+        .and_then(|rest| {
+            rest.trim()
+                .strip_suffix("ns")
+                .or_else(|| rest.split("ns").next())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no duration in bpftool's report: {report}"))
+}
+
+/// One line of the drop-path comparison: what ran and its mean ns per packet.
+type PathTimes = Vec<(String, f64)>;
+
+/// The ingress program under the rules policy on a probe loopback, through `BPF_PROG_TEST_RUN`:
+/// the pass path (a frame the policy allows) and the drop path (a frame from a denied CIDR),
+/// with drop events off, on under the default rate limit, and on for every drop. The last runs
+/// 10^4 times only, which the 1 MiB ring holds without a reader: each run pays for a whole
+/// event. Pass-path runs with events off and on bracket the drop runs, the baseline of the
+/// same run.
+fn drop_path_times(
+    agent: &Agent,
+    policy: &Path,
+    denied: Ipv4Addr,
+    client: Ipv4Addr,
+    server: Ipv4Addr,
+    dir: &Path,
+) -> anyhow::Result<PathTimes> {
+    let probe = Netns::new("bpd");
+    let id = agent.attach(&probe, "lo", Some(policy))?;
+    let _detach = Setup::Attached(agent.clone(), id);
+    let frame = |src| {
+        Udp4 {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src,
+            dst: server,
+            sport: 40_000,
+            dport: PORT,
+        }
+        .frame(&[0x5a; UDP_PAYLOAD as usize])
+    };
+    let (pass, dropped) = (frame(client), frame(denied));
+    let file = dir.join("drop-path.frame");
+    // Every `multus-agent` call on the dataplane loads the programs anew and swaps them into
+    // the pinned links: the ingress program is looked up again after each.
+    let limit = |rate: u32, burst: u32| -> anyhow::Result<u64> {
+        let (rate, burst) = (rate.to_string(), burst.to_string());
+        agent.run(&["event-limit", "--rate", &rate, "--burst", &burst], true)?;
+        let programs = agent.programs(&probe, "lo")?;
+        Ok(program(&programs, "ingress")?.id)
+    };
+    let mut out = Vec::new();
+    let prog = limit(0, 0)?;
+    out.push((
+        "pass, events off".to_owned(),
+        test_run(&probe, prog, &pass, &file, 1_000_000)?,
+    ));
+    out.push((
+        "drop, events off".to_owned(),
+        test_run(&probe, prog, &dropped, &file, 1_000_000)?,
+    ));
+    let prog = limit(1_000_000_000, 1_000_000)?;
+    out.push((
+        "drop, an event per drop (10^4 runs)".to_owned(),
+        test_run(&probe, prog, &dropped, &file, 10_000)?,
+    ));
+    let prog = limit(DEFAULT_EVENT_RATE, DEFAULT_EVENT_BURST)?;
+    out.push((
+        format!("drop, events on ({DEFAULT_EVENT_RATE}/s, burst {DEFAULT_EVENT_BURST})"),
+        test_run(&probe, prog, &dropped, &file, 1_000_000)?,
+    ));
+    out.push((
+        format!("pass, events on ({DEFAULT_EVENT_RATE}/s, burst {DEFAULT_EVENT_BURST})"),
+        test_run(&probe, prog, &pass, &file, 1_000_000)?,
+    ));
+    limit(0, 0)?;
+    Ok(out)
 }
 
 /// An iperf3 server in the server pod, killed on drop.
@@ -687,5 +789,21 @@ fn print_report(
         "ingress/egress ns: kernel BPF statistics (kernel.bpf_stats_enabled), ingress over 64-byte UDP \
          to the server, egress over 64-byte UDP from it; they include the statistics' own clock \
          reads. warm: BPF_PROG_TEST_RUN of one frame, including the test harness's loop"
+    );
+}
+
+/// The drop-path comparison, with each line's cost against the pass path with events off.
+fn print_paths(paths: &PathTimes) {
+    let base = paths.first().map_or(f64::NAN, |(_, ns)| *ns);
+    println!(
+        "{:<40} {:>8} {:>8}",
+        "ingress, warm (BPF_PROG_TEST_RUN)", "ns", "vs pass"
+    );
+    for (label, ns) in paths {
+        println!("{label:<40} {ns:>8.0} {:>+8.0}", ns - base);
+    }
+    println!(
+        "the drop path includes the connection table's reply lookup and the drop counters; an \
+         event per drop adds the ring buffer's reserve and submit"
     );
 }

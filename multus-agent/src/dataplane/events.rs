@@ -192,11 +192,7 @@ fn reason_of(reason: u8) -> Option<DropReason> {
 
 /// The rule behind a drop, in the words of the policy's source.
 fn rule_text(ev: &DropEvent, rec: &DropRecord, record: &AttachmentRecord) -> String {
-    let source = record
-        .policy_source
-        .as_deref()
-        .map_or_else(|| "policy".to_owned(), describe_source);
-    let source = source.as_str();
+    let source = source_text(record.policy_source.as_deref());
     let dir = rec.direction.as_str();
     match usize::from(ev.reason) {
         DROP_SPOOFED => {
@@ -215,20 +211,28 @@ fn rule_text(ev: &DropEvent, rec: &DropRecord, record: &AttachmentRecord) -> Str
             }
         }
         DROP_POLICY_DENY => {
-            let found = record
-                .policy
-                .as_ref()
-                .and_then(|p| deny_rule(direction_policy(p, dir), rec));
-            match found {
-                Some(i) => format!("{source}: {dir}.rules[{i}] (deny)"),
+            let Some(policy) = record.policy.as_ref() else {
+                return format!("{source}: a deny rule ({dir})");
+            };
+            let rules = direction_policy(policy, dir);
+            match packet_of(rec).and_then(|p| first_matching(rules, &p, Action::Deny)) {
+                Some(i) => rule_name(rules, i, dir, &source),
                 None => format!("{source}: a deny rule ({dir})"),
             }
         }
-        DROP_DEFAULT_DENY => format!("{source}: default deny ({dir})"),
+        DROP_DEFAULT_DENY => match record.policy.as_ref() {
+            Some(policy) => default_name(direction_policy(policy, dir), dir, &source),
+            None => format!("{source}: default deny ({dir})"),
+        },
         DROP_MALFORMED => "malformed: headers cut short".to_owned(),
         DROP_HEADER_CHAIN => "IPv6 extension header chain too long".to_owned(),
         _ => "unknown".to_owned(),
     }
+}
+
+/// A record's policy source in words (`policy` when none is recorded).
+pub fn source_text(source: Option<&str>) -> String {
+    source.map_or_else(|| "policy".to_owned(), describe_source)
 }
 
 /// `nad:ns/name+mnp:ns/a,ns/b` in words: `NetworkAttachmentDefinition ns/name + MultiNetworkPolicy
@@ -245,6 +249,61 @@ fn describe_source(source: &str) -> String {
         .join(" + ")
 }
 
+/// Rule `index` of `rules` as its author wrote it (`NetworkAttachmentDefinition infra/storage:
+/// ingress.deny[0]`); a rule without origins (a policy given by hand) by its place in the
+/// compiled policy (`<source>: ingress.rules[3] (deny)`).
+pub fn rule_name(rules: &DirectionPolicy, index: usize, dir: &str, source: &str) -> String {
+    let Some(rule) = rules.rules.get(index) else {
+        return format!("{source}: {dir}.rules[{index}]");
+    };
+    if rule.origins.is_empty() {
+        let action = match rule.action {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        };
+        return format!("{source}: {dir}.rules[{index}] ({action})");
+    }
+    rule.origins
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The direction's default, with the objects that made it deny (`MultiNetworkPolicy
+/// app/db-policy: default deny (ingress)`).
+pub fn default_name(rules: &DirectionPolicy, dir: &str, source: &str) -> String {
+    let action = match rules.default {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+    };
+    let objects = if rules.default_from.is_empty() {
+        source.to_owned()
+    } else {
+        objects_text(&rules.default_from)
+    };
+    format!("{objects}: default {action} ({dir})")
+}
+
+/// Objects by kind: `NetworkAttachmentDefinition infra/storage + MultiNetworkPolicy app/a, app/b`.
+fn objects_text(origins: &[super::Origin]) -> String {
+    let mut kinds: Vec<(String, Vec<String>)> = Vec::new();
+    for o in origins {
+        let object = o.object();
+        let (kind, name) = object.split_once(' ').unwrap_or(("", object.as_str()));
+        match kinds.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, names)) if names.iter().any(|n| n == name) => {}
+            Some((_, names)) => names.push(name.to_owned()),
+            None => kinds.push((kind.to_owned(), vec![name.to_owned()])),
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, names)| format!("{kind} {}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 fn direction_policy<'a>(p: &'a Policy, dir: &str) -> &'a DirectionPolicy {
     if dir == "egress" {
         &p.egress
@@ -253,11 +312,9 @@ fn direction_policy<'a>(p: &'a Policy, dir: &str) -> &'a DirectionPolicy {
     }
 }
 
-/// The index of the first deny rule matching the dropped packet: deny beats allow, so any
-/// matching deny rule decided; the first is the one to name. Matching is the reference
-/// evaluator's ([`crate::policy::eval::rule_matches`]), not a second copy of the semantics.
-fn deny_rule(p: &DirectionPolicy, rec: &DropRecord) -> Option<usize> {
-    use crate::policy::eval::{Direction, Packet, Traffic, rule_matches};
+/// The dropped packet as the reference evaluator sees it (`None` without a peer address).
+fn packet_of(rec: &DropRecord) -> Option<crate::policy::eval::Packet> {
+    use crate::policy::eval::{Direction, Packet, Traffic};
     let (direction, peer) = if rec.direction == "egress" {
         (Direction::Egress, rec.dst)
     } else {
@@ -273,14 +330,26 @@ fn deny_rule(p: &DirectionPolicy, rec: &DropRecord) -> Option<usize> {
         "arp" => Traffic::Arp,
         _ => Traffic::Other(0),
     };
-    let packet = Packet {
+    Some(Packet {
         direction,
         peer: peer?,
         traffic,
-    };
-    p.rules
+    })
+}
+
+/// The index of the first rule with `action` that matches `packet`. For a drop by a deny rule
+/// that is the rule to name: deny beats allow, so any matching deny rule decided. Matching is
+/// the reference evaluator's ([`crate::policy::eval::rule_matches`]), not a second copy of the
+/// semantics.
+pub fn first_matching(
+    rules: &DirectionPolicy,
+    packet: &crate::policy::eval::Packet,
+    action: Action,
+) -> Option<usize> {
+    rules
+        .rules
         .iter()
-        .position(|rule| rule.action == Action::Deny && rule_matches(rule, &packet))
+        .position(|rule| rule.action == action && crate::policy::eval::rule_matches(rule, packet))
 }
 
 /// Reads raw events off the programs' ring buffer.
@@ -453,7 +522,9 @@ mod tests {
 
     use super::*;
     use crate::dataplane::Protocol;
-    use crate::dataplane::{AntiSpoof, AttachMode, AttachmentOwner, MacAddr, PortRange, Rule};
+    use crate::dataplane::{
+        AntiSpoof, AttachMode, AttachmentOwner, MacAddr, ObjectKind, Origin, PortRange, Rule,
+    };
 
     fn record(policy: Policy, source: &str) -> AttachmentRecord {
         AttachmentRecord {
@@ -527,6 +598,61 @@ mod tests {
         assert_eq!(
             (out.sport, out.dport, out.icmp),
             (Some(40000), Some(5432), None)
+        );
+    }
+
+    #[test]
+    fn rules_and_defaults_are_named_where_they_were_written() {
+        let origin = |kind, name: &str, path: &str| Origin {
+            kind,
+            namespace: "app".to_owned(),
+            name: name.to_owned(),
+            path: path.to_owned(),
+        };
+        let nad = ObjectKind::NetworkAttachmentDefinition;
+        let mnp = ObjectKind::MultiNetworkPolicy;
+        let policy = Policy {
+            ingress: DirectionPolicy {
+                default_from: vec![
+                    origin(nad, "storage", ""),
+                    origin(mnp, "db-policy", ""),
+                    origin(mnp, "other", ""),
+                ],
+                ..DirectionPolicy::deny_by_default(vec![
+                    Rule::deny()
+                        .ports(Protocol::Tcp, PortRange::single(22))
+                        .from(origin(nad, "storage", "ingress.deny[0]")),
+                    Rule::allow()
+                        .ports(Protocol::Tcp, PortRange::single(5432))
+                        .from(origin(nad, "storage", "ingress.allow[0]"))
+                        .from(origin(mnp, "db-policy", "ingress[1]")),
+                ])
+            },
+            ..Policy::default()
+        };
+        let r = record(policy, "nad:app/storage+mnp:app/db-policy,app/other");
+        let out = resolve(
+            &tcp_in(v4([192, 0, 2, 9]), v4([192, 0, 2, 20]), FAMILY_V4, 22),
+            Some(&r),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            out.rule,
+            "NetworkAttachmentDefinition app/storage: ingress.deny[0]"
+        );
+        let mut ev = tcp_in(v4([192, 0, 2, 9]), v4([192, 0, 2, 20]), FAMILY_V4, 80);
+        ev.reason = DROP_DEFAULT_DENY as u8;
+        let out = resolve(&ev, Some(&r), SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            out.rule,
+            "NetworkAttachmentDefinition app/storage + MultiNetworkPolicy app/db-policy, \
+             app/other: default deny (ingress)"
+        );
+        let ingress = &r.policy.as_ref().unwrap().ingress;
+        assert_eq!(
+            rule_name(ingress, 1, "ingress", "x"),
+            "NetworkAttachmentDefinition app/storage: ingress.allow[0] + MultiNetworkPolicy \
+             app/db-policy: ingress[1]"
         );
     }
 

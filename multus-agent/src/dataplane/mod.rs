@@ -9,6 +9,7 @@ pub mod counters;
 pub mod error;
 pub mod events;
 pub mod flows;
+pub mod lookup;
 pub mod netns;
 pub mod pins;
 pub mod record;
@@ -42,8 +43,8 @@ pub use self::{
     sizing::{MapMemory, MapSizing},
 };
 pub use crate::policy::model::{
-    Action, AntiSpoof, DirectionPolicy, MacAddr, Peer, Policy, PolicyError, PortMatch, PortRange,
-    Protocol, Rule,
+    Action, AntiSpoof, DirectionPolicy, MacAddr, ObjectKind, Origin, Peer, Policy, PolicyError,
+    PortMatch, PortRange, Protocol, Rule,
 };
 
 /// The eBPF object built from `multus-ebpf` by this crate's build script.

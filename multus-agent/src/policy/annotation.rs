@@ -25,9 +25,14 @@ use serde::{
 };
 
 use super::model::{
-    Action, AntiSpoof, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
+    Action, AntiSpoof, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange,
+    Protocol, Rule,
 };
-use super::{error::FieldError, inputs::LocalAttachment, subnets::subnets};
+use super::{
+    error::FieldError,
+    inputs::{LocalAttachment, ObjectKey},
+    subnets::subnets,
+};
 
 /// IPv6 peers `isolate` keeps allowed besides the network's subnets: link-local addresses and
 /// link-local multicast, which neighbour discovery needs.
@@ -81,8 +86,8 @@ impl NadPolicy {
     /// The policy one attachment to the network enforces.
     pub fn policy_for(&self, attachment: &LocalAttachment) -> Policy {
         Policy {
-            ingress: self.ingress.clone(),
-            egress: self.egress.clone(),
+            ingress: named(self.ingress.clone(), &attachment.network),
+            egress: named(self.egress.clone(), &attachment.network),
             audit: self.audit,
             anti_spoof: self.anti_spoof.then(|| AntiSpoof {
                 mac: attachment.mac,
@@ -157,9 +162,48 @@ fn direction(
         (None, false) => Action::Deny,
         (None, true) => Action::Allow,
     };
-    let mut rules = allow;
-    rules.extend(deny);
-    Ok(DirectionPolicy { default, rules })
+    let place = |list: Vec<Rule>, key: &str| -> Vec<Rule> {
+        list.into_iter()
+            .enumerate()
+            .map(|(i, r)| r.from(nad_origin(format!("{path}.{key}[{i}]"))))
+            .collect()
+    };
+    let mut rules = place(allow, "allow");
+    rules.extend(place(deny, "deny"));
+    let default_from = if default == Action::Deny {
+        vec![nad_origin(String::new())]
+    } else {
+        Vec::new()
+    };
+    Ok(DirectionPolicy {
+        default,
+        rules,
+        default_from,
+    })
+}
+
+/// A place in the NAD's annotation; [`NadPolicy::policy_for`] names the NAD.
+fn nad_origin(path: String) -> Origin {
+    Origin {
+        kind: ObjectKind::NetworkAttachmentDefinition,
+        namespace: String::new(),
+        name: String::new(),
+        path,
+    }
+}
+
+/// `dir` with every origin naming the NAD `network`.
+fn named(mut dir: DirectionPolicy, network: &ObjectKey) -> DirectionPolicy {
+    let origins = dir
+        .rules
+        .iter_mut()
+        .flat_map(|r| r.origins.iter_mut())
+        .chain(dir.default_from.iter_mut());
+    for o in origins {
+        o.namespace.clone_from(&network.namespace);
+        o.name.clone_from(&network.name);
+    }
+    dir
 }
 
 fn isolate_subnets(config: Option<&str>) -> Result<Vec<IpNet>, FieldError> {
@@ -205,6 +249,7 @@ fn isolate_rule(subnets: &[IpNet]) -> Rule {
             })
             .collect(),
         ports: Vec::new(),
+        origins: vec![nad_origin("isolate".to_owned())],
     }
 }
 
@@ -251,6 +296,7 @@ impl<R: DocRule> DirDoc<R> {
                         action,
                         peers,
                         ports,
+                        origins: Vec::new(),
                     }
                 })
                 .collect()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use super::model::{Action, DirectionPolicy, Peer, Policy, PortMatch, Rule};
+use super::model::{Action, DirectionPolicy, Origin, Peer, Policy, PortMatch, Rule};
 
 /// `policy` in canonical form; it matches exactly the same packets.
 pub fn canonical(policy: Policy) -> Policy {
@@ -30,15 +30,17 @@ pub(crate) enum PeerSet {
 }
 
 type PortKey = (u8, Option<(u16, u16)>);
-/// Rules with one action and one port list: the action, the ports and their peers united.
-type Group = (Action, Vec<PortMatch>, PeerSet);
+/// Rules with one action, one port list and one origin: the action, the ports, their peers
+/// united and the origin. Rules of different origins stay apart, so that a drop can name the
+/// one rule that decided; the trie holds the same entries either way.
+type Group = (Action, Vec<PortMatch>, PeerSet, Vec<Origin>);
 
 fn port_key(m: &PortMatch) -> (PortKey, PortMatch) {
     ((m.protocol as u8, m.ports.map(|r| (r.start, r.end))), *m)
 }
 
 fn direction(dir: DirectionPolicy) -> DirectionPolicy {
-    let mut groups: BTreeMap<(u8, Vec<PortKey>), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<(u8, Vec<PortKey>, Vec<Origin>), Group> = BTreeMap::new();
     for rule in dir.rules {
         let peers = peer_set(&rule.peers);
         if peers == PeerSet::Nothing {
@@ -50,27 +52,30 @@ fn direction(dir: DirectionPolicy) -> DirectionPolicy {
         let key = (
             u8::from(rule.action == Action::Deny),
             ports.iter().map(|(k, _)| *k).collect(),
+            rule.origins.clone(),
         );
         let ports = ports.into_iter().map(|(_, m)| m).collect();
         let entry = groups
             .entry(key)
-            .or_insert_with(|| (rule.action, ports, PeerSet::Nothing));
+            .or_insert_with(|| (rule.action, ports, PeerSet::Nothing, rule.origins));
         entry.2 = union(std::mem::replace(&mut entry.2, PeerSet::Nothing), peers);
     }
     let rules = groups
         .into_values()
-        .map(|(action, ports, peers)| Rule {
+        .map(|(action, ports, peers, origins)| Rule {
             action,
             peers: match peers {
                 PeerSet::Some(list) => sorted_peers(list),
                 PeerSet::All | PeerSet::Nothing => Vec::new(),
             },
             ports,
+            origins,
         })
         .collect();
     DirectionPolicy {
         default: dir.default,
         rules,
+        default_from: dir.default_from,
     }
 }
 

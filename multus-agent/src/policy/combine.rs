@@ -55,9 +55,17 @@ pub fn intersect_direction(a: &DirectionPolicy, b: &DirectionPolicy) -> Directio
             (Action::Deny, pairs)
         }
     };
+    // The objects that deny by default stay named: a packet no allow rule matches is dropped
+    // by them.
+    let default_from = [a, b]
+        .into_iter()
+        .filter(|d| d.default == Action::Deny)
+        .flat_map(|d| d.default_from.iter().cloned())
+        .collect();
     DirectionPolicy {
         default,
         rules: denies.chain(allowed).collect(),
+        default_from,
     }
 }
 
@@ -83,6 +91,7 @@ fn intersect_rule(x: &Rule, y: &Rule) -> Option<Rule> {
         action: Action::Allow,
         peers,
         ports,
+        origins: x.origins.iter().chain(&y.origins).cloned().collect(),
     })
 }
 

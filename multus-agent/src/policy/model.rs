@@ -141,6 +141,10 @@ pub struct Rule {
     /// The protocols and ports it applies to; empty means all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortMatch>,
+    /// Where it was written (none for a policy given by hand; two for a rule that joins a
+    /// NAD's rule with a MultiNetworkPolicy's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<Origin>,
 }
 
 impl Rule {
@@ -159,7 +163,15 @@ impl Rule {
             action,
             peers: Vec::new(),
             ports: Vec::new(),
+            origins: Vec::new(),
         }
+    }
+
+    /// Records where the rule was written.
+    #[must_use]
+    pub fn from(mut self, origin: Origin) -> Self {
+        self.origins.push(origin);
+        self
     }
 
     /// Adds a peer CIDR.
@@ -207,6 +219,10 @@ pub struct DirectionPolicy {
     /// The rules, in no particular order (deny wins regardless of order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// The objects whose default denies this direction (none when it allows, or for a policy
+    /// given by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_from: Vec<Origin>,
 }
 
 impl DirectionPolicy {
@@ -215,6 +231,7 @@ impl DirectionPolicy {
         Self {
             default: Action::Deny,
             rules,
+            default_from: Vec::new(),
         }
     }
 
@@ -223,12 +240,61 @@ impl DirectionPolicy {
         Self {
             default: Action::Allow,
             rules,
+            default_from: Vec::new(),
         }
     }
 
     /// Whether anything in this direction can be dropped.
     pub fn can_drop(&self) -> bool {
         self.default == Action::Deny || self.rules.iter().any(|r| r.action == Action::Deny)
+    }
+}
+
+/// The kind of object a policy is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ObjectKind {
+    /// A NetworkAttachmentDefinition's policy annotation.
+    NetworkAttachmentDefinition,
+    /// A MultiNetworkPolicy.
+    MultiNetworkPolicy,
+}
+
+/// Where a rule, or a direction's default, was written: an object and the place in it, in that
+/// object's own terms (`ingress.deny[0]` of a NAD annotation, `ingress[1]` of a
+/// MultiNetworkPolicy, `isolate`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// The kind of object.
+    pub kind: ObjectKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The place in it; empty for the object as a whole.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+impl Origin {
+    /// `kind namespace/name`.
+    pub fn object(&self) -> String {
+        let kind = match self.kind {
+            ObjectKind::NetworkAttachmentDefinition => "NetworkAttachmentDefinition",
+            ObjectKind::MultiNetworkPolicy => "MultiNetworkPolicy",
+        };
+        format!("{kind} {}/{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for Origin {
+    /// `NetworkAttachmentDefinition infra/storage: ingress.deny[0]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.object())?;
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,9 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::model::{Action, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule};
+use super::model::{
+    Action, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
+};
 use super::{
     eval::peer_contains,
     inputs::{ObjectKey, PodView},
@@ -37,8 +39,9 @@ pub fn mnp_policy(
         nets: BTreeSet::from([network.clone()]),
     };
     let direction = |egress: bool| {
-        let mut covered = false;
+        let mut covering = Vec::new();
         let mut rules = Vec::new();
+        let name = if egress { "egress" } else { "ingress" };
         for (entry, mnp_rules) in applying {
             let list = if egress {
                 &mnp_rules.egress
@@ -46,16 +49,24 @@ pub fn mnp_policy(
                 &mnp_rules.ingress
             };
             if let Some(list) = list {
-                covered = true;
-                for rule in list {
+                covering.push(mnp_origin(entry, String::new()));
+                for (i, rule) in list.iter().enumerate() {
+                    let start = rules.len();
                     resolver.rule(entry, rule, egress, &mut rules);
+                    let origin = mnp_origin(entry, format!("{name}[{i}]"));
+                    for r in &mut rules[start..] {
+                        r.origins = vec![origin.clone()];
+                    }
                 }
             }
         }
-        if covered {
-            DirectionPolicy::deny_by_default(rules)
-        } else {
+        if covering.is_empty() {
             DirectionPolicy::default()
+        } else {
+            DirectionPolicy {
+                default_from: covering,
+                ..DirectionPolicy::deny_by_default(rules)
+            }
         }
     };
     Some(Policy {
@@ -64,6 +75,16 @@ pub fn mnp_policy(
         audit: false,
         anti_spoof: None,
     })
+}
+
+/// A place in a MultiNetworkPolicy (`ingress[1]`), or the whole policy (`path` empty).
+fn mnp_origin(entry: &MnpEntry, path: String) -> Origin {
+    Origin {
+        kind: ObjectKind::MultiNetworkPolicy,
+        namespace: entry.key.namespace.clone(),
+        name: entry.key.name.clone(),
+        path,
+    }
 }
 
 struct Resolver<'a> {
@@ -274,5 +295,6 @@ fn push(out: &mut Vec<Rule>, peers: Option<Vec<Peer>>, ports: Vec<PortMatch>) {
         action: Action::Allow,
         peers,
         ports,
+        origins: Vec::new(),
     });
 }

@@ -2,7 +2,7 @@
 //! packets, the ring buffer drained and resolved into records naming pod, 5-tuple and rule.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use crate::common;
+use crate::{common, policy_fixture};
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -11,10 +11,13 @@ use std::{
 
 use common::Dirs;
 use ipnet::IpNet;
-use multus_agent::dataplane::{
-    AntiSpoof, AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane,
-    DirectionPolicy, DropReason, Policy, PortRange, Protocol, Rule,
-    events::{self, DropRecord, EventLimit, EventReader},
+use multus_agent::{
+    dataplane::{
+        AntiSpoof, AttachMode, AttachRequest, AttachmentOwner, AttachmentRecord, Dataplane,
+        DirectionPolicy, DropReason, Policy, PortRange, Protocol, Rule,
+        events::{self, DropRecord, EventLimit, EventReader},
+    },
+    policy::{LocalAttachment, NamespaceView, Snapshot, compile_attachment},
 };
 use multus_testkit::{MacvlanPods, Pod, require_root, traffic};
 
@@ -57,6 +60,29 @@ impl Events {
                 policy_source: Some(SOURCE),
             })
             .expect("attach")
+    }
+
+    /// `multus-agent explain` over this dataplane's pins and records.
+    fn explain_command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_multus-agent"))
+            .arg("explain")
+            .arg("--bpffs-dir")
+            .arg(self._dirs.bpffs.path())
+            .arg("--state-dir")
+            .arg(self._dirs.state.path())
+            .args(args)
+            .env_remove("MULTUS_AGENT_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// `multus-agent explain infra/a -o json ARGS`, which must succeed.
+    fn explain(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["infra/a", "-o", "json"];
+        all.extend(args);
+        let out = self.explain_command(&all);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// Every event in the ring after a short settle, resolved against `record`.
@@ -301,4 +327,343 @@ fn a_flood_emits_at_most_burst_plus_rate_and_counts_the_rest() {
     send_udp(a, v4(a), sink.local_addr().unwrap(), 10);
     assert!(ev.records(&record).is_empty());
     assert_eq!(ev.dataplane.event_counts(record.id).unwrap(), counts);
+}
+
+/// The network of the compiled-policy test: pods a and b (192.0.2.10 and .11) are inside its
+/// subnet, 192.0.2.99 is not.
+const STORAGE_CONFIG: &str = r#"{"cniVersion":"1.0.0","name":"storage","type":"macvlan",
+  "ipam":{"type":"host-local","subnet":"192.0.2.8/30"}}"#;
+
+/// Compiles `infra/a`'s policy on `infra/storage` from `snapshot` and installs it.
+fn install_compiled(
+    ev: &mut Events,
+    snapshot: &Snapshot,
+    local: &LocalAttachment,
+    id: u32,
+) -> AttachmentRecord {
+    let compiled = compile_attachment(snapshot, local)
+        .expect("compiles")
+        .expect("a policy applies");
+    ev.dataplane
+        .set_policy_from(id, &compiled.policy, Some(&compiled.source.to_string()))
+        .expect("install")
+}
+
+#[test]
+fn compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing() {
+    use policy_fixture::{mnp, nad, pod};
+    if !require_root(
+        "compiled_policies_name_the_nad_rule_the_mnp_default_isolate_and_anti_spoofing",
+    ) {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut ev = Events::new();
+    let record = ev.attach(a, "a", &Policy::default());
+    let mut snapshot = Snapshot::new();
+    snapshot.upsert_namespace(NamespaceView {
+        name: "infra".to_owned(),
+        labels: Default::default(),
+    });
+    let (a_ip, b_ip) = (a.ip4.to_string(), b.ip4.to_string());
+    for (name, ip) in [("infra/a", &a_ip), ("infra/b", &b_ip)] {
+        snapshot.upsert_pod(pod(
+            name,
+            &[("app", "db")],
+            &[],
+            &[("infra/storage", &[ip.as_str()])],
+        ));
+    }
+    let local = LocalAttachment {
+        pod: policy_fixture::key("infra/a"),
+        interface: a.ifname.clone(),
+        network: policy_fixture::key("infra/storage"),
+        ips: vec![v4(a)],
+        mac: a.mac.parse().unwrap(),
+    };
+
+    // A deny rule of the NAD's annotation.
+    let annotation = format!("egress: {{deny: [{{to: {b_ip}, ports: udp/9000-9999}}]}}");
+    snapshot.upsert_nad(nad("infra/storage", STORAGE_CONFIG, Some(&annotation)));
+    let record = install_compiled(&mut ev, &snapshot, &local, record.id);
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    let sport = send_udp(a, v4(a), sink.local_addr().unwrap(), 2);
+    let records = ev.records(&record);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for r in &records {
+        assert_eq!((r.pod.as_str(), r.direction.as_str()), ("a", "egress"));
+        assert_eq!(r.reason, DropReason::PolicyDeny.label());
+        assert_eq!(
+            (r.protocol.as_str(), r.src, r.dst),
+            ("udp", Some(v4(a)), Some(v4(b)))
+        );
+        assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
+        assert_eq!(
+            r.rule,
+            "NetworkAttachmentDefinition infra/storage: egress.deny[0]"
+        );
+    }
+
+    // A MultiNetworkPolicy's default deny, over the same NAD: only the policy that isolates
+    // ingress is named.
+    snapshot.upsert_mnp(&mnp(
+        "infra/db-policy",
+        Some("infra/storage"),
+        "{podSelector: {matchLabels: {app: db}}, policyTypes: [Ingress], ingress: [{ports: [{port: 5432}]}]}",
+    ));
+    let record = install_compiled(&mut ev, &snapshot, &local, record.id);
+    let source = record.policy_source.clone().unwrap();
+    assert_eq!(source, "nad:infra/storage+mnp:infra/db-policy");
+    let sink_a = traffic::udp_socket(&a.netns, SocketAddr::new(v4(a), 5432));
+    let sport = send_udp(b, v4(b), sink_a.local_addr().unwrap(), 1);
+    let records = ev.records(&record);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!((r.pod.as_str(), r.direction.as_str()), ("a", "ingress"));
+    assert_eq!(r.reason, DropReason::DefaultDeny.label());
+    assert_eq!(
+        (r.protocol.as_str(), r.src, r.dst),
+        ("udp", Some(v4(b)), Some(v4(a)))
+    );
+    assert_eq!((r.sport, r.dport), (Some(sport), Some(5432)));
+    assert_eq!(
+        r.rule,
+        "MultiNetworkPolicy infra/db-policy: default deny (ingress)"
+    );
+
+    // `explain` says the same from the pins and records, and names the rules that pass.
+    let b_peer = b_ip.as_str();
+    let said = ev.explain(&[
+        "--direction",
+        "ingress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "5432",
+    ]);
+    assert_eq!(
+        (said["verdict"].as_str(), said["reason"].as_str()),
+        (Some("drop"), Some("default_deny"))
+    );
+    assert_eq!(
+        said["rule"],
+        "MultiNetworkPolicy infra/db-policy: default deny (ingress)"
+    );
+    assert_eq!(said["source"], "nad:infra/storage+mnp:infra/db-policy");
+    let said = ev.explain(&[
+        "--direction",
+        "ingress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "tcp",
+        "--port",
+        "5432",
+    ]);
+    assert_eq!(
+        (said["verdict"].as_str(), said["reason"].as_str()),
+        (Some("pass"), None)
+    );
+    assert_eq!(
+        said["rule"],
+        "MultiNetworkPolicy infra/db-policy: ingress[0]"
+    );
+    let said = ev.explain(&[
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "9000",
+    ]);
+    assert_eq!(
+        (said["verdict"].as_str(), said["reason"].as_str()),
+        (Some("drop"), Some("policy_deny"))
+    );
+    assert_eq!(
+        said["rule"],
+        "NetworkAttachmentDefinition infra/storage: egress.deny[0]"
+    );
+    let said = ev.explain(&[
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "8999",
+    ]);
+    assert_eq!(said["verdict"], "pass");
+    assert_eq!(
+        said["rule"],
+        "NetworkAttachmentDefinition infra/storage + MultiNetworkPolicy infra/db-policy: \
+         default allow (egress)"
+    );
+    let unknown = ev.explain_command(&[
+        "infra/nobody",
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "icmp",
+    ]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no attachment of pod infra/nobody"),
+        "{stderr}"
+    );
+    // A record that no longer says what the trie holds is reported, not papered over.
+    let path = ev._dirs.layout().record(record.id);
+    let mut tampered = record.clone();
+    if let Some(p) = tampered.policy.as_mut() {
+        p.egress.rules.clear();
+    }
+    tampered.save(&path).unwrap();
+    let out = ev.explain_command(&[
+        "infra/a",
+        "--direction",
+        "egress",
+        "--peer",
+        b_peer,
+        "--protocol",
+        "udp",
+        "--port",
+        "9000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("disagree"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DROP (policy_deny)"));
+    record.save(&path).unwrap();
+
+    // isolate: a peer outside the network's subnet; antiSpoof: a source not the pod's.
+    snapshot.remove_mnp(&policy_fixture::key("infra/db-policy"));
+    snapshot.upsert_nad(nad(
+        "infra/storage",
+        STORAGE_CONFIG,
+        Some("isolate: true\nantiSpoof: true"),
+    ));
+    let record = install_compiled(&mut ev, &snapshot, &local, record.id);
+    b.netns
+        .ip(&["addr", "add", "192.0.2.99/24", "dev", &b.ifname]);
+    let outside = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    let sport = send_udp(b, outside, sink_a.local_addr().unwrap(), 1);
+    let records: Vec<_> = ev
+        .records(&record)
+        .into_iter()
+        .filter(|r| r.protocol == "udp")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(
+        (r.direction.as_str(), r.src, r.dst),
+        ("ingress", Some(outside), Some(v4(a)))
+    );
+    assert_eq!((r.sport, r.dport), (Some(sport), Some(5432)));
+    assert_eq!(r.reason, DropReason::PolicyDeny.label());
+    assert_eq!(r.rule, "NetworkAttachmentDefinition infra/storage: isolate");
+
+    a.netns
+        .ip(&["addr", "add", "192.0.2.98/24", "dev", &a.ifname]);
+    let forged = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 98));
+    let sport = send_udp(a, forged, sink.local_addr().unwrap(), 1);
+    let records: Vec<_> = ev
+        .records(&record)
+        .into_iter()
+        .filter(|r| r.protocol == "udp")
+        .collect();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(
+        (r.direction.as_str(), r.src, r.dst),
+        ("egress", Some(forged), Some(v4(b)))
+    );
+    assert_eq!((r.sport, r.dport), (Some(sport), Some(9999)));
+    assert_eq!(r.reason, DropReason::Spoofed.label());
+    assert_eq!(
+        r.rule,
+        "antiSpoof: source 192.0.2.98 is not the interface's"
+    );
+}
+
+#[test]
+fn a_full_ring_counts_lost_events_and_the_metrics_show_them() {
+    if !require_root("a_full_ring_counts_lost_events_and_the_metrics_show_them") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let dirs = Dirs::new();
+    let mut dataplane = dirs.load(AttachMode::Tcx);
+    // No rate limit to speak of: every drop wants an event, and nobody reads the ring yet.
+    dataplane
+        .set_event_limit(EventLimit {
+            rate: 10_000_000,
+            burst: 1_000_000,
+        })
+        .unwrap();
+    let reader = dataplane.take_event_reader().expect("a reader");
+    let policy = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![Rule::deny().peer(host(b.ip4))]),
+        ..Policy::default()
+    };
+    let netns = a.netns.path();
+    let id = dataplane
+        .attach(&AttachRequest {
+            netns: &netns,
+            ifname: &a.ifname,
+            owner: AttachmentOwner::default(),
+            policy: Some(&policy),
+            policy_source: Some(SOURCE),
+        })
+        .unwrap()
+        .id;
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(v4(b), 9999));
+    // The ring holds 1 MiB of 72-byte events with their 8-byte headers: about 13,000.
+    let ring_events = u64::from(multus_common::EVENT_RING_BYTES) / 80;
+    let mut sent = 0;
+    while sent < 4 * ring_events {
+        send_udp(a, v4(a), sink.local_addr().unwrap(), 1000);
+        sent += 1000;
+    }
+    let counts = dataplane.event_counts(id).unwrap();
+    let drops = dataplane.counters(id).unwrap().egress.dropped();
+    assert!(counts.lost > 0, "{counts:?}");
+    assert!(counts.emitted <= ring_events + 1, "{counts:?}");
+    assert_eq!(
+        counts.emitted + counts.suppressed + counts.lost,
+        drops,
+        "{counts:?}"
+    );
+
+    // The agent's reader drains what the ring holds and carries the lost count to the metrics.
+    let metrics = multus_agent::metrics::AgentMetrics::default();
+    let log = std::sync::Arc::new(events::EventLog::new(100_000));
+    multus_agent::observe::spawn_reader(
+        reader,
+        dirs.layout(),
+        std::sync::Arc::clone(&log),
+        metrics.clone(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metrics.drop_event_totals().2 < counts.lost && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (emitted, _, lost) = metrics.drop_event_totals();
+    assert_eq!(lost, counts.lost);
+    assert_eq!(emitted, counts.emitted);
+    assert_eq!(log.select(|_| true, None).len() as u64, counts.emitted);
+    println!(
+        "full ring: {drops} drops, {} events, {} lost",
+        counts.emitted, counts.lost
+    );
 }

@@ -13,3 +13,5 @@ mod events;
 mod flows;
 mod memory;
 mod policy;
+#[path = "../policy_fixture/mod.rs"]
+mod policy_fixture;

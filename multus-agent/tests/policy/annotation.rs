@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use multus_agent::{
     dataplane::{
-        Action, AntiSpoof, DirectionPolicy, Peer, Policy, PortMatch, PortRange, Protocol, Rule,
+        Action, AntiSpoof, DirectionPolicy, ObjectKind, Origin, Peer, Policy, PortMatch, PortRange,
+        Protocol, Rule,
     },
     policy::{LocalAttachment, NadPolicy, ObjectKey},
 };
@@ -18,6 +19,24 @@ fn net(s: &str) -> IpNet {
 
 fn parse(doc: &str) -> NadPolicy {
     NadPolicy::parse(doc, None).unwrap_or_else(|e| panic!("{doc}: {e}"))
+}
+
+/// A place in the annotation of a NAD not named yet (`policy_for` names it).
+fn at(path: &str) -> Origin {
+    Origin {
+        kind: ObjectKind::NetworkAttachmentDefinition,
+        namespace: String::new(),
+        name: String::new(),
+        path: path.to_owned(),
+    }
+}
+
+/// Default deny, by the annotation.
+fn closed(rules: Vec<Rule>) -> DirectionPolicy {
+    DirectionPolicy {
+        default_from: vec![at("")],
+        ..DirectionPolicy::deny_by_default(rules)
+    }
 }
 
 fn tcp(p: u16) -> PortMatch {
@@ -68,11 +87,13 @@ audit: true
                             ports: None,
                         },
                     ],
+                    origins: vec![at("ingress.allow[0]")],
                 },
                 Rule {
                     action: Action::Allow,
                     peers: vec![net("198.51.100.7/32").into(), net("2001:db8::/64").into()],
                     ports: vec![],
+                    origins: vec![at("ingress.allow[1]")],
                 },
                 Rule {
                     action: Action::Deny,
@@ -81,16 +102,22 @@ audit: true
                         except: vec![net("192.0.2.8/29")],
                     }],
                     ports: vec![tcp(22)],
+                    origins: vec![at("ingress.deny[0]")],
                 },
             ],
+            default_from: vec![at("")],
         },
         "a direction with allow rules denies the rest"
     );
     assert_eq!(
         policy.egress,
         DirectionPolicy::allow_by_default(vec![
-            Rule::deny().peer(net("203.0.113.0/24")),
-            Rule::deny().protocol(Protocol::Arp),
+            Rule::deny()
+                .peer(net("203.0.113.0/24"))
+                .from(at("egress.deny[0]")),
+            Rule::deny()
+                .protocol(Protocol::Arp)
+                .from(at("egress.deny[1]")),
         ])
     );
     assert!(policy.audit);
@@ -120,7 +147,7 @@ antiSpoof: true
 ",
     );
     assert_eq!(json, yaml);
-    assert_eq!(json.egress, DirectionPolicy::deny_by_default(vec![]));
+    assert_eq!(json.egress, closed(vec![]));
 }
 
 #[test]
@@ -129,10 +156,14 @@ fn an_empty_document_allows_everything_and_defaults_can_be_explicit() {
     assert_eq!(open.ingress, DirectionPolicy::default());
     assert_eq!(open.egress, DirectionPolicy::default());
     let closed = parse("ingress: {default: deny}\negress: {default: deny, deny: [{ports: arp}]}");
-    assert_eq!(closed.ingress, DirectionPolicy::deny_by_default(vec![]));
+    assert_eq!(closed.ingress, self::closed(vec![]));
     assert_eq!(
         closed.egress,
-        DirectionPolicy::deny_by_default(vec![Rule::deny().protocol(Protocol::Arp)])
+        self::closed(vec![
+            Rule::deny()
+                .protocol(Protocol::Arp)
+                .from(at("egress.deny[0]"))
+        ])
     );
 }
 
@@ -158,6 +189,7 @@ fn isolate_denies_everything_outside_the_networks_subnets() {
             },
         ],
         ports: vec![],
+        origins: vec![at("isolate")],
     };
     assert_eq!(
         policy.ingress,
@@ -209,6 +241,45 @@ fn anti_spoofing_uses_the_attachments_own_addresses() {
         }
     );
     assert_eq!(parse("{}").policy_for(&local), Policy::default());
+}
+
+#[test]
+fn rules_and_defaults_name_the_nad_and_where_they_were_written() {
+    let policy = NadPolicy::parse(
+        "isolate: true\ningress: {allow: [{ports: tcp/443}], deny: [{from: 192.0.2.9}]}",
+        Some(HOST_LOCAL),
+    )
+    .unwrap();
+    let local = LocalAttachment {
+        pod: ObjectKey::new("prod", "web"),
+        interface: "net1".into(),
+        network: ObjectKey::new("infra", "storage"),
+        ips: vec![],
+        mac: "02:00:00:00:00:0a".parse().unwrap(),
+    };
+    let ingress = policy.policy_for(&local).ingress;
+    let texts: Vec<String> = ingress
+        .rules
+        .iter()
+        .flat_map(|r| &r.origins)
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "NetworkAttachmentDefinition infra/storage: ingress.allow[0]",
+            "NetworkAttachmentDefinition infra/storage: ingress.deny[0]",
+            "NetworkAttachmentDefinition infra/storage: isolate",
+        ]
+    );
+    assert_eq!(
+        ingress
+            .default_from
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["NetworkAttachmentDefinition infra/storage"]
+    );
 }
 
 #[test]

@@ -105,6 +105,7 @@ impl Rng {
             },
             peers: (0..self.below(3)).map(|_| self.peer()).collect(),
             ports: (0..self.below(3)).map(|_| self.port_match()).collect(),
+            origins: Vec::new(),
         }
     }
 
@@ -116,6 +117,7 @@ impl Rng {
                 Action::Allow
             },
             rules: (0..self.below(5)).map(|_| self.rule()).collect(),
+            default_from: Vec::new(),
         }
     }
 

@@ -84,13 +84,16 @@ fn observe_shows_a_nad_deny_drop_with_pod_packet_and_rule() {
         assert_eq!(e["icmp"], json!([8, 0]));
         assert_eq!(
             e["rule"],
-            "NetworkAttachmentDefinition infra/storage: egress.rules[0] (deny)"
+            "NetworkAttachmentDefinition infra/storage: egress.deny[0]"
         );
     }
     // Filters: another pod, direction or reason selects none; --last bounds the count.
     assert!(observe(&node, &["-o", "json", "--pod", "infra/b"]).is_empty());
     assert!(observe(&node, &["-o", "json", "--direction", "ingress"]).is_empty());
     assert!(observe(&node, &["-o", "json", "--reason", "spoofed"]).is_empty());
+    // --since: a duration back from now, or a time.
+    assert!(observe(&node, &["-o", "json", "--since", "10m"]).len() >= 3);
+    assert!(observe(&node, &["-o", "json", "--since", "2099-01-01T00:00:00Z"]).is_empty());
     assert_eq!(
         observe(
             &node,

@@ -5,7 +5,9 @@
 //! runtime's CNI calls go through the installed `multus-shim` (the real `multus-cni` binary)
 //! to the agent, which runs Debian's bridge, macvlan and host-local plugins and attaches the
 //! eBPF programs. Then samplepod-2 pings samplepod-1 over net1, a deny policy goes on the NAD,
-//! the ping fails and the drop counters rise in `/metrics`. Every step checks what it shows;
+//! the ping fails, the drop counters rise in `/metrics`, `multus-agent observe` shows the drops
+//! with the rule that made them and `multus-agent explain` says the same without a packet.
+//! Every step checks what it shows;
 //! the demo fails at the first that does not behave, and removes everything it made.
 mod files;
 mod node;
@@ -320,7 +322,100 @@ fn deny_and_ping_again(
         "expected the drops to rise by at least {PINGS}, they rose by {rose}"
     );
     status(bins, node, pods.len())?;
+    let src = pods[1].ipv4("net1")?;
+    observe(bins, node, src, dst)?;
+    explain(bins, node, src)?;
     Ok(after)
+}
+
+/// The rule the demo's drops must name.
+const DENY_RULE: &str = "NetworkAttachmentDefinition default/macvlan-conf: ingress.deny[0]";
+
+/// `multus-agent observe` on the running agent: the drops of the pings, with the rule.
+fn observe(bins: &Binaries, node: &Node, src: Ipv4Addr, dst: Ipv4Addr) -> anyhow::Result<()> {
+    let args = |json: bool| {
+        let mut cmd = Cmd::new(&bins.agent.to_string_lossy()).args([
+            "observe".as_ref(),
+            "--socket-dir".as_ref(),
+            node.path("run").as_os_str(),
+            "--pod".as_ref(),
+            "default/samplepod-1".as_ref(),
+            "--last".as_ref(),
+            "3".as_ref(),
+        ]);
+        if json {
+            cmd = cmd.args(["-o", "json"]);
+        }
+        cmd
+    };
+    // The agent reads the ring within a second of the drop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let events: Vec<Value> = loop {
+        let out = args(true)
+            .probe()
+            .context("multus-agent observe -o json failed")?;
+        let events = out
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Value>, _>>()?;
+        if events.len() >= 3 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let table = args(false).probe().context("multus-agent observe failed")?;
+    note("multus-agent observe --pod default/samplepod-1 --last 3:");
+    show(&table);
+    ensure!(
+        events.len() == 3
+            && events.iter().all(|e| e["direction"] == "ingress"
+                && e["reason"] == "policy_deny"
+                && e["protocol"] == "icmp"
+                && e["src"] == src.to_string()
+                && e["dst"] == dst.to_string()
+                && e["rule"] == DENY_RULE),
+        "expected the last 3 drops of samplepod-1 to be the pings from {src}, denied by \
+         {DENY_RULE}; got {events:?}"
+    );
+    Ok(())
+}
+
+/// `multus-agent explain`: the verdict and the rule for a ping from samplepod-2, from the
+/// installed policy, without sending one.
+fn explain(bins: &Binaries, node: &Node, src: Ipv4Addr) -> anyhow::Result<()> {
+    let args = |json: bool| {
+        let src = src.to_string();
+        let mut cmd = Cmd::new(&bins.agent.to_string_lossy()).args([
+            "explain".as_ref(),
+            "default/samplepod-1".as_ref(),
+            "--bpffs-dir".as_ref(),
+            node.bpffs.path().as_os_str(),
+            "--state-dir".as_ref(),
+            node.path("state").as_os_str(),
+            "--direction".as_ref(),
+            "ingress".as_ref(),
+            "--peer".as_ref(),
+            std::ffi::OsStr::new(&src),
+            "--protocol".as_ref(),
+            "icmp".as_ref(),
+        ]);
+        if json {
+            cmd = cmd.args(["-o", "json"]);
+        }
+        cmd
+    };
+    let text = args(false).probe().context("multus-agent explain failed")?;
+    note(&format!(
+        "multus-agent explain default/samplepod-1 --direction ingress --peer {src} --protocol icmp:"
+    ));
+    show(&text);
+    let said: Value =
+        serde_json::from_str(&args(true).probe().context("multus-agent explain -o json")?)?;
+    ensure!(
+        said["verdict"] == "drop" && said["rule"] == DENY_RULE,
+        "explain should say drop by {DENY_RULE}: {said}"
+    );
+    Ok(())
 }
 
 /// Pings once a second until one goes unanswered (20 s at most): the agent applies a NAD's

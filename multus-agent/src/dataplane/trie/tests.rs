@@ -347,6 +347,7 @@ fn bad_policies_are_refused_with_the_reason() {
                 protocol: Protocol::Icmp,
                 ports: Some(PortRange::single(8)),
             }],
+            origins: Vec::new(),
         }]),
         ..Policy::default()
     };
@@ -541,6 +542,7 @@ impl Rng {
             action,
             peers,
             ports,
+            origins: Vec::new(),
         }
     }
 
