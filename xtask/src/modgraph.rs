@@ -505,7 +505,7 @@ mod tests {
         let dir = fixture(&[
             ("lib.rs", "pub mod a; pub mod b; pub mod c; pub mod d;"),
             ("a.rs", "use crate::b::Thing;"),
-            ("b.rs", "pub fn f() -> crate::a::Other { todo!() }"),
+            ("b.rs", "pub fn f() -> crate::a::Other { loop {} }"),
             ("c/mod.rs", "mod x;"),
             ("c/x.rs", "use crate::d::{inner::{self, Y}, Z};"),
             ("d/mod.rs", "pub mod inner;"),
