@@ -5,7 +5,9 @@ use anyhow::Context as _;
 use multus_agent::{
     config::{AgentConfig, SourceMode},
     dataplane::PinLayout,
-    explain, logging, observe, run, status,
+    explain, logging, observe,
+    policy::model::Protocol,
+    run, status,
 };
 
 /// Flags of `multus-agent run`; each overrides the configuration file's key.
@@ -167,30 +169,13 @@ pub struct ExplainArgs {
     peer: IpAddr,
     /// The protocol.
     #[arg(long, value_enum)]
-    protocol: ExplainProtocol,
+    protocol: Protocol,
     /// The destination port (TCP, UDP, SCTP).
     #[arg(long, required_if_eq_any = [("protocol", "tcp"), ("protocol", "udp"), ("protocol", "sctp")])]
     port: Option<u16>,
     /// `text` or `json`.
     #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
     output: ExplainOutput,
-}
-
-/// The protocols `explain` takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExplainProtocol {
-    /// TCP (with --port).
-    Tcp,
-    /// UDP (with --port).
-    Udp,
-    /// SCTP (with --port).
-    Sctp,
-    /// ICMP.
-    Icmp,
-    /// ICMPv6 (other than neighbour discovery).
-    Icmpv6,
-    /// ARP (the peer: the sender on ingress, the target on egress).
-    Arp,
 }
 
 /// How `explain` prints.
@@ -391,12 +376,14 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     let layout = args.state.layout()?;
     let port = args.port.unwrap_or(0);
     let traffic = match args.protocol {
-        ExplainProtocol::Tcp => Traffic::Tcp(port),
-        ExplainProtocol::Udp => Traffic::Udp(port),
-        ExplainProtocol::Sctp => Traffic::Sctp(port),
-        ExplainProtocol::Icmp => Traffic::Icmp,
-        ExplainProtocol::Icmpv6 => Traffic::Icmpv6,
-        ExplainProtocol::Arp => Traffic::Arp,
+        Protocol::Tcp => Traffic::Tcp(port),
+        Protocol::Udp => Traffic::Udp(port),
+        Protocol::Sctp => Traffic::Sctp(port),
+        Protocol::Icmp => Traffic::Icmp,
+        Protocol::Icmpv6 => Traffic::Icmpv6,
+        Protocol::Arp => Traffic::Arp,
+        // Skipped by the parser: a packet has one protocol.
+        Protocol::Any => anyhow::bail!("--protocol takes one protocol"),
     };
     let direction = if args.direction == "egress" {
         Direction::Egress

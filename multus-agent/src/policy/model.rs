@@ -34,8 +34,20 @@ pub enum Action {
     Deny,
 }
 
-/// The protocol a [`PortMatch`] selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The protocol a [`PortMatch`] selects (also `explain --protocol`, where `any` is no packet).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP (may carry a port range).
@@ -51,6 +63,7 @@ pub enum Protocol {
     /// ARP requests and replies (IPv4 peers only).
     Arp,
     /// Every IP protocol (not ARP).
+    #[value(skip)]
     Any,
 }
 
