@@ -30,6 +30,12 @@ const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// Records (or refreshes) the flow of an allowed packet.
+///
+/// A flow is known by the packet that opened it, which a policy change re-checks: a new flow's
+/// origin is this packet's direction, except for a TCP SYN-ACK (the SYN went the other way), and
+/// a TCP SYN starts a new connection on those ports whatever the table held for them. A packet
+/// of a flow an earlier policy allowed leaves it alone: only its opener can carry it over (see
+/// [`Reply::Recheck`]).
 #[inline(always)]
 pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     if !flow_key(s, id, direction, true) {
@@ -46,26 +52,46 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
         return;
     };
     match table.get_ptr_mut(&s.flow) {
-        // SAFETY: a map value pointer from the lookup; a racing writer can only store another
-        // timestamp or generation, both whole words.
+        // SAFETY (these arms): a map value pointer from the lookup; a racing writer
+        // can only store another timestamp, generation or flag, all whole words or bytes.
+        Some(flow) if opens => unsafe {
+            // The ports are used again by a new connection, opened here and now.
+            (*flow).last_seen_ns = now;
+            (*flow).generation = generation;
+            (*flow).origin = direction as u8;
+            (*flow).closing = 0;
+        },
         Some(flow) if unsafe { (*flow).generation } == generation => unsafe {
             if now.wrapping_sub((*flow).last_seen_ns) > FLOW_REFRESH_NS {
                 (*flow).last_seen_ns = now;
             }
             if ends {
                 (*flow).closing = 1;
-            } else if opens {
-                // The ports are used again by a new connection.
-                (*flow).closing = 0;
             }
         },
+        // A flow of an earlier policy, and this packet goes the way its opener went (same ports,
+        // same peer): the policy in force allows the opener too, so the flow carries on.
+        Some(flow) if u32::from(unsafe { (*flow).origin }) == direction => unsafe {
+            (*flow).generation = generation;
+            (*flow).last_seen_ns = now;
+            if ends {
+                (*flow).closing = 1;
+            }
+        },
+        // A flow of an earlier policy going the other way: only its opener can carry it over.
+        Some(_) => return,
         // A FIN or RST opens nothing.
-        _ if ends => return,
-        _ => {
+        None if ends => return,
+        None => {
+            let origin = if s.pkt.answers_open() {
+                direction ^ 1
+            } else {
+                direction
+            };
             let value = FlowValue {
                 last_seen_ns: now,
                 generation,
-                origin: direction as u8,
+                origin: origin as u8,
                 closing: 0,
                 pad: 0,
             };
@@ -96,7 +122,8 @@ pub enum Reply {
 /// Whether a packet the policy would drop answers a flow that was allowed the other way.
 #[inline(always)]
 pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Reply {
-    if !flow_key(s, id, direction, false) {
+    // A TCP SYN opens a connection: it answers none, even on the ports of an earlier one.
+    if s.pkt.opens_flow() || !flow_key(s, id, direction, false) {
         return Reply::No;
     }
     // SAFETY: plain helper call without arguments.

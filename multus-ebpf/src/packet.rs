@@ -176,6 +176,14 @@ impl Packet {
         self.proto == IPPROTO_TCP && self.has_l4 && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
+    /// A TCP SYN-ACK: the answer to a connection opened the other way.
+    #[inline(always)]
+    pub fn answers_open(&self) -> bool {
+        self.proto == IPPROTO_TCP
+            && self.has_l4
+            && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+    }
+
     /// IPv6 neighbour discovery and multicast listener discovery, which pass unless a rule says
     /// otherwise (without them IPv6 stops working on the link). Router advertisements and
     /// redirects are a router's messages: a pod receives them, but sends them only where its

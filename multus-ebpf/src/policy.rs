@@ -13,10 +13,10 @@ use multus_common::{
     DIR_EGRESS, DROP_DEFAULT_DENY, DROP_HEADER_CHAIN, DROP_MALFORMED, DROP_POLICY_DENY,
     DROP_SPOOFED, PolicyValue,
     policy::{
-        BLOCKS_IN_TRIE, FAMILY_V4, FAMILY_V6, INLINE_BLOCKS, KIND_META, KIND_OWN, KIND_PEER,
-        KIND_PORT, META_ANTI_SPOOF, META_ARP_RULES, META_AUDIT, META_PREFIX, META_ROUTER,
-        META_TRACK, OWN_PREFIX_BASE, PEER_PREFIX_BASE, PORT_PREFIX_BASE, SPACE_ARP, SPACE_IP,
-        VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE, family_bits,
+        BLOCKS_IN_TRIE, FAMILY_V4, FAMILY_V6, GENERATION_AUDITED, INLINE_BLOCKS, KIND_META,
+        KIND_OWN, KIND_PEER, KIND_PORT, META_ANTI_SPOOF, META_ARP_RULES, META_AUDIT, META_PREFIX,
+        META_ROUTER, META_TRACK, OWN_PREFIX_BASE, PEER_PREFIX_BASE, PORT_PREFIX_BASE, SPACE_ARP,
+        SPACE_IP, VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE, family_bits,
     },
 };
 
@@ -130,10 +130,14 @@ pub fn decide(
         }
     };
     if passes {
-        Verdict::Pass
-    } else {
-        drop(reason, entry)
+        return Verdict::Pass;
     }
+    // Audit mode passes the packet all the same: its flow is real and must be known by its
+    // opener, but as one the policy does not allow.
+    if meta.flags & (META_AUDIT | META_TRACK) == META_AUDIT | META_TRACK {
+        flows::record(s, id, direction, GENERATION_AUDITED);
+    }
+    drop(reason, entry)
 }
 
 /// The trie entry of `peer` (the longest prefix containing it), from this CPU's peer cache when

@@ -106,8 +106,11 @@ fn dir_meta(dir: u8, policy: &Policy, this: &DirectionPolicy, other: &DirectionP
     if policy.audit {
         flags |= META_AUDIT;
     }
-    // Replies of this direction's flows need remembering only if the other direction can drop.
-    if other.can_drop() {
+    // Flows are remembered when either direction can drop: the other direction for the replies
+    // of this one's flows, and this one so that a flow is known by the packet that opened it
+    // (after a policy change a flow is re-checked as its opener, see `flows::Reply::Recheck`;
+    // recording only one direction would take a server's answer for the opening packet).
+    if this.can_drop() || other.can_drop() {
         flags |= META_TRACK;
     }
     if this

@@ -646,3 +646,108 @@ fn dhcp_client_messages_pass_a_default_deny_and_nothing_like_them_does() {
     fx.dataplane.set_policy(id, &no_dhcp).unwrap();
     assert!(!arrives(a, b, &discover));
 }
+
+/// A TCP connection to `to` from `from`, a fixed port, within `wait`. It ends with a reset, so
+/// the port is free again at once (no TIME_WAIT) for the next connection from it.
+fn connect_from(pod: &Pod, from: SocketAddr, to: SocketAddr, wait: Duration) -> bool {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    pod.netns
+        .enter(|| -> std::io::Result<()> {
+            let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SockAddr::from(from))?;
+            socket.connect_timeout(&SockAddr::from(to), wait)?;
+            socket.set_linger(Some(Duration::ZERO))?;
+            Ok(())
+        })
+        .is_ok()
+}
+
+/// What the flow table remembers of a connection the pod only answered must not let that
+/// connection's ports back in once the policy shuts them out: the flow was opened by the peer,
+/// whatever direction the programs first recorded it in. Three ways in, each tried with the
+/// ports of an earlier, allowed exchange:
+/// - a UDP exchange allowed by an ingress rule while egress allows everything (so egress, not
+///   ingress, would need to remember it for replies);
+/// - a TCP connection likewise, reset by the client (its SYN-ACK was the first packet recorded,
+///   and nothing marks the flow closed);
+/// - a UDP exchange an audit-mode policy let through though it would have dropped it.
+#[test]
+fn ports_of_a_flow_the_pod_only_answered_do_not_get_in_after_a_policy_change() {
+    if !require_root("ports_of_a_flow_the_pod_only_answered_do_not_get_in_after_a_policy_change") {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let only_b_in = |audit: bool| Policy {
+        ingress: DirectionPolicy::deny_by_default(if audit {
+            Vec::new()
+        } else {
+            vec![Rule::allow().peer(host(IpAddr::V4(b.ip4)))]
+        }),
+        egress: DirectionPolicy::allow_by_default(Vec::new()),
+        audit,
+        ..Policy::default()
+    };
+    let closed = Policy {
+        ingress: DirectionPolicy::deny_by_default(Vec::new()),
+        egress: DirectionPolicy::allow_by_default(Vec::new()),
+        ..Policy::default()
+    };
+    let id = fx.attach(a, Some(&only_b_in(false)));
+    let server = traffic::udp_socket(&a.netns, SocketAddr::new(IpAddr::V4(a.ip4), 7777));
+    let tcp = TcpServer::start(&a.netns, SocketAddr::new(IpAddr::V4(a.ip4), 8080));
+
+    // One UDP exchange from b's fixed port: a request in, an answer out.
+    let exchange = |client: &UdpSocket, tag: &[u8]| -> bool {
+        if client.send_to(tag, server.local_addr().unwrap()).is_err() {
+            return false;
+        }
+        match recv_big(&server) {
+            Some((_, from)) => {
+                server.send_to(b"answer", from).unwrap();
+                assert!(recv_big(client).is_some(), "{tag:?}: the answer");
+                true
+            }
+            None => false,
+        }
+    };
+
+    let udp_client = traffic::udp_socket(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 40_001));
+    assert!(exchange(&udp_client, b"allowed"), "{:?}", fx.counters(id));
+    let tcp_from = SocketAddr::new(IpAddr::V4(b.ip4), 40_002);
+    assert!(
+        connect_from(b, tcp_from, tcp.addr(), Duration::from_secs(2)),
+        "the allowed connection: {:?}",
+        fx.counters(id)
+    );
+
+    // Every way in is tried, and all that got in are reported together.
+    let mut got_in = Vec::new();
+    fx.dataplane.set_policy(id, &closed).unwrap();
+    let before = fx.counters(id).ingress.drops(DropReason::DefaultDeny).0;
+    if exchange(&udp_client, b"udp after") {
+        got_in.push("a UDP datagram from the ports of an answered exchange, under default deny");
+    }
+    if connect_from(b, tcp_from, tcp.addr(), Duration::from_millis(700)) {
+        got_in.push("a TCP connection from the ports of an answered one, under default deny");
+    }
+    let dropped = fx.counters(id).ingress.drops(DropReason::DefaultDeny).0 - before;
+
+    // Audit mode let an exchange through that its policy would drop: the flow is b's all the
+    // same, and enforcing the policy shuts it out.
+    fx.dataplane.set_policy(id, &only_b_in(true)).unwrap();
+    let audited = traffic::udp_socket(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 40_003));
+    assert!(exchange(&audited, b"audited"), "{:?}", fx.counters(id));
+    fx.dataplane.set_policy(id, &closed).unwrap();
+    if exchange(&audited, b"enforced") {
+        got_in.push("a UDP datagram an audit-mode policy let through, once it was enforced");
+    }
+    assert!(
+        got_in.is_empty(),
+        "got in: {got_in:#?}\n{:?}",
+        fx.counters(id)
+    );
+    assert!(dropped >= 2, "{dropped} drops counted");
+}

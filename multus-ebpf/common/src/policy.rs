@@ -221,7 +221,8 @@ pub struct FlowValue {
     /// `bpf_ktime_get_coarse_ns` when the flow was last seen.
     pub last_seen_ns: u64,
     /// Generation of the policy that allowed the flow. Under another generation the flow is
-    /// checked against the policy now in force before it lets a reply through.
+    /// checked against the policy now in force before it lets a reply through
+    /// ([`GENERATION_AUDITED`] for a flow only audit mode let through).
     pub generation: u32,
     /// The direction (`DIR_*`) of the packet that opened the flow.
     pub origin: u8,
@@ -281,6 +282,11 @@ pub struct FragValue {
     /// Explicit padding; always zero.
     pub pad: u8,
 }
+
+/// The generation of a flow whose opening packet only audit mode let through: no policy has
+/// this generation (a policy's is its trie's map id, never zero), so the flow is re-checked as
+/// its opener under every policy, the audited one included (its replies are audited too).
+pub const GENERATION_AUDITED: u32 = 0;
 
 /// Idle time after which a TCP or SCTP flow no longer lets replies through.
 pub const FLOW_TIMEOUT_STREAM_NS: u64 = 3_600 * 1_000_000_000;

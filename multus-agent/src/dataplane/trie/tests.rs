@@ -361,6 +361,14 @@ fn bad_policies_are_refused_with_the_reason() {
 }
 
 #[test]
+fn a_policy_that_drops_nothing_remembers_no_flows() {
+    let compiled = build(&Policy::default()).unwrap();
+    for e in &compiled.entries {
+        assert_eq!(e.value.meta.flags & META_TRACK, 0, "{:?}", e.key);
+    }
+}
+
+#[test]
 fn meta_flags_follow_the_policy() {
     let policy = Policy {
         ingress: DirectionPolicy::deny_by_default(Vec::new()),
@@ -387,9 +395,10 @@ fn meta_flags_follow_the_policy() {
     assert_eq!((ingress.generation, egress.generation), (42, 42));
     assert_eq!(ingress.default, VERDICT_DENY);
     assert_eq!(egress.default, VERDICT_ALLOW);
-    // Egress flows are remembered because ingress can drop their replies; not the other way.
+    // Flows are remembered both ways as soon as one direction can drop (ingress here): egress
+    // for the replies, ingress for who opened a flow.
     assert_eq!(egress.flags, META_AUDIT | META_TRACK | META_ANTI_SPOOF);
-    assert_eq!(ingress.flags, META_AUDIT);
+    assert_eq!(ingress.flags, META_AUDIT | META_TRACK);
     assert_eq!(egress.mac, [2, 0, 0, 0, 0, 1]);
     // Peer entries repeat their direction's meta: the programs look up nothing else.
     let peers: Vec<_> = compiled
