@@ -855,6 +855,15 @@ fn audited(fx: &Fixture, id: u32) -> u64 {
     c.ingress.audit_packets.iter().sum::<u64>() + c.egress.audit_packets.iter().sum::<u64>()
 }
 
+/// Attachment `id`'s dropped packets by reason, ingress and egress.
+fn drops(fx: &Fixture, id: u32) -> (Vec<u64>, Vec<u64>) {
+    let c = fx.counters(id);
+    (
+        c.ingress.drop_packets.to_vec(),
+        c.egress.drop_packets.to_vec(),
+    )
+}
+
 /// An SCTP socket, to tell whether the kernel has SCTP at all.
 fn sctp_socket() -> std::io::Result<()> {
     // SAFETY: plain socket(2); the descriptor is closed at once.
@@ -959,6 +968,7 @@ fn policies_changing_while_probes_run() {
         .unwrap();
     let peer = SocketAddr::new(IpAddr::V4(yb.ip4), 81);
 
+    let drops_before: Vec<_> = ids.iter().map(|id| drops(&fx, *id)).collect();
     let stop = AtomicBool::new(false);
     let flips = 12;
     let started = std::time::Instant::now();
@@ -1036,9 +1046,28 @@ fn policies_changing_while_probes_run() {
     });
     assert!(
         wrong.is_empty(),
-        "{} probes both policy sets agree on went the other way while they changed:\n{}",
+        "{} probes both policy sets agree on went the other way while they changed:\n{}\n\
+         drops (ingress, egress) by reason while they changed:\n{}",
         wrong.len(),
-        wrong.join("\n")
+        wrong.join("\n"),
+        members
+            .iter()
+            .zip(ids.iter().zip(&drops_before))
+            .map(|(m, (id, before))| {
+                let now = drops(&fx, *id);
+                let diff = |a: &[u64], b: &[u64]| -> Vec<u64> {
+                    a.iter().zip(b).map(|(a, b)| a - b).collect()
+                };
+                format!(
+                    "{}: {:?} {:?} {:?}",
+                    m.id(),
+                    diff(&now.0, &before.0),
+                    diff(&now.1, &before.1),
+                    fx.counters(*id).flows
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(
         lost, 0,

@@ -102,6 +102,10 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
                 .is_ok()
             {
                 counted_insert(id);
+                // A lookup marks the entry referenced. The kernel's LRU evicts unreferenced
+                // entries first, and with most flows referenced by their replies those are the
+                // newest: a busy table would evict a flow before its first reply came back.
+                let _ = table.get_ptr(&s.flow);
             }
         }
     }
