@@ -58,8 +58,9 @@ pub struct Args {
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 5)]
     seconds: u32,
-    /// Rounds over all set-ups (medians are reported).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds over all set-ups (medians are reported; with fewer than five, one slow round on
+    /// a shared machine moves the 64-byte UDP median by several percent).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
 }
 
