@@ -85,12 +85,14 @@ pub struct LastDevice {
 pub const RECENT_SLOTS: usize = 8;
 
 /// A flow a recent packet on this CPU and direction belonged to, and when the connection table
-/// was last seen to hold it: a steady flow skips the table lookup for up to a second.
+/// was last seen to hold it: a steady flow skips the table lookup (and the clock) for about a
+/// second.
 #[repr(C, align(8))]
 pub struct RecentFlow {
     pub key: FlowKey,
     pub generation: u32,
-    pub checked_ns: u64,
+    /// `bpf_jiffies64()` at the check (an inlined load, where the nanosecond clock is a call).
+    pub checked_jiffies: u64,
 }
 
 /// A policy trie key laid out like `Key<PolicyKey>` but aligned and in words, so building one

@@ -1,11 +1,13 @@
 //! `cargo xtask bench dataplane`: two pods on one macvlan segment, traffic from the client to the
-//! server measured with iperf3, in four set-ups on the server's interface, side by side:
+//! server measured with iperf3, in five set-ups on the server's interface, side by side:
 //!
 //! 1. no program (the baseline);
-//! 2. the TC programs without a policy (counting only);
-//! 3. the TC programs with a policy of N CIDR rules (default deny in, N denied CIDRs scattered
+//! 2. empty programs of the bench's own on both TCX hooks (what having a program there costs at
+//!    all, whatever it does);
+//! 3. the TC programs without a policy (counting only);
+//! 4. the TC programs with a policy of N CIDR rules (default deny in, N denied CIDRs scattered
 //!    over the IPv4 space, and an allow for the client's subnet on the iperf3 port);
-//! 4. iptables with the same rules in the server pod's namespace (the MultiNetworkPolicy-iptables
+//! 5. iptables with the same rules in the server pod's namespace (the MultiNetworkPolicy-iptables
 //!    approach): N DROP rules, then the ACCEPTs, policy DROP.
 //!
 //! Each round measures TCP throughput and the receive rate of 64-byte UDP datagrams in every
@@ -24,13 +26,14 @@ use std::{
     fmt::Write as _,
     fs,
     net::Ipv4Addr,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use multus_testkit::{BpffsDir, MacvlanPods, Netns, traffic::Udp4};
+use multus_testkit::{BpffsDir, MacvlanPods, Netns, inside, raw_bpf, traffic::Udp4};
 use serde_json::{Value, json};
 
 use crate::shell::{Cmd, build_agent, is_root, note, step};
@@ -67,14 +70,16 @@ pub struct Args {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Baseline,
+    EmptyPrograms,
     Program,
     ProgramRules,
     Iptables,
 }
 
 impl Scenario {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Baseline,
+        Self::EmptyPrograms,
         Self::Program,
         Self::ProgramRules,
         Self::Iptables,
@@ -83,6 +88,7 @@ impl Scenario {
     fn label(self, rules: usize) -> String {
         match self {
             Self::Baseline => "no program".to_owned(),
+            Self::EmptyPrograms => "empty programs (hooks only)".to_owned(),
             Self::Program => "program, no policy".to_owned(),
             Self::ProgramRules => format!("program, {rules} CIDR rules"),
             Self::Iptables => format!("iptables, {rules} rules"),
@@ -289,6 +295,24 @@ impl SetupFiles<'_> {
     {
         match scenario {
             Scenario::Baseline => Ok(Setup::Nothing),
+            Scenario::EmptyPrograms => {
+                let links = inside::run_in(&target.server.path(), || -> anyhow::Result<_> {
+                    let ifindex = nix::net::if_::if_nametoindex(target.ifname)
+                        .with_context(|| format!("no interface {}", target.ifname))?;
+                    let mut links = Vec::new();
+                    for ingress in [true, false] {
+                        let program = raw_bpf::load_program(raw_bpf::TC_ACT_UNSPEC)
+                            .context("loading an empty TC program")?;
+                        links.push(
+                            raw_bpf::tcx_link(&program, ifindex, ingress)
+                                .context("linking an empty TC program")?,
+                        );
+                    }
+                    Ok(links)
+                })
+                .context("entering the server's namespace")??;
+                Ok(Setup::Links(links))
+            }
             Scenario::Program | Scenario::ProgramRules => {
                 let policy = (scenario == Scenario::ProgramRules).then_some(self.policy);
                 let id = self.agent.attach(target.server, target.ifname, policy)?;
@@ -308,6 +332,8 @@ impl SetupFiles<'_> {
 /// What a set-up changed; undone on drop.
 enum Setup<'a> {
     Nothing,
+    /// Links of programs of the bench's own; closing them detaches the programs.
+    Links(Vec<OwnedFd>),
     Attached(Agent, u32),
     Iptables(&'a Netns),
 }
@@ -316,6 +342,11 @@ impl Drop for Setup<'_> {
     fn drop(&mut self) {
         let result = match self {
             Self::Nothing => Ok(()),
+            Self::Links(links) => {
+                // Closing the links detaches the programs.
+                links.clear();
+                Ok(())
+            }
             Self::Attached(agent, id) => agent.detach(*id),
             Self::Iptables(netns) => netns
                 .exec("iptables", &["-P", "INPUT", "ACCEPT"])

@@ -14,7 +14,7 @@ use multus_agent::dataplane::{
     self, AttachMode, AttachRequest, Dataplane, DataplaneError, InterfaceCounters, PinLayout,
     Policy,
 };
-use multus_testkit::{BpffsDir, Pod, traffic};
+use multus_testkit::{BpffsDir, Pod, raw_bpf, traffic};
 
 /// Layer-2 size of a default IPv4 ping (56 data + 8 ICMP + 20 IPv4 + 14 Ethernet bytes).
 pub const PING_FRAME: u64 = 98;
@@ -159,7 +159,11 @@ impl FullHook {
             let mut links = Vec::new();
             // Each its own program: the kernel refuses one program twice on a hook.
             loop {
-                match raw_bpf::tcx_link(&raw_bpf::load_pass_program(), ifindex, ingress) {
+                match raw_bpf::tcx_link(
+                    &raw_bpf::load_program(raw_bpf::TC_ACT_UNSPEC).unwrap(),
+                    ifindex,
+                    ingress,
+                ) {
                     Ok(link) => links.push(link),
                     Err(e) if e.raw_os_error() == Some(libc::ERANGE) => break,
                     Err(e) => panic!("filling the hook: {e}"),
@@ -183,93 +187,12 @@ impl ForeignProgram {
     pub fn new(pod: &Pod, ingress: bool, verdict: i32) -> Self {
         let link = dataplane::netns::run_in(&pod.netns.path(), || {
             let ifindex = nix::net::if_::if_nametoindex(pod.ifname.as_str()).unwrap();
-            Ok(raw_bpf::tcx_link(&raw_bpf::load_program(verdict), ifindex, ingress).unwrap())
+            Ok(
+                raw_bpf::tcx_link(&raw_bpf::load_program(verdict).unwrap(), ifindex, ingress)
+                    .unwrap(),
+            )
         })
         .unwrap();
         Self { _link: link }
-    }
-}
-
-/// The two `bpf(2)` calls [`FullHook`] needs, for a program that only returns TC_ACT_UNSPEC.
-/// Written apart from the dataplane's own syscall code on purpose: the test's sabotage must not
-/// share a bug with what it tests.
-mod raw_bpf {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-    const BPF_TCX_INGRESS: u32 = 46;
-    const BPF_TCX_EGRESS: u32 = 47;
-
-    #[repr(C)]
-    struct ProgLoad {
-        prog_type: u32,
-        insn_cnt: u32,
-        insns: u64,
-        license: u64,
-    }
-
-    #[repr(C)]
-    struct LinkCreate {
-        prog_fd: u32,
-        target_ifindex: u32,
-        attach_type: u32,
-        flags: u32,
-    }
-
-    fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
-        // SAFETY: `attr` is a valid `bpf_attr` prefix for `cmd` and lives for the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                std::ptr::from_mut(attr),
-                size_of::<T>() as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    }
-
-    pub fn load_pass_program() -> OwnedFd {
-        // TC_ACT_UNSPEC
-        load_program(-1)
-    }
-
-    /// A program that returns `verdict`.
-    pub fn load_program(verdict: i32) -> OwnedFd {
-        // r0 = verdict; exit
-        let [v0, v1, v2, v3] = verdict.to_le_bytes();
-        let insns: [u64; 2] = [
-            u64::from_le_bytes([0xb7, 0, 0, 0, v0, v1, v2, v3]),
-            u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
-        ];
-        let license = c"GPL";
-        let mut attr = ProgLoad {
-            prog_type: BPF_PROG_TYPE_SCHED_CLS,
-            insn_cnt: 2,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-        };
-        bpf(BPF_PROG_LOAD, &mut attr).expect("loading a test program")
-    }
-
-    /// Fails with ERANGE once the hook is full.
-    pub fn tcx_link(prog: &OwnedFd, ifindex: u32, ingress: bool) -> std::io::Result<OwnedFd> {
-        let mut attr = LinkCreate {
-            prog_fd: prog.as_raw_fd() as u32,
-            target_ifindex: ifindex,
-            attach_type: if ingress {
-                BPF_TCX_INGRESS
-            } else {
-                BPF_TCX_EGRESS
-            },
-            flags: 0,
-        };
-        bpf(BPF_LINK_CREATE, &mut attr)
     }
 }

@@ -16,6 +16,7 @@ pub mod kube;
 pub mod netns;
 pub mod objects;
 pub mod ping;
+pub mod raw_bpf;
 pub mod root;
 pub mod tap;
 pub mod topology;
