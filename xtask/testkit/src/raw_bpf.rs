@@ -30,19 +30,14 @@ struct LinkCreate {
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
+    let (attr, size) = (std::ptr::from_mut(attr), size_of::<T>() as libc::c_uint);
     // SAFETY: `attr` is a valid `bpf_attr` prefix for `cmd` and lives for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            size_of::<T>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("bpf(2) fd out of range"))?;
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
+    // Negative is an error, in errno; a descriptor fits an i32.
+    let fd = i32::try_from(ret)
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(std::io::Error::last_os_error)?;
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -68,14 +63,12 @@ pub fn load_program(verdict: i32) -> std::io::Result<OwnedFd> {
 /// Links `prog` to the TCX hook of `ifindex` (in the caller's namespace), after the programs
 /// there; the link lives as long as the descriptor. Fails with ERANGE once the hook is full.
 pub fn tcx_link(prog: &OwnedFd, ifindex: u32, ingress: bool) -> std::io::Result<OwnedFd> {
+    let attach_type = [BPF_TCX_EGRESS, BPF_TCX_INGRESS][usize::from(ingress)];
+    // No flags: appended after whatever is on the hook.
     let mut attr = LinkCreate {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
-        attach_type: if ingress {
-            BPF_TCX_INGRESS
-        } else {
-            BPF_TCX_EGRESS
-        },
+        attach_type,
         flags: 0,
     };
     bpf(BPF_LINK_CREATE, &mut attr)
