@@ -18,13 +18,15 @@ use multus_common::{
     DIR_EGRESS, DIR_INGRESS, FlowBudget, FlowKey, FlowValue,
     policy::{
         FAMILY_V4, FLOW_REFRESH_NS, FLOW_TIMEOUT_CLOSED_NS, FLOW_TIMEOUT_DATAGRAM_NS,
-        FLOW_TIMEOUT_STREAM_NS,
+        FLOW_TIMEOUT_STREAM_NS, GENERATION_AUDITED,
     },
 };
 
 use crate::{
     maps::{FLOW_BUDGETS, FLOWS, FlowTable, RECENT_SLOTS, Scratch},
-    packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Quoted},
+    packet::{
+        FRAG_NONE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, L3, Quoted,
+    },
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -32,13 +34,36 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
+/// Whether the packet belongs to a TCP, UDP or SCTP flow that passed in this direction on this
+/// CPU, from the same MAC, less than [`RECENT_JIFFIES`] ago and under the same epoch: then the
+/// policies are the ones that passed it and it passes again without a look at the policy or the
+/// connection table. The policy's verdict depends on nothing else for such a packet (the peer,
+/// the protocol and the destination port are the flow's; anti-spoofing looks at the source
+/// address, the flow's too, and the MAC). Packets that open or close a TCP connection and
+/// fragments always take the full path.
+#[inline(always)]
+pub fn recently_passed(s: &mut Scratch, id: u32, direction: u32) -> bool {
+    let pkt = &s.pkt;
+    if pkt.l3 != L3::Ip
+        || pkt.frag != FRAG_NONE
+        || !matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
+        || pkt.opens_flow()
+        || pkt.ends_flow()
+        || !flow_key(s, id, direction, true)
+    {
+        return false;
+    }
+    recently_confirmed(s, jiffies())
+}
+
 /// Records (or refreshes) the flow of an allowed packet.
 ///
 /// A flow is known by the packet that opened it, which a policy change re-checks: a new flow's
 /// origin is this packet's direction, except for a TCP SYN-ACK (the SYN went the other way), and
 /// a TCP SYN starts a new connection on those ports whatever the table held for them. A packet
 /// of a flow an earlier policy allowed leaves it alone: only its opener can carry it over (see
-/// [`Reply::Recheck`]).
+/// [`Reply::Recheck`]). An audit-mode would-be drop ([`GENERATION_AUDITED`]) is recorded but
+/// never confirmed: each of its packets must be audited again.
 #[inline(always)]
 pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     if !flow_key(s, id, direction, true) {
@@ -47,7 +72,8 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
     let tick = jiffies();
     let ends = s.pkt.ends_flow();
     let opens = s.pkt.opens_flow();
-    if !ends && !opens && recently_confirmed(s, generation, tick) {
+    let passed = generation != GENERATION_AUDITED;
+    if passed && !ends && !opens && recently_confirmed(s, tick) {
         return;
     }
     // SAFETY: plain helper call without arguments.
@@ -113,7 +139,9 @@ pub fn record(s: &mut Scratch, id: u32, direction: u32, generation: u32) {
             }
         }
     }
-    confirm(s, generation, tick);
+    if passed {
+        confirm(s, tick);
+    }
 }
 
 /// Whether a flow-table entry lets a packet through.
@@ -136,7 +164,7 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Re
     }
     let tick = jiffies();
     let ends = s.pkt.ends_flow();
-    if !ends && recently_confirmed(s, generation, tick) {
+    if !ends && recently_confirmed(s, tick) {
         return Reply::Yes;
     }
     // SAFETY: plain helper call without arguments.
@@ -167,7 +195,7 @@ pub fn is_reply(s: &mut Scratch, id: u32, direction: u32, generation: u32) -> Re
             (*flow).closing = 1;
         }
     }
-    confirm(s, generation, tick);
+    confirm(s, tick);
     Reply::Yes
 }
 
@@ -250,23 +278,29 @@ fn timeout(proto: u8, closing: u8) -> u64 {
     }
 }
 
-/// Whether this CPU and direction saw `s.flow` in the table, under `generation`, less than
-/// [`RECENT_JIFFIES`] ago. (An entry evicted from a full table in between is re-recorded at most
-/// that much later.)
+/// Whether a packet of `s.flow` from the same MAC passed in this direction on this CPU, under
+/// this epoch (so under the policy in force), less than [`RECENT_JIFFIES`] ago, the connection
+/// table holding its flow then. (An entry evicted from a full table in between is re-recorded at
+/// most that much later.)
 #[inline(always)]
-fn recently_confirmed(s: &Scratch, generation: u32, tick: u64) -> bool {
+fn recently_confirmed(s: &Scratch, tick: u64) -> bool {
     let recent = &s.recent[recent_slot(&s.flow)];
-    recent.generation == generation
+    recent.epoch == s.last_device.epoch
         && tick.wrapping_sub(recent.checked_jiffies) < RECENT_JIFFIES
         && same_flow(&recent.key, &s.flow)
+        && recent.mac == s.pkt.src_mac
 }
 
+/// Remembers that the packet of `s.flow` passed, under this run's epoch.
 #[inline(always)]
-fn confirm(s: &mut Scratch, generation: u32, tick: u64) {
+fn confirm(s: &mut Scratch, tick: u64) {
+    let epoch = s.last_device.epoch;
+    let mac = s.pkt.src_mac;
     let recent = &mut s.recent[recent_slot(&s.flow)];
     recent.key = s.flow;
-    recent.generation = generation;
+    recent.epoch = epoch;
     recent.checked_jiffies = tick;
+    recent.mac = mac;
 }
 
 /// How long a confirmed flow skips the table: 256 jiffies, one second at the common HZ of 250

@@ -84,15 +84,19 @@ pub struct LastDevice {
 /// Slots of the per-CPU recently-confirmed flows (a power of two: the slot is picked by masking).
 pub const RECENT_SLOTS: usize = 8;
 
-/// A flow a recent packet on this CPU and direction belonged to, and when the connection table
-/// was last seen to hold it: a steady flow skips the table lookup (and the clock) for about a
-/// second.
+/// A flow a recent packet on this CPU and direction belonged to, which passed under the epoch's
+/// policies from `mac`, and when the connection table was last seen to hold it: a steady flow
+/// skips the policy and the table (and the clock) for about a second.
 #[repr(C, align(8))]
 pub struct RecentFlow {
     pub key: FlowKey,
-    pub generation: u32,
+    /// `MULTUS_EPOCH` when the packet passed: the agent bumps it with every policy change.
+    pub epoch: u32,
     /// `bpf_jiffies64()` at the check (an inlined load, where the nanosecond clock is a call).
     pub checked_jiffies: u64,
+    /// The packet's source MAC (anti-spoofing checks it on egress).
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
 }
 
 /// A policy trie key laid out like `Key<PolicyKey>` but aligned and in words, so building one

@@ -1,9 +1,11 @@
 //! Deciding a packet's fate from its attachment's policy trie.
 //!
-//! One peer lookup answers both what the rules say for the packet's peer (deny already beat allow
-//! when the agent compiled the trie) and the direction's defaults and flags; a port lookup
-//! follows only for peers with more port blocks than fit inline. Then: anti-spoofing (egress), the
-//! rules, the direction's default. A packet the rules would drop still passes when it is a reply
+//! A packet of a TCP, UDP or SCTP flow that passed on this CPU moments ago, under the same
+//! policies, passes at once (see `flows::recently_passed`). Otherwise one peer lookup answers
+//! both what the rules say for the packet's peer (deny already beat allow when the agent
+//! compiled the trie) and the direction's defaults and flags; a port lookup follows only for
+//! peers with more port blocks than fit inline. Then: anti-spoofing (egress), the rules, the
+//! direction's default. A packet the rules would drop still passes when it is a reply
 //! of a flow allowed the other way (re-checked against this policy when an earlier one allowed
 //! it), or an ICMP error about one. ARP, IPv6 neighbour discovery (router advertisements and
 //! redirects only on ingress) and DHCP client exchanges pass unless a rule denies them; other
@@ -67,6 +69,10 @@ pub fn decide(
                 return drop(DROP_SPOOFED, meta);
             }
         }
+        return Verdict::Pass;
+    }
+    // A packet of a flow that has just passed here passes again, the policy unchanged.
+    if flows::recently_passed(s, id, direction) {
         return Verdict::Pass;
     }
     if s.pkt.frag != FRAG_NONE {

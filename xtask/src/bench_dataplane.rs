@@ -11,8 +11,13 @@
 //!    approach): N DROP rules, then the ACCEPTs, policy DROP.
 //!
 //! Each round measures TCP throughput and the receive rate of 64-byte UDP datagrams in every
-//! set-up, starting with another set-up each round; the medians over the rounds are printed with
-//! their ratio to the baseline. Then, with
+//! set-up, starting with another set-up each round. iperf3's client and server are pinned to two
+//! different CPUs (when the bench may use two): left to the scheduler, they share a CPU in some
+//! runs and not in others, and the 64-byte UDP rate jumps by a fifth between the two. TCP runs
+//! leave out their first second (slow start). The medians over the rounds are printed, and each
+//! set-up's ratio to the baseline is the median of the rounds' ratios (each round's baseline run
+//! lies within minutes of the set-up's, so a machine slowing down or speeding up between rounds
+//! cancels out), with the lowest and highest round. Then, with
 //! `kernel.bpf_stats_enabled=1`, one more pass reads the programs' mean run time per packet from
 //! the kernel's statistics: the ingress program's over a 64-byte UDP run to the server, the egress
 //! program's over one from the server (`iperf3 -R`), so that each mean is over hundreds of
@@ -85,6 +90,11 @@ impl Scenario {
         Self::Iptables,
     ];
 
+    /// Where the set-up's figures are kept.
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
     fn label(self, rules: usize) -> String {
         match self {
             Self::Baseline => "no program".to_owned(),
@@ -133,12 +143,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         iptables_version()
     ));
     let _iperf = IperfServer::start(&server.netns)?;
+    let affinity = two_cpus()?.map(|(c, s)| format!("{c},{s}"));
+    match &affinity {
+        Some(a) => note(&format!("iperf3 client and server pinned to CPUs {a}")),
+        None => note("one CPU only: iperf3 client and server not pinned (ratios are noisier)"),
+    }
     let target = Target {
         client: &client.netns,
         server: &server.netns,
         ifname: &server.ifname,
         server_ip: server.ip4,
         seconds: args.seconds,
+        affinity,
     };
     let setups = SetupFiles {
         agent: &agent,
@@ -182,13 +198,31 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let reverse = agent.programs(target.server, target.ifname)?;
             let ingress = per_packet(&start, &forward, "ingress");
             let egress = per_packet(&forward, &reverse, "egress");
+            let started = Instant::now();
+            target.tcp_gbps()?;
+            let elapsed = started.elapsed();
+            let after_tcp = agent.programs(target.server, target.ifname)?;
+            let tcp = tcp_share(&reverse, &after_tcp, elapsed);
             note(&format!(
                 "{:<28} ingress {}  egress {}",
                 scenario.label(args.rules),
                 describe(ingress),
                 describe(egress)
             ));
-            run_times.push((scenario, ingress, egress));
+            note(&format!(
+                "{:<28} under TCP: {:.0} packets/s through both hooks, {:.0} ns/packet, {:.2}% of \
+                 one CPU",
+                "",
+                tcp.packets_per_second,
+                tcp.ns_per_packet,
+                100.0 * tcp.cpu_share
+            ));
+            run_times.push(RunTime {
+                scenario,
+                ingress,
+                egress,
+                tcp,
+            });
         }
     }
     step("program run time on a warm cache (BPF_PROG_TEST_RUN, 10^6 runs of one frame)");
@@ -229,12 +263,14 @@ struct Target<'a> {
     ifname: &'a str,
     server_ip: Ipv4Addr,
     seconds: u32,
+    /// `-A client,server` for iperf3, when the bench may run on two CPUs.
+    affinity: Option<String>,
 }
 
 impl Target<'_> {
     fn iperf(&self, extra: &[&str]) -> anyhow::Result<Value> {
         let seconds = self.seconds.to_string();
-        let limit = (self.seconds + 20).to_string();
+        let limit = (self.seconds + 21).to_string();
         let server = self.server_ip.to_string();
         let port = PORT.to_string();
         let mut args = vec![
@@ -248,6 +284,9 @@ impl Target<'_> {
             &seconds,
             "-J",
         ];
+        if let Some(affinity) = &self.affinity {
+            args.extend(["-A", affinity.as_str()]);
+        }
         args.extend_from_slice(extra);
         let out = self.client.exec("timeout", &args)?;
         serde_json::from_str(&out).context("parsing iperf3 JSON")
@@ -255,7 +294,8 @@ impl Target<'_> {
 
     /// TCP throughput received by the server, Gbit/s.
     fn tcp_gbps(&self) -> anyhow::Result<f64> {
-        let report = self.iperf(&[])?;
+        // Slow start stays out of the figure.
+        let report = self.iperf(&["-O", "1"])?;
         number(&report, &["end", "sum_received", "bits_per_second"]).map(|b| b / 1e9)
     }
 
@@ -452,6 +492,32 @@ struct Program {
     run_count: u64,
 }
 
+/// What the programs cost during a TCP run: both hooks' packets and run time over the run's
+/// wall-clock time (iperf3's start and end included, so the share is if anything low by a few
+/// percent of itself).
+struct TcpCost {
+    packets_per_second: f64,
+    ns_per_packet: f64,
+    /// Run time over wall-clock time: the share of one CPU the programs took.
+    cpu_share: f64,
+}
+
+fn tcp_share(before: &[Program], after: &[Program], elapsed: Duration) -> TcpCost {
+    let total = |list: &[Program]| {
+        list.iter().fold((0u64, 0u64), |(t, n), p| {
+            (t + p.run_time_ns, n + p.run_count)
+        })
+    };
+    let ((t0, n0), (t1, n1)) = (total(before), total(after));
+    let (ns, runs) = (t1.saturating_sub(t0) as f64, n1.saturating_sub(n0) as f64);
+    let wall = elapsed.as_secs_f64();
+    TcpCost {
+        packets_per_second: runs / wall,
+        ns_per_packet: if runs > 0.0 { ns / runs } else { f64::NAN },
+        cpu_share: ns / (wall * 1e9),
+    }
+}
+
 /// Mean run time per packet of the program on `hook` between two snapshots.
 fn per_packet(before: &[Program], after: &[Program], hook: &str) -> Option<(f64, u64)> {
     let find = |list: &[Program]| {
@@ -613,6 +679,14 @@ fn drop_path_times(
     Ok(out)
 }
 
+/// The first two CPUs this process may run on, for iperf3's client and server.
+fn two_cpus() -> anyhow::Result<Option<(usize, usize)>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .context("reading the CPU affinity")?;
+    let mut cpus = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+    Ok(cpus.next().zip(cpus.next()))
+}
+
 /// An iperf3 server in the server pod, killed on drop.
 struct IperfServer(Child);
 
@@ -746,7 +820,38 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-type RunTimes = Vec<(Scenario, Option<(f64, u64)>, Option<(f64, u64)>)>;
+/// A set-up's ratio to the baseline over the rounds.
+struct Ratio {
+    median: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Ratio {
+    fn spread(&self) -> String {
+        format!("{:.0}-{:.0}%", 100.0 * self.low, 100.0 * self.high)
+    }
+}
+
+/// The ratios of `values` to `base`, round by round (both in round order).
+fn paired(values: &[f64], base: &[f64]) -> Ratio {
+    let ratios: Vec<f64> = values.iter().zip(base).map(|(v, b)| v / b).collect();
+    Ratio {
+        median: median(&ratios),
+        low: ratios.iter().copied().fold(f64::NAN, f64::min),
+        high: ratios.iter().copied().fold(f64::NAN, f64::max),
+    }
+}
+
+/// A set-up's run times from the kernel's statistics.
+struct RunTime {
+    scenario: Scenario,
+    ingress: Option<(f64, u64)>,
+    egress: Option<(f64, u64)>,
+    tcp: TcpCost,
+}
+
+type RunTimes = Vec<RunTime>;
 type WarmTimes = Vec<(Scenario, (f64, f64))>;
 
 fn print_report(
@@ -760,48 +865,50 @@ fn print_report(
         "results: medians of {} round(s) of {} s runs, server side filtered",
         args.rounds, args.seconds
     ));
-    let (tcp_base, udp_base) = (median(&tcp[0]), median(&udp[0]));
     let ns = |v: Option<(f64, u64)>| v.map_or_else(|| "-".to_owned(), |(ns, _)| format!("{ns:.0}"));
     println!(
-        "{:<28} {:>10} {:>7} {:>12} {:>7} {:>10} {:>9} {:>8} {:>8}",
+        "{:<28} {:>10} {:>7} {:>9} {:>12} {:>7} {:>9} {:>10} {:>9} {:>8} {:>8}",
         "set-up",
         "TCP Gbit/s",
         "vs base",
+        "rounds",
         "UDP 64B kpps",
         "vs base",
+        "rounds",
         "ingress ns",
         "egress ns",
         "warm in",
         "warm out"
     );
     for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
-        let (t, u) = (median(&tcp[i]), median(&udp[i]));
-        let times = run_times.iter().find(|(s, _, _)| *s == scenario);
+        let (t, u) = (paired(&tcp[i], &tcp[0]), paired(&udp[i], &udp[0]));
+        let times = run_times.iter().find(|r| r.scenario == scenario);
         let warm = warm.iter().find(|(s, _)| *s == scenario).map(|(_, w)| *w);
         let warm_ns = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0}"));
         println!(
-            "{:<28} {:>10.2} {:>6.0}% {:>12.1} {:>6.0}% {:>10} {:>9} {:>8} {:>8}",
+            "{:<28} {:>10.2} {:>6.0}% {:>9} {:>12.1} {:>6.0}% {:>9} {:>10} {:>9} {:>8} {:>8}",
             scenario.label(args.rules),
-            t,
-            100.0 * t / tcp_base,
-            u,
-            100.0 * u / udp_base,
-            times.map_or_else(|| "-".to_owned(), |(_, i, _)| ns(*i)),
-            times.map_or_else(|| "-".to_owned(), |(_, _, e)| ns(*e)),
+            median(&tcp[i]),
+            100.0 * t.median,
+            t.spread(),
+            median(&udp[i]),
+            100.0 * u.median,
+            u.spread(),
+            times.map_or_else(|| "-".to_owned(), |r| ns(r.ingress)),
+            times.map_or_else(|| "-".to_owned(), |r| ns(r.egress)),
             warm_ns(warm.map(|w| w.0)),
             warm_ns(warm.map(|w| w.1)),
         );
     }
-    let filtered = Scenario::ALL
+    let filtered = Scenario::ProgramRules.index();
+    let ratio = paired(&tcp[filtered], &tcp[0]).median;
+    let udp_ratio = paired(&udp[filtered], &udp[0]).median;
+    let rules_times = run_times
         .iter()
-        .position(|s| *s == Scenario::ProgramRules)
-        .unwrap_or(2);
-    let ratio = median(&tcp[filtered]) / tcp_base;
-    let udp_ratio = median(&udp[filtered]) / udp_base;
-    let worst_ns = run_times
-        .iter()
-        .filter(|(s, _, _)| *s == Scenario::ProgramRules)
-        .flat_map(|(_, i, e)| [i, e])
+        .find(|r| r.scenario == Scenario::ProgramRules);
+    let worst_ns = rules_times
+        .into_iter()
+        .flat_map(|r| [r.ingress, r.egress])
         .filter_map(|v| v.map(|(ns, _)| ns))
         .fold(f64::NAN, f64::max);
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
@@ -816,6 +923,23 @@ fn print_report(
         verdict(udp_ratio >= UDP_TARGET),
         udp_ratio * 100.0,
         verdict(worst_ns <= RUN_TIME_TARGET_NS),
+    );
+    if let Some(r) = rules_times {
+        let empty = paired(&tcp[Scenario::EmptyPrograms.index()], &tcp[0]);
+        println!(
+            "TCP cost bound with {} rules: the programs ran {:.0} packets/s at {:.0} ns, {:.2}% of \
+             one CPU, the most their work can take from TCP throughput; the empty programs' \
+             rounds alone spread over {} of the baseline",
+            args.rules,
+            r.tcp.packets_per_second,
+            r.tcp.ns_per_packet,
+            100.0 * r.tcp.cpu_share,
+            empty.spread()
+        );
+    }
+    println!(
+        "vs base: median over the rounds of the set-up's figure over the baseline's in the same \
+         round; rounds: the lowest and highest of those ratios"
     );
     println!(
         "ingress/egress ns: kernel BPF statistics (kernel.bpf_stats_enabled), ingress over 64-byte UDP \

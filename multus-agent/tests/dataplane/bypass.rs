@@ -751,3 +751,114 @@ fn ports_of_a_flow_the_pod_only_answered_do_not_get_in_after_a_policy_change() {
     );
     assert!(dropped >= 2, "{dropped} drops counted");
 }
+
+/// This thread, and the threads it starts from now on, on one CPU until dropped: the programs'
+/// per-CPU caches then see every packet the test sends.
+struct OneCpu(nix::sched::CpuSet);
+
+impl OneCpu {
+    fn pin() -> Self {
+        use nix::{sched, unistd::Pid};
+        let before = sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+        let first = (0..sched::CpuSet::count())
+            .find(|&c| before.is_set(c).unwrap_or(false))
+            .unwrap();
+        let mut one = sched::CpuSet::new();
+        one.set(first).unwrap();
+        sched::sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+        Self(before)
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.0);
+    }
+}
+
+/// Sends `frames` out of `from`'s interface back to back, running `between` after the first,
+/// and says which of them `to` received.
+fn arrive_back_to_back(
+    from: &Pod,
+    to: &Pod,
+    frames: [&[u8]; 2],
+    between: impl FnOnce(),
+) -> [bool; 2] {
+    let tap = PacketTap::start(&to.netns, &to.ifname);
+    let _ = traffic::send_frame(&from.netns, &from.ifname, frames[0]);
+    between();
+    let _ = traffic::send_frame(&from.netns, &from.ifname, frames[1]);
+    let seen = tap.finish(Duration::from_millis(150));
+    frames.map(|frame| {
+        let head = &frame[..frame.len().min(multus_testkit::tap::HEAD_LEN)];
+        seen.iter().any(|f| !f.outgoing && f.head == head)
+    })
+}
+
+#[test]
+fn a_flow_that_just_passed_meets_anti_spoofing_and_a_new_policy_with_its_next_packet() {
+    if !require_root(
+        "a_flow_that_just_passed_meets_anti_spoofing_and_a_new_policy_with_its_next_packet",
+    ) {
+        return;
+    }
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let _cpu = OneCpu::pin();
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let anti_spoof = Some(AntiSpoof {
+        mac: a.mac.parse().unwrap(),
+        ips: vec![IpAddr::V4(a.ip4)],
+        router: false,
+    });
+    // Ingress can drop, so the flows of both directions are recorded.
+    let open = Policy {
+        ingress: DirectionPolicy::deny_by_default(Vec::new()),
+        egress: DirectionPolicy::allow_by_default(Vec::new()),
+        anti_spoof: anti_spoof.clone(),
+        ..Policy::default()
+    };
+    let id = fx.attach(a, Some(&open));
+    let udp = |src_mac: [u8; 6], payload: &[u8]| {
+        traffic::Udp4 {
+            src_mac,
+            dst_mac: mac(b),
+            src: a.ip4,
+            dst: b.ip4,
+            sport: 4000,
+            dport: 9999,
+        }
+        .frame(payload)
+    };
+    let forged_mac = [0x02, 0, 0, 0, 0x99, 0x99];
+    for i in 0..3u8 {
+        assert!(arrives(a, b, &udp(mac(a), &[b'a', i])), "honest packet {i}");
+    }
+    // The same flow from another MAC, right behind an honest packet.
+    let [honest, forged] = arrive_back_to_back(
+        a,
+        b,
+        [&udp(mac(a), b"honest"), &udp(forged_mac, b"forged")],
+        || {},
+    );
+    assert!(honest, "{:?}", fx.counters(id));
+    assert!(!forged, "a forged MAC on a flow that had just passed");
+    assert_eq!(fx.counters(id).egress.drops(DropReason::Spoofed).0, 1);
+
+    // A policy closing the flow's port takes effect with its very next packet.
+    let closed = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![
+            Rule::deny().ports(Protocol::Udp, PortRange::single(9999)),
+        ]),
+        ..open
+    };
+    let [before, after] = arrive_back_to_back(
+        a,
+        b,
+        [&udp(mac(a), b"before"), &udp(mac(a), b"after")],
+        || fx.dataplane.set_policy(id, &closed).unwrap(),
+    );
+    assert!(before, "{:?}", fx.counters(id));
+    assert!(!after, "the packet right after the policy closed its port");
+    assert_eq!(fx.counters(id).egress.drops(DropReason::PolicyDeny).0, 1);
+}
