@@ -1,6 +1,8 @@
 //! Root tests for the ways around a policy and the traffic a policy wrongly lost: IPv6
 //! extension header chains, ARP of another hardware type, neighbour discovery spoofing and rogue
-//! router advertisements, fragmented datagrams, and flows across a policy change. Real programs on
+//! router advertisements, fragmented datagrams, flows across a policy change, and the per-CPU
+//! shortcut for flows that have just passed (which must not outlive a policy change, carry a
+//! forged MAC or skip an audit). Real programs on
 //! macvlan interfaces of test namespaces; every attack is a frame built by the test and sent
 //! through a packet socket, every check is what arrived and what the counters say.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -861,4 +863,38 @@ fn a_flow_that_just_passed_meets_anti_spoofing_and_a_new_policy_with_its_next_pa
     assert!(before, "{:?}", fx.counters(id));
     assert!(!after, "the packet right after the policy closed its port");
     assert_eq!(fx.counters(id).egress.drops(DropReason::PolicyDeny).0, 1);
+}
+
+#[test]
+fn every_datagram_of_a_flow_an_audit_mode_policy_would_drop_is_audited() {
+    if !require_root("every_datagram_of_a_flow_an_audit_mode_policy_would_drop_is_audited") {
+        return;
+    }
+    const N: u64 = 8;
+    let net = MacvlanPods::new(2);
+    let (a, b) = (&net.pods[0], &net.pods[1]);
+    let _cpu = OneCpu::pin();
+    let mut fx = Fixture::new(AttachMode::Tcx);
+    let policy = Policy {
+        egress: DirectionPolicy::allow_by_default(vec![
+            Rule::deny().ports(Protocol::Udp, PortRange::single(9999)),
+        ]),
+        audit: true,
+        ..Policy::default()
+    };
+    let id = fx.attach(a, Some(&policy));
+    let sink = traffic::udp_socket(&b.netns, SocketAddr::new(IpAddr::V4(b.ip4), 9999));
+    let source = traffic::udp_socket(&a.netns, SocketAddr::new(IpAddr::V4(a.ip4), 4000));
+    for _ in 0..N {
+        source
+            .send_to(b"audited", sink.local_addr().unwrap())
+            .unwrap();
+    }
+    assert_eq!(
+        traffic::udp_count(&sink, Duration::from_millis(300)) as u64,
+        N
+    );
+    let counters = fx.counters(id);
+    assert_eq!(counters.egress.audited(DropReason::PolicyDeny).0, N);
+    assert_eq!(counters.egress.dropped(), 0);
 }
