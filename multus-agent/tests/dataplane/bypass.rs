@@ -2,9 +2,9 @@
 //! extension header chains, ARP of another hardware type, neighbour discovery spoofing and rogue
 //! router advertisements, fragmented datagrams, flows across a policy change, and the per-CPU
 //! shortcut for flows that have just passed (which must not outlive a policy change, carry a
-//! forged MAC or skip an audit). Real programs on
-//! macvlan interfaces of test namespaces; every attack is a frame built by the test and sent
-//! through a packet socket, every check is what arrived and what the counters say.
+//! forged MAC or skip an audit). Real programs on macvlan interfaces of test namespaces; every
+//! attack is a frame built by the test and sent through a packet socket, every check is what
+//! arrived and what the counters say.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use crate::common;
