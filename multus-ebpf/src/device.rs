@@ -2,12 +2,13 @@
 //!
 //! The node-wide identity of an interface is `(netns cookie, ifindex)`, found by following
 //! `skb->dev->nd_net.net->net_cookie` (`bpf_get_netns_cookie()` answers the initial namespace for
-//! packets without a socket). Each of those kernel reads is a helper call, so the result is cached
+//! packets without a socket). `skb->dev` is one load through `bpf_cast_to_kern_ctx` (kernels
+//! 6.3+; a helper call before); the other two reads are helper calls, so the result is cached
 //! by device address: in a per-CPU slot for the previous packet's device, then in an LRU map. A
 //! cached entry counts only in the epoch it was made in; the agent bumps the epoch whenever
 //! attachments change, because a freed device's address can come back as another device.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use multus_common::{DeviceEntry, IfaceKey};
+use multus_common::{DeviceEntry, IfaceKey, KERN_CTX_CALL_PLACEHOLDER};
 
 use crate::maps::{
     ATTACHMENTS, DEV_NET_OFFSET, DEVICES, EPOCH, LastDevice, NET_COOKIE_OFFSET, SKB_DEV_OFFSET,
@@ -21,6 +22,30 @@ fn global(value: *const u32) -> usize {
     unsafe { core::ptr::read_volatile(value) as usize }
 }
 
+/// The kernel's `struct sk_buff` behind the program's context (`bpf_cast_to_kern_ctx`, kernels
+/// 6.3+): its `dev` is then one load instead of a helper call. Null where the kernel lacks the
+/// function (the loader then put `r0 = 0` in the call's place).
+#[inline(always)]
+fn kern_ctx(skb: *mut core::ffi::c_void) -> *const u8 {
+    let kern: *const u8;
+    // SAFETY: the placeholder becomes either the kfunc call, which takes the context in r1 and
+    // returns in r0 and clobbers r1 to r5 like any call, or `r0 = 0`; neither writes memory.
+    unsafe {
+        core::arch::asm!(
+            ".8byte {call}",
+            call = const KERN_CTX_CALL_PLACEHOLDER,
+            inlateout("r1") skb => _,
+            lateout("r0") kern,
+            lateout("r2") _,
+            lateout("r3") _,
+            lateout("r4") _,
+            lateout("r5") _,
+            options(nostack, readonly),
+        );
+    }
+    kern
+}
+
 /// The attachment id of the packet's device, or `None` when it is not ours.
 #[inline(always)]
 pub fn attachment_id(
@@ -29,8 +54,16 @@ pub fn attachment_id(
     last: &mut LastDevice,
 ) -> Option<u32> {
     let skb_dev = global(&raw const SKB_DEV_OFFSET);
-    // SAFETY: bpf_probe_read_kernel checks every address; a bad one is an error, not a fault.
-    let dev: u64 = unsafe { bpf_probe_read_kernel(skb.cast::<u8>().add(skb_dev).cast()) }.ok()?;
+    let kern = kern_ctx(skb);
+    let dev: u64 = if kern.is_null() {
+        // SAFETY: bpf_probe_read_kernel checks every address; a bad one is an error, not a fault.
+        unsafe { bpf_probe_read_kernel(skb.cast::<u8>().add(skb_dev).cast()) }.ok()?
+    } else {
+        // SAFETY: `kern` is the kernel's `struct sk_buff` of this packet and `skb_dev` the
+        // offset of its `dev` field in the running kernel; the verifier checks the load against
+        // the kernel's BTF.
+        unsafe { core::ptr::read_volatile(kern.add(skb_dev).cast::<u64>()) }
+    };
     let epoch = EPOCH.get(0).copied().unwrap_or(0);
     if last.dev == dev && last.epoch == epoch {
         return Some(last.id);

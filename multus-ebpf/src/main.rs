@@ -8,6 +8,8 @@
 // counters use the plain atomic add intrinsic instead (the eBPF build runs with build-std).
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+// The one kfunc call (see `device`) is an instruction written out in inline assembly.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod device;

@@ -4,7 +4,9 @@
 //! `skb->dev->nd_net.net->net_cookie` with `bpf_probe_read_kernel`; the offsets of those fields
 //! change between kernel builds, so the agent reads them here and hands them to the programs as
 //! read-only globals at load time. (`bpf_get_netns_cookie()` cannot be used: for a packet without
-//! a socket, such as every received packet, it returns the initial namespace's cookie.)
+//! a socket, such as every received packet, it returns the initial namespace's cookie.) The BTF
+//! also says whether the kernel has the kfunc `bpf_cast_to_kern_ctx`, through which the first
+//! read is a plain load (see `kfunc`).
 use std::{collections::HashMap, path::Path};
 
 /// Where the kernel's own BTF lives.
@@ -19,6 +21,9 @@ pub struct NetnsOffsets {
     pub dev_net: u32,
     /// `offsetof(struct net, net_cookie)`.
     pub net_cookie: u32,
+    /// The BTF id of the kfunc `bpf_cast_to_kern_ctx` (kernels 6.3+), which reads `skb->dev`
+    /// without a helper call; `None` on older kernels.
+    pub cast_to_kern_ctx: Option<u32>,
 }
 
 /// Why the offsets could not be found.
@@ -58,6 +63,7 @@ impl NetnsOffsets {
             skb_dev: btf.offset_of("sk_buff", &["dev"])?,
             dev_net: btf.offset_of("net_device", &["nd_net", "net"])?,
             net_cookie: btf.offset_of("net", &["net_cookie"])?,
+            cast_to_kern_ctx: btf.func_id(b"bpf_cast_to_kern_ctx"),
         })
     }
 }
@@ -71,6 +77,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -86,6 +93,8 @@ struct Member {
 
 struct Type {
     kind: u32,
+    /// Offset of the name in the string section (0: anonymous).
+    name: u32,
     /// Referenced type for modifiers and typedefs.
     ty: u32,
     members: Vec<Member>,
@@ -123,6 +132,7 @@ impl<'a> Btf<'a> {
             strings,
             types: vec![Type {
                 kind: 0,
+                name: 0,
                 ty: 0,
                 members: Vec::new(),
             }],
@@ -169,6 +179,7 @@ impl<'a> Btf<'a> {
             }
             btf.types.push(Type {
                 kind,
+                name,
                 ty: size_or_type,
                 members,
             });
@@ -180,6 +191,15 @@ impl<'a> Btf<'a> {
         let rest = self.strings.get(off as usize..).unwrap_or_default();
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         &rest[..end]
+    }
+
+    /// The id of the function (`BTF_KIND_FUNC`) called `name`.
+    fn func_id(&self, name: &[u8]) -> Option<u32> {
+        let at = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && t.name != 0 && self.name(t.name) == name)?;
+        u32::try_from(at).ok()
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
@@ -253,6 +273,27 @@ mod tests {
             offsets.net_cookie > 0 && offsets.net_cookie < 65_536,
             "{offsets:?}"
         );
+    }
+
+    #[test]
+    fn finds_the_kfunc_on_kernels_that_have_it() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release.trim().split(['.', '-']);
+        let major: u32 = parts.next().unwrap().parse().unwrap();
+        let minor: u32 = parts.next().unwrap().parse().unwrap();
+        let offsets = NetnsOffsets::from_kernel().unwrap();
+        if (major, minor) >= (6, 3) {
+            let id = offsets
+                .cast_to_kern_ctx
+                .expect("6.3+ has bpf_cast_to_kern_ctx");
+            let data = std::fs::read(VMLINUX_BTF).unwrap();
+            let btf = Btf::parse(&data).unwrap();
+            let t = &btf.types[id as usize];
+            assert_eq!(t.kind, KIND_FUNC);
+            assert_eq!(btf.name(t.name), b"bpf_cast_to_kern_ctx");
+        } else {
+            assert_eq!(offsets.cast_to_kern_ctx, None, "{release}");
+        }
     }
 
     #[test]

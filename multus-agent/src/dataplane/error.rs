@@ -36,6 +36,9 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    /// The embedded eBPF object is not what this build expects.
+    #[error("the eBPF object does not match this build: {0}")]
+    ObjectMismatch(&'static str),
     /// A map is not in the eBPF object at all.
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),

@@ -18,6 +18,7 @@ pub mod trie;
 
 mod attach;
 mod gc;
+mod kfunc;
 mod policy_maps;
 mod sys;
 
@@ -254,28 +255,7 @@ impl Dataplane {
             }
             _ => sizing,
         };
-        let mut loader = EbpfLoader::new();
-        for (name, entries) in sizing.map_entries() {
-            loader.map_max_entries(name, entries);
-        }
-        let mut ebpf = loader
-            .default_map_pin_directory(&maps_dir)
-            .override_global(globals::SKB_DEV, &offsets.skb_dev, true)
-            .override_global(globals::DEV_NET, &offsets.dev_net, true)
-            .override_global(globals::NET_COOKIE, &offsets.net_cookie, true)
-            .load(EBPF_OBJECT)
-            .map_err(|source| DataplaneError::Load {
-                pin_dir: maps_dir.clone(),
-                source: Box::new(source),
-            })?;
-        for (_, name, _) in attach::HOOKS {
-            attach::program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DataplaneError::Program {
-                    name,
-                    source: Box::new(source),
-                })?;
-        }
+        let mut ebpf = load_programs(&maps_dir, &offsets, &sizing)?;
         let attachments = take_map(&mut ebpf, maps::ATTACHMENTS)?;
         let counters = take_map(&mut ebpf, maps::COUNTERS)?;
         let policies = ebpf
@@ -796,6 +776,35 @@ fn all_or_errors<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
     } else {
         Err(flatten(errors))
     }
+}
+
+/// Loads the embedded object, patched for the running kernel, with its maps pinned in (or taken
+/// from) `maps_dir`, and has the kernel verify both programs.
+fn load_programs(maps_dir: &Path, offsets: &btf::NetnsOffsets, sizing: &MapSizing) -> Result<Ebpf> {
+    let object = kfunc::patch(EBPF_OBJECT, offsets.cast_to_kern_ctx)?;
+    let mut loader = EbpfLoader::new();
+    for (name, entries) in sizing.map_entries() {
+        loader.map_max_entries(name, entries);
+    }
+    let mut ebpf = loader
+        .default_map_pin_directory(maps_dir)
+        .override_global(globals::SKB_DEV, &offsets.skb_dev, true)
+        .override_global(globals::DEV_NET, &offsets.dev_net, true)
+        .override_global(globals::NET_COOKIE, &offsets.net_cookie, true)
+        .load(object.bytes())
+        .map_err(|source| DataplaneError::Load {
+            pin_dir: maps_dir.to_owned(),
+            source: Box::new(source),
+        })?;
+    for (_, name, _) in attach::HOOKS {
+        attach::program(&mut ebpf, name)?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                name,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(ebpf)
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>

@@ -298,3 +298,13 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` data of u64 fields.
     unsafe impl aya::Pod for super::EventStats {}
 }
+
+/// The placeholder the programs carry where they call the kfunc `bpf_cast_to_kern_ctx` (an
+/// eBPF call instruction of the kfunc kind, `src_reg` 2, with a marker for the kernel's BTF id).
+/// The loader rewrites every such instruction before loading: into the call, with the function's
+/// id from the running kernel's BTF, or, on a kernel without the function (before 6.3), into
+/// `r0 = 0`, which sends the programs down their helper-call path.
+pub const KERN_CTX_CALL_PLACEHOLDER: u64 = (KERN_CTX_CALL_MARKER as u64) << 32 | 0x2085;
+
+/// The `imm` of [`KERN_CTX_CALL_PLACEHOLDER`]: no BTF id is anywhere near it.
+pub const KERN_CTX_CALL_MARKER: u32 = 0x5eb2_c0de;
