@@ -15,8 +15,9 @@
 //! Each round measures TCP throughput and the receive rate of 64-byte UDP datagrams in every
 //! set-up, starting with another set-up each round. iperf3's client and server are pinned to two
 //! different CPUs (when the bench may use two): left to the scheduler, they share a CPU in some
-//! runs and not in others, and the 64-byte UDP rate jumps by a fifth between the two. TCP runs
-//! leave out their first second (slow start). The medians over the rounds are printed, and each
+//! runs and not in others, and the 64-byte UDP rate jumps by a fifth between the two. Each
+//! set-up gets two seconds to settle before its runs, and the runs leave out their first second
+//! (TCP's slow start). The medians over the rounds are printed, and each
 //! set-up's ratio to the baseline is the median of the rounds' ratios (each round's baseline run
 //! lies within minutes of the set-up's, so a machine slowing down or speeding up between rounds
 //! cancels out), with the lowest and highest round. Then, with
@@ -47,6 +48,8 @@ use crate::shell::{Cmd, build_agent, is_root, note, step};
 
 /// The port iperf3 listens on in the server pod.
 const PORT: u16 = 5201;
+/// The pause between setting a set-up up and measuring it.
+const SETTLE: Duration = Duration::from_secs(2);
 /// UDP payload size of the small-packet run.
 const UDP_PAYLOAD: u64 = 64;
 /// The targets with the rules in: TCP throughput and the 64-byte UDP rate against no program,
@@ -180,6 +183,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let started = Instant::now();
             let _setup = setups.apply(scenario, &target)?;
             let set_up = started.elapsed();
+            // What the previous set-up's removal and this one's loading left for the kernel to
+            // do (freeing 10,000 iptables rules takes a while) must not fall into a measurement.
+            std::thread::sleep(SETTLE);
             tcp[i].push(target.tcp_gbps()?);
             udp[i].push(target.udp_kpps(false)?);
             note(&format!(
@@ -301,7 +307,7 @@ impl Target<'_> {
 
     /// TCP throughput received by the server, Gbit/s.
     fn tcp_gbps(&self) -> anyhow::Result<f64> {
-        // Slow start stays out of the figure.
+        // Slow start stays out of the figure (the run lasts a second more).
         let report = self.iperf(&["-O", "1"])?;
         number(&report, &["end", "sum_received", "bits_per_second"]).map(|b| b / 1e9)
     }
@@ -310,7 +316,8 @@ impl Target<'_> {
     /// `reverse` by the client (the server sends).
     fn udp_kpps(&self, reverse: bool) -> anyhow::Result<f64> {
         let len = UDP_PAYLOAD.to_string();
-        let mut args = vec!["-u", "-b", "0", "-l", &len];
+        // The first second warms up, as for TCP.
+        let mut args = vec!["-u", "-b", "0", "-l", &len, "-O", "1"];
         if reverse {
             args.push("-R");
         }
