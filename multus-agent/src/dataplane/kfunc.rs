@@ -9,10 +9,6 @@ use multus_common::KERN_CTX_CALL_PLACEHOLDER;
 
 use super::error::DataplaneError;
 
-/// `BPF_JMP | BPF_CALL`, the call instruction's opcode.
-const CALL: u8 = 0x85;
-/// `BPF_PSEUDO_KFUNC_CALL` in the source register field: `imm` is a BTF id.
-const PSEUDO_KFUNC_CALL: u8 = 2;
 /// `BPF_ALU64 | BPF_MOV | BPF_K`: `dst = imm`.
 const MOV64_IMM: u8 = 0xb7;
 
@@ -62,15 +58,18 @@ pub fn patch(object: &[u8], kfunc: Option<u32>) -> Result<Object, DataplaneError
     Ok(out)
 }
 
-/// The instruction that takes the placeholder's place.
+/// The instruction that takes the placeholder's place: the placeholder is the kfunc call already,
+/// with a marker where the function's id goes.
 fn replacement(kfunc: Option<u32>) -> [u8; 8] {
-    let (code, regs, imm) = match kfunc {
+    match kfunc {
         // r1 stays the context argument; the result comes back in r0.
-        Some(id) => (CALL, PSEUDO_KFUNC_CALL << 4, id),
-        None => (MOV64_IMM, 0, 0),
-    };
-    let [i0, i1, i2, i3] = imm.to_le_bytes();
-    [code, regs, 0, 0, i0, i1, i2, i3]
+        Some(id) => {
+            let mut call = KERN_CTX_CALL_PLACEHOLDER.to_le_bytes();
+            call[4..].copy_from_slice(&id.to_le_bytes());
+            call
+        }
+        None => [MOV64_IMM, 0, 0, 0, 0, 0, 0, 0],
+    }
 }
 
 #[cfg(test)]

@@ -39,13 +39,29 @@ fn host(ip: IpAddr) -> IpNet {
 /// Sends `frame` out of `from`'s interface and says whether `to` received it (the tap sees
 /// received frames before TC ingress, so this is about `from`'s egress).
 fn arrives(from: &Pod, to: &Pod, frame: &[u8]) -> bool {
+    let [arrived] = arrive_in_turn(from, to, [frame], |_| {});
+    arrived
+}
+
+/// Sends `frames` out of `from`'s interface one after the other, running `before(i)` before
+/// frame `i`, and says which of them `to` received.
+fn arrive_in_turn<const N: usize>(
+    from: &Pod,
+    to: &Pod,
+    frames: [&[u8]; N],
+    mut before: impl FnMut(usize),
+) -> [bool; N] {
     let tap = PacketTap::start(&to.netns, &to.ifname);
-    // A dropped frame may be reported to the sender (ENOBUFS): the tap is what counts.
-    let _ = traffic::send_frame(&from.netns, &from.ifname, frame);
-    let head = &frame[..frame.len().min(multus_testkit::tap::HEAD_LEN)];
-    tap.finish(Duration::from_millis(150))
-        .iter()
-        .any(|f| !f.outgoing && f.head == head)
+    for (i, frame) in frames.iter().enumerate() {
+        before(i);
+        // A dropped frame may be reported to the sender (ENOBUFS): the tap is what counts.
+        let _ = traffic::send_frame(&from.netns, &from.ifname, frame);
+    }
+    let seen = tap.finish(Duration::from_millis(150));
+    frames.map(|frame| {
+        let head = &frame[..frame.len().min(multus_testkit::tap::HEAD_LEN)];
+        seen.iter().any(|f| !f.outgoing && f.head == head)
+    })
 }
 
 /// Receives one datagram of up to 64 KiB on `socket` within two seconds.
@@ -778,25 +794,6 @@ impl Drop for OneCpu {
     }
 }
 
-/// Sends `frames` out of `from`'s interface back to back, running `between` after the first,
-/// and says which of them `to` received.
-fn arrive_back_to_back(
-    from: &Pod,
-    to: &Pod,
-    frames: [&[u8]; 2],
-    between: impl FnOnce(),
-) -> [bool; 2] {
-    let tap = PacketTap::start(&to.netns, &to.ifname);
-    let _ = traffic::send_frame(&from.netns, &from.ifname, frames[0]);
-    between();
-    let _ = traffic::send_frame(&from.netns, &from.ifname, frames[1]);
-    let seen = tap.finish(Duration::from_millis(150));
-    frames.map(|frame| {
-        let head = &frame[..frame.len().min(multus_testkit::tap::HEAD_LEN)];
-        seen.iter().any(|f| !f.outgoing && f.head == head)
-    })
-}
-
 #[test]
 fn a_flow_that_just_passed_meets_anti_spoofing_and_a_new_policy_with_its_next_packet() {
     if !require_root(
@@ -837,11 +834,11 @@ fn a_flow_that_just_passed_meets_anti_spoofing_and_a_new_policy_with_its_next_pa
         assert!(arrives(a, b, &udp(mac(a), &[b'a', i])), "honest packet {i}");
     }
     // The same flow from another MAC, right behind an honest packet.
-    let [honest, forged] = arrive_back_to_back(
+    let [honest, forged] = arrive_in_turn(
         a,
         b,
         [&udp(mac(a), b"honest"), &udp(forged_mac, b"forged")],
-        || {},
+        |_| {},
     );
     assert!(honest, "{:?}", fx.counters(id));
     assert!(!forged, "a forged MAC on a flow that had just passed");
@@ -854,11 +851,15 @@ fn a_flow_that_just_passed_meets_anti_spoofing_and_a_new_policy_with_its_next_pa
         ]),
         ..open
     };
-    let [before, after] = arrive_back_to_back(
+    let [before, after] = arrive_in_turn(
         a,
         b,
         [&udp(mac(a), b"before"), &udp(mac(a), b"after")],
-        || fx.dataplane.set_policy(id, &closed).unwrap(),
+        |i| {
+            if i == 1 {
+                fx.dataplane.set_policy(id, &closed).unwrap();
+            }
+        },
     );
     assert!(before, "{:?}", fx.counters(id));
     assert!(!after, "the packet right after the policy closed its port");

@@ -304,7 +304,14 @@ mod pod {
 /// The loader rewrites every such instruction before loading: into the call, with the function's
 /// id from the running kernel's BTF, or, on a kernel without the function (before 6.3), into
 /// `r0 = 0`, which sends the programs down their helper-call path.
-pub const KERN_CTX_CALL_PLACEHOLDER: u64 = (KERN_CTX_CALL_MARKER as u64) << 32 | 0x2085;
+pub const KERN_CTX_CALL_PLACEHOLDER: u64 = (KERN_CTX_CALL_MARKER as u64) << 32
+    | (BPF_PSEUDO_KFUNC_CALL as u64) << 12
+    | BPF_JMP_CALL as u64;
+
+/// `BPF_JMP | BPF_CALL`, the call instruction's opcode.
+const BPF_JMP_CALL: u8 = 0x85;
+/// `BPF_PSEUDO_KFUNC_CALL`, in the source register field: `imm` is a kernel BTF id.
+const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 
 /// The `imm` of [`KERN_CTX_CALL_PLACEHOLDER`]: no BTF id is anywhere near it.
 pub const KERN_CTX_CALL_MARKER: u32 = 0x5eb2_c0de;
